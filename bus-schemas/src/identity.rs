@@ -1,0 +1,200 @@
+//! Who may hold a certificate and a NATS user, and how the certificate maps to that user.
+
+use crate::Component;
+use serde::{Deserialize, Serialize};
+
+/// What an identity is; decides its issuing CA, its NATS account and its permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityKind {
+    /// One of the eight ecosystem components (AI-App CA).
+    Component,
+    /// A person; talks to BRIDGE over HTTPS, has no NATS user (User CA).
+    User,
+    /// A device joining NEXUS (User CA).
+    Device,
+    /// A read-only external audit tool (User CA, audit account).
+    Auditor,
+}
+
+impl IdentityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Component => "component",
+            IdentityKind::User => "user",
+            IdentityKind::Device => "device",
+            IdentityKind::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IdentityKind> {
+        [Self::Component, Self::User, Self::Device, Self::Auditor]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// The NATS account an identity lives in. Accounts are the trust boundary: nothing crosses
+/// from one to another except what is explicitly exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NatsAccount {
+    /// The ecosystem services (and devices).
+    Ecosystem,
+    /// Read-only external audit tools; sees only the exported audit subjects.
+    Audit,
+    /// The server's system account; no client identity lives here.
+    System,
+}
+
+impl NatsAccount {
+    pub fn name(self) -> &'static str {
+        match self {
+            NatsAccount::Ecosystem => "OZONE",
+            NatsAccount::Audit => "AUDIT",
+            NatsAccount::System => "SYS",
+        }
+    }
+}
+
+/// A name that is not allowed for an identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid identity name {name:?}: {reason}")]
+pub struct InvalidName {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+/// A certificate holder: kind plus a validated name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Identity {
+    pub kind: IdentityKind,
+    pub name: String,
+}
+
+impl Identity {
+    pub fn component(c: Component) -> Identity {
+        Identity {
+            kind: IdentityKind::Component,
+            name: c.name().to_string(),
+        }
+    }
+
+    /// Validates the name: 1–63 of `[a-z0-9-]`, not starting with `-`; a component identity
+    /// must name one of the eight components, and nothing else may take a component's name.
+    pub fn new(kind: IdentityKind, name: &str) -> Result<Identity, InvalidName> {
+        let bad = |reason| InvalidName {
+            name: name.to_string(),
+            reason,
+        };
+        if name.is_empty() || name.len() > 63 {
+            return Err(bad("use 1 to 63 characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            || name.starts_with('-')
+        {
+            return Err(bad("use lowercase letters, digits and '-', not starting with '-'"));
+        }
+        let is_component = Component::from_name(name).is_some();
+        match kind {
+            IdentityKind::Component if !is_component => Err(bad(
+                "not a component; use one of spark, cognis, zsei, ozone-studio, nexus, bridge, forge, scribe",
+            )),
+            IdentityKind::Component => Ok(Identity {
+                kind,
+                name: name.to_string(),
+            }),
+            _ if is_component || name == "nats-server" => {
+                Err(bad("reserved for an ecosystem component"))
+            }
+            _ => Ok(Identity {
+                kind,
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    pub fn as_component(&self) -> Option<Component> {
+        match self.kind {
+            IdentityKind::Component => Component::from_name(&self.name),
+            _ => None,
+        }
+    }
+
+    /// Base name of the identity's files: `spark`, `auditor-siem`, `device-laptop`.
+    pub fn file_stem(&self) -> String {
+        match self.kind {
+            IdentityKind::Component => self.name.clone(),
+            kind => format!("{}-{}", kind.as_str(), self.name),
+        }
+    }
+
+    /// The one identity in the certificate that nats-server's `verify_and_map` matches.
+    ///
+    /// Components: their seed DNS name (`spark.local`). Others carry no DNS name at all, only
+    /// this URN as URI SAN, so they can never collide with a component (DNS SANs are matched
+    /// before URIs) or with each other.
+    pub fn nats_user(&self) -> Option<String> {
+        match (self.kind, self.as_component()) {
+            (IdentityKind::Component, Some(c)) => Some(c.dns_name()),
+            (IdentityKind::User, _) | (IdentityKind::Component, None) => None,
+            (kind, _) => Some(self.urn()),
+        }
+    }
+
+    /// `urn:ozone:<kind>:<name>`, the URI SAN of non-component identities.
+    pub fn urn(&self) -> String {
+        format!("urn:ozone:{}:{}", self.kind.as_str(), self.name)
+    }
+
+    /// The account the identity's NATS user lives in; `None` for people (no NATS user).
+    pub fn account(&self) -> Option<NatsAccount> {
+        match self.kind {
+            IdentityKind::Component | IdentityKind::Device => Some(NatsAccount::Ecosystem),
+            IdentityKind::Auditor => Some(NatsAccount::Audit),
+            IdentityKind::User => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(Identity::new(IdentityKind::Component, "spark").is_ok());
+        assert!(Identity::new(IdentityKind::Component, "sparky").is_err());
+        assert!(Identity::new(IdentityKind::Auditor, "spark").is_err());
+        assert!(Identity::new(IdentityKind::Auditor, "nats-server").is_err());
+        assert!(Identity::new(IdentityKind::Device, "Laptop").is_err());
+        assert!(Identity::new(IdentityKind::Device, "a.b").is_err());
+        assert!(Identity::new(IdentityKind::Device, "").is_err());
+        assert!(Identity::new(IdentityKind::Device, "-x").is_err());
+        assert!(Identity::new(IdentityKind::Device, "laptop-2").is_ok());
+    }
+
+    #[test]
+    fn nats_users_are_unambiguous() {
+        let mut users: Vec<String> = Component::ALL
+            .iter()
+            .filter_map(|c| Identity::component(*c).nats_user())
+            .collect();
+        for kind in [IdentityKind::Device, IdentityKind::Auditor] {
+            users.extend(Identity::new(kind, "x").ok().and_then(|i| i.nats_user()));
+        }
+        let n = users.len();
+        users.sort();
+        users.dedup();
+        assert_eq!(users.len(), n);
+        assert!(!users.iter().any(|u| u == "localhost"));
+        assert_eq!(Identity::new(IdentityKind::User, "alice").ok().and_then(|i| i.nats_user()), None);
+    }
+}

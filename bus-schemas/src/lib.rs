@@ -1,0 +1,14 @@
+//! Every NATS subject, identity and permission of OZONE STUDIO, declared once.
+//!
+//! No other crate spells a subject string: they ask this crate. The permission table in
+//! [`permissions`] is the single source for the generated nats-server configuration.
+
+pub mod component;
+pub mod identity;
+pub mod permissions;
+pub mod subject;
+
+pub use component::Component;
+pub use identity::{Identity, IdentityKind, InvalidName, NatsAccount};
+pub use permissions::Permissions;
+pub use subject::Subject;

@@ -1,0 +1,199 @@
+//! A checked NATS subject (or subject pattern) and the constructors for every subject we use.
+//!
+//! Subjects are built here and nowhere else, so renaming one is a one-line change that the
+//! generated permissions follow automatically.
+
+use crate::{Component, Identity};
+use std::fmt;
+
+/// A NATS subject or subscription pattern: dot-separated non-empty tokens without spaces;
+/// `*` and `>` only as whole tokens, `>` only last.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Subject(String);
+
+/// A string that is not a valid subject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid subject {subject:?}: {reason}")]
+pub struct InvalidSubject {
+    pub subject: String,
+    pub reason: &'static str,
+}
+
+impl Subject {
+    pub fn parse(s: &str) -> Result<Subject, InvalidSubject> {
+        let bad = |reason| InvalidSubject {
+            subject: s.to_string(),
+            reason,
+        };
+        if s.is_empty() {
+            return Err(bad("empty"));
+        }
+        let tokens: Vec<&str> = s.split('.').collect();
+        for (i, t) in tokens.iter().enumerate() {
+            if t.is_empty() {
+                return Err(bad("empty token"));
+            }
+            if t.chars().any(|c| c.is_whitespace()) {
+                return Err(bad("whitespace"));
+            }
+            if t.len() > 1 && (t.contains('*') || t.contains('>')) {
+                return Err(bad("wildcards must be whole tokens"));
+            }
+            if *t == ">" && i != tokens.len() - 1 {
+                return Err(bad("'>' must be the last token"));
+            }
+        }
+        Ok(Subject(s.to_string()))
+    }
+
+    /// Builds from tokens we control; every caller passes validated names.
+    fn join(tokens: &[&str]) -> Subject {
+        Subject(tokens.join("."))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_pattern(&self) -> bool {
+        self.0.split('.').any(|t| t == "*" || t == ">")
+    }
+
+    /// Whether `self` (a pattern) matches the concrete subject `other`.
+    pub fn matches(&self, other: &str) -> bool {
+        let mut pat = self.0.split('.');
+        let mut sub = other.split('.');
+        loop {
+            match (pat.next(), sub.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(p), Some(s)) if p == s => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Everything a component serves: `<component>.>`.
+    pub fn component_requests(c: Component) -> Subject {
+        Subject::join(&[c.token(), ">"])
+    }
+
+    /// One named request subject of a component: `<component>.<operation>`.
+    pub fn component_request(c: Component, operation: &str) -> Result<Subject, InvalidSubject> {
+        Subject::parse(&format!("{}.{operation}", c.token())).and_then(|s| {
+            if s.is_pattern() {
+                Err(InvalidSubject {
+                    subject: s.0,
+                    reason: "an operation cannot be a wildcard",
+                })
+            } else {
+                Ok(s)
+            }
+        })
+    }
+
+    /// Where a component announces its own readiness: `ecosystem.phase.<component>`.
+    pub fn phase_announce(c: Component) -> Subject {
+        Subject::join(&["ecosystem", "phase", c.token()])
+    }
+
+    /// Every phase event: `ecosystem.phase.>`.
+    pub fn phase_all() -> Subject {
+        Subject::join(&["ecosystem", "phase", ">"])
+    }
+
+    /// A subject only this component may use, to prove its permissions work end to end.
+    pub fn selfcheck(c: Component) -> Subject {
+        Subject::join(&["ecosystem", "selfcheck", c.token()])
+    }
+
+    /// The component's audit events: `audit.<component>.>`.
+    pub fn audit_of(c: Component) -> Subject {
+        Subject::join(&["audit", c.token(), ">"])
+    }
+
+    /// All audit events: `audit.>`; the only subjects exported to the audit account.
+    pub fn audit_all() -> Subject {
+        Subject::join(&["audit", ">"])
+    }
+
+    /// The private reply-inbox prefix of an identity: `_INBOX.<file stem>`. Per-identity
+    /// inboxes mean no identity can subscribe to another's replies.
+    pub fn inbox_prefix(identity: &Identity) -> Subject {
+        Subject(format!("_INBOX.{}", identity.file_stem()))
+    }
+
+    /// All inboxes of an identity: `_INBOX.<file stem>.>`.
+    pub fn inbox_all(identity: &Identity) -> Subject {
+        Subject(format!("_INBOX.{}.>", identity.file_stem()))
+    }
+
+    /// What a device may tell NEXUS: `nexus.device.<name>.>`.
+    pub fn device_reports(device: &Identity) -> Subject {
+        Subject(format!("{}.device.{}.>", Component::Nexus.token(), device.name))
+    }
+
+    /// NATS micro-service discovery subjects a service answers: `$SRV.PING`, `$SRV.PING.<name>`,
+    /// `$SRV.PING.<name>.<id>` and the same for INFO and STATS.
+    pub fn service_discovery(c: Component) -> Vec<Subject> {
+        let mut out = Vec::new();
+        for verb in ["PING", "INFO", "STATS"] {
+            out.push(Subject::join(&["$SRV", verb]));
+            out.push(Subject::join(&["$SRV", verb, c.token()]));
+            out.push(Subject::join(&["$SRV", verb, c.token(), "*"]));
+        }
+        out
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_rejects_malformed_subjects() {
+        for bad in ["", "a..b", "a b", "a.>.b", "a.b*", ".a", "a."] {
+            assert!(Subject::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", "a.*.c", "a.>", "$SRV.PING", "_INBOX.spark.>"] {
+            assert!(Subject::parse(good).is_ok(), "{good:?} rejected");
+        }
+    }
+
+    #[test]
+    fn constructors_produce_valid_subjects() {
+        for c in Component::ALL {
+            let mut all = vec![
+                Subject::component_requests(c),
+                Subject::phase_announce(c),
+                Subject::selfcheck(c),
+                Subject::audit_of(c),
+                Subject::inbox_all(&Identity::component(c)),
+            ];
+            all.extend(Subject::service_discovery(c));
+            for s in all {
+                assert_eq!(Subject::parse(s.as_str()), Ok(s.clone()));
+            }
+        }
+        assert!(Subject::component_request(Component::Spark, ">").is_err());
+    }
+
+    #[test]
+    fn matching_follows_nats_rules() {
+        let p = Subject::component_requests(Component::Spark);
+        assert!(p.matches("spark.generate"));
+        assert!(p.matches("spark.a.b"));
+        assert!(!p.matches("spark"));
+        assert!(!p.matches("sparks.generate"));
+        let star = Subject::parse("$SRV.PING.*").unwrap_or_else(|e| panic!("{e}"));
+        assert!(star.matches("$SRV.PING.x"));
+        assert!(!star.matches("$SRV.PING.x.y"));
+    }
+}
