@@ -139,7 +139,7 @@ impl Identity {
         match (self.kind, self.as_component()) {
             (IdentityKind::Component, Some(c)) => Some(c.dns_name()),
             (IdentityKind::User, _) | (IdentityKind::Component, None) => None,
-            (kind, _) => Some(self.urn()),
+            _ => Some(self.urn()),
         }
     }
 

@@ -1,0 +1,176 @@
+//! Issuing leaf certificates: components, the NATS server, people, devices, auditors.
+
+use super::ca::{random_serial, seed_dn};
+use super::{io_err, CaKind, CertificateAuthorities, IdentityFiles, IdentityRecord, PkiError, Registry, SERVER_STEM};
+use crate::{keyfile, Home};
+use ozone_bus_schemas::{Identity, IdentityKind};
+use rcgen::{
+    CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    PKCS_ECDSA_P256_SHA256,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use time::{Duration, OffsetDateTime};
+
+/// Knobs of one issuance. Tests use `not_after` in the past and `client_auth: false` to make
+/// certificates the server must refuse.
+#[derive(Debug, Clone)]
+pub struct IssueOptions {
+    pub validity: std::time::Duration,
+    /// Overrides the end of validity (tests only make expired certificates this way).
+    pub not_after: Option<OffsetDateTime>,
+    pub client_auth: bool,
+}
+
+impl IssueOptions {
+    pub fn valid_for(validity: std::time::Duration) -> IssueOptions {
+        IssueOptions {
+            validity,
+            not_after: None,
+            client_auth: true,
+        }
+    }
+}
+
+/// What an issuance produced.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub files: IdentityFiles,
+    pub record: IdentityRecord,
+}
+
+fn ia5(s: String) -> Result<rcgen::string::Ia5String, PkiError> {
+    Ok(rcgen::string::Ia5String::try_from(s)?)
+}
+
+fn loopback_sans() -> Vec<SanType> {
+    vec![
+        SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    ]
+}
+
+/// Subject, SANs and usages per kind. Components get the seed's SANs; everyone else gets only
+/// a URN so `verify_and_map` has exactly one identity to match.
+fn leaf_params(identity: &Identity, opts: &IssueOptions) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    match identity.as_component() {
+        Some(c) => {
+            params.distinguished_name =
+                seed_dn(&format!("{} AI App", c.name().to_uppercase()), &c.dns_name());
+            params.subject_alt_names = vec![
+                SanType::DnsName(ia5(c.dns_name())?),
+                SanType::DnsName(ia5("localhost".into())?),
+            ];
+            params.subject_alt_names.extend(loopback_sans());
+            params
+                .subject_alt_names
+                .push(SanType::URI(ia5(format!("https://{}:{}", c.dns_name(), c.port()))?));
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        }
+        None => {
+            let unit = match identity.kind {
+                IdentityKind::User => "Users",
+                IdentityKind::Device => "Devices",
+                _ => "External Tools",
+            };
+            params.distinguished_name = seed_dn(unit, &identity.name);
+            params.subject_alt_names = vec![SanType::URI(ia5(identity.urn())?)];
+        }
+    }
+    if opts.client_auth {
+        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+    } else if params.extended_key_usages.is_empty() {
+        params.extended_key_usages.push(ExtendedKeyUsagePurpose::EmailProtection);
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::ContentCommitment,
+    ];
+    Ok(params)
+}
+
+fn issuing_ca(kind: IdentityKind) -> CaKind {
+    match kind {
+        IdentityKind::Component => CaKind::AiApp,
+        _ => CaKind::User,
+    }
+}
+
+/// Signs `params` for a fresh key and writes key (0600), certificate and chain. The key is
+/// replaced atomically, so renewing never leaves a half-written key behind.
+fn sign_and_write(
+    home: &Home,
+    files: &IdentityFiles,
+    mut params: CertificateParams,
+    ca: CaKind,
+    issuer: &Issuer<'static, KeyPair>,
+    opts: &IssueOptions,
+) -> Result<(String, i64), PkiError> {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = match opts.not_after {
+        Some(t) => t,
+        None => now + Duration::try_from(opts.validity).unwrap_or(Duration::days(365)),
+    };
+    if opts.not_after.is_some_and(|t| t <= params.not_before) {
+        params.not_before = params.not_after - Duration::days(1);
+    }
+    let serial = random_serial()?;
+    let serial_hex = serial.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    params.serial_number = Some(serial);
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.signed_by(&key, issuer)?;
+    let cas = CertificateAuthorities::new(home);
+    let chain = format!("{}{}{}", cert.pem(), cas.cert_pem(ca)?, cas.cert_pem(CaKind::Root)?);
+    keyfile::write_secret(&files.key, key.serialize_pem().as_bytes())?;
+    std::fs::write(&files.cert, cert.pem()).map_err(io_err(&files.cert))?;
+    std::fs::write(&files.chain, chain).map_err(io_err(&files.chain))?;
+    Ok((serial_hex, params.not_after.unix_timestamp()))
+}
+
+/// Issues (or re-issues, with a new key) an identity's certificate and records it.
+pub fn issue(home: &Home, identity: &Identity, opts: &IssueOptions, passphrase: &[u8]) -> Result<Issued, PkiError> {
+    let ca = issuing_ca(identity.kind);
+    let issuer = CertificateAuthorities::new(home).issuer(ca, passphrase)?;
+    let files = IdentityFiles::of(home, identity);
+    let params = leaf_params(identity, opts)?;
+    let (serial, not_after) = sign_and_write(home, &files, params, ca, &issuer, opts)?;
+    let record = IdentityRecord {
+        identity: identity.clone(),
+        serial,
+        not_after,
+        revoked_at: None,
+    };
+    let mut registry = Registry::load(home)?;
+    registry.record(record.clone());
+    registry.save(home)?;
+    Ok(Issued { files, record })
+}
+
+/// Issues the NATS server's certificate (server usage; loopback and `nats.local` names).
+pub fn issue_server(home: &Home, validity: std::time::Duration, passphrase: &[u8]) -> Result<IdentityFiles, PkiError> {
+    let issuer = CertificateAuthorities::new(home).issuer(CaKind::AiApp, passphrase)?;
+    let files = IdentityFiles::for_stem(home, SERVER_STEM);
+    let mut params = CertificateParams::default();
+    params.distinguished_name = seed_dn("NATS", "nats.local");
+    params.subject_alt_names = vec![
+        SanType::DnsName(ia5("nats.local".into())?),
+        SanType::DnsName(ia5("localhost".into())?),
+    ];
+    params.subject_alt_names.extend(loopback_sans());
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let opts = IssueOptions::valid_for(validity);
+    sign_and_write(home, &files, params, CaKind::AiApp, &issuer, &opts)?;
+    Ok(files)
+}
+
+/// Removes the private key of a revoked identity: it can never be used again.
+pub fn destroy_key(home: &Home, identity: &Identity) -> Result<(), PkiError> {
+    let files = IdentityFiles::of(home, identity);
+    match std::fs::remove_file(&files.key) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&files.key)(e)),
+        _ => Ok(()),
+    }
+}

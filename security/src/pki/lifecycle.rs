@@ -1,0 +1,98 @@
+//! Whole-PKI operations: create what is missing (init), renew what is near expiry, revoke.
+
+use super::issue::{destroy_key, issue, issue_server};
+use super::{io_err, CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, PkiError, Registry, SERVER_STEM};
+use crate::{passphrase, Home, SecurityConfig};
+use ozone_bus_schemas::{Component, Identity};
+use rustls_pki_types::{pem::PemObject, CertificateDer};
+use std::time::Duration;
+
+/// What `ensure` created; empty when everything already existed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EnsureReport {
+    pub created_cas: Vec<CaKind>,
+    pub issued: Vec<String>,
+}
+
+/// Creates the CAs, the NATS server certificate and the eight component certificates where
+/// missing. Never replaces an existing file, so running it twice changes nothing.
+pub fn ensure(home: &Home, cfg: &SecurityConfig) -> Result<EnsureReport, PkiError> {
+    let pass = passphrase::resolve(home, true)?;
+    let mut report = EnsureReport {
+        created_cas: CertificateAuthorities::new(home).ensure(&pass)?,
+        ..EnsureReport::default()
+    };
+    let validity = cfg.certificate_authority.certificate_validity_duration;
+    if !IdentityFiles::for_stem(home, SERVER_STEM).exist() {
+        issue_server(home, validity, &pass)?;
+        report.issued.push(SERVER_STEM.to_string());
+    }
+    let registry = Registry::load(home)?;
+    for c in Component::ALL {
+        let id = Identity::component(c);
+        let revoked = registry.get(&id).is_some_and(|r| !r.is_active());
+        if revoked || (IdentityFiles::of(home, &id).exist() && registry.get(&id).is_some()) {
+            continue;
+        }
+        issue(home, &id, &IssueOptions::valid_for(validity), &pass)?;
+        report.issued.push(id.file_stem());
+    }
+    Ok(report)
+}
+
+fn expires_within(path: &std::path::Path, within: Duration) -> Result<bool, PkiError> {
+    let der = CertificateDer::from_pem_file(path).map_err(|e| PkiError::Invalid {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::Invalid {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let left = cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+    Ok(left < within.as_secs() as i64)
+}
+
+/// Re-issues, with fresh keys, every active certificate (and the NATS server's) that expires
+/// within `within`. Returns the file stems it renewed.
+pub fn renew(home: &Home, cfg: &SecurityConfig, within: Duration) -> Result<Vec<String>, PkiError> {
+    let pass = passphrase::resolve(home, false)?;
+    let validity = cfg.certificate_authority.certificate_validity_duration;
+    let mut renewed = Vec::new();
+    let server = IdentityFiles::for_stem(home, SERVER_STEM);
+    if !server.cert.exists() {
+        return Err(PkiError::NoCa {
+            path: server.cert.display().to_string(),
+        });
+    }
+    if expires_within(&server.cert, within)? {
+        issue_server(home, validity, &pass)?;
+        renewed.push(SERVER_STEM.to_string());
+    }
+    let registry = Registry::load(home)?;
+    for rec in registry.identities.iter().filter(|r| r.is_active()) {
+        let left = rec.not_after - time::OffsetDateTime::now_utc().unix_timestamp();
+        if left < within.as_secs() as i64 {
+            issue(home, &rec.identity, &IssueOptions::valid_for(validity), &pass)?;
+            renewed.push(rec.identity.file_stem());
+        }
+    }
+    Ok(renewed)
+}
+
+/// Revokes an identity: marks it in the registry and destroys its private key. The caller
+/// regenerates the NATS configuration and reloads the server so live connections are cut.
+/// Returns false when it was already revoked.
+pub fn revoke(home: &Home, identity: &Identity) -> Result<bool, PkiError> {
+    let mut registry = Registry::load(home)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let changed = registry.revoke(identity, now)?;
+    registry.save(home)?;
+    destroy_key(home, identity)?;
+    Ok(changed)
+}
+
+/// Reads a certificate file as PEM text (for `ozone pki issue` output and exports).
+pub fn read_pem(path: &std::path::Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(io_err(path))
+}

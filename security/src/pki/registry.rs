@@ -1,0 +1,101 @@
+//! `security/identities.json`: every identity ever issued, its current serial and expiry,
+//! and whether it is revoked. The NATS user list is generated from it.
+
+use super::{io_err, PkiError};
+use crate::Home;
+use ozone_bus_schemas::{Identity, IdentityKind};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub identity: Identity,
+    /// Hex serial of the current certificate.
+    pub serial: String,
+    /// Expiry of the current certificate, Unix seconds.
+    pub not_after: i64,
+    /// When it was revoked, Unix seconds; a revoked identity has no NATS user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+}
+
+impl IdentityRecord {
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+/// The registry file, loaded in memory; `save` writes it back atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    pub identities: Vec<IdentityRecord>,
+}
+
+impl Registry {
+    pub fn path(home: &Home) -> PathBuf {
+        home.security().join("identities.json")
+    }
+
+    pub fn load(home: &Home) -> Result<Registry, PkiError> {
+        let path = Self::path(home);
+        if !path.exists() {
+            return Ok(Registry::default());
+        }
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        serde_json::from_str(&text).map_err(|e| PkiError::Invalid {
+            path: path.display().to_string(),
+            detail: format!("not a valid identity registry ({e}); restore it from a backup"),
+        })
+    }
+
+    pub fn save(&self, home: &Home) -> Result<(), PkiError> {
+        let path = Self::path(home);
+        let text = serde_json::to_string_pretty(self).map_err(|e| PkiError::Invalid {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text + "\n").map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    pub fn get(&self, identity: &Identity) -> Option<&IdentityRecord> {
+        self.identities.iter().find(|r| &r.identity == identity)
+    }
+
+    /// Records a newly issued certificate, replacing (and un-revoking) an earlier one.
+    pub fn record(&mut self, record: IdentityRecord) {
+        self.identities.retain(|r| r.identity != record.identity);
+        self.identities.push(record);
+        self.identities.sort_by(|a, b| a.identity.cmp(&b.identity));
+    }
+
+    /// Marks an identity revoked; returns false when it was already revoked.
+    pub fn revoke(&mut self, identity: &Identity, at: i64) -> Result<bool, PkiError> {
+        let rec = self
+            .identities
+            .iter_mut()
+            .find(|r| &r.identity == identity)
+            .ok_or_else(|| PkiError::Unknown {
+                identity: identity.to_string(),
+            })?;
+        if rec.revoked_at.is_some() {
+            return Ok(false);
+        }
+        rec.revoked_at = Some(at);
+        Ok(true)
+    }
+
+    /// Identities that should have a NATS user: active, and not people.
+    pub fn nats_identities(&self) -> impl Iterator<Item = &Identity> {
+        self.identities
+            .iter()
+            .filter(|r| r.is_active() && r.identity.kind != IdentityKind::User)
+            .map(|r| &r.identity)
+    }
+
+    /// Identities with the given name, whatever their kind (for `revoke NAME`).
+    pub fn find_by_name(&self, name: &str) -> Vec<&IdentityRecord> {
+        self.identities.iter().filter(|r| r.identity.name == name).collect()
+    }
+}

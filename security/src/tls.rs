@@ -1,0 +1,69 @@
+//! TLS identities: the rustls client configuration a component (or tool) connects with.
+//!
+//! Only this crate opens private-key files; other crates receive a ready `ClientConfig`.
+
+use crate::pki::{CertificateAuthorities, IdentityFiles};
+use crate::{Home, SecurityConfig};
+use ozone_bus_schemas::Identity;
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why a TLS identity could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {detail}; run `ozone pki verify` to see what is wrong")]
+    Read { path: String, detail: String },
+    #[error("TLS setup failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn read_err(path: &Path) -> impl FnOnce(rustls_pki_types::pem::Error) -> TlsError + '_ {
+    move |e| TlsError::Read {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// The ring provider restricted to the configured TLS 1.3 suites.
+fn provider(cfg: &SecurityConfig) -> Arc<CryptoProvider> {
+    let mut p = rustls::crypto::ring::default_provider();
+    let wanted = &cfg.network_security.cipher_suites;
+    p.cipher_suites.retain(|s| {
+        s.version() == &rustls::version::TLS13
+            && s.suite().as_str().is_some_and(|name| wanted.iter().any(|w| w == name))
+    });
+    Arc::new(p)
+}
+
+/// Roots from the trust bundle (every root the ecosystem currently trusts).
+pub fn trust_roots(home: &Home) -> Result<RootCertStore, TlsError> {
+    let path = CertificateAuthorities::new(home).trust_bundle_path();
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&path).map_err(read_err(&path))? {
+        roots.add(cert.map_err(read_err(&path))?)?;
+    }
+    Ok(roots)
+}
+
+/// A TLS 1.3-only client configuration presenting `files` (chain + key), trusting the bundle.
+pub fn client_config_from_files(home: &Home, cfg: &SecurityConfig, files: &IdentityFiles) -> Result<ClientConfig, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.chain)
+        .map_err(read_err(&files.chain))?
+        .collect::<Result<_, _>>()
+        .map_err(read_err(&files.chain))?;
+    // Send leaf and intermediate; the root is the server's to have.
+    let chain: Vec<_> = chain.into_iter().take(2).collect();
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(read_err(&files.key))?;
+    Ok(ClientConfig::builder_with_provider(provider(cfg))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(trust_roots(home)?)
+        .with_client_auth_cert(chain, key)?)
+}
+
+/// The client configuration of a registered identity.
+pub fn client_config(home: &Home, cfg: &SecurityConfig, identity: &Identity) -> Result<ClientConfig, TlsError> {
+    client_config_from_files(home, cfg, &IdentityFiles::of(home, identity))
+}
