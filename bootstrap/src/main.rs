@@ -1,1 +1,109 @@
-fn main(){}
+//! The `ozone` binary: parse arguments, set up logging, call the library.
+
+use clap::Parser;
+use ozone::cli::{Cli, Command, InitArgs, PkiCommand};
+use ozone_nats::NatsSettings;
+use ozone_security::{Home, SecurityConfig};
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn settings(args: &InitArgs) -> NatsSettings {
+    NatsSettings {
+        port: args.nats_port,
+        monitor_port: args.monitor_port,
+        ..NatsSettings::default()
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let home = cli.home.map(Home::new).unwrap_or_else(Home::from_env);
+    let load_cfg = || SecurityConfig::load(&home, &cli.set);
+    match cli.command {
+        Command::Init(args) => {
+            let (report, _) = ozone::init::run(&home, &settings(&args), &cli.set)?;
+            if report.changed_anything() {
+                println!("initialised {}", home.root().display());
+                for d in &report.created_dirs {
+                    println!("  dir   {}", d.display());
+                }
+                for f in &report.written_files {
+                    println!("  file  {}", f.display());
+                }
+                for ca in &report.created_cas {
+                    println!("  CA    {}", ca.stem());
+                }
+                for c in &report.issued {
+                    println!("  cert  {c}");
+                }
+            } else {
+                println!("{} is already initialised; nothing changed", home.root().display());
+            }
+        }
+        Command::Up(args) => {
+            let report = ozone::up::run(&home, &settings(&args), &cli.set).await?;
+            ozone::up::print_summary(&report);
+            if !report.ok() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Down => {
+            let stopped = ozone::down::run(&home);
+            if stopped.is_empty() {
+                println!("nothing was running");
+            }
+            for (what, pid) in stopped {
+                println!("stopped {what} (pid {pid})");
+            }
+        }
+        Command::Status => {
+            match ozone::down::supervisor_pid(&home) {
+                Some(pid) => println!("supervisor  running (pid {pid})"),
+                None => println!("supervisor  stopped"),
+            }
+            let nats = std::fs::read_to_string(home.run().join("nats-server.pid")).ok();
+            match nats.and_then(|p| p.trim().parse::<i32>().ok()).filter(|p| ozone::down::alive(*p)) {
+                Some(pid) => println!("nats-server running (pid {pid}) at {}", NatsSettings::load(&home)?.url()),
+                None => println!("nats-server stopped"),
+            }
+        }
+        Command::Pki(cmd) => {
+            let cfg = load_cfg()?;
+            match cmd {
+                PkiCommand::Verify => {
+                    if ozone::pki_cmd::verify(&home, &cfg) > 0 {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                PkiCommand::Issue { kind, name } => ozone::pki_cmd::issue(&home, &cfg, kind.into(), &name)?,
+                PkiCommand::Renew { within } => {
+                    let within = within
+                        .map(|d| Duration::from_secs(d * 86_400))
+                        .unwrap_or(cfg.certificate_authority.renew_before_expiry);
+                    ozone::pki_cmd::renew(&home, &cfg, within)?;
+                }
+                PkiCommand::Revoke { name, kind } => ozone::pki_cmd::revoke(&home, kind.map(Into::into), &name)?,
+                PkiCommand::List => ozone::pki_cmd::list(&home)?,
+            }
+        }
+        Command::Supervise => ozone::supervise::run(&home).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OZONE_LOG").unwrap_or_else(|_| "info,async_nats=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

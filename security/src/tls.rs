@@ -33,7 +33,11 @@ fn provider(cfg: &SecurityConfig) -> Arc<CryptoProvider> {
     let wanted = &cfg.network_security.cipher_suites;
     p.cipher_suites.retain(|s| {
         s.version() == &rustls::version::TLS13
-            && s.suite().as_str().is_some_and(|name| wanted.iter().any(|w| w == name))
+            // rustls spells them TLS13_AES_…, the IANA registry (and our config) TLS_AES_….
+            && s.suite()
+                .as_str()
+                .map(|name| name.replacen("TLS13_", "TLS_", 1))
+                .is_some_and(|name| wanted.iter().any(|w| *w == name))
     });
     Arc::new(p)
 }

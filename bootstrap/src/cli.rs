@@ -1,0 +1,97 @@
+//! Command-line arguments (clap). Parsing only; each command's work lives in its module.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ozone_bus_schemas::IdentityKind;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "ozone", version, about = "Run and secure an OZONE STUDIO ecosystem")]
+pub struct Cli {
+    /// Installation directory [default: $OZONE_STUDIO_HOME, else ~/.ozone-studio]
+    #[arg(long, global = true, env = "OZONE_STUDIO_HOME")]
+    pub home: Option<PathBuf>,
+    /// Override a security-config.toml setting for this run, e.g.
+    /// `--set certificate_authority.certificate_validity_duration=90d` (highest precedence).
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected SECTION.KEY=VALUE, got {s:?}"))?;
+    if !k.contains('.') {
+        return Err(format!("{k:?} must name a section and a key, e.g. encryption.key_rotation_interval"));
+    }
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the layout, configuration, CAs and component certificates (idempotent)
+    Init(InitArgs),
+    /// Initialise if needed, start nats-server with the security plane, check it, summarise
+    Up(InitArgs),
+    /// Stop nats-server and the supervisor; leaves no process behind
+    Down,
+    /// Show whether the supervisor and nats-server are running
+    Status,
+    /// Certificates: verify, issue, renew, revoke, list
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Keep nats-server running (started by `ozone up`; not for direct use)
+    #[command(hide = true)]
+    Supervise,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Client port of nats-server (used when etc/nats.toml is first written)
+    #[arg(long, env = "OZONE_NATS_PORT", default_value_t = 4222)]
+    pub nats_port: u16,
+    /// Loopback HTTP monitoring port of nats-server
+    #[arg(long, env = "OZONE_NATS_MONITOR_PORT", default_value_t = 8222)]
+    pub monitor_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Kind {
+    Component,
+    User,
+    Device,
+    Auditor,
+}
+
+impl From<Kind> for IdentityKind {
+    fn from(k: Kind) -> IdentityKind {
+        match k {
+            Kind::Component => IdentityKind::Component,
+            Kind::User => IdentityKind::User,
+            Kind::Device => IdentityKind::Device,
+            Kind::Auditor => IdentityKind::Auditor,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Check chains, expiry, key/certificate match and permissions; non-zero exit on problems
+    Verify,
+    /// Issue (or re-issue with a new key) a certificate for an identity
+    Issue { kind: Kind, name: String },
+    /// Renew certificates that expire within DAYS (default: renew_before_expiry)
+    Renew {
+        #[arg(long, value_name = "DAYS")]
+        within: Option<u64>,
+    },
+    /// Revoke an identity: destroy its key, remove its NATS user, reload the server
+    Revoke {
+        name: String,
+        #[arg(long)]
+        kind: Option<Kind>,
+    },
+    /// List issued identities
+    List,
+}

@@ -1,0 +1,11 @@
+//! The `ozone` command's library: each subcommand is a module with a `run` function, so the
+//! binary only parses arguments and integration tests can call the same code.
+
+pub mod cli;
+pub mod down;
+pub mod env_file;
+pub mod init;
+pub mod pki_cmd;
+pub mod selfcheck;
+pub mod supervise;
+pub mod up;

@@ -1,0 +1,147 @@
+//! `ozone up`: initialise if needed, renew certificates near expiry, start nats-server under
+//! the supervisor, prove the security plane works, print a summary.
+
+use crate::selfcheck::{self, CheckResult};
+use ozone_nats::{check_version, find_binary, NatsSettings};
+use ozone_security::{Home, SecurityConfig};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What `up` found and did.
+#[derive(Debug)]
+pub struct UpReport {
+    pub nats_version: String,
+    pub url: String,
+    pub supervisor_pid: i32,
+    pub already_running: bool,
+    pub checks: Vec<CheckResult>,
+    pub elapsed: Duration,
+}
+
+impl UpReport {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(CheckResult::ok)
+    }
+}
+
+fn step(n: u8, total: u8, text: &str) {
+    eprintln!("[{n}/{total}] {text}");
+}
+
+/// Starts `ozone supervise` in its own process group (so a Ctrl-C in this terminal does not
+/// reach it) and waits for its `READY` line.
+fn spawn_supervisor(home: &Home) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.logs().join("ozone-supervisor.log"))?;
+    let mut child = Command::new(exe)
+        .arg("supervise")
+        .env("OZONE_STUDIO_HOME", home.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    let pid = child.id() as i32;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no supervisor pipe"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if !line.starts_with("READY") {
+        let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+        let log = std::fs::read_to_string(home.logs().join("ozone-supervisor.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(8).collect();
+        anyhow::bail!(
+            "the supervisor stopped before nats-server was ready ({status}):\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    Ok(pid)
+}
+
+pub async fn run(home: &Home, settings_if_new: &NatsSettings, overrides: &[(String, String)]) -> anyhow::Result<UpReport> {
+    let started = Instant::now();
+    const STEPS: u8 = 4;
+    step(1, STEPS, &format!("initialising {}", home.root().display()));
+    let (init, cfg) = crate::init::run(home, settings_if_new, overrides)?;
+    if init.changed_anything() {
+        eprintln!("      created {} directories, {} files, {} CAs, {} certificates", init.created_dirs.len(), init.written_files.len(), init.created_cas.len(), init.issued.len());
+    } else {
+        eprintln!("      already initialised");
+    }
+    renew_if_enabled(home, &cfg)?;
+    let settings = NatsSettings::load(home)?;
+    let binary = find_binary(&home.bin())?;
+    let version = check_version(&binary)?;
+    step(3, STEPS, &format!("nats-server {version} at {}", settings.url()));
+    let (supervisor_pid, already_running) = match crate::down::supervisor_pid(home) {
+        Some(pid) => {
+            eprintln!("      already running under supervisor pid {pid}");
+            (pid, true)
+        }
+        None => (spawn_supervisor(home)?, false),
+    };
+    step(4, STEPS, "checking every component identity against the live server");
+    let checks = selfcheck::run(&settings.url(), home, &cfg).await;
+    Ok(UpReport {
+        nats_version: version.to_string(),
+        url: settings.url(),
+        supervisor_pid,
+        already_running,
+        checks,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
+    if !cfg.certificate_authority.auto_renewal_enabled {
+        step(2, 4, "certificate auto-renewal disabled in security-config.toml");
+        return Ok(());
+    }
+    let within = cfg.certificate_authority.renew_before_expiry;
+    let renewed = ozone_security::pki::renew(home, cfg, within)?;
+    if renewed.is_empty() {
+        step(2, 4, &format!("certificates valid for more than {}", humantime::format_duration(within)));
+    } else {
+        step(2, 4, &format!("renewed {}", renewed.join(", ")));
+        ozone_nats::config::write(home, &NatsSettings::load(home)?)?;
+        let _ = ozone_nats::server::reload(home);
+    }
+    Ok(())
+}
+
+/// The summary table printed at the end of `ozone up`.
+pub fn print_summary(r: &UpReport) {
+    let mark = |b: bool| if b { "ok" } else { "FAIL" };
+    println!();
+    println!("{:<14} {:<8} {:<14} {:<14} {:<14} {:>8}", "COMPONENT", "CONNECT", "OWN PUB/SUB", "DENIED PUB", "DENIED SUB", "TIME");
+    for c in &r.checks {
+        println!(
+            "{:<14} {:<8} {:<14} {:<14} {:<14} {:>6}ms",
+            c.component.name(),
+            mark(c.connected),
+            mark(c.allowed_round_trip),
+            mark(c.denied_publish),
+            mark(c.denied_subscribe),
+            c.elapsed.as_millis()
+        );
+        if let Some(e) = &c.error {
+            println!("    error: {e}");
+        }
+    }
+    println!();
+    let good = r.checks.iter().filter(|c| c.ok()).count();
+    println!(
+        "security plane {}: nats-server {} at {} (mTLS, TLS 1.3, {} of 8 component identities hold exactly their permissions), supervisor pid {}, {:.1}s",
+        if r.ok() { "UP" } else { "DEGRADED" },
+        r.nats_version,
+        r.url,
+        good,
+        r.supervisor_pid,
+        r.elapsed.as_secs_f64()
+    );
+    println!("stop it with `ozone down`; inspect certificates with `ozone pki verify`");
+}

@@ -1,0 +1,236 @@
+//! Running nats-server: version check, start with the generated configuration, readiness
+//! from the server's own "ready" event, clean stop, reload, and restart when it dies.
+
+use crate::version::{check_version, VersionError};
+use crate::NatsSettings;
+use ozone_security::Home;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{oneshot, watch};
+
+/// Why the server could not be started, stopped or signalled.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error("cannot write the NATS configuration {path}: {source}")]
+    Config { path: PathBuf, source: std::io::Error },
+    #[error("cannot start {binary}: {source}")]
+    Spawn { binary: PathBuf, source: std::io::Error },
+    #[error("nats-server exited before it was ready ({status}); last log lines:\n{log}")]
+    Exited { status: String, log: String },
+    #[error("nats-server was not ready within {0:?}; see var/log/nats-server.log")]
+    NotReady(Duration),
+    #[error("nats-server is not running (no pid in {0}); start it with `ozone up`")]
+    NotRunning(PathBuf),
+    #[error("cannot signal nats-server (pid {pid}): {detail}")]
+    Signal { pid: i32, detail: String },
+    #[error("nats-server died {restarts} times in a row; giving up. last error: {last}")]
+    GaveUp { restarts: u32, last: String },
+}
+
+/// A running nats-server child process.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Child,
+    pub pid: u32,
+    pub url: String,
+    pub config: PathBuf,
+}
+
+const READY_LINE: &str = "Server is ready";
+
+fn pid_file(home: &Home) -> PathBuf {
+    home.run().join("nats-server.pid")
+}
+
+impl NatsServer {
+    /// Checks the binary's version, writes the configuration, starts the server and returns
+    /// once the server itself reports it is ready to accept clients.
+    pub async fn start(home: &Home, settings: &NatsSettings, binary: &Path, ready_within: Duration) -> Result<NatsServer, ServerError> {
+        check_version(binary)?;
+        let config = home.nats_config();
+        crate::config::write(home, settings).map_err(|source| ServerError::Config {
+            path: config.clone(),
+            source,
+        })?;
+        let mut child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| ServerError::Spawn {
+                binary: binary.to_path_buf(),
+                source,
+            })?;
+        let pid = child.id().unwrap_or_default();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (tail_tx, tail_rx) = watch::channel(String::new());
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(tee_log(stderr, home.logs().join("nats-server.log"), ready_tx, tail_tx));
+        }
+        let started = Instant::now();
+        tokio::select! {
+            ready = ready_rx => {
+                if ready.is_err() {
+                    let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+                    return Err(ServerError::Exited { status, log: tail_rx.borrow().clone() });
+                }
+            }
+            status = child.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_default();
+                return Err(ServerError::Exited { status, log: tail_rx.borrow().clone() });
+            }
+            _ = tokio::time::sleep(ready_within) => {
+                let _ = child.kill().await;
+                return Err(ServerError::NotReady(ready_within));
+            }
+        }
+        tracing::info!(pid, elapsed = ?started.elapsed(), "nats-server ready");
+        Ok(NatsServer {
+            child,
+            pid,
+            url: settings.url(),
+            config,
+        })
+    }
+
+    /// Asks the server to shut down (SIGTERM), waiting up to 10 s before killing it.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        signal(self.pid as i32, nix::sys::signal::Signal::SIGTERM)?;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+        Ok(())
+    }
+
+    /// Waits until the process exits and returns how it ended.
+    pub async fn wait(&mut self) -> String {
+        self.child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+    }
+
+    /// Kills the process without a clean shutdown (tests use this to simulate a crash).
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<(), ServerError> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| ServerError::Signal {
+        pid,
+        detail: e.to_string(),
+    })
+}
+
+/// Tells the running server (found by its pid file) to re-read its configuration. Users
+/// removed from the configuration are disconnected by the server during the reload.
+pub fn reload(home: &Home) -> Result<i32, ServerError> {
+    let path = pid_file(home);
+    let pid: i32 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| ServerError::NotRunning(path.clone()))?;
+    signal(pid, nix::sys::signal::Signal::SIGHUP)?;
+    Ok(pid)
+}
+
+/// Copies the server's log to `log_path`, keeps the last lines for error messages, and fires
+/// `ready` on the server's own readiness line. Dropping `ready` unfired means "never ready".
+async fn tee_log(
+    stderr: tokio::process::ChildStderr,
+    log_path: PathBuf,
+    ready: oneshot::Sender<()>,
+    tail: watch::Sender<String>,
+) {
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .await
+        .ok();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut ready = Some(ready);
+    let mut last: Vec<String> = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(f) = file.as_mut() {
+            let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+        }
+        if line.contains(READY_LINE) {
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(());
+            }
+        }
+        last.push(line);
+        if last.len() > 8 {
+            last.remove(0);
+        }
+        tail.send_replace(last.join("\n"));
+    }
+}
+
+/// Keeps nats-server running until `shutdown` turns true: restarts it with exponential
+/// backoff when it dies, and gives up after `max_restarts` failures in a row (a server that
+/// stays up for a minute resets the count). `on_ready` is called after every (re)start.
+pub async fn supervise(
+    home: &Home,
+    settings: &NatsSettings,
+    binary: &Path,
+    max_restarts: u32,
+    mut shutdown: watch::Receiver<bool>,
+    mut on_ready: impl FnMut(&NatsServer),
+) -> Result<(), ServerError> {
+    let mut failures = 0u32;
+    loop {
+        let attempt = NatsServer::start(home, settings, binary, Duration::from_secs(30)).await;
+        let mut server = match attempt {
+            Ok(s) => s,
+            Err(e @ ServerError::Version(_)) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                if failures > max_restarts {
+                    return Err(ServerError::GaveUp { restarts: failures - 1, last: e.to_string() });
+                }
+                backoff(failures, &mut shutdown).await;
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        on_ready(&server);
+        let up_since = Instant::now();
+        let stop_requested = tokio::select! {
+            status = server.wait() => {
+                tracing::warn!(%status, "nats-server exited unexpectedly; restarting");
+                if up_since.elapsed() > Duration::from_secs(60) {
+                    failures = 0;
+                }
+                failures += 1;
+                if failures > max_restarts {
+                    return Err(ServerError::GaveUp { restarts: failures - 1, last: status });
+                }
+                false
+            }
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stop_requested {
+            return server.stop().await;
+        }
+        backoff(failures, &mut shutdown).await;
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+    }
+}
+
+/// 250 ms, 500 ms, 1 s … capped at 30 s; returns early on shutdown.
+async fn backoff(failures: u32, shutdown: &mut watch::Receiver<bool>) {
+    let delay = Duration::from_millis(250u64.saturating_mul(1 << failures.min(7))).min(Duration::from_secs(30));
+    let _ = tokio::time::timeout(delay, shutdown.wait_for(|stop| *stop)).await;
+}

@@ -1,0 +1,79 @@
+//! `etc/nats.toml`: where the server listens. Written once by `ozone init`, read by everything
+//! that starts or connects to the server, so ports are chosen in one place.
+
+use ozone_security::Home;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    /// Client listener; loopback by default. Set to a routable address to admit SPARK workers
+    /// and devices from other hosts (they still need a certificate).
+    pub host: String,
+    pub port: u16,
+    /// HTTP monitoring; always bound to 127.0.0.1.
+    pub monitor_port: u16,
+    /// Largest message the server accepts, in bytes.
+    pub max_payload: u32,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            host: "127.0.0.1".into(),
+            port: 4222,
+            monitor_port: 8222,
+            max_payload: 1024 * 1024,
+        }
+    }
+}
+
+/// Why the settings could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+}
+
+impl NatsSettings {
+    pub fn path(home: &Home) -> PathBuf {
+        home.etc().join("nats.toml")
+    }
+
+    /// Reads `etc/nats.toml`, or the defaults when it does not exist yet.
+    pub fn load(home: &Home) -> Result<NatsSettings, SettingsError> {
+        let path = Self::path(home);
+        let invalid = |detail: String| SettingsError::Invalid {
+            path: path.clone(),
+            detail,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| invalid(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NatsSettings::default()),
+            Err(e) => Err(invalid(e.to_string())),
+        }
+    }
+
+    /// Writes the settings unless the file exists; returns whether it wrote.
+    pub fn write_if_missing(&self, home: &Home) -> Result<bool, SettingsError> {
+        let path = Self::path(home);
+        if path.exists() {
+            return Ok(false);
+        }
+        let invalid = |detail: String| SettingsError::Invalid {
+            path: path.clone(),
+            detail,
+        };
+        let body = toml::to_string(self).map_err(|e| invalid(e.to_string()))?;
+        std::fs::write(&path, format!("# Where nats-server listens; read by `ozone` and every component.\n{body}"))
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// The URL clients connect to (TLS first: there is no plaintext phase at all).
+    pub fn url(&self) -> String {
+        let host = if self.host == "0.0.0.0" { "127.0.0.1" } else { &self.host };
+        format!("tls://{host}:{}", self.port)
+    }
+}
