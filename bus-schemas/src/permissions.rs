@@ -21,7 +21,7 @@ impl Permissions {
         match (identity.kind, identity.as_component()) {
             (IdentityKind::Component, Some(c)) => Some(Self::component(c)),
             (IdentityKind::Device, _) => Some(Permissions {
-                publish: vec![Subject::device_reports(identity)],
+                publish: vec![Subject::device_reports(identity), Subject::sync(identity)],
                 subscribe: vec![Subject::inbox_all(identity)],
                 allow_responses: false,
             }),
@@ -39,6 +39,7 @@ impl Permissions {
         let mut publish = vec![
             Subject::phase_announce(c),
             Subject::selfcheck(c),
+            Subject::sync(&me),
             Subject::audit_of(c),
         ];
         publish.extend(c.calls().iter().map(|callee| Subject::component_requests(*callee)));

@@ -108,6 +108,13 @@ impl Subject {
         Subject::join(&["ecosystem", "selfcheck", c.token()])
     }
 
+    /// A subject nobody subscribes to: a request there is answered "no responders" by the
+    /// server itself, after it has processed everything this connection sent before. That
+    /// round trip is how a client knows its subscriptions are live.
+    pub fn sync(identity: &Identity) -> Subject {
+        Subject(format!("ecosystem.sync.{}", identity.file_stem()))
+    }
+
     /// The component's audit events: `audit.<component>.>`.
     pub fn audit_of(c: Component) -> Subject {
         Subject::join(&["audit", c.token(), ">"])

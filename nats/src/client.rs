@@ -108,7 +108,9 @@ pub async fn connect(
         });
     let client = options.connect(url).await.map_err(|e| {
         let detail = e.to_string();
-        let refused = matches!(
+        // A TLS alert from the server (UnknownCA, CertificateExpired, CertificateRequired,
+        // BadCertificate) is a refusal of this identity, not an unreachable server.
+        let refused = detail.contains("alert") || matches!(
             e.kind(),
             async_nats::ConnectErrorKind::Tls
                 | async_nats::ConnectErrorKind::AuthorizationViolation
@@ -135,7 +137,26 @@ pub async fn connect(
     })
 }
 
+/// The server did not answer a sync round trip.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer from nats-server within {0:?}")]
+pub struct SyncTimeout(pub Duration);
+
 impl Connection {
+    /// A round trip through the server: when it returns, the server has processed every
+    /// subscription and message this connection sent before. (`flush` only empties the local
+    /// write buffer.) Needs publish permission on [`Subject::sync`], which nobody subscribes.
+    pub async fn sync(&self) -> Result<(), SyncTimeout> {
+        let wait = Duration::from_secs(5);
+        let subject = Subject::sync(&self.identity).to_string();
+        match tokio::time::timeout(wait, self.client.request(subject, bytes::Bytes::new())).await {
+            Err(_) => Err(SyncTimeout(wait)),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => Err(SyncTimeout(wait)),
+            // "No responders" is the expected answer; any answer proves the round trip.
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Events from now on (subscribe before acting, then wait).
     pub fn events(&self) -> broadcast::Receiver<ConnEvent> {
         self.events.subscribe()

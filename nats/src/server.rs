@@ -48,15 +48,11 @@ fn pid_file(home: &Home) -> PathBuf {
 }
 
 impl NatsServer {
-    /// Checks the binary's version, writes the configuration, starts the server and returns
-    /// once the server itself reports it is ready to accept clients.
+    /// Checks the binary's version, starts the server on the configuration already written
+    /// to `etc/nats-server.conf`, and returns once the server itself reports it is ready.
     pub async fn start(home: &Home, settings: &NatsSettings, binary: &Path, ready_within: Duration) -> Result<NatsServer, ServerError> {
         check_version(binary)?;
         let config = home.nats_config();
-        crate::config::write(home, settings).map_err(|source| ServerError::Config {
-            path: config.clone(),
-            source,
-        })?;
         let mut child = Command::new(binary)
             .arg("-c")
             .arg(&config)
@@ -136,8 +132,12 @@ pub fn reload(home: &Home) -> Result<i32, ServerError> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| ServerError::NotRunning(path.clone()))?;
-    signal(pid, nix::sys::signal::Signal::SIGHUP)?;
-    Ok(pid)
+    match signal(pid, nix::sys::signal::Signal::SIGHUP) {
+        Err(ServerError::Signal { .. }) if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() => {
+            Err(ServerError::NotRunning(path))
+        }
+        other => other.map(|()| pid),
+    }
 }
 
 /// Copies the server's log to `log_path`, keeps the last lines for error messages, and fires
@@ -187,6 +187,11 @@ pub async fn supervise(
 ) -> Result<(), ServerError> {
     let mut failures = 0u32;
     loop {
+        // Regenerated before every start so identities issued or revoked meanwhile apply.
+        crate::config::write(home, settings).map_err(|source| ServerError::Config {
+            path: home.nats_config(),
+            source,
+        })?;
         let attempt = NatsServer::start(home, settings, binary, Duration::from_secs(30)).await;
         let mut server = match attempt {
             Ok(s) => s,

@@ -23,16 +23,16 @@ pub struct CertificateAuthority {
     pub ca_certificate_path: PathBuf,
     pub ca_private_key_path: PathBuf,
     /// Validity of component, user, device and auditor certificates.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub certificate_validity_duration: Duration,
     /// Renew certificates near expiry whenever the ecosystem starts.
     pub auto_renewal_enabled: bool,
     /// "Near expiry": certificates expiring within this window are renewed.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub renew_before_expiry: Duration,
     /// Revocation takes effect at once (the NATS user is removed and the server reloaded);
     /// this is how often a long-running supervisor re-reads the revocation registry.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub revocation_list_update_interval: Duration,
 }
 
@@ -42,7 +42,7 @@ pub struct Encryption {
     pub message_encryption_algorithm: String,
     pub key_exchange_protocol: String,
     pub forward_secrecy_enabled: bool,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub key_rotation_interval: Duration,
     pub encryption_at_rest_enabled: bool,
 }
@@ -53,7 +53,7 @@ pub struct Authentication {
     pub mutual_tls_required: bool,
     pub api_key_authentication: bool,
     pub certificate_authentication: bool,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub session_timeout: Duration,
     pub max_failed_attempts: u32,
 }
@@ -83,7 +83,7 @@ pub struct NetworkSecurity {
 pub struct RateLimiting {
     pub requests_per_minute: u32,
     pub burst_limit: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration_text")]
     pub ban_duration: Duration,
 }
 
@@ -223,21 +223,21 @@ impl SecurityConfig {
         if ca.certificate_validity_duration < Duration::from_secs(DAY) {
             return Err(unsupported(
                 "certificate_authority.certificate_validity_duration",
-                &humantime_serde::re::humantime::format_duration(ca.certificate_validity_duration).to_string(),
+                &crate::duration_text::format(ca.certificate_validity_duration),
                 "use at least 1d",
             ));
         }
         if ca.renew_before_expiry >= ca.certificate_validity_duration {
             return Err(unsupported(
                 "certificate_authority.renew_before_expiry",
-                &humantime_serde::re::humantime::format_duration(ca.renew_before_expiry).to_string(),
+                &crate::duration_text::format(ca.renew_before_expiry),
                 "must be shorter than certificate_validity_duration, or every start renews everything",
             ));
         }
         if e.key_rotation_interval < Duration::from_secs(60) {
             return Err(unsupported(
                 "encryption.key_rotation_interval",
-                &humantime_serde::re::humantime::format_duration(e.key_rotation_interval).to_string(),
+                &crate::duration_text::format(e.key_rotation_interval),
                 "use at least 1m",
             ));
         }

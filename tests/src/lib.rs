@@ -1,1 +1,137 @@
+//! Test harness: a fresh `$OZONE_STUDIO_HOME` initialised exactly as `ozone init` does, and a
+//! real nats-server started from the generated configuration on free ports, killed on drop.
 
+use anyhow::Context;
+use ozone_bus_schemas::{Identity, IdentityKind};
+use ozone_nats::{Connection, ConnectError, NatsServer, NatsSettings};
+use ozone_security::pki::{self, IssueOptions};
+use ozone_security::{passphrase, tls, Home, SecurityConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// An initialised home (no server).
+#[derive(Debug)]
+pub struct TestHome {
+    pub tmp: tempfile::TempDir,
+    pub home: Home,
+    pub cfg: SecurityConfig,
+    pub settings: NatsSettings,
+}
+
+impl TestHome {
+    pub fn new() -> anyhow::Result<TestHome> {
+        let tmp = tempfile::tempdir()?;
+        let home = Home::new(tmp.path().join("ozone"));
+        let wanted = NatsSettings {
+            port: free_port(),
+            monitor_port: free_port(),
+            ..NatsSettings::default()
+        };
+        let (_, cfg) = ozone::init::run(&home, &wanted, &[])?;
+        let settings = NatsSettings::load(&home)?;
+        Ok(TestHome { tmp, home, cfg, settings })
+    }
+
+    /// Issues an identity with custom options (expired, no clientAuth…).
+    pub fn issue_with(&self, kind: IdentityKind, name: &str, opts: IssueOptions) -> anyhow::Result<Identity> {
+        let id = Identity::new(kind, name)?;
+        let pass = passphrase::resolve(&self.home, false)?;
+        pki::issue(&self.home, &id, &opts, &pass)?;
+        Ok(id)
+    }
+
+    pub fn issue(&self, kind: IdentityKind, name: &str) -> anyhow::Result<Identity> {
+        self.issue_with(kind, name, IssueOptions::valid_for(Duration::from_secs(86_400)))
+    }
+
+    /// Writes the generated NATS configuration; `edit` may change it (account-isolation probes).
+    pub fn write_config(&self, edit: impl FnOnce(String) -> String) -> anyhow::Result<()> {
+        ozone_nats::config::write(&self.home, &self.settings)?;
+        let path = self.home.nats_config();
+        let text = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, edit(text))?;
+        Ok(())
+    }
+
+    pub async fn start_server(&self) -> anyhow::Result<NatsServer> {
+        let binary = nats_server_binary()?;
+        Ok(NatsServer::start(&self.home, &self.settings, &binary, Duration::from_secs(20)).await?)
+    }
+
+    pub fn url(&self) -> String {
+        self.settings.url()
+    }
+
+    pub async fn connect(&self, id: &Identity) -> Result<Connection, ConnectError> {
+        let tls = tls::client_config(&self.home, &self.cfg, id)?;
+        ozone_nats::connect(&self.url(), id, tls).await
+    }
+}
+
+/// A home plus a running server.
+#[derive(Debug)]
+pub struct TestEcosystem {
+    pub server: NatsServer,
+    pub t: TestHome,
+}
+
+impl TestEcosystem {
+    pub async fn start() -> anyhow::Result<TestEcosystem> {
+        Self::start_with(|_| Ok(()), |c| c).await
+    }
+
+    /// `prepare` runs before the configuration is generated (issue identities there);
+    /// `edit` may alter the generated configuration.
+    pub async fn start_with(
+        prepare: impl FnOnce(&TestHome) -> anyhow::Result<()>,
+        edit: impl FnOnce(String) -> String,
+    ) -> anyhow::Result<TestEcosystem> {
+        let t = TestHome::new()?;
+        prepare(&t)?;
+        t.write_config(edit)?;
+        let server = t.start_server().await?;
+        Ok(TestEcosystem { server, t })
+    }
+
+    pub async fn connect(&self, id: &Identity) -> Result<Connection, ConnectError> {
+        self.t.connect(id).await
+    }
+}
+
+/// nats-server as the product finds it (OZONE_NATS_SERVER, PATH).
+pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
+    ozone_nats::find_binary(std::path::Path::new("/nonexistent"))
+        .context("the integration tests need nats-server ≥ 2.14.3: run nats/install-nats-server.sh")
+}
+
+/// Runs `ozone --home <home> args…`; returns (exit ok, stdout, stderr).
+/// `bin` is `env!("CARGO_BIN_EXE_ozone-cli")` of the calling test.
+pub fn ozone_at(bin: &str, home: &Home, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(bool, String, String)> {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--home").arg(home.root()).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Runs the `ozone` command built for this test package.
+#[macro_export]
+macro_rules! ozone {
+    ($home:expr, $args:expr, $env:expr) => {
+        $crate::ozone_at(env!("CARGO_BIN_EXE_ozone-cli"), $home, $args, $env)
+    };
+}

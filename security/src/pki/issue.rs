@@ -131,39 +131,66 @@ fn sign_and_write(
 
 /// Issues (or re-issues, with a new key) an identity's certificate and records it.
 pub fn issue(home: &Home, identity: &Identity, opts: &IssueOptions, passphrase: &[u8]) -> Result<Issued, PkiError> {
-    let ca = issuing_ca(identity.kind);
-    let issuer = CertificateAuthorities::new(home).issuer(ca, passphrase)?;
-    let files = IdentityFiles::of(home, identity);
-    let params = leaf_params(identity, opts)?;
-    let (serial, not_after) = sign_and_write(home, &files, params, ca, &issuer, opts)?;
-    let record = IdentityRecord {
-        identity: identity.clone(),
-        serial,
-        not_after,
-        revoked_at: None,
-    };
+    let mut signers = Signers::new(home, passphrase);
     let mut registry = Registry::load(home)?;
-    registry.record(record.clone());
+    let issued = signers.issue(identity, opts, &mut registry)?;
     registry.save(home)?;
-    Ok(Issued { files, record })
+    Ok(issued)
 }
 
-/// Issues the NATS server's certificate (server usage; loopback and `nats.local` names).
-pub fn issue_server(home: &Home, validity: std::time::Duration, passphrase: &[u8]) -> Result<IdentityFiles, PkiError> {
-    let issuer = CertificateAuthorities::new(home).issuer(CaKind::AiApp, passphrase)?;
-    let files = IdentityFiles::for_stem(home, SERVER_STEM);
-    let mut params = CertificateParams::default();
-    params.distinguished_name = seed_dn("NATS", "nats.local");
-    params.subject_alt_names = vec![
-        SanType::DnsName(ia5("nats.local".into())?),
-        SanType::DnsName(ia5("localhost".into())?),
-    ];
-    params.subject_alt_names.extend(loopback_sans());
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let opts = IssueOptions::valid_for(validity);
-    sign_and_write(home, &files, params, CaKind::AiApp, &issuer, &opts)?;
-    Ok(files)
+/// Decrypts each intermediate CA key at most once (scrypt makes every decryption cost a
+/// noticeable fraction of a second) while issuing several certificates.
+pub(crate) struct Signers<'a> {
+    home: &'a Home,
+    passphrase: &'a [u8],
+    ai_app: Option<Issuer<'static, KeyPair>>,
+    user: Option<Issuer<'static, KeyPair>>,
+}
+
+impl<'a> Signers<'a> {
+    pub(crate) fn new(home: &'a Home, passphrase: &'a [u8]) -> Signers<'a> {
+        Signers { home, passphrase, ai_app: None, user: None }
+    }
+
+    fn get(&mut self, ca: CaKind) -> Result<&Issuer<'static, KeyPair>, PkiError> {
+        let slot = if ca == CaKind::User { &mut self.user } else { &mut self.ai_app };
+        if slot.is_none() {
+            *slot = Some(CertificateAuthorities::new(self.home).issuer(ca, self.passphrase)?);
+        }
+        slot.as_ref().ok_or_else(|| PkiError::NoCa { path: ca.stem().to_string() })
+    }
+
+    /// Issues one identity and records it in `registry` (the caller saves the registry).
+    pub(crate) fn issue(&mut self, identity: &Identity, opts: &IssueOptions, registry: &mut Registry) -> Result<Issued, PkiError> {
+        let ca = issuing_ca(identity.kind);
+        let home = self.home;
+        let files = IdentityFiles::of(home, identity);
+        let params = leaf_params(identity, opts)?;
+        let issuer = self.get(ca)?;
+        let (serial, not_after) = sign_and_write(home, &files, params, ca, issuer, opts)?;
+        let record = IdentityRecord { identity: identity.clone(), serial, not_after, revoked_at: None };
+        registry.record(record.clone());
+        Ok(Issued { files, record })
+    }
+
+    /// Issues the NATS server's certificate (server usage; loopback and `nats.local` names).
+    pub(crate) fn issue_server(&mut self, validity: std::time::Duration) -> Result<IdentityFiles, PkiError> {
+        let home = self.home;
+        let files = IdentityFiles::for_stem(home, SERVER_STEM);
+        let mut params = CertificateParams::default();
+        params.distinguished_name = seed_dn("NATS", "nats.local");
+        params.subject_alt_names = vec![
+            SanType::DnsName(ia5("nats.local".into())?),
+            SanType::DnsName(ia5("localhost".into())?),
+        ];
+        params.subject_alt_names.extend(loopback_sans());
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let opts = IssueOptions::valid_for(validity);
+        let issuer = self.get(CaKind::AiApp)?;
+        sign_and_write(home, &files, params, CaKind::AiApp, issuer, &opts)?;
+        Ok(files)
+    }
 }
 
 /// Removes the private key of a revoked identity: it can never be used again.

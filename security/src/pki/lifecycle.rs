@@ -1,6 +1,6 @@
 //! Whole-PKI operations: create what is missing (init), renew what is near expiry, revoke.
 
-use super::issue::{destroy_key, issue, issue_server};
+use super::issue::{destroy_key, Signers};
 use super::{io_err, CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, PkiError, Registry, SERVER_STEM};
 use crate::{passphrase, Home, SecurityConfig};
 use ozone_bus_schemas::{Component, Identity};
@@ -23,19 +23,23 @@ pub fn ensure(home: &Home, cfg: &SecurityConfig) -> Result<EnsureReport, PkiErro
         ..EnsureReport::default()
     };
     let validity = cfg.certificate_authority.certificate_validity_duration;
+    let mut signers = Signers::new(home, &pass);
     if !IdentityFiles::for_stem(home, SERVER_STEM).exist() {
-        issue_server(home, validity, &pass)?;
+        signers.issue_server(validity)?;
         report.issued.push(SERVER_STEM.to_string());
     }
-    let registry = Registry::load(home)?;
+    let mut registry = Registry::load(home)?;
     for c in Component::ALL {
         let id = Identity::component(c);
         let revoked = registry.get(&id).is_some_and(|r| !r.is_active());
         if revoked || (IdentityFiles::of(home, &id).exist() && registry.get(&id).is_some()) {
             continue;
         }
-        issue(home, &id, &IssueOptions::valid_for(validity), &pass)?;
+        signers.issue(&id, &IssueOptions::valid_for(validity), &mut registry)?;
         report.issued.push(id.file_stem());
+    }
+    if !report.issued.is_empty() {
+        registry.save(home)?;
     }
     Ok(report)
 }
@@ -58,6 +62,7 @@ fn expires_within(path: &std::path::Path, within: Duration) -> Result<bool, PkiE
 pub fn renew(home: &Home, cfg: &SecurityConfig, within: Duration) -> Result<Vec<String>, PkiError> {
     let pass = passphrase::resolve(home, false)?;
     let validity = cfg.certificate_authority.certificate_validity_duration;
+    let mut signers = Signers::new(home, &pass);
     let mut renewed = Vec::new();
     let server = IdentityFiles::for_stem(home, SERVER_STEM);
     if !server.cert.exists() {
@@ -66,17 +71,22 @@ pub fn renew(home: &Home, cfg: &SecurityConfig, within: Duration) -> Result<Vec<
         });
     }
     if expires_within(&server.cert, within)? {
-        issue_server(home, validity, &pass)?;
+        signers.issue_server(validity)?;
         renewed.push(SERVER_STEM.to_string());
     }
-    let registry = Registry::load(home)?;
-    for rec in registry.identities.iter().filter(|r| r.is_active()) {
-        let left = rec.not_after - time::OffsetDateTime::now_utc().unix_timestamp();
-        if left < within.as_secs() as i64 {
-            issue(home, &rec.identity, &IssueOptions::valid_for(validity), &pass)?;
-            renewed.push(rec.identity.file_stem());
-        }
+    let mut registry = Registry::load(home)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let due: Vec<Identity> = registry
+        .identities
+        .iter()
+        .filter(|r| r.is_active() && r.not_after - now < within.as_secs() as i64)
+        .map(|r| r.identity.clone())
+        .collect();
+    for id in due {
+        signers.issue(&id, &IssueOptions::valid_for(validity), &mut registry)?;
+        renewed.push(id.file_stem());
     }
+    registry.save(home)?;
     Ok(renewed)
 }
 
