@@ -5,7 +5,11 @@ use ozone_bus_schemas::IdentityKind;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "ozone", version, about = "Run and secure an OZONE STUDIO ecosystem")]
+#[command(
+    name = "ozone",
+    version,
+    about = "Run and secure an OZONE STUDIO ecosystem"
+)]
 pub struct Cli {
     /// Installation directory [default: $OZONE_STUDIO_HOME, else ~/.ozone-studio]
     #[arg(long, global = true, env = "OZONE_STUDIO_HOME")]
@@ -23,7 +27,9 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("expected SECTION.KEY=VALUE, got {s:?}"))?;
     if !k.contains('.') {
-        return Err(format!("{k:?} must name a section and a key, e.g. encryption.key_rotation_interval"));
+        return Err(format!(
+            "{k:?} must name a section and a key, e.g. encryption.key_rotation_interval"
+        ));
     }
     Ok((k.trim().to_string(), v.trim().to_string()))
 }

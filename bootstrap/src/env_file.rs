@@ -36,7 +36,9 @@ pub fn render(home: &Home, settings: &NatsSettings) -> String {
          export OZONE_STUDIO_CA_CERT=\"{}\"\n\
          export OZONE_STUDIO_TLS_CERT=\"{}\"\n\
          export OZONE_STUDIO_TLS_KEY=\"{}\"\n",
-        CertificateAuthorities::new(home).cert_path(CaKind::Root).display(),
+        CertificateAuthorities::new(home)
+            .cert_path(CaKind::Root)
+            .display(),
         core.cert.display(),
         core.key.display()
     ));

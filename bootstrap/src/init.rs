@@ -18,12 +18,19 @@ pub struct InitReport {
 
 impl InitReport {
     pub fn changed_anything(&self) -> bool {
-        !(self.created_dirs.is_empty() && self.written_files.is_empty() && self.created_cas.is_empty() && self.issued.is_empty())
+        !(self.created_dirs.is_empty()
+            && self.written_files.is_empty()
+            && self.created_cas.is_empty()
+            && self.issued.is_empty())
     }
 }
 
 /// Initialises `home`. `settings` are used only when `etc/nats.toml` does not exist yet.
-pub fn run(home: &Home, settings: &NatsSettings, overrides: &[(String, String)]) -> anyhow::Result<(InitReport, SecurityConfig)> {
+pub fn run(
+    home: &Home,
+    settings: &NatsSettings,
+    overrides: &[(String, String)],
+) -> anyhow::Result<(InitReport, SecurityConfig)> {
     let mut report = InitReport {
         created_dirs: home.create_layout()?,
         ..InitReport::default()

@@ -36,7 +36,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("  cert  {c}");
                 }
             } else {
-                println!("{} is already initialised; nothing changed", home.root().display());
+                println!(
+                    "{} is already initialised; nothing changed",
+                    home.root().display()
+                );
             }
         }
         Command::Up(args) => {
@@ -61,8 +64,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => println!("supervisor  stopped"),
             }
             let nats = std::fs::read_to_string(home.run().join("nats-server.pid")).ok();
-            match nats.and_then(|p| p.trim().parse::<i32>().ok()).filter(|p| ozone::down::alive(*p)) {
-                Some(pid) => println!("nats-server running (pid {pid}) at {}", NatsSettings::load(&home)?.url()),
+            match nats
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|p| ozone::down::alive(*p))
+            {
+                Some(pid) => println!(
+                    "nats-server running (pid {pid}) at {}",
+                    NatsSettings::load(&home)?.url()
+                ),
                 None => println!("nats-server stopped"),
             }
         }
@@ -74,14 +83,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         return Ok(ExitCode::FAILURE);
                     }
                 }
-                PkiCommand::Issue { kind, name } => ozone::pki_cmd::issue(&home, &cfg, kind.into(), &name)?,
+                PkiCommand::Issue { kind, name } => {
+                    ozone::pki_cmd::issue(&home, &cfg, kind.into(), &name)?
+                }
                 PkiCommand::Renew { within } => {
                     let within = within
                         .map(|d| Duration::from_secs(d * 86_400))
                         .unwrap_or(cfg.certificate_authority.renew_before_expiry);
                     ozone::pki_cmd::renew(&home, &cfg, within)?;
                 }
-                PkiCommand::Revoke { name, kind } => ozone::pki_cmd::revoke(&home, kind.map(Into::into), &name)?,
+                PkiCommand::Revoke { name, kind } => {
+                    ozone::pki_cmd::revoke(&home, kind.map(Into::into), &name)?
+                }
                 PkiCommand::List => ozone::pki_cmd::list(&home)?,
             }
         }
@@ -94,7 +107,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OZONE_LOG").unwrap_or_else(|_| "info,async_nats=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("OZONE_LOG")
+                .unwrap_or_else(|_| "info,async_nats=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_target(false)

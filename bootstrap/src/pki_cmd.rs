@@ -9,7 +9,10 @@ use std::time::Duration;
 /// Prints every finding; returns the number of errors (warnings do not fail).
 pub fn verify(home: &Home, cfg: &SecurityConfig) -> usize {
     let findings = pki::verify(home, cfg.certificate_authority.renew_before_expiry);
-    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
     for f in &findings {
         let tag = match f.severity {
             Severity::Error => "error",
@@ -29,10 +32,20 @@ pub fn verify(home: &Home, cfg: &SecurityConfig) -> usize {
 
 /// Issues (or re-issues with a fresh key) one identity, then refreshes the NATS configuration
 /// and reloads a running server so the new identity can connect at once.
-pub fn issue(home: &Home, cfg: &SecurityConfig, kind: IdentityKind, name: &str) -> anyhow::Result<()> {
+pub fn issue(
+    home: &Home,
+    cfg: &SecurityConfig,
+    kind: IdentityKind,
+    name: &str,
+) -> anyhow::Result<()> {
     let identity = Identity::new(kind, name)?;
     let pass = passphrase::resolve(home, false)?;
-    let issued = pki::issue(home, &identity, &IssueOptions::valid_for(cfg.certificate_authority.certificate_validity_duration), &pass)?;
+    let issued = pki::issue(
+        home,
+        &identity,
+        &IssueOptions::valid_for(cfg.certificate_authority.certificate_validity_duration),
+        &pass,
+    )?;
     println!("issued {identity}: serial {}", issued.record.serial);
     println!("  certificate  {}", issued.files.cert.display());
     println!("  chain        {}", issued.files.chain.display());
@@ -48,7 +61,10 @@ pub fn issue(home: &Home, cfg: &SecurityConfig, kind: IdentityKind, name: &str) 
 pub fn renew(home: &Home, cfg: &SecurityConfig, within: Duration) -> anyhow::Result<Vec<String>> {
     let renewed = pki::renew(home, cfg, within)?;
     if renewed.is_empty() {
-        println!("nothing expires within {}", humantime::format_duration(within));
+        println!(
+            "nothing expires within {}",
+            humantime::format_duration(within)
+        );
     } else {
         println!("renewed: {}", renewed.join(", "));
         refresh_nats(home)?;
@@ -68,7 +84,9 @@ pub fn revoke(home: &Home, kind: Option<IdentityKind>, name: &str) -> anyhow::Re
     match matches.len() {
         0 => anyhow::bail!("no identity named {name:?}; `ozone pki list` shows them"),
         1 => {}
-        _ => anyhow::bail!("{name:?} names several identities; add --kind (component, user, device, auditor)"),
+        _ => anyhow::bail!(
+            "{name:?} names several identities; add --kind (component, user, device, auditor)"
+        ),
     }
     let identity = &matches[0];
     if pki::revoke(home, identity)? {
@@ -82,13 +100,23 @@ pub fn revoke(home: &Home, kind: Option<IdentityKind>, name: &str) -> anyhow::Re
 /// Lists identities and their state.
 pub fn list(home: &Home) -> anyhow::Result<()> {
     let registry = pki::Registry::load(home)?;
-    println!("{:<10} {:<16} {:<12} {:<26} SERIAL", "KIND", "NAME", "STATE", "EXPIRES");
+    println!(
+        "{:<10} {:<16} {:<12} {:<26} SERIAL",
+        "KIND", "NAME", "STATE", "EXPIRES"
+    );
     for r in &registry.identities {
         let expires = time::OffsetDateTime::from_unix_timestamp(r.not_after)
             .map(|t| t.date().to_string())
             .unwrap_or_default();
         let state = if r.is_active() { "active" } else { "revoked" };
-        println!("{:<10} {:<16} {:<12} {:<26} {}", r.identity.kind.as_str(), r.identity.name, state, expires, r.serial);
+        println!(
+            "{:<10} {:<16} {:<12} {:<26} {}",
+            r.identity.kind.as_str(),
+            r.identity.name,
+            state,
+            expires,
+            r.serial
+        );
     }
     Ok(())
 }

@@ -56,7 +56,13 @@ async fn check_one(url: &str, home: &Home, cfg: &SecurityConfig, c: Component) -
     r
 }
 
-async fn run_checks(url: &str, home: &Home, cfg: &SecurityConfig, c: Component, r: &mut CheckResult) -> anyhow::Result<()> {
+async fn run_checks(
+    url: &str,
+    home: &Home,
+    cfg: &SecurityConfig,
+    c: Component,
+    r: &mut CheckResult,
+) -> anyhow::Result<()> {
     let id = Identity::component(c);
     let conn = ozone_nats::connect(url, &id, tls::client_config(home, cfg, &id)?).await?;
     r.connected = true;
@@ -64,13 +70,21 @@ async fn run_checks(url: &str, home: &Home, cfg: &SecurityConfig, c: Component, 
 
     let own = Subject::selfcheck(c);
     let mut sub = conn.client.subscribe(own.to_string()).await?;
-    conn.client.publish(own.to_string(), "selfcheck".into()).await?;
+    conn.client
+        .publish(own.to_string(), "selfcheck".into())
+        .await?;
     conn.client.flush().await?;
-    r.allowed_round_trip = tokio::time::timeout(WAIT, sub.next()).await.ok().flatten().is_some();
+    r.allowed_round_trip = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .ok()
+        .flatten()
+        .is_some();
 
     let mut events = conn.events();
     let target = forbidden_publish(c, &perms);
-    conn.client.publish(target.clone(), "must be refused".into()).await?;
+    conn.client
+        .publish(target.clone(), "must be refused".into())
+        .await?;
     conn.client.flush().await?;
     r.denied_publish = Connection::wait_for(&mut events, WAIT, |e| {
         *e == ConnEvent::Violation(Violation::Publish(target.clone()))

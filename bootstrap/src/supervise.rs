@@ -33,17 +33,18 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let mut announced = false;
-    let result = ozone_nats::server::supervise(home, &settings, &binary, MAX_RESTARTS, stop_rx, |server| {
-        tracing::info!(pid = server.pid, url = %server.url, "nats-server ready");
-        if !announced {
-            announced = true;
-            let mut out = std::io::stdout();
-            // The reader may be gone (`ozone up` exited); that is fine.
-            let _ = writeln!(out, "READY {}", server.pid);
-            let _ = out.flush();
-        }
-    })
-    .await;
+    let result =
+        ozone_nats::server::supervise(home, &settings, &binary, MAX_RESTARTS, stop_rx, |server| {
+            tracing::info!(pid = server.pid, url = %server.url, "nats-server ready");
+            if !announced {
+                announced = true;
+                let mut out = std::io::stdout();
+                // The reader may be gone (`ozone up` exited); that is fine.
+                let _ = writeln!(out, "READY {}", server.pid);
+                let _ = out.flush();
+            }
+        })
+        .await;
     let _ = std::fs::remove_file(pid_file(home));
     if let Err(e) = &result {
         tracing::error!(error = %e, "supervisor stopping");

@@ -47,12 +47,16 @@ fn spawn_supervisor(home: &Home) -> anyhow::Result<i32> {
         .process_group(0)
         .spawn()?;
     let pid = child.id() as i32;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no supervisor pipe"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no supervisor pipe"))?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     if !line.starts_with("READY") {
         let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-        let log = std::fs::read_to_string(home.logs().join("ozone-supervisor.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(home.logs().join("ozone-supervisor.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(8).collect();
         anyhow::bail!(
             "the supervisor stopped before nats-server was ready ({status}):\n{}",
@@ -62,13 +66,23 @@ fn spawn_supervisor(home: &Home) -> anyhow::Result<i32> {
     Ok(pid)
 }
 
-pub async fn run(home: &Home, settings_if_new: &NatsSettings, overrides: &[(String, String)]) -> anyhow::Result<UpReport> {
+pub async fn run(
+    home: &Home,
+    settings_if_new: &NatsSettings,
+    overrides: &[(String, String)],
+) -> anyhow::Result<UpReport> {
     let started = Instant::now();
     const STEPS: u8 = 4;
     step(1, STEPS, &format!("initialising {}", home.root().display()));
     let (init, cfg) = crate::init::run(home, settings_if_new, overrides)?;
     if init.changed_anything() {
-        eprintln!("      created {} directories, {} files, {} CAs, {} certificates", init.created_dirs.len(), init.written_files.len(), init.created_cas.len(), init.issued.len());
+        eprintln!(
+            "      created {} directories, {} files, {} CAs, {} certificates",
+            init.created_dirs.len(),
+            init.written_files.len(),
+            init.created_cas.len(),
+            init.issued.len()
+        );
     } else {
         eprintln!("      already initialised");
     }
@@ -76,7 +90,11 @@ pub async fn run(home: &Home, settings_if_new: &NatsSettings, overrides: &[(Stri
     let settings = NatsSettings::load(home)?;
     let binary = find_binary(&home.bin())?;
     let version = check_version(&binary)?;
-    step(3, STEPS, &format!("nats-server {version} at {}", settings.url()));
+    step(
+        3,
+        STEPS,
+        &format!("nats-server {version} at {}", settings.url()),
+    );
     let (supervisor_pid, already_running) = match crate::down::supervisor_pid(home) {
         Some(pid) => {
             eprintln!("      already running under supervisor pid {pid}");
@@ -84,7 +102,11 @@ pub async fn run(home: &Home, settings_if_new: &NatsSettings, overrides: &[(Stri
         }
         None => (spawn_supervisor(home)?, false),
     };
-    step(4, STEPS, "checking every component identity against the live server");
+    step(
+        4,
+        STEPS,
+        "checking every component identity against the live server",
+    );
     let checks = selfcheck::run(&settings.url(), home, &cfg).await;
     Ok(UpReport {
         nats_version: version.to_string(),
@@ -98,13 +120,24 @@ pub async fn run(home: &Home, settings_if_new: &NatsSettings, overrides: &[(Stri
 
 fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
     if !cfg.certificate_authority.auto_renewal_enabled {
-        step(2, 4, "certificate auto-renewal disabled in security-config.toml");
+        step(
+            2,
+            4,
+            "certificate auto-renewal disabled in security-config.toml",
+        );
         return Ok(());
     }
     let within = cfg.certificate_authority.renew_before_expiry;
     let renewed = ozone_security::pki::renew(home, cfg, within)?;
     if renewed.is_empty() {
-        step(2, 4, &format!("certificates valid for more than {}", humantime::format_duration(within)));
+        step(
+            2,
+            4,
+            &format!(
+                "certificates valid for more than {}",
+                humantime::format_duration(within)
+            ),
+        );
     } else {
         step(2, 4, &format!("renewed {}", renewed.join(", ")));
         ozone_nats::config::write(home, &NatsSettings::load(home)?)?;
@@ -117,7 +150,10 @@ fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
 pub fn print_summary(r: &UpReport) {
     let mark = |b: bool| if b { "ok" } else { "FAIL" };
     println!();
-    println!("{:<14} {:<8} {:<14} {:<14} {:<14} {:>8}", "COMPONENT", "CONNECT", "OWN PUB/SUB", "DENIED PUB", "DENIED SUB", "TIME");
+    println!(
+        "{:<14} {:<8} {:<14} {:<14} {:<14} {:>8}",
+        "COMPONENT", "CONNECT", "OWN PUB/SUB", "DENIED PUB", "DENIED SUB", "TIME"
+    );
     for c in &r.checks {
         println!(
             "{:<14} {:<8} {:<14} {:<14} {:<14} {:>6}ms",

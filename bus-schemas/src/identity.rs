@@ -94,7 +94,9 @@ impl Identity {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             || name.starts_with('-')
         {
-            return Err(bad("use lowercase letters, digits and '-', not starting with '-'"));
+            return Err(bad(
+                "use lowercase letters, digits and '-', not starting with '-'",
+            ));
         }
         let is_component = Component::from_name(name).is_some();
         match kind {
@@ -195,6 +197,11 @@ mod tests {
         users.dedup();
         assert_eq!(users.len(), n);
         assert!(!users.iter().any(|u| u == "localhost"));
-        assert_eq!(Identity::new(IdentityKind::User, "alice").ok().and_then(|i| i.nats_user()), None);
+        assert_eq!(
+            Identity::new(IdentityKind::User, "alice")
+                .ok()
+                .and_then(|i| i.nats_user()),
+            None
+        );
     }
 }

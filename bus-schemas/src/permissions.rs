@@ -42,7 +42,11 @@ impl Permissions {
             Subject::sync(&me),
             Subject::audit_of(c),
         ];
-        publish.extend(c.calls().iter().map(|callee| Subject::component_requests(*callee)));
+        publish.extend(
+            c.calls()
+                .iter()
+                .map(|callee| Subject::component_requests(*callee)),
+        );
         let mut subscribe = vec![
             Subject::component_requests(c),
             Subject::phase_all(),
@@ -97,7 +101,8 @@ mod tests {
 
     #[test]
     fn auditors_are_read_only_and_people_have_no_nats_user() {
-        let auditor = Identity::new(IdentityKind::Auditor, "siem").unwrap_or_else(|e| panic!("{e}"));
+        let auditor =
+            Identity::new(IdentityKind::Auditor, "siem").unwrap_or_else(|e| panic!("{e}"));
         let p = Permissions::of(&auditor).unwrap_or_else(|| panic!("auditor has permissions"));
         assert!(p.publish.is_empty());
         assert!(!p.allow_responses);

@@ -138,7 +138,11 @@ impl Subject {
 
     /// What a device may tell NEXUS: `nexus.device.<name>.>`.
     pub fn device_reports(device: &Identity) -> Subject {
-        Subject(format!("{}.device.{}.>", Component::Nexus.token(), device.name))
+        Subject(format!(
+            "{}.device.{}.>",
+            Component::Nexus.token(),
+            device.name
+        ))
     }
 
     /// NATS micro-service discovery subjects a service answers: `$SRV.PING`, `$SRV.PING.<name>`,

@@ -110,12 +110,14 @@ pub async fn connect(
         let detail = e.to_string();
         // A TLS alert from the server (UnknownCA, CertificateExpired, CertificateRequired,
         // BadCertificate) is a refusal of this identity, not an unreachable server.
-        let refused = detail.contains("alert") || matches!(
-            e.kind(),
-            async_nats::ConnectErrorKind::Tls
-                | async_nats::ConnectErrorKind::AuthorizationViolation
-                | async_nats::ConnectErrorKind::Authentication
-        ) || detail.contains("reset")
+        let refused = detail.contains("alert")
+            || matches!(
+                e.kind(),
+                async_nats::ConnectErrorKind::Tls
+                    | async_nats::ConnectErrorKind::AuthorizationViolation
+                    | async_nats::ConnectErrorKind::Authentication
+            )
+            || detail.contains("reset")
             || detail.contains("closed")
             || detail.contains("broken pipe");
         if refused {
@@ -151,7 +153,9 @@ impl Connection {
         let subject = Subject::sync(&self.identity).to_string();
         match tokio::time::timeout(wait, self.client.request(subject, bytes::Bytes::new())).await {
             Err(_) => Err(SyncTimeout(wait)),
-            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => Err(SyncTimeout(wait)),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                Err(SyncTimeout(wait))
+            }
             // "No responders" is the expected answer; any answer proves the round trip.
             Ok(_) => Ok(()),
         }

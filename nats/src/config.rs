@@ -12,7 +12,10 @@ use std::path::Path;
 /// A double-quoted config string. NATS treats an unquoted `$NAME` as a variable, and our
 /// subjects (`$SRV.PING`) and paths must be taken literally.
 fn q(s: impl AsRef<str>) -> String {
-    format!("\"{}\"", s.as_ref().replace('\\', "\\\\").replace('"', "\\\""))
+    format!(
+        "\"{}\"",
+        s.as_ref().replace('\\', "\\\\").replace('"', "\\\"")
+    )
 }
 
 fn qp(p: &Path) -> String {
@@ -37,14 +40,18 @@ fn user_block(identity: &Identity) -> Option<String> {
     } else {
         format!("{{ allow: {} }}", list(&p.subscribe))
     };
-    let responses = if p.allow_responses { ", allow_responses: true" } else { "" };
+    let responses = if p.allow_responses {
+        ", allow_responses: true"
+    } else {
+        ""
+    };
     Some(format!(
         "      # {identity}\n      {{ user: {}, permissions: {{ publish: {publish}, subscribe: {subscribe}{responses} }} }}",
         q(user)
     ))
 }
 
-fn users_of<'a>(identities: &[&'a Identity], account: NatsAccount) -> String {
+fn users_of(identities: &[&Identity], account: NatsAccount) -> String {
     let blocks: Vec<String> = identities
         .iter()
         .filter(|i| i.account() == Some(account))
@@ -153,12 +160,20 @@ mod tests {
             .collect();
         let refs: Vec<&Identity> = ids.iter().collect();
         let text = render(&home, &NatsSettings::default(), &refs);
-        for needle in ["verify_and_map: true", "min_version: \"1.3\"", "handshake_first: true", "http: \"127.0.0.1:8222\"", "system_account: \"SYS\""] {
+        for needle in [
+            "verify_and_map: true",
+            "min_version: \"1.3\"",
+            "handshake_first: true",
+            "http: \"127.0.0.1:8222\"",
+            "system_account: \"SYS\"",
+        ] {
             assert!(text.contains(needle), "missing {needle}");
         }
         assert!(!text.contains("no_auth_user"));
         assert_eq!(text.matches("{ user: ").count(), 9);
-        assert!(text.contains("\"urn:ozone:auditor:siem\", permissions: { publish: { deny: \">\" }"));
+        assert!(
+            text.contains("\"urn:ozone:auditor:siem\", permissions: { publish: { deny: \">\" }")
+        );
         assert!(text.contains("\"$SRV.PING\""));
     }
 }

@@ -7,7 +7,7 @@ pub mod server;
 pub mod settings;
 pub mod version;
 
-pub use client::{connect, Connection, ConnectError, Violation};
+pub use client::{connect, ConnectError, Connection, Violation};
 pub use config::render as render_config;
 pub use server::{NatsServer, ServerError};
 pub use settings::NatsSettings;

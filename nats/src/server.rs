@@ -17,9 +17,15 @@ pub enum ServerError {
     #[error(transparent)]
     Version(#[from] VersionError),
     #[error("cannot write the NATS configuration {path}: {source}")]
-    Config { path: PathBuf, source: std::io::Error },
+    Config {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start {binary}: {source}")]
-    Spawn { binary: PathBuf, source: std::io::Error },
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
     #[error("nats-server exited before it was ready ({status}); last log lines:\n{log}")]
     Exited { status: String, log: String },
     #[error("nats-server was not ready within {0:?}; see var/log/nats-server.log")]
@@ -50,7 +56,12 @@ fn pid_file(home: &Home) -> PathBuf {
 impl NatsServer {
     /// Checks the binary's version, starts the server on the configuration already written
     /// to `etc/nats-server.conf`, and returns once the server itself reports it is ready.
-    pub async fn start(home: &Home, settings: &NatsSettings, binary: &Path, ready_within: Duration) -> Result<NatsServer, ServerError> {
+    pub async fn start(
+        home: &Home,
+        settings: &NatsSettings,
+        binary: &Path,
+        ready_within: Duration,
+    ) -> Result<NatsServer, ServerError> {
         check_version(binary)?;
         let config = home.nats_config();
         let mut child = Command::new(binary)
@@ -69,7 +80,12 @@ impl NatsServer {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (tail_tx, tail_rx) = watch::channel(String::new());
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(tee_log(stderr, home.logs().join("nats-server.log"), ready_tx, tail_tx));
+            tokio::spawn(tee_log(
+                stderr,
+                home.logs().join("nats-server.log"),
+                ready_tx,
+                tail_tx,
+            ));
         }
         let started = Instant::now();
         tokio::select! {
@@ -100,7 +116,10 @@ impl NatsServer {
     /// Asks the server to shut down (SIGTERM), waiting up to 10 s before killing it.
     pub async fn stop(mut self) -> Result<(), ServerError> {
         signal(self.pid as i32, nix::sys::signal::Signal::SIGTERM)?;
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
         Ok(())
@@ -108,7 +127,11 @@ impl NatsServer {
 
     /// Waits until the process exits and returns how it ended.
     pub async fn wait(&mut self) -> String {
-        self.child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+        self.child
+            .wait()
+            .await
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string())
     }
 
     /// Kills the process without a clean shutdown (tests use this to simulate a crash).
@@ -133,7 +156,9 @@ pub fn reload(home: &Home) -> Result<i32, ServerError> {
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| ServerError::NotRunning(path.clone()))?;
     match signal(pid, nix::sys::signal::Signal::SIGHUP) {
-        Err(ServerError::Signal { .. }) if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() => {
+        Err(ServerError::Signal { .. })
+            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() =>
+        {
             Err(ServerError::NotRunning(path))
         }
         other => other.map(|()| pid),
@@ -199,7 +224,10 @@ pub async fn supervise(
             Err(e) => {
                 failures += 1;
                 if failures > max_restarts {
-                    return Err(ServerError::GaveUp { restarts: failures - 1, last: e.to_string() });
+                    return Err(ServerError::GaveUp {
+                        restarts: failures - 1,
+                        last: e.to_string(),
+                    });
                 }
                 backoff(failures, &mut shutdown).await;
                 if *shutdown.borrow() {
@@ -236,6 +264,7 @@ pub async fn supervise(
 
 /// 250 ms, 500 ms, 1 s … capped at 30 s; returns early on shutdown.
 async fn backoff(failures: u32, shutdown: &mut watch::Receiver<bool>) {
-    let delay = Duration::from_millis(250u64.saturating_mul(1 << failures.min(7))).min(Duration::from_secs(30));
+    let delay = Duration::from_millis(250u64.saturating_mul(1 << failures.min(7)))
+        .min(Duration::from_secs(30));
     let _ = tokio::time::timeout(delay, shutdown.wait_for(|stop| *stop)).await;
 }

@@ -66,14 +66,21 @@ impl NatsSettings {
             detail,
         };
         let body = toml::to_string(self).map_err(|e| invalid(e.to_string()))?;
-        std::fs::write(&path, format!("# Where nats-server listens; read by `ozone` and every component.\n{body}"))
-            .map_err(|e| invalid(e.to_string()))?;
+        std::fs::write(
+            &path,
+            format!("# Where nats-server listens; read by `ozone` and every component.\n{body}"),
+        )
+        .map_err(|e| invalid(e.to_string()))?;
         Ok(true)
     }
 
     /// The URL clients connect to (TLS first: there is no plaintext phase at all).
     pub fn url(&self) -> String {
-        let host = if self.host == "0.0.0.0" { "127.0.0.1" } else { &self.host };
+        let host = if self.host == "0.0.0.0" {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
         format!("tls://{host}:{}", self.port)
     }
 }

@@ -56,7 +56,8 @@ pub fn check_version(path: &Path) -> Result<Version, VersionError> {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let found = parse_version(&text).ok_or_else(|| VersionError::Unparsable {
         path: path.to_path_buf(),
         output: text.trim().to_string(),
@@ -77,10 +78,18 @@ mod tests {
 
     #[test]
     fn versions_are_parsed_from_the_servers_output() {
-        assert_eq!(parse_version("nats-server: v2.15.1\n"), Some(Version::new(2, 15, 1)));
-        assert_eq!(parse_version("nats-server: v2.9.10"), Some(Version::new(2, 9, 10)));
+        assert_eq!(
+            parse_version("nats-server: v2.15.1\n"),
+            Some(Version::new(2, 15, 1))
+        );
+        assert_eq!(
+            parse_version("nats-server: v2.9.10"),
+            Some(Version::new(2, 9, 10))
+        );
         assert_eq!(parse_version("garbage"), None);
         assert!(Version::new(2, 14, 2) < MIN_VERSION);
-        assert!(Version::parse("2.14.3-rc.1").map(|v| v < MIN_VERSION).unwrap_or(false));
+        assert!(Version::parse("2.14.3-rc.1")
+            .map(|v| v < MIN_VERSION)
+            .unwrap_or(false));
     }
 }

@@ -163,7 +163,10 @@ impl SecurityConfig {
 
     /// Loads defaults → `etc/security-config.toml` (if present) → `OZONE_<SECTION>__<KEY>`
     /// environment variables → `overrides` (`"section.key"`, value) from command-line flags.
-    pub fn load(home: &Home, overrides: &[(String, String)]) -> Result<SecurityConfig, ConfigError> {
+    pub fn load(
+        home: &Home,
+        overrides: &[(String, String)],
+    ) -> Result<SecurityConfig, ConfigError> {
         let defaults = config::Config::try_from(&SecurityConfig::defaults(home))?;
         let mut builder = config::Config::builder()
             .add_source(defaults)
@@ -193,9 +196,17 @@ impl SecurityConfig {
         };
         let n = &self.network_security;
         if n.tls_version != "1.3" {
-            return Err(unsupported("network_security.tls_version", &n.tls_version, "only TLS 1.3 is allowed"));
+            return Err(unsupported(
+                "network_security.tls_version",
+                &n.tls_version,
+                "only TLS 1.3 is allowed",
+            ));
         }
-        if let Some(bad) = n.cipher_suites.iter().find(|s| !TLS13_SUITES.contains(&s.as_str())) {
+        if let Some(bad) = n
+            .cipher_suites
+            .iter()
+            .find(|s| !TLS13_SUITES.contains(&s.as_str()))
+        {
             return Err(unsupported(
                 "network_security.cipher_suites",
                 bad,
@@ -203,7 +214,11 @@ impl SecurityConfig {
             ));
         }
         if n.cipher_suites.is_empty() {
-            return Err(unsupported("network_security.cipher_suites", "[]", "name at least one suite"));
+            return Err(unsupported(
+                "network_security.cipher_suites",
+                "[]",
+                "name at least one suite",
+            ));
         }
         if !self.authentication.mutual_tls_required {
             return Err(unsupported(
@@ -214,10 +229,18 @@ impl SecurityConfig {
         }
         let e = &self.encryption;
         if e.message_encryption_algorithm != "AES-256-GCM" {
-            return Err(unsupported("encryption.message_encryption_algorithm", &e.message_encryption_algorithm, "only AES-256-GCM is implemented"));
+            return Err(unsupported(
+                "encryption.message_encryption_algorithm",
+                &e.message_encryption_algorithm,
+                "only AES-256-GCM is implemented",
+            ));
         }
         if e.key_exchange_protocol != "X25519" {
-            return Err(unsupported("encryption.key_exchange_protocol", &e.key_exchange_protocol, "only X25519 is implemented"));
+            return Err(unsupported(
+                "encryption.key_exchange_protocol",
+                &e.key_exchange_protocol,
+                "only X25519 is implemented",
+            ));
         }
         let ca = &self.certificate_authority;
         if ca.certificate_validity_duration < Duration::from_secs(DAY) {
@@ -250,9 +273,11 @@ impl SecurityConfig {
         if path.exists() {
             return Ok(false);
         }
-        let body = toml::to_string_pretty(&SecurityConfig::defaults(home)).map_err(|e| ConfigError::Write {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e),
+        let body = toml::to_string_pretty(&SecurityConfig::defaults(home)).map_err(|e| {
+            ConfigError::Write {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            }
         })?;
         let text = format!(
             "# OZONE STUDIO security configuration (the seed's security-config.toml).\n\
@@ -281,8 +306,14 @@ mod tests {
     #[test]
     fn written_defaults_read_back_identically() {
         let (_tmp, home) = home();
-        assert!(SecurityConfig::write_default_if_missing(&home, &home.security_config()).unwrap_or(false));
-        assert!(!SecurityConfig::write_default_if_missing(&home, &home.security_config()).unwrap_or(true));
+        assert!(
+            SecurityConfig::write_default_if_missing(&home, &home.security_config())
+                .unwrap_or(false)
+        );
+        assert!(
+            !SecurityConfig::write_default_if_missing(&home, &home.security_config())
+                .unwrap_or(true)
+        );
         let cfg = SecurityConfig::load(&home, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg, SecurityConfig::defaults(&home));
     }
@@ -296,18 +327,42 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let cfg = SecurityConfig::load(&home, &[]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cfg.certificate_authority.certificate_validity_duration, Duration::from_secs(90 * DAY));
-        let flag = [("certificate_authority.certificate_validity_duration".to_string(), "60d".to_string())];
+        assert_eq!(
+            cfg.certificate_authority.certificate_validity_duration,
+            Duration::from_secs(90 * DAY)
+        );
+        let flag = [(
+            "certificate_authority.certificate_validity_duration".to_string(),
+            "60d".to_string(),
+        )];
         let cfg = SecurityConfig::load(&home, &flag).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cfg.certificate_authority.certificate_validity_duration, Duration::from_secs(60 * DAY));
+        assert_eq!(
+            cfg.certificate_authority.certificate_validity_duration,
+            Duration::from_secs(60 * DAY)
+        );
 
-        let weak = [("network_security.tls_version".to_string(), "1.2".to_string())];
-        let err = SecurityConfig::load(&home, &weak).err().map(|e| e.to_string()).unwrap_or_default();
+        let weak = [(
+            "network_security.tls_version".to_string(),
+            "1.2".to_string(),
+        )];
+        let err = SecurityConfig::load(&home, &weak)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("only TLS 1.3"), "{err}");
 
-        std::fs::write(home.security_config(), "[encryption]\nkey_rotaton_interval = \"1h\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let err = SecurityConfig::load(&home, &[]).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("key_rotaton_interval"), "typo not reported: {err}");
+        std::fs::write(
+            home.security_config(),
+            "[encryption]\nkey_rotaton_interval = \"1h\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = SecurityConfig::load(&home, &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("key_rotaton_interval"),
+            "typo not reported: {err}"
+        );
     }
 }

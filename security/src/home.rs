@@ -40,7 +40,9 @@ impl Home {
         if let Some(dir) = std::env::var_os("OZONE_STUDIO_HOME").filter(|d| !d.is_empty()) {
             return Home::new(dir);
         }
-        let user_home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        let user_home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
         Home::new(user_home.join(".ozone-studio"))
     }
 
@@ -93,7 +95,10 @@ impl Home {
     pub fn create_layout(&self) -> io::Result<Vec<PathBuf>> {
         let mut created = Vec::new();
         if !self.root.exists() {
-            DirBuilder::new().recursive(true).mode(0o755).create(&self.root)?;
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&self.root)?;
             created.push(self.root.clone());
         }
         for (rel, mode) in LAYOUT {

@@ -46,7 +46,11 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
 }
 
 /// Writes a PKCS#8 DER key encrypted under `passphrase`.
-pub fn write_encrypted(path: &Path, pkcs8_der: &[u8], passphrase: &[u8]) -> Result<(), KeyFileError> {
+pub fn write_encrypted(
+    path: &Path,
+    pkcs8_der: &[u8],
+    passphrase: &[u8],
+) -> Result<(), KeyFileError> {
     let enc = |detail: String| KeyFileError::Encrypt {
         path: path.display().to_string(),
         detail,
@@ -70,12 +74,17 @@ pub fn read_encrypted(path: &Path, passphrase: &[u8]) -> Result<Zeroizing<Vec<u8
     };
     let (label, doc) = SecretDocument::from_pem(&text).map_err(|e| format(e.to_string()))?;
     if label != EncryptedPrivateKeyInfo::PEM_LABEL {
-        return Err(format(format!("found a {label:?} block; the key is not protected")));
+        return Err(format(format!(
+            "found a {label:?} block; the key is not protected"
+        )));
     }
-    let info = EncryptedPrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| format(e.to_string()))?;
-    let plain = info.decrypt(passphrase).map_err(|_| KeyFileError::WrongPassphrase {
-        path: path.display().to_string(),
-    })?;
+    let info =
+        EncryptedPrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| format(e.to_string()))?;
+    let plain = info
+        .decrypt(passphrase)
+        .map_err(|_| KeyFileError::WrongPassphrase {
+            path: path.display().to_string(),
+        })?;
     Ok(Zeroizing::new(plain.as_bytes().to_vec()))
 }
 
@@ -94,7 +103,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encrypted_keys_round_trip_and_refuse_a_wrong_passphrase() -> Result<(), Box<dyn std::error::Error>> {
+    fn encrypted_keys_round_trip_and_refuse_a_wrong_passphrase(
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let tmp = tempfile::tempdir()?;
         let path = tmp.path().join("ca.key");
         let key = rcgen::KeyPair::generate()?;

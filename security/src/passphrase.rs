@@ -50,7 +50,11 @@ pub fn file_in_use(home: &Home) -> Option<PathBuf> {
 pub fn resolve(home: &Home, create: bool) -> Result<Zeroizing<Vec<u8>>, PassphraseError> {
     let (bytes, source_name) = match file_in_use(home) {
         None => (
-            Zeroizing::new(std::env::var(ENV_PASSPHRASE).unwrap_or_default().into_bytes()),
+            Zeroizing::new(
+                std::env::var(ENV_PASSPHRASE)
+                    .unwrap_or_default()
+                    .into_bytes(),
+            ),
             ENV_PASSPHRASE.to_string(),
         ),
         Some(path) => {

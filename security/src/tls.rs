@@ -37,7 +37,7 @@ fn provider(cfg: &SecurityConfig) -> Arc<CryptoProvider> {
             && s.suite()
                 .as_str()
                 .map(|name| name.replacen("TLS13_", "TLS_", 1))
-                .is_some_and(|name| wanted.iter().any(|w| *w == name))
+                .is_some_and(|name| wanted.contains(&name))
     });
     Arc::new(p)
 }
@@ -53,7 +53,11 @@ pub fn trust_roots(home: &Home) -> Result<RootCertStore, TlsError> {
 }
 
 /// A TLS 1.3-only client configuration presenting `files` (chain + key), trusting the bundle.
-pub fn client_config_from_files(home: &Home, cfg: &SecurityConfig, files: &IdentityFiles) -> Result<ClientConfig, TlsError> {
+pub fn client_config_from_files(
+    home: &Home,
+    cfg: &SecurityConfig,
+    files: &IdentityFiles,
+) -> Result<ClientConfig, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.chain)
         .map_err(read_err(&files.chain))?
         .collect::<Result<_, _>>()
@@ -68,6 +72,10 @@ pub fn client_config_from_files(home: &Home, cfg: &SecurityConfig, files: &Ident
 }
 
 /// The client configuration of a registered identity.
-pub fn client_config(home: &Home, cfg: &SecurityConfig, identity: &Identity) -> Result<ClientConfig, TlsError> {
+pub fn client_config(
+    home: &Home,
+    cfg: &SecurityConfig,
+    identity: &Identity,
+) -> Result<ClientConfig, TlsError> {
     client_config_from_files(home, cfg, &IdentityFiles::of(home, identity))
 }

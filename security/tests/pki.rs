@@ -1,7 +1,9 @@
 //! The PKI end to end on real files: create, verify, break in each documented way, verify.
 
 use ozone_bus_schemas::{Component, Identity, IdentityKind};
-use ozone_security::pki::{self, CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, Severity};
+use ozone_security::pki::{
+    self, CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, Severity,
+};
 use ozone_security::{passphrase, Home, SecurityConfig};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -29,7 +31,10 @@ fn snapshot(home: &Home) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for dir in [home.ca_dir(), home.keys_dir(), home.certs_dir()] {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            out.push((e.path().display().to_string(), std::fs::read(e.path()).unwrap_or_default()));
+            out.push((
+                e.path().display().to_string(),
+                std::fs::read(e.path()).unwrap_or_default(),
+            ));
         }
     }
     out.sort();
@@ -45,7 +50,10 @@ fn a_fresh_pki_verifies_and_ensure_is_idempotent() -> R {
     let again = pki::ensure(&home, &cfg)?;
     assert_eq!(again, pki::EnsureReport::default());
     assert_eq!(snapshot(&home), before, "a second ensure changed a file");
-    for (path, _) in before.iter().filter(|(p, _)| p.ends_with(".key") || p.ends_with(".passphrase")) {
+    for (path, _) in before
+        .iter()
+        .filter(|(p, _)| p.ends_with(".key") || p.ends_with(".passphrase"))
+    {
         let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{path}");
     }
@@ -62,14 +70,24 @@ fn every_component_chains_to_the_root_through_the_ai_app_ca() -> R {
     for c in Component::ALL {
         let files = IdentityFiles::of(&home, &Identity::component(c));
         let chain = std::fs::read_to_string(&files.chain)?;
-        assert!(chain.ends_with(&format!("{ai_app}{root}")), "{c}: chain is not leaf+ai-app+root");
+        assert!(
+            chain.ends_with(&format!("{ai_app}{root}")),
+            "{c}: chain is not leaf+ai-app+root"
+        );
         let leaf = std::fs::read_to_string(&files.cert)?;
-        assert_eq!(x509_issuer(&leaf)?, ai_app_subject, "{c} not issued by the AI-App CA");
+        assert_eq!(
+            x509_issuer(&leaf)?,
+            ai_app_subject,
+            "{c} not issued by the AI-App CA"
+        );
     }
     Ok(())
 }
 
-fn parse<T>(pem: &str, f: impl Fn(&x509_parser::certificate::X509Certificate) -> T) -> Result<T, Box<dyn std::error::Error>> {
+fn parse<T>(
+    pem: &str,
+    f: impl Fn(&x509_parser::certificate::X509Certificate) -> T,
+) -> Result<T, Box<dyn std::error::Error>> {
     let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())?;
     let cert = p.parse_x509()?;
     Ok(f(&cert))
@@ -89,12 +107,19 @@ fn verify_names_a_tampered_certificate() -> R {
     let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())?;
     let mut der = p.contents.clone();
     // Flip a bit inside the subject name: still parses, no longer matches the signature.
-    let pos = der.windows(5).position(|w| w == b"forge").ok_or("no name in cert")?;
+    let pos = der
+        .windows(5)
+        .position(|w| w == b"forge")
+        .ok_or("no name in cert")?;
     der[pos] ^= 0x01;
     let b64 = pem_encode(&der);
     std::fs::write(&files.cert, b64)?;
     let errs = errors(&home);
-    assert!(errs.iter().any(|e| e.contains("forge") && e.contains("signature does not verify")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("forge") && e.contains("signature does not verify")),
+        "{errs:?}"
+    );
     Ok(())
 }
 
@@ -111,7 +136,11 @@ fn verify_names_an_expired_certificate() -> R {
     opts.not_after = Some(time::OffsetDateTime::now_utc() - time::Duration::days(2));
     pki::issue(&home, &id, &opts, &pass)?;
     let errs = errors(&home);
-    assert!(errs.iter().any(|e| e.contains("old-laptop") && e.contains("expired")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("old-laptop") && e.contains("expired")),
+        "{errs:?}"
+    );
     Ok(())
 }
 
@@ -122,7 +151,11 @@ fn verify_names_a_key_that_does_not_match() -> R {
     let zsei = IdentityFiles::of(&home, &Identity::component(Component::Zsei));
     std::fs::copy(&zsei.key, &spark.key)?;
     let errs = errors(&home);
-    assert!(errs.iter().any(|e| e.contains("spark") && e.contains("does not match")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("spark") && e.contains("does not match")),
+        "{errs:?}"
+    );
     Ok(())
 }
 
@@ -132,7 +165,11 @@ fn verify_names_a_key_file_with_loose_permissions() -> R {
     let files = IdentityFiles::of(&home, &Identity::component(Component::Nexus));
     std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o644))?;
     let errs = errors(&home);
-    assert!(errs.iter().any(|e| e.contains("nexus.key") && e.contains("0644") && e.contains("chmod 600")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("nexus.key") && e.contains("0644") && e.contains("chmod 600")),
+        "{errs:?}"
+    );
     Ok(())
 }
 
@@ -142,9 +179,15 @@ fn ca_keys_are_encrypted_and_need_the_passphrase() -> R {
     let cas = CertificateAuthorities::new(&home);
     for kind in [CaKind::Root, CaKind::AiApp, CaKind::User] {
         let text = std::fs::read_to_string(cas.key_path(kind))?;
-        assert!(text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "{kind:?}");
+        assert!(
+            text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+            "{kind:?}"
+        );
     }
-    let err = ozone_security::keyfile::read_encrypted(&cas.key_path(CaKind::Root), b"not the passphrase at all");
+    let err = ozone_security::keyfile::read_encrypted(
+        &cas.key_path(CaKind::Root),
+        b"not the passphrase at all",
+    );
     assert!(err.is_err());
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use ozone_bus_schemas::{Identity, IdentityKind};
-use ozone_nats::{Connection, ConnectError, NatsServer, NatsSettings};
+use ozone_nats::{ConnectError, Connection, NatsServer, NatsSettings};
 use ozone_security::pki::{self, IssueOptions};
 use ozone_security::{passphrase, tls, Home, SecurityConfig};
 use std::path::PathBuf;
@@ -37,11 +37,21 @@ impl TestHome {
         };
         let (_, cfg) = ozone::init::run(&home, &wanted, &[])?;
         let settings = NatsSettings::load(&home)?;
-        Ok(TestHome { tmp, home, cfg, settings })
+        Ok(TestHome {
+            tmp,
+            home,
+            cfg,
+            settings,
+        })
     }
 
     /// Issues an identity with custom options (expired, no clientAuth…).
-    pub fn issue_with(&self, kind: IdentityKind, name: &str, opts: IssueOptions) -> anyhow::Result<Identity> {
+    pub fn issue_with(
+        &self,
+        kind: IdentityKind,
+        name: &str,
+        opts: IssueOptions,
+    ) -> anyhow::Result<Identity> {
         let id = Identity::new(kind, name)?;
         let pass = passphrase::resolve(&self.home, false)?;
         pki::issue(&self.home, &id, &opts, &pass)?;
@@ -49,7 +59,11 @@ impl TestHome {
     }
 
     pub fn issue(&self, kind: IdentityKind, name: &str) -> anyhow::Result<Identity> {
-        self.issue_with(kind, name, IssueOptions::valid_for(Duration::from_secs(86_400)))
+        self.issue_with(
+            kind,
+            name,
+            IssueOptions::valid_for(Duration::from_secs(86_400)),
+        )
     }
 
     /// Writes the generated NATS configuration; `edit` may change it (account-isolation probes).
@@ -114,7 +128,12 @@ pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
 
 /// Runs `ozone --home <home> args…`; returns (exit ok, stdout, stderr).
 /// `bin` is `env!("CARGO_BIN_EXE_ozone-cli")` of the calling test.
-pub fn ozone_at(bin: &str, home: &Home, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(bool, String, String)> {
+pub fn ozone_at(
+    bin: &str,
+    home: &Home,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<(bool, String, String)> {
     let mut cmd = std::process::Command::new(bin);
     cmd.arg("--home").arg(home.root()).args(args);
     for (k, v) in env {

@@ -32,40 +32,82 @@ async fn only_audit_subjects_cross_into_the_audit_account() -> R {
         },
     )
     .await?;
-    let probe = eco.connect(&Identity::new(IdentityKind::Auditor, "probe")?).await?;
+    let probe = eco
+        .connect(&Identity::new(IdentityKind::Auditor, "probe")?)
+        .await?;
     let mut everything = probe.client.subscribe(">").await?;
     // The probe hears its own sync publish only once its `>` subscription is live.
-    probe.client.publish("ecosystem.sync.auditor-probe", "live?".into()).await?;
+    probe
+        .client
+        .publish("ecosystem.sync.auditor-probe", "live?".into())
+        .await?;
     let echo = tokio::time::timeout(Duration::from_secs(5), everything.next()).await?;
-    assert_eq!(echo.map(|m| m.subject.to_string()).as_deref(), Some("ecosystem.sync.auditor-probe"));
+    assert_eq!(
+        echo.map(|m| m.subject.to_string()).as_deref(),
+        Some("ecosystem.sync.auditor-probe")
+    );
 
     let core = eco.connect(&Identity::component(Component::Core)).await?;
     let spark = eco.connect(&Identity::component(Component::Spark)).await?;
-    for subject in ["spark.generate", "ecosystem.phase.ozone-studio", "ecosystem.selfcheck.ozone-studio"] {
-        core.client.publish(subject, "ecosystem-only".into()).await?;
+    for subject in [
+        "spark.generate",
+        "ecosystem.phase.ozone-studio",
+        "ecosystem.selfcheck.ozone-studio",
+    ] {
+        core.client
+            .publish(subject, "ecosystem-only".into())
+            .await?;
     }
-    spark.client.publish("audit.spark.key-rotated", "audit event".into()).await?;
+    spark
+        .client
+        .publish("audit.spark.key-rotated", "audit event".into())
+        .await?;
     core.sync().await?;
     spark.sync().await?;
 
-    let first = tokio::time::timeout(Duration::from_secs(5), everything.next()).await?.ok_or_else(|| anyhow::anyhow!("closed"))?;
+    let first = tokio::time::timeout(Duration::from_secs(5), everything.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("closed"))?;
     assert_eq!(first.subject.as_str(), "audit.spark.key-rotated");
-    assert!(tokio::time::timeout(Duration::from_millis(400), everything.next()).await.is_err(), "a second message crossed");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), everything.next())
+            .await
+            .is_err(),
+        "a second message crossed"
+    );
 
     // A real auditor: reads audit events, may publish nothing, may not subscribe elsewhere.
-    let siem = eco.connect(&Identity::new(IdentityKind::Auditor, "siem")?).await?;
+    let siem = eco
+        .connect(&Identity::new(IdentityKind::Auditor, "siem")?)
+        .await?;
     let mut events = siem.events();
     let mut audit = siem.client.subscribe("audit.>").await?;
     let _ = siem.client.subscribe("spark.>").await?;
-    let denied_sub = Connection::wait_for(&mut events, Duration::from_secs(2), |e| *e == ConnEvent::Violation(Violation::Subscribe("spark.>".into()))).await;
-    assert!(denied_sub.is_some(), "an auditor subscribed outside audit.>");
+    let denied_sub = Connection::wait_for(&mut events, Duration::from_secs(2), |e| {
+        *e == ConnEvent::Violation(Violation::Subscribe("spark.>".into()))
+    })
+    .await;
+    assert!(
+        denied_sub.is_some(),
+        "an auditor subscribed outside audit.>"
+    );
     // The denied subscribe above came back after the audit subscribe was processed.
-    spark.client.publish("audit.spark.denied", "x".into()).await?;
+    spark
+        .client
+        .publish("audit.spark.denied", "x".into())
+        .await?;
     spark.sync().await?;
-    assert!(tokio::time::timeout(Duration::from_secs(5), audit.next()).await?.is_some());
-    siem.client.publish("audit.spark.forged", "x".into()).await?;
+    assert!(tokio::time::timeout(Duration::from_secs(5), audit.next())
+        .await?
+        .is_some());
+    siem.client
+        .publish("audit.spark.forged", "x".into())
+        .await?;
     siem.client.flush().await?;
-    let denied = Connection::wait_for(&mut events, Duration::from_secs(2), |e| *e == ConnEvent::Violation(Violation::Publish("audit.spark.forged".into()))).await;
+    let denied = Connection::wait_for(&mut events, Duration::from_secs(2), |e| {
+        *e == ConnEvent::Violation(Violation::Publish("audit.spark.forged".into()))
+    })
+    .await;
     assert!(denied.is_some(), "an auditor published");
     Ok(())
 }

@@ -33,11 +33,27 @@ fn init_twice_leaves_every_key_byte_identical() -> R {
     let (ok, out, _) = ozone!(&home, &["init"], &[])?;
     assert!(ok && out.contains("nothing changed"), "{out}");
     assert_eq!(security_files(&home)?, before);
-    for sub in ["bin", "lib", "etc", "var/log", "var/data", "var/cache", "security/ca", "security/certificates", "security/keys", "models", "methodologies", "backups"] {
+    for sub in [
+        "bin",
+        "lib",
+        "etc",
+        "var/log",
+        "var/data",
+        "var/cache",
+        "security/ca",
+        "security/certificates",
+        "security/keys",
+        "models",
+        "methodologies",
+        "backups",
+    ] {
         assert!(home.root().join(sub).is_dir(), "{sub} missing");
     }
     let env = std::fs::read_to_string(home.ecosystem_env())?;
-    assert!(env.contains("OZONE_NATS_URL=\"tls://127.0.0.1:4222\"") && env.contains("SPARK_ENDPOINT"), "{env}");
+    assert!(
+        env.contains("OZONE_NATS_URL=\"tls://127.0.0.1:4222\"") && env.contains("SPARK_ENDPOINT"),
+        "{env}"
+    );
     Ok(())
 }
 
@@ -52,7 +68,10 @@ fn pki_verify_exits_non_zero_and_says_how_to_fix() -> R {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640))?;
     let (ok, _, err) = ozone!(&home, &["pki", "verify"], &[])?;
     assert!(!ok);
-    assert!(err.contains("bridge.key") && err.contains("0640") && err.contains("fix: chmod 600"), "{err}");
+    assert!(
+        err.contains("bridge.key") && err.contains("0640") && err.contains("fix: chmod 600"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -62,21 +81,44 @@ fn configuration_layers_reach_the_code() -> R {
     let home = Home::new(tmp.path().join("h"));
     assert!(ozone!(&home, &["init"], &[])?.0);
     // Environment over file.
-    let (ok, _, err) = ozone!(&home, &["pki", "verify"], &[("OZONE_NETWORK_SECURITY__TLS_VERSION", "1.2")])?;
+    let (ok, _, err) = ozone!(
+        &home,
+        &["pki", "verify"],
+        &[("OZONE_NETWORK_SECURITY__TLS_VERSION", "1.2")]
+    )?;
     assert!(!ok && err.contains("only TLS 1.3"), "{err}");
     // Flag over environment.
-    let (ok, out, err) = ozone!(&home, &["--set", "network_security.tls_version=1.3", "pki", "verify"], &[("OZONE_NETWORK_SECURITY__TLS_VERSION", "1.2")])?;
+    let (ok, out, err) = ozone!(
+        &home,
+        &["--set", "network_security.tls_version=1.3", "pki", "verify"],
+        &[("OZONE_NETWORK_SECURITY__TLS_VERSION", "1.2")]
+    )?;
     assert!(ok, "{out}{err}");
     // File values are used: a 45-day validity is what `issue` produces.
     let cfg = home.security_config();
     let text = std::fs::read_to_string(&cfg)?;
-    assert!(text.contains("certificate_validity_duration = \"365d\""), "{text}");
-    std::fs::write(&cfg, text.replace("certificate_validity_duration = \"365d\"", "certificate_validity_duration = \"45d\""))?;
+    assert!(
+        text.contains("certificate_validity_duration = \"365d\""),
+        "{text}"
+    );
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "certificate_validity_duration = \"365d\"",
+            "certificate_validity_duration = \"45d\"",
+        ),
+    )?;
     let (ok, out, err) = ozone!(&home, &["pki", "issue", "device", "tablet"], &[])?;
     assert!(ok, "{out}{err}");
     let (_, list, _) = ozone!(&home, &["pki", "list"], &[])?;
-    let expected = (time::OffsetDateTime::now_utc() + time::Duration::days(45)).date().to_string();
-    assert!(list.lines().any(|l| l.contains("tablet") && l.contains(&expected)), "{list}");
+    let expected = (time::OffsetDateTime::now_utc() + time::Duration::days(45))
+        .date()
+        .to_string();
+    assert!(
+        list.lines()
+            .any(|l| l.contains("tablet") && l.contains(&expected)),
+        "{list}"
+    );
     Ok(())
 }
 
@@ -86,7 +128,9 @@ fn pid_in(path: &std::path::Path) -> Option<i32> {
 
 fn alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 #[test]
@@ -96,20 +140,33 @@ fn up_checks_the_security_plane_restarts_a_dead_server_and_down_leaves_nothing()
     let home = Home::new(tmp.path().join("h"));
     let port = free_port().to_string();
     let monitor = free_port().to_string();
-    let (ok, out, err) = ozone!(&home, &["up", "--nats-port", &port, "--monitor-port", &monitor], &[])?;
+    let (ok, out, err) = ozone!(
+        &home,
+        &["up", "--nats-port", &port, "--monitor-port", &monitor],
+        &[]
+    )?;
     assert!(ok, "up failed:\n{out}\n{err}");
-    assert!(out.contains("security plane UP") && out.contains("8 of 8"), "{out}");
+    assert!(
+        out.contains("security plane UP") && out.contains("8 of 8"),
+        "{out}"
+    );
 
-    let supervisor = pid_in(&home.run().join("ozone-supervisor.pid")).ok_or_else(|| anyhow::anyhow!("no supervisor pid"))?;
-    let first = pid_in(&home.run().join("nats-server.pid")).ok_or_else(|| anyhow::anyhow!("no nats pid"))?;
+    let supervisor = pid_in(&home.run().join("ozone-supervisor.pid"))
+        .ok_or_else(|| anyhow::anyhow!("no supervisor pid"))?;
+    let first = pid_in(&home.run().join("nats-server.pid"))
+        .ok_or_else(|| anyhow::anyhow!("no nats pid"))?;
     assert!(alive(supervisor) && alive(first));
 
     // The server dies hard; the supervisor brings it back.
-    std::process::Command::new("kill").args(["-9", &first.to_string()]).status()?;
+    std::process::Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()?;
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut second = None;
     while Instant::now() < deadline {
-        if let Some(p) = pid_in(&home.run().join("nats-server.pid")).filter(|p| *p != first && alive(*p)) {
+        if let Some(p) =
+            pid_in(&home.run().join("nats-server.pid")).filter(|p| *p != first && alive(*p))
+        {
             second = Some(p);
             break;
         }

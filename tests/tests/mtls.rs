@@ -31,11 +31,17 @@ async fn a_valid_component_identity_connects() -> R {
 #[tokio::test]
 async fn no_client_certificate_is_refused() -> R {
     let eco = TestEcosystem::start().await?;
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(tls::trust_roots(&eco.t.home)?)
-        .with_no_client_auth();
-    refused(ozone_nats::connect(&eco.t.url(), &Identity::component(Component::Spark), cfg).await, "no client certificate", "CertificateRequired")
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(tls::trust_roots(&eco.t.home)?)
+    .with_no_client_auth();
+    refused(
+        ozone_nats::connect(&eco.t.url(), &Identity::component(Component::Spark), cfg).await,
+        "no client certificate",
+        "CertificateRequired",
+    )
 }
 
 #[tokio::test]
@@ -44,8 +50,16 @@ async fn a_certificate_from_a_foreign_ca_is_refused() -> R {
     // Same component name, same layout, but a different root: an impostor's PKI.
     let foreign = TestHome::new()?;
     let id = Identity::component(Component::Spark);
-    let cfg = tls::client_config_from_files(&eco.t.home, &eco.t.cfg, &IdentityFiles::of(&foreign.home, &id))?;
-    refused(ozone_nats::connect(&eco.t.url(), &id, cfg).await, "foreign CA", "UnknownCA")
+    let cfg = tls::client_config_from_files(
+        &eco.t.home,
+        &eco.t.cfg,
+        &IdentityFiles::of(&foreign.home, &id),
+    )?;
+    refused(
+        ozone_nats::connect(&eco.t.url(), &id, cfg).await,
+        "foreign CA",
+        "UnknownCA",
+    )
 }
 
 #[tokio::test]
@@ -62,8 +76,14 @@ async fn an_expired_certificate_is_refused() -> R {
     )
     .await?;
     // The control: a valid certificate of the same kind is accepted.
-    eco.connect(&Identity::new(IdentityKind::Device, "fresh")?).await?;
-    refused(eco.connect(&Identity::new(IdentityKind::Device, "expired")?).await, "expired", "CertificateExpired")
+    eco.connect(&Identity::new(IdentityKind::Device, "fresh")?)
+        .await?;
+    refused(
+        eco.connect(&Identity::new(IdentityKind::Device, "expired")?)
+            .await,
+        "expired",
+        "CertificateExpired",
+    )
 }
 
 #[tokio::test]
@@ -78,7 +98,12 @@ async fn a_certificate_without_client_auth_usage_is_refused() -> R {
         |c| c,
     )
     .await?;
-    refused(eco.connect(&Identity::new(IdentityKind::Device, "no-client-auth")?).await, "no clientAuth", "BadCertificate")
+    refused(
+        eco.connect(&Identity::new(IdentityKind::Device, "no-client-auth")?)
+            .await,
+        "no clientAuth",
+        "BadCertificate",
+    )
 }
 
 #[tokio::test]
@@ -90,7 +115,10 @@ async fn a_plaintext_connection_gets_nothing() -> R {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
-    assert!(!text.contains("INFO") && !text.contains("PONG"), "plaintext answered: {text:?}");
+    assert!(
+        !text.contains("INFO") && !text.contains("PONG"),
+        "plaintext answered: {text:?}"
+    );
     // And the client library without TLS cannot connect either.
     let plain = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(3))
@@ -102,7 +130,11 @@ async fn a_plaintext_connection_gets_nothing() -> R {
 
 #[tokio::test]
 async fn revoking_an_identity_cuts_off_its_live_connection_within_two_seconds() -> R {
-    let eco = TestEcosystem::start_with(|t| t.issue(IdentityKind::Device, "stolen-laptop").map(|_| ()), |c| c).await?;
+    let eco = TestEcosystem::start_with(
+        |t| t.issue(IdentityKind::Device, "stolen-laptop").map(|_| ()),
+        |c| c,
+    )
+    .await?;
     let id = Identity::new(IdentityKind::Device, "stolen-laptop")?;
     let conn = eco.connect(&id).await?;
     conn.client.flush().await?;
@@ -115,14 +147,27 @@ async fn revoking_an_identity_cuts_off_its_live_connection_within_two_seconds() 
     assert!(ok, "revoke failed: {out}{err}");
     assert!(out.contains("reloaded"), "{out}");
     let ev = Connection::wait_for(&mut events, Duration::from_secs(2), |e| {
-        matches!(e, ConnEvent::Disconnected | ConnEvent::Closed | ConnEvent::Violation(_))
+        matches!(
+            e,
+            ConnEvent::Disconnected | ConnEvent::Closed | ConnEvent::Violation(_)
+        )
     })
     .await;
     assert!(ev.is_some(), "still connected 2 s after revocation");
-    println!("revoked connection cut after {:?} (incl. running the CLI)", started.elapsed());
+    println!(
+        "revoked connection cut after {:?} (incl. running the CLI)",
+        started.elapsed()
+    );
     // It cannot come back: its key is gone, and a stolen copy maps to no user any more.
     assert!(!files.key.exists());
-    let stolen = IdentityFiles { key: kept_key, ..files };
+    let stolen = IdentityFiles {
+        key: kept_key,
+        ..files
+    };
     let cfg = tls::client_config_from_files(&eco.t.home, &eco.t.cfg, &stolen)?;
-    refused(ozone_nats::connect(&eco.t.url(), &id, cfg).await, "revoked identity reconnecting", "")
+    refused(
+        ozone_nats::connect(&eco.t.url(), &id, cfg).await,
+        "revoked identity reconnecting",
+        "",
+    )
 }

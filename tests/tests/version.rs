@@ -11,7 +11,10 @@ type R = anyhow::Result<()>;
 
 fn fake_server(dir: &std::path::Path, version: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("nats-server-{version}"));
-    std::fs::write(&path, format!("#!/bin/sh\necho \"nats-server: v{version}\"\n"))?;
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho \"nats-server: v{version}\"\n"),
+    )?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     Ok(path)
 }
@@ -21,7 +24,9 @@ async fn an_old_server_is_refused_with_the_reason() -> R {
     let t = TestHome::new()?;
     let old = fake_server(t.tmp.path(), "2.14.2")?;
     match NatsServer::start(&t.home, &t.settings, &old, Duration::from_secs(5)).await {
-        Err(ServerError::Version(VersionError::TooOld { found, .. })) => assert_eq!(found.to_string(), "2.14.2"),
+        Err(ServerError::Version(VersionError::TooOld { found, .. })) => {
+            assert_eq!(found.to_string(), "2.14.2")
+        }
         other => anyhow::bail!("expected a refusal, got {other:?}"),
     }
     assert!(check_version(&fake_server(t.tmp.path(), "2.14.3")?).is_ok());
@@ -29,8 +34,15 @@ async fn an_old_server_is_refused_with_the_reason() -> R {
 
     // The operator sees why, from the command line.
     let old_path = old.display().to_string();
-    let (ok, _out, err) = ozone!(&t.home, &["up"], &[("OZONE_NATS_SERVER", old_path.as_str())])?;
+    let (ok, _out, err) = ozone!(
+        &t.home,
+        &["up"],
+        &[("OZONE_NATS_SERVER", old_path.as_str())]
+    )?;
     assert!(!ok);
-    assert!(err.contains("2.14.2") && err.contains("permission-bypass"), "{err}");
+    assert!(
+        err.contains("2.14.2") && err.contains("permission-bypass"),
+        "{err}"
+    );
     Ok(())
 }

@@ -158,7 +158,13 @@ impl CertificateAuthorities {
         self.write(kind, &cert.pem(), &key, passphrase)
     }
 
-    fn write(&self, kind: CaKind, pem: &str, key: &KeyPair, passphrase: &[u8]) -> Result<(), PkiError> {
+    fn write(
+        &self,
+        kind: CaKind,
+        pem: &str,
+        key: &KeyPair,
+        passphrase: &[u8],
+    ) -> Result<(), PkiError> {
         // Key first: a certificate without its key would make `ensure` skip the CA forever.
         keyfile::write_encrypted(&self.key_path(kind), key.serialized_der(), passphrase)?;
         let path = self.cert_path(kind);
@@ -178,7 +184,11 @@ impl CertificateAuthorities {
     }
 
     /// Loads a CA as an rcgen issuer (decrypting its key).
-    pub(crate) fn issuer(&self, kind: CaKind, passphrase: &[u8]) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    pub(crate) fn issuer(
+        &self,
+        kind: CaKind,
+        passphrase: &[u8],
+    ) -> Result<Issuer<'static, KeyPair>, PkiError> {
         let pem = self.cert_pem(kind)?;
         let der = keyfile::read_encrypted(&self.key_path(kind), passphrase)?;
         let key = KeyPair::try_from(der.as_slice())?;

@@ -1,7 +1,10 @@
 //! Issuing leaf certificates: components, the NATS server, people, devices, auditors.
 
 use super::ca::{random_serial, seed_dn};
-use super::{io_err, CaKind, CertificateAuthorities, IdentityFiles, IdentityRecord, PkiError, Registry, SERVER_STEM};
+use super::{
+    io_err, CaKind, CertificateAuthorities, IdentityFiles, IdentityRecord, PkiError, Registry,
+    SERVER_STEM,
+};
 use crate::{keyfile, Home};
 use ozone_bus_schemas::{Identity, IdentityKind};
 use rcgen::{
@@ -55,16 +58,20 @@ fn leaf_params(identity: &Identity, opts: &IssueOptions) -> Result<CertificatePa
     let mut params = CertificateParams::default();
     match identity.as_component() {
         Some(c) => {
-            params.distinguished_name =
-                seed_dn(&format!("{} AI App", c.name().to_uppercase()), &c.dns_name());
+            params.distinguished_name = seed_dn(
+                &format!("{} AI App", c.name().to_uppercase()),
+                &c.dns_name(),
+            );
             params.subject_alt_names = vec![
                 SanType::DnsName(ia5(c.dns_name())?),
                 SanType::DnsName(ia5("localhost".into())?),
             ];
             params.subject_alt_names.extend(loopback_sans());
-            params
-                .subject_alt_names
-                .push(SanType::URI(ia5(format!("https://{}:{}", c.dns_name(), c.port()))?));
+            params.subject_alt_names.push(SanType::URI(ia5(format!(
+                "https://{}:{}",
+                c.dns_name(),
+                c.port()
+            ))?));
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         }
         None => {
@@ -78,9 +85,13 @@ fn leaf_params(identity: &Identity, opts: &IssueOptions) -> Result<CertificatePa
         }
     }
     if opts.client_auth {
-        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
     } else if params.extended_key_usages.is_empty() {
-        params.extended_key_usages.push(ExtendedKeyUsagePurpose::EmailProtection);
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::EmailProtection);
     }
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -116,13 +127,22 @@ fn sign_and_write(
         params.not_before = params.not_after - Duration::days(1);
     }
     let serial = random_serial()?;
-    let serial_hex = serial.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let serial_hex = serial
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
     params.serial_number = Some(serial);
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let cert = params.signed_by(&key, issuer)?;
     let cas = CertificateAuthorities::new(home);
-    let chain = format!("{}{}{}", cert.pem(), cas.cert_pem(ca)?, cas.cert_pem(CaKind::Root)?);
+    let chain = format!(
+        "{}{}{}",
+        cert.pem(),
+        cas.cert_pem(ca)?,
+        cas.cert_pem(CaKind::Root)?
+    );
     keyfile::write_secret(&files.key, key.serialize_pem().as_bytes())?;
     std::fs::write(&files.cert, cert.pem()).map_err(io_err(&files.cert))?;
     std::fs::write(&files.chain, chain).map_err(io_err(&files.chain))?;
@@ -130,7 +150,12 @@ fn sign_and_write(
 }
 
 /// Issues (or re-issues, with a new key) an identity's certificate and records it.
-pub fn issue(home: &Home, identity: &Identity, opts: &IssueOptions, passphrase: &[u8]) -> Result<Issued, PkiError> {
+pub fn issue(
+    home: &Home,
+    identity: &Identity,
+    opts: &IssueOptions,
+    passphrase: &[u8],
+) -> Result<Issued, PkiError> {
     let mut signers = Signers::new(home, passphrase);
     let mut registry = Registry::load(home)?;
     let issued = signers.issue(identity, opts, &mut registry)?;
@@ -149,32 +174,56 @@ pub(crate) struct Signers<'a> {
 
 impl<'a> Signers<'a> {
     pub(crate) fn new(home: &'a Home, passphrase: &'a [u8]) -> Signers<'a> {
-        Signers { home, passphrase, ai_app: None, user: None }
+        Signers {
+            home,
+            passphrase,
+            ai_app: None,
+            user: None,
+        }
     }
 
     fn get(&mut self, ca: CaKind) -> Result<&Issuer<'static, KeyPair>, PkiError> {
-        let slot = if ca == CaKind::User { &mut self.user } else { &mut self.ai_app };
+        let slot = if ca == CaKind::User {
+            &mut self.user
+        } else {
+            &mut self.ai_app
+        };
         if slot.is_none() {
             *slot = Some(CertificateAuthorities::new(self.home).issuer(ca, self.passphrase)?);
         }
-        slot.as_ref().ok_or_else(|| PkiError::NoCa { path: ca.stem().to_string() })
+        slot.as_ref().ok_or_else(|| PkiError::NoCa {
+            path: ca.stem().to_string(),
+        })
     }
 
     /// Issues one identity and records it in `registry` (the caller saves the registry).
-    pub(crate) fn issue(&mut self, identity: &Identity, opts: &IssueOptions, registry: &mut Registry) -> Result<Issued, PkiError> {
+    pub(crate) fn issue(
+        &mut self,
+        identity: &Identity,
+        opts: &IssueOptions,
+        registry: &mut Registry,
+    ) -> Result<Issued, PkiError> {
         let ca = issuing_ca(identity.kind);
         let home = self.home;
         let files = IdentityFiles::of(home, identity);
         let params = leaf_params(identity, opts)?;
         let issuer = self.get(ca)?;
         let (serial, not_after) = sign_and_write(home, &files, params, ca, issuer, opts)?;
-        let record = IdentityRecord { identity: identity.clone(), serial, not_after, revoked_at: None };
+        let record = IdentityRecord {
+            identity: identity.clone(),
+            serial,
+            not_after,
+            revoked_at: None,
+        };
         registry.record(record.clone());
         Ok(Issued { files, record })
     }
 
     /// Issues the NATS server's certificate (server usage; loopback and `nats.local` names).
-    pub(crate) fn issue_server(&mut self, validity: std::time::Duration) -> Result<IdentityFiles, PkiError> {
+    pub(crate) fn issue_server(
+        &mut self,
+        validity: std::time::Duration,
+    ) -> Result<IdentityFiles, PkiError> {
         let home = self.home;
         let files = IdentityFiles::for_stem(home, SERVER_STEM);
         let mut params = CertificateParams::default();

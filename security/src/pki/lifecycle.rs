@@ -1,7 +1,10 @@
 //! Whole-PKI operations: create what is missing (init), renew what is near expiry, revoke.
 
 use super::issue::{destroy_key, Signers};
-use super::{io_err, CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, PkiError, Registry, SERVER_STEM};
+use super::{
+    io_err, CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, PkiError, Registry,
+    SERVER_STEM,
+};
 use crate::{passphrase, Home, SecurityConfig};
 use ozone_bus_schemas::{Component, Identity};
 use rustls_pki_types::{pem::PemObject, CertificateDer};
@@ -53,7 +56,8 @@ fn expires_within(path: &std::path::Path, within: Duration) -> Result<bool, PkiE
         path: path.display().to_string(),
         detail: e.to_string(),
     })?;
-    let left = cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+    let left =
+        cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
     Ok(left < within.as_secs() as i64)
 }
 

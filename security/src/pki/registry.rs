@@ -96,6 +96,9 @@ impl Registry {
 
     /// Identities with the given name, whatever their kind (for `revoke NAME`).
     pub fn find_by_name(&self, name: &str) -> Vec<&IdentityRecord> {
-        self.identities.iter().filter(|r| r.identity.name == name).collect()
+        self.identities
+            .iter()
+            .filter(|r| r.identity.name == name)
+            .collect()
     }
 }
