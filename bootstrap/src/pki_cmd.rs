@@ -63,7 +63,7 @@ pub fn renew(home: &Home, cfg: &SecurityConfig, within: Duration) -> anyhow::Res
     if renewed.is_empty() {
         println!(
             "nothing expires within {}",
-            humantime::format_duration(within)
+            ozone_security::duration_text::format(within)
         );
     } else {
         println!("renewed: {}", renewed.join(", "));

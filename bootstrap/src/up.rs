@@ -135,7 +135,7 @@ fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
             4,
             &format!(
                 "certificates valid for more than {}",
-                humantime::format_duration(within)
+                ozone_security::duration_text::format(within)
             ),
         );
     } else {

@@ -104,6 +104,15 @@ impl NatsServer {
                 return Err(ServerError::NotReady(ready_within));
             }
         }
+        // The ready line is the server's own event; a connection to the listener confirms it.
+        let addr = format!("{}:{}", settings.host, settings.port);
+        if let Err(e) = tokio::net::TcpStream::connect(&addr).await {
+            let _ = child.kill().await;
+            return Err(ServerError::Exited {
+                status: format!("reported ready but {addr} refuses connections ({e})"),
+                log: tail_rx.borrow().clone(),
+            });
+        }
         tracing::info!(pid, elapsed = ?started.elapsed(), "nats-server ready");
         Ok(NatsServer {
             child,
