@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod duration_text;
+pub mod envelope;
 pub mod home;
 pub mod keyfile;
 pub mod passphrase;

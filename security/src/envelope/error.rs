@@ -1,0 +1,32 @@
+//! Why an envelope was refused. Every variant is a rejection of untrusted input: none panics,
+//! and each is meant to be audited by the caller.
+
+/// A refused envelope, grouped by what the caller does about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    #[error("malformed envelope: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported envelope version {version} / suite {suite}")]
+    Unsupported { version: u8, suite: u8 },
+    #[error("payload of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge { size: usize, max: usize },
+    #[error("envelope for subject {sealed:?} arrived on {actual:?}")]
+    WrongSubject { sealed: String, actual: String },
+    #[error("this service holds none of the envelope's recipient keys")]
+    NotARecipient,
+    #[error("unknown sender key {kid} claimed by {sender:?}")]
+    UnknownSender { sender: String, kid: String },
+    #[error("cannot decrypt: the envelope was altered, or not made by its claimed sender")]
+    CannotDecrypt,
+    #[error("a low-order X25519 public key was refused")]
+    LowOrderKey,
+    #[error("replayed message {0}")]
+    Replay(String),
+    #[error("message timestamp is {skew_ms} ms away from now, outside the replay window")]
+    OutsideWindow { skew_ms: i64 },
+    #[error("no recipients given")]
+    NoRecipients,
+    #[error("the system random generator failed")]
+    Random,
+}

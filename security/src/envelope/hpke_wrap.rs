@@ -1,0 +1,66 @@
+//! Wrapping a data key for one recipient with HPKE Auth mode (RFC 9180 §5.1.3): only the
+//! recipient can unwrap it, and unwrapping succeeds only with the sender's public key, which
+//! authenticates the sender's key to the recipient.
+
+use super::{EnvelopeError, PublicKey, SecretKeyPair};
+use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+
+type Kem = hpke::kem::X25519HkdfSha256;
+type Kdf = hpke::kdf::HkdfSha256;
+type Aead = hpke::aead::AesGcm256;
+
+pub const DATA_KEY_LEN: usize = 32;
+/// Encapsulated key (32) + wrapped data key (32) + tag (16).
+pub(crate) const ENC_LEN: usize = 32;
+pub(crate) const WRAPPED_LEN: usize = DATA_KEY_LEN + 16;
+
+fn kem_keys(pair: &SecretKeyPair) -> Result<(<Kem as hpke::Kem>::PrivateKey, <Kem as hpke::Kem>::PublicKey), EnvelopeError> {
+    let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(pair.secret_bytes()).map_err(|_| EnvelopeError::CannotDecrypt)?;
+    let pk = kem_public(pair.public())?;
+    Ok((sk, pk))
+}
+
+fn kem_public(key: &PublicKey) -> Result<<Kem as hpke::Kem>::PublicKey, EnvelopeError> {
+    <Kem as hpke::Kem>::PublicKey::from_bytes(key.as_bytes()).map_err(|_| EnvelopeError::LowOrderKey)
+}
+
+/// Wraps `data_key` for `recipient`, authenticated as `sender`. `info` binds the wrap to its
+/// context (session, sender, recipient); returns (enc, wrapped).
+pub fn wrap_data_key(
+    sender: &SecretKeyPair,
+    recipient: &PublicKey,
+    info: &[u8],
+    data_key: &[u8; DATA_KEY_LEN],
+) -> Result<([u8; ENC_LEN], [u8; WRAPPED_LEN]), EnvelopeError> {
+    let mode = OpModeS::Auth(kem_keys(sender)?);
+    let (enc, wrapped) = hpke::single_shot_seal::<Aead, Kdf, Kem>(&mode, &kem_public(recipient)?, info, data_key, b"")
+        .map_err(|_| EnvelopeError::LowOrderKey)?;
+    let enc: [u8; ENC_LEN] = enc.to_bytes().as_slice().try_into().map_err(|_| EnvelopeError::Malformed("encapsulated key length"))?;
+    let wrapped: [u8; WRAPPED_LEN] = wrapped.as_slice().try_into().map_err(|_| EnvelopeError::Malformed("wrapped key length"))?;
+    Ok((enc, wrapped))
+}
+
+/// Unwraps a data key sealed by [`wrap_data_key`]; fails unless `sender` made it for `me`.
+pub fn unwrap_data_key(
+    me: &SecretKeyPair,
+    sender: &PublicKey,
+    info: &[u8],
+    enc: &[u8; ENC_LEN],
+    wrapped: &[u8; WRAPPED_LEN],
+) -> Result<zeroize::Zeroizing<[u8; DATA_KEY_LEN]>, EnvelopeError> {
+    if super::is_low_order(enc) {
+        return Err(EnvelopeError::LowOrderKey);
+    }
+    let (sk, _) = kem_keys(me)?;
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| EnvelopeError::LowOrderKey)?;
+    let mode = OpModeR::Auth(kem_public(sender)?);
+    let plain = hpke::single_shot_open::<Aead, Kdf, Kem>(&mode, &sk, &enc, info, wrapped, b"")
+        .map_err(|_| EnvelopeError::CannotDecrypt)?;
+    let plain = zeroize::Zeroizing::new(plain);
+    let mut key = zeroize::Zeroizing::new([0u8; DATA_KEY_LEN]);
+    if plain.len() != DATA_KEY_LEN {
+        return Err(EnvelopeError::CannotDecrypt);
+    }
+    key.copy_from_slice(&plain);
+    Ok(key)
+}

@@ -1,0 +1,120 @@
+//! Opening: check the subject, find our copy of the data key (cached per session), decrypt
+//! with the header as associated data, then — only for authentic messages — check replay.
+
+use super::hpke_wrap::unwrap_data_key;
+use super::seal::wrap_info;
+use super::wire::{Envelope, Header};
+use super::{EnvelopeError, KeyId, PublicKey, ReplayGuard, SecretKeyPair};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use std::collections::HashMap;
+
+/// Where an opener finds a sender's public keys (the key directory, later).
+pub trait SenderKeys {
+    fn sender_key(&self, sender: &str, kid: &KeyId) -> Option<PublicKey>;
+}
+
+impl SenderKeys for HashMap<(String, KeyId), PublicKey> {
+    fn sender_key(&self, sender: &str, kid: &KeyId) -> Option<PublicKey> {
+        self.get(&(sender.to_string(), *kid)).copied()
+    }
+}
+
+/// Bounds of an opener's memory and its replay window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenerLimits {
+    pub replay_window_ms: u64,
+    pub max_replay_entries: usize,
+    pub max_cached_sessions: usize,
+}
+
+impl Default for OpenerLimits {
+    fn default() -> Self {
+        OpenerLimits {
+            replay_window_ms: 2 * 60 * 1000,
+            max_replay_entries: 1 << 20,
+            max_cached_sessions: 4096,
+        }
+    }
+}
+
+/// An authentic, fresh message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub header: Header,
+    pub plaintext: Vec<u8>,
+}
+
+struct CachedKey {
+    key: LessSafeKey,
+    last_used_ms: u64,
+}
+
+/// Opens envelopes addressed to one service's keys.
+pub struct Opener {
+    keys: Vec<SecretKeyPair>,
+    cache: HashMap<([u8; 16], KeyId, KeyId), CachedKey>,
+    replay: ReplayGuard,
+    limits: OpenerLimits,
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Opener({} keys, {} cached sessions)", self.keys.len(), self.cache.len())
+    }
+}
+
+impl Opener {
+    pub fn new(keys: Vec<SecretKeyPair>, limits: OpenerLimits) -> Opener {
+        Opener {
+            keys,
+            cache: HashMap::new(),
+            replay: ReplayGuard::new(limits.replay_window_ms, limits.max_replay_entries),
+            limits,
+        }
+    }
+
+    fn data_key(&mut self, env: &Envelope, sender: &PublicKey, now_ms: u64) -> Result<&LessSafeKey, EnvelopeError> {
+        let h = &env.header;
+        let (me, entry) = self
+            .keys
+            .iter()
+            .find_map(|k| h.recipients.iter().find(|r| r.kid == k.public().kid()).map(|r| (k, r)))
+            .ok_or(EnvelopeError::NotARecipient)?;
+        let cache_key = (h.session_id, h.sender_kid, entry.kid);
+        if !self.cache.contains_key(&cache_key) {
+            let info = wrap_info(&h.session_id, &h.sender, &entry.kid);
+            let data_key = unwrap_data_key(me, sender, &info, &entry.enc, &entry.wrapped)?;
+            let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref()).map_err(|_| EnvelopeError::CannotDecrypt)?;
+            if self.cache.len() >= self.limits.max_cached_sessions {
+                // Evict the least recently used session: bounded memory under any load.
+                if let Some(oldest) = self.cache.iter().min_by_key(|(_, c)| c.last_used_ms).map(|(k, _)| *k) {
+                    self.cache.remove(&oldest);
+                }
+            }
+            self.cache.insert(cache_key, CachedKey { key: LessSafeKey::new(key), last_used_ms: now_ms });
+        }
+        let cached = self.cache.get_mut(&cache_key).ok_or(EnvelopeError::CannotDecrypt)?;
+        cached.last_used_ms = now_ms;
+        Ok(&cached.key)
+    }
+
+    /// Opens an envelope that arrived on `actual_subject`.
+    pub fn open(&mut self, actual_subject: &str, bytes: &[u8], senders: &impl SenderKeys, now_ms: u64) -> Result<Opened, EnvelopeError> {
+        let env = Envelope::decode(bytes)?;
+        if env.header.subject != actual_subject {
+            return Err(EnvelopeError::WrongSubject { sealed: env.header.subject.clone(), actual: actual_subject.to_string() });
+        }
+        let sender = senders
+            .sender_key(&env.header.sender, &env.header.sender_kid)
+            .ok_or_else(|| EnvelopeError::UnknownSender { sender: env.header.sender.clone(), kid: env.header.sender_kid.to_string() })?;
+        let key = self.data_key(&env, &sender, now_ms)?;
+        let mut buf = env.ciphertext.clone();
+        let plain_len = key
+            .open_in_place(Nonce::assume_unique_for_key(env.header.nonce), Aad::from(&env.header_bytes), &mut buf)
+            .map_err(|_| EnvelopeError::CannotDecrypt)?
+            .len();
+        buf.truncate(plain_len);
+        self.replay.check(env.header.msg_id, env.header.timestamp_ms, now_ms)?;
+        Ok(Opened { header: env.header, plaintext: buf })
+    }
+}

@@ -1,0 +1,160 @@
+//! Sealing: one data key per session (recipient set), wrapped once per recipient, then one
+//! AES-256-GCM per message.
+
+use super::hpke_wrap::wrap_data_key;
+use super::wire::{Header, RecipientEntry, MAX_ENVELOPE_LEN, SUITE_V1, VERSION};
+use super::{EnvelopeError, KeyId, PublicKey, SecretKeyPair, DATA_KEY_LEN};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::HashMap;
+use zeroize::Zeroizing;
+
+/// When a sender starts a new session (new data key, new wraps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// A data key is used for at most this long…
+    pub max_age_ms: u64,
+    /// …and for at most this many messages (far below AES-GCM's 2^32 random-nonce bound; our
+    /// nonces are counters, so this limits exposure, not nonce safety).
+    pub max_messages: u64,
+    /// Largest plaintext accepted.
+    pub max_payload: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_age_ms: 10 * 60 * 1000,
+            max_messages: 1 << 20,
+            max_payload: MAX_ENVELOPE_LEN - 64 * 1024,
+        }
+    }
+}
+
+struct Session {
+    id: [u8; 16],
+    key: LessSafeKey,
+    entries: Vec<RecipientEntry>,
+    nonce_prefix: [u8; 4],
+    counter: u64,
+    created_ms: u64,
+}
+
+/// Seals payloads from one sender. Not shared between threads: each publisher owns one.
+pub struct Sealer {
+    sender: String,
+    keys: SecretKeyPair,
+    limits: SessionLimits,
+    sessions: HashMap<Vec<KeyId>, Session>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealer({}, {} sessions)", self.sender, self.sessions.len())
+    }
+}
+
+/// What a wrap is bound to: the session, the sender's name and the recipient's key.
+pub(crate) fn wrap_info(session_id: &[u8; 16], sender: &str, recipient: &KeyId) -> Vec<u8> {
+    let mut info = b"ozone/envelope/v1/wrap".to_vec();
+    info.extend_from_slice(session_id);
+    info.push(sender.len() as u8);
+    info.extend_from_slice(sender.as_bytes());
+    info.extend_from_slice(&recipient.0);
+    info
+}
+
+impl Sealer {
+    pub fn new(sender: &str, keys: SecretKeyPair, limits: SessionLimits) -> Sealer {
+        Sealer {
+            sender: sender.to_string(),
+            keys,
+            limits,
+            sessions: HashMap::new(),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    pub fn sender_key(&self) -> &PublicKey {
+        self.keys.public()
+    }
+
+    fn random<const N: usize>(&self) -> Result<[u8; N], EnvelopeError> {
+        let mut b = [0u8; N];
+        self.rng.fill(&mut b).map_err(|_| EnvelopeError::Random)?;
+        Ok(b)
+    }
+
+    fn new_session(&self, recipients: &[PublicKey], now_ms: u64) -> Result<Session, EnvelopeError> {
+        let id: [u8; 16] = self.random()?;
+        let mut data_key = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        self.rng.fill(data_key.as_mut()).map_err(|_| EnvelopeError::Random)?;
+        let mut entries = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            let (enc, wrapped) = wrap_data_key(&self.keys, r, &wrap_info(&id, &self.sender, &r.kid()), &data_key)?;
+            entries.push(RecipientEntry { kid: r.kid(), enc, wrapped });
+        }
+        let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref()).map_err(|_| EnvelopeError::Random)?;
+        Ok(Session {
+            id,
+            key: LessSafeKey::new(key),
+            entries,
+            nonce_prefix: self.random()?,
+            counter: 0,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Seals `plaintext` for `recipients` (each gets the data key) on `subject`.
+    pub fn seal(&mut self, subject: &str, schema: u16, recipients: &[PublicKey], plaintext: &[u8], now_ms: u64) -> Result<Vec<u8>, EnvelopeError> {
+        if plaintext.len() > self.limits.max_payload {
+            return Err(EnvelopeError::TooLarge { size: plaintext.len(), max: self.limits.max_payload });
+        }
+        if recipients.is_empty() {
+            return Err(EnvelopeError::NoRecipients);
+        }
+        let mut set: Vec<KeyId> = recipients.iter().map(PublicKey::kid).collect();
+        set.sort();
+        set.dedup();
+        let limits = self.limits;
+        let fresh = self.sessions.get(&set).is_some_and(|s| {
+            s.counter < limits.max_messages && now_ms.saturating_sub(s.created_ms) < limits.max_age_ms && now_ms >= s.created_ms
+        });
+        if !fresh {
+            let session = self.new_session(recipients, now_ms)?;
+            self.sessions.retain(|_, s| now_ms.saturating_sub(s.created_ms) < limits.max_age_ms);
+            self.sessions.insert(set.clone(), session);
+        }
+        let msg_id: [u8; 16] = self.random()?;
+        let session = self.sessions.get_mut(&set).ok_or(EnvelopeError::NoRecipients)?;
+        let mut nonce = [0u8; 12];
+        nonce[..4].copy_from_slice(&session.nonce_prefix);
+        nonce[4..].copy_from_slice(&session.counter.to_be_bytes());
+        session.counter += 1;
+        let header = Header {
+            version: VERSION,
+            suite: SUITE_V1,
+            schema,
+            subject: subject.to_string(),
+            sender: self.sender.clone(),
+            sender_kid: self.keys.public().kid(),
+            msg_id,
+            timestamp_ms: now_ms,
+            session_id: session.id,
+            recipients: session.entries.clone(),
+            nonce,
+        };
+        let mut out = header.encode()?;
+        let header_len = out.len();
+        out.extend_from_slice(plaintext);
+        let (head, body) = out.split_at_mut(header_len);
+        // Counter nonces under a per-session key: unique by construction.
+        let tag = session
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&*head), body)
+            .map_err(|_| EnvelopeError::Random)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+}
