@@ -2,8 +2,14 @@
 //! ciphertext of sequence 0–256 and every export) and Wycheproof (X25519 low-order keys,
 //! AES-256-GCM with 96-bit nonces).
 
+// Test helpers may panic: a failed expectation is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, PskBundle, Serializable};
-use ozone_security::envelope::{self, EnvelopeError, KeyId, Opener, OpenerLimits, PublicKey, SecretKeyPair, Sealer, SessionLimits};
+use ozone_security::envelope::{
+    self, EnvelopeError, KeyId, Opener, OpenerLimits, PublicKey, Sealer, SecretKeyPair,
+    SessionLimits,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -12,7 +18,9 @@ type Kdf = hpke::kdf::HkdfSha256;
 type Aead = hpke::aead::AesGcm256;
 
 fn vectors(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/crypto").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testdata/crypto")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
@@ -51,7 +59,10 @@ fn rfc9180_every_mode_every_sequence_and_export_is_reproduced() {
         let (sk_r, pk_r) = Kem::derive_keypair(&hx(&tv["ikmR"]));
         assert_eq!(pk_r.to_bytes().to_vec(), hx(&tv["pkRm"]));
         let sender = tv.get("ikmS").map(|ikm| Kem::derive_keypair(&hx(ikm)));
-        let (psk, psk_id) = (tv.get("psk").map(hx).unwrap_or_default(), tv.get("psk_id").map(hx).unwrap_or_default());
+        let (psk, psk_id) = (
+            tv.get("psk").map(hx).unwrap_or_default(),
+            tv.get("psk_id").map(hx).unwrap_or_default(),
+        );
         let bundle = PskBundle::new(&psk, &psk_id).unwrap();
         let mode_s = match (mode, &sender) {
             (0, _) => OpModeS::Base,
@@ -68,7 +79,8 @@ fn rfc9180_every_mode_every_sequence_and_export_is_reproduced() {
             _ => panic!("unexpected mode {mode}"),
         };
         let mut rng = FixedIkm(hx(&tv["ikmE"]));
-        let (enc, mut tx) = hpke::setup_sender_with_rng::<Aead, Kdf, Kem>(&mode_s, &pk_r, &info, &mut rng).unwrap();
+        let (enc, mut tx) =
+            hpke::setup_sender_with_rng::<Aead, Kdf, Kem>(&mode_s, &pk_r, &info, &mut rng).unwrap();
         assert_eq!(enc.to_bytes().to_vec(), hx(&tv["enc"]), "mode {mode}: enc");
         let enc_r = <Kem as hpke::Kem>::EncappedKey::from_bytes(&hx(&tv["enc"])).unwrap();
         let mut rx = hpke::setup_receiver::<Aead, Kdf, Kem>(&mode_r, &sk_r, &enc_r, &info).unwrap();
@@ -77,7 +89,11 @@ fn rfc9180_every_mode_every_sequence_and_export_is_reproduced() {
         for (seq, e) in encryptions.iter().enumerate() {
             let ct = tx.seal(&hx(&e["pt"]), &hx(&e["aad"])).unwrap();
             assert_eq!(ct, hx(&e["ct"]), "mode {mode} seq {seq}");
-            assert_eq!(rx.open(&ct, &hx(&e["aad"])).unwrap(), hx(&e["pt"]), "mode {mode} seq {seq} open");
+            assert_eq!(
+                rx.open(&ct, &hx(&e["aad"])).unwrap(),
+                hx(&e["pt"]),
+                "mode {mode} seq {seq} open"
+            );
         }
         for x in tv["exports"].as_array().unwrap() {
             let mut out = vec![0u8; x["L"].as_u64().unwrap() as usize];
@@ -88,7 +104,11 @@ fn rfc9180_every_mode_every_sequence_and_export_is_reproduced() {
         }
     }
     modes_seen.sort();
-    assert_eq!(modes_seen, [0, 1, 2, 3], "the envelope uses mode 2 (Auth); all four are checked");
+    assert_eq!(
+        modes_seen,
+        [0, 1, 2, 3],
+        "the envelope uses mode 2 (Auth); all four are checked"
+    );
 }
 
 fn low_order_keys() -> Vec<[u8; 32]> {
@@ -111,9 +131,19 @@ fn wycheproof_low_order_keys_are_refused_in_directory_wrap_and_envelope() {
     let sender = SecretKeyPair::generate().unwrap();
     let me_secret = [9u8; 32];
     let me = SecretKeyPair::from_secret(me_secret).unwrap();
-    let mut sealer = Sealer::new("spark", SecretKeyPair::from_secret([7u8; 32]).unwrap(), SessionLimits::default());
-    let good = sealer.seal("spark.x", 1, &[*me.public()], b"hello", 1_000).unwrap();
-    let senders: HashMap<(String, KeyId), PublicKey> = [(("spark".to_string(), sealer.sender_key().kid()), *sealer.sender_key())].into();
+    let mut sealer = Sealer::new(
+        "spark",
+        SecretKeyPair::from_secret([7u8; 32]).unwrap(),
+        SessionLimits::default(),
+    );
+    let good = sealer
+        .seal("spark.x", 1, &[*me.public()], b"hello", 1_000)
+        .unwrap();
+    let senders: HashMap<(String, KeyId), PublicKey> = [(
+        ("spark".to_string(), sealer.sender_key().kid()),
+        *sealer.sender_key(),
+    )]
+    .into();
     for k in &keys {
         assert!(envelope::is_low_order(k));
         // As a directory entry (sender or recipient key).
@@ -123,11 +153,20 @@ fn wycheproof_low_order_keys_are_refused_in_directory_wrap_and_envelope() {
         env.header.recipients[0].enc = *k;
         let mut forged = env.header.encode().unwrap();
         forged.extend_from_slice(&env.ciphertext);
-        let mut opener = Opener::new(vec![SecretKeyPair::from_secret(me_secret).unwrap()], OpenerLimits::default());
-        assert_eq!(opener.open("spark.x", &forged, &senders, 1_000), Err(EnvelopeError::LowOrderKey));
+        let mut opener = Opener::new(
+            vec![SecretKeyPair::from_secret(me_secret).unwrap()],
+            OpenerLimits::default(),
+        );
+        assert_eq!(
+            opener.open("spark.x", &forged, &senders, 1_000),
+            Err(EnvelopeError::LowOrderKey)
+        );
         // As the encapsulated key handed straight to the unwrap primitive.
         let wrapped = [0u8; 48];
-        assert_eq!(envelope::unwrap_data_key(&me, sender.public(), b"info", k, &wrapped), Err(EnvelopeError::LowOrderKey));
+        assert_eq!(
+            envelope::unwrap_data_key(&me, sender.public(), b"info", k, &wrapped),
+            Err(EnvelopeError::LowOrderKey)
+        );
     }
 }
 
@@ -144,7 +183,9 @@ fn wycheproof_aes_256_gcm_96_bit_nonce_vectors_pass() {
             let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &hx(&t["key"])).unwrap());
             let nonce = Nonce::try_assume_unique_for_key(&hx(&t["iv"])).unwrap();
             let mut buf = [hx(&t["ct"]), hx(&t["tag"])].concat();
-            let result = key.open_in_place(nonce, Aad::from(hx(&t["aad"])), &mut buf).map(|p| p.to_vec());
+            let result = key
+                .open_in_place(nonce, Aad::from(hx(&t["aad"])), &mut buf)
+                .map(|p| p.to_vec());
             match t["result"].as_str().unwrap() {
                 "valid" => {
                     assert_eq!(result.unwrap(), hx(&t["msg"]), "tcId {}", t["tcId"]);

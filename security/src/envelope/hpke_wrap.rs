@@ -14,14 +14,24 @@ pub const DATA_KEY_LEN: usize = 32;
 pub(crate) const ENC_LEN: usize = 32;
 pub(crate) const WRAPPED_LEN: usize = DATA_KEY_LEN + 16;
 
-fn kem_keys(pair: &SecretKeyPair) -> Result<(<Kem as hpke::Kem>::PrivateKey, <Kem as hpke::Kem>::PublicKey), EnvelopeError> {
-    let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(pair.secret_bytes()).map_err(|_| EnvelopeError::CannotDecrypt)?;
+fn kem_keys(
+    pair: &SecretKeyPair,
+) -> Result<
+    (
+        <Kem as hpke::Kem>::PrivateKey,
+        <Kem as hpke::Kem>::PublicKey,
+    ),
+    EnvelopeError,
+> {
+    let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(pair.secret_bytes())
+        .map_err(|_| EnvelopeError::CannotDecrypt)?;
     let pk = kem_public(pair.public())?;
     Ok((sk, pk))
 }
 
 fn kem_public(key: &PublicKey) -> Result<<Kem as hpke::Kem>::PublicKey, EnvelopeError> {
-    <Kem as hpke::Kem>::PublicKey::from_bytes(key.as_bytes()).map_err(|_| EnvelopeError::LowOrderKey)
+    <Kem as hpke::Kem>::PublicKey::from_bytes(key.as_bytes())
+        .map_err(|_| EnvelopeError::LowOrderKey)
 }
 
 /// Wraps `data_key` for `recipient`, authenticated as `sender`. `info` binds the wrap to its
@@ -33,10 +43,23 @@ pub fn wrap_data_key(
     data_key: &[u8; DATA_KEY_LEN],
 ) -> Result<([u8; ENC_LEN], [u8; WRAPPED_LEN]), EnvelopeError> {
     let mode = OpModeS::Auth(kem_keys(sender)?);
-    let (enc, wrapped) = hpke::single_shot_seal::<Aead, Kdf, Kem>(&mode, &kem_public(recipient)?, info, data_key, b"")
-        .map_err(|_| EnvelopeError::LowOrderKey)?;
-    let enc: [u8; ENC_LEN] = enc.to_bytes().as_slice().try_into().map_err(|_| EnvelopeError::Malformed("encapsulated key length"))?;
-    let wrapped: [u8; WRAPPED_LEN] = wrapped.as_slice().try_into().map_err(|_| EnvelopeError::Malformed("wrapped key length"))?;
+    let (enc, wrapped) = hpke::single_shot_seal::<Aead, Kdf, Kem>(
+        &mode,
+        &kem_public(recipient)?,
+        info,
+        data_key,
+        b"",
+    )
+    .map_err(|_| EnvelopeError::LowOrderKey)?;
+    let enc: [u8; ENC_LEN] = enc
+        .to_bytes()
+        .as_slice()
+        .try_into()
+        .map_err(|_| EnvelopeError::Malformed("encapsulated key length"))?;
+    let wrapped: [u8; WRAPPED_LEN] = wrapped
+        .as_slice()
+        .try_into()
+        .map_err(|_| EnvelopeError::Malformed("wrapped key length"))?;
     Ok((enc, wrapped))
 }
 
@@ -52,7 +75,8 @@ pub fn unwrap_data_key(
         return Err(EnvelopeError::LowOrderKey);
     }
     let (sk, _) = kem_keys(me)?;
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| EnvelopeError::LowOrderKey)?;
+    let enc =
+        <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| EnvelopeError::LowOrderKey)?;
     let mode = OpModeR::Auth(kem_public(sender)?);
     let plain = hpke::single_shot_open::<Aead, Kdf, Kem>(&mode, &sk, &enc, info, wrapped, b"")
         .map_err(|_| EnvelopeError::CannotDecrypt)?;

@@ -18,7 +18,7 @@ mod wire;
 pub use error::EnvelopeError;
 pub use hpke_wrap::{unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
 pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair};
-pub use open::{Opener, OpenerLimits, Opened, SenderKeys};
+pub use open::{Opened, Opener, OpenerLimits, SenderKeys};
 pub use replay::ReplayGuard;
 pub use seal::{Sealer, SessionLimits};
 pub use wire::{Envelope, Header, RecipientEntry, MAX_ENVELOPE_LEN, SUITE_V1, VERSION};

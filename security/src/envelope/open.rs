@@ -59,7 +59,12 @@ pub struct Opener {
 
 impl std::fmt::Debug for Opener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Opener({} keys, {} cached sessions)", self.keys.len(), self.cache.len())
+        write!(
+            f,
+            "Opener({} keys, {} cached sessions)",
+            self.keys.len(),
+            self.cache.len()
+        )
     }
 }
 
@@ -73,48 +78,93 @@ impl Opener {
         }
     }
 
-    fn data_key(&mut self, env: &Envelope, sender: &PublicKey, now_ms: u64) -> Result<&LessSafeKey, EnvelopeError> {
+    fn data_key(
+        &mut self,
+        env: &Envelope,
+        sender: &PublicKey,
+        now_ms: u64,
+    ) -> Result<&LessSafeKey, EnvelopeError> {
         let h = &env.header;
         let (me, entry) = self
             .keys
             .iter()
-            .find_map(|k| h.recipients.iter().find(|r| r.kid == k.public().kid()).map(|r| (k, r)))
+            .find_map(|k| {
+                h.recipients
+                    .iter()
+                    .find(|r| r.kid == k.public().kid())
+                    .map(|r| (k, r))
+            })
             .ok_or(EnvelopeError::NotARecipient)?;
         let cache_key = (h.session_id, h.sender_kid, entry.kid);
         if !self.cache.contains_key(&cache_key) {
             let info = wrap_info(&h.session_id, &h.sender, &entry.kid);
             let data_key = unwrap_data_key(me, sender, &info, &entry.enc, &entry.wrapped)?;
-            let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref()).map_err(|_| EnvelopeError::CannotDecrypt)?;
+            let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref())
+                .map_err(|_| EnvelopeError::CannotDecrypt)?;
             if self.cache.len() >= self.limits.max_cached_sessions {
                 // Evict the least recently used session: bounded memory under any load.
-                if let Some(oldest) = self.cache.iter().min_by_key(|(_, c)| c.last_used_ms).map(|(k, _)| *k) {
+                if let Some(oldest) = self
+                    .cache
+                    .iter()
+                    .min_by_key(|(_, c)| c.last_used_ms)
+                    .map(|(k, _)| *k)
+                {
                     self.cache.remove(&oldest);
                 }
             }
-            self.cache.insert(cache_key, CachedKey { key: LessSafeKey::new(key), last_used_ms: now_ms });
+            self.cache.insert(
+                cache_key,
+                CachedKey {
+                    key: LessSafeKey::new(key),
+                    last_used_ms: now_ms,
+                },
+            );
         }
-        let cached = self.cache.get_mut(&cache_key).ok_or(EnvelopeError::CannotDecrypt)?;
+        let cached = self
+            .cache
+            .get_mut(&cache_key)
+            .ok_or(EnvelopeError::CannotDecrypt)?;
         cached.last_used_ms = now_ms;
         Ok(&cached.key)
     }
 
     /// Opens an envelope that arrived on `actual_subject`.
-    pub fn open(&mut self, actual_subject: &str, bytes: &[u8], senders: &impl SenderKeys, now_ms: u64) -> Result<Opened, EnvelopeError> {
+    pub fn open(
+        &mut self,
+        actual_subject: &str,
+        bytes: &[u8],
+        senders: &impl SenderKeys,
+        now_ms: u64,
+    ) -> Result<Opened, EnvelopeError> {
         let env = Envelope::decode(bytes)?;
         if env.header.subject != actual_subject {
-            return Err(EnvelopeError::WrongSubject { sealed: env.header.subject.clone(), actual: actual_subject.to_string() });
+            return Err(EnvelopeError::WrongSubject {
+                sealed: env.header.subject.clone(),
+                actual: actual_subject.to_string(),
+            });
         }
         let sender = senders
             .sender_key(&env.header.sender, &env.header.sender_kid)
-            .ok_or_else(|| EnvelopeError::UnknownSender { sender: env.header.sender.clone(), kid: env.header.sender_kid.to_string() })?;
+            .ok_or_else(|| EnvelopeError::UnknownSender {
+                sender: env.header.sender.clone(),
+                kid: env.header.sender_kid.to_string(),
+            })?;
         let key = self.data_key(&env, &sender, now_ms)?;
         let mut buf = env.ciphertext.clone();
         let plain_len = key
-            .open_in_place(Nonce::assume_unique_for_key(env.header.nonce), Aad::from(&env.header_bytes), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(env.header.nonce),
+                Aad::from(&env.header_bytes),
+                &mut buf,
+            )
             .map_err(|_| EnvelopeError::CannotDecrypt)?
             .len();
         buf.truncate(plain_len);
-        self.replay.check(env.header.msg_id, env.header.timestamp_ms, now_ms)?;
-        Ok(Opened { header: env.header, plaintext: buf })
+        self.replay
+            .check(env.header.msg_id, env.header.timestamp_ms, now_ms)?;
+        Ok(Opened {
+            header: env.header,
+            plaintext: buf,
+        })
     }
 }

@@ -56,7 +56,9 @@ impl ReplayGuard {
             return Err(EnvelopeError::OutsideWindow { skew_ms: skew });
         }
         if self.seen.contains(&id) {
-            return Err(EnvelopeError::Replay(id.iter().map(|b| format!("{b:02x}")).collect()));
+            return Err(EnvelopeError::Replay(
+                id.iter().map(|b| format!("{b:02x}")).collect(),
+            ));
         }
         while self.order.len() >= self.max_entries {
             self.evict_front();
@@ -83,8 +85,14 @@ mod tests {
     fn duplicates_and_stale_messages_are_refused() {
         let mut g = ReplayGuard::new(1_000, 100);
         assert!(g.check([1; 16], 10_000, 10_000).is_ok());
-        assert!(matches!(g.check([1; 16], 10_000, 10_001), Err(EnvelopeError::Replay(_))));
-        assert!(matches!(g.check([2; 16], 8_000, 10_000), Err(EnvelopeError::OutsideWindow { .. })));
+        assert!(matches!(
+            g.check([1; 16], 10_000, 10_001),
+            Err(EnvelopeError::Replay(_))
+        ));
+        assert!(matches!(
+            g.check([2; 16], 8_000, 10_000),
+            Err(EnvelopeError::OutsideWindow { .. })
+        ));
         // After the window the id is forgotten, and its timestamp is refused anyway.
         assert!(g.check([3; 16], 12_000, 12_000).is_ok());
         assert!(g.check([1; 16], 10_000, 12_000).is_err());
@@ -101,6 +109,9 @@ mod tests {
         }
         let mut old = [0u8; 16];
         old[..8].copy_from_slice(&3u64.to_be_bytes());
-        assert!(g.check(old, 1_000_003, 1_001_000).is_err(), "evicted duplicate accepted");
+        assert!(
+            g.check(old, 1_000_003, 1_001_000).is_err(),
+            "evicted duplicate accepted"
+        );
     }
 }

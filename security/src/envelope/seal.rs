@@ -51,7 +51,12 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sealer({}, {} sessions)", self.sender, self.sessions.len())
+        write!(
+            f,
+            "Sealer({}, {} sessions)",
+            self.sender,
+            self.sessions.len()
+        )
     }
 }
 
@@ -89,13 +94,25 @@ impl Sealer {
     fn new_session(&self, recipients: &[PublicKey], now_ms: u64) -> Result<Session, EnvelopeError> {
         let id: [u8; 16] = self.random()?;
         let mut data_key = Zeroizing::new([0u8; DATA_KEY_LEN]);
-        self.rng.fill(data_key.as_mut()).map_err(|_| EnvelopeError::Random)?;
+        self.rng
+            .fill(data_key.as_mut())
+            .map_err(|_| EnvelopeError::Random)?;
         let mut entries = Vec::with_capacity(recipients.len());
         for r in recipients {
-            let (enc, wrapped) = wrap_data_key(&self.keys, r, &wrap_info(&id, &self.sender, &r.kid()), &data_key)?;
-            entries.push(RecipientEntry { kid: r.kid(), enc, wrapped });
+            let (enc, wrapped) = wrap_data_key(
+                &self.keys,
+                r,
+                &wrap_info(&id, &self.sender, &r.kid()),
+                &data_key,
+            )?;
+            entries.push(RecipientEntry {
+                kid: r.kid(),
+                enc,
+                wrapped,
+            });
         }
-        let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref()).map_err(|_| EnvelopeError::Random)?;
+        let key =
+            UnboundKey::new(&AES_256_GCM, data_key.as_ref()).map_err(|_| EnvelopeError::Random)?;
         Ok(Session {
             id,
             key: LessSafeKey::new(key),
@@ -107,9 +124,19 @@ impl Sealer {
     }
 
     /// Seals `plaintext` for `recipients` (each gets the data key) on `subject`.
-    pub fn seal(&mut self, subject: &str, schema: u16, recipients: &[PublicKey], plaintext: &[u8], now_ms: u64) -> Result<Vec<u8>, EnvelopeError> {
+    pub fn seal(
+        &mut self,
+        subject: &str,
+        schema: u16,
+        recipients: &[PublicKey],
+        plaintext: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<u8>, EnvelopeError> {
         if plaintext.len() > self.limits.max_payload {
-            return Err(EnvelopeError::TooLarge { size: plaintext.len(), max: self.limits.max_payload });
+            return Err(EnvelopeError::TooLarge {
+                size: plaintext.len(),
+                max: self.limits.max_payload,
+            });
         }
         if recipients.is_empty() {
             return Err(EnvelopeError::NoRecipients);
@@ -119,15 +146,21 @@ impl Sealer {
         set.dedup();
         let limits = self.limits;
         let fresh = self.sessions.get(&set).is_some_and(|s| {
-            s.counter < limits.max_messages && now_ms.saturating_sub(s.created_ms) < limits.max_age_ms && now_ms >= s.created_ms
+            s.counter < limits.max_messages
+                && now_ms.saturating_sub(s.created_ms) < limits.max_age_ms
+                && now_ms >= s.created_ms
         });
         if !fresh {
             let session = self.new_session(recipients, now_ms)?;
-            self.sessions.retain(|_, s| now_ms.saturating_sub(s.created_ms) < limits.max_age_ms);
+            self.sessions
+                .retain(|_, s| now_ms.saturating_sub(s.created_ms) < limits.max_age_ms);
             self.sessions.insert(set.clone(), session);
         }
         let msg_id: [u8; 16] = self.random()?;
-        let session = self.sessions.get_mut(&set).ok_or(EnvelopeError::NoRecipients)?;
+        let session = self
+            .sessions
+            .get_mut(&set)
+            .ok_or(EnvelopeError::NoRecipients)?;
         let mut nonce = [0u8; 12];
         nonce[..4].copy_from_slice(&session.nonce_prefix);
         nonce[4..].copy_from_slice(&session.counter.to_be_bytes());
@@ -152,7 +185,11 @@ impl Sealer {
         // Counter nonces under a per-session key: unique by construction.
         let tag = session
             .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&*head), body)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&*head),
+                body,
+            )
             .map_err(|_| EnvelopeError::Random)?;
         out.extend_from_slice(tag.as_ref());
         Ok(out)

@@ -57,9 +57,12 @@ pub struct Envelope {
 impl Header {
     /// Serialises the header; fails on fields too long for their length prefixes.
     pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
-        let subject_len = u16::try_from(self.subject.len()).map_err(|_| EnvelopeError::Malformed("subject too long"))?;
-        let sender_len = u8::try_from(self.sender.len()).map_err(|_| EnvelopeError::Malformed("sender too long"))?;
-        let count = u8::try_from(self.recipients.len()).map_err(|_| EnvelopeError::Malformed("too many recipients"))?;
+        let subject_len = u16::try_from(self.subject.len())
+            .map_err(|_| EnvelopeError::Malformed("subject too long"))?;
+        let sender_len = u8::try_from(self.sender.len())
+            .map_err(|_| EnvelopeError::Malformed("sender too long"))?;
+        let count = u8::try_from(self.recipients.len())
+            .map_err(|_| EnvelopeError::Malformed("too many recipients"))?;
         let mut out = Vec::with_capacity(96 + self.subject.len() + self.recipients.len() * 96);
         out.extend_from_slice(MAGIC);
         out.push(self.version);
@@ -92,7 +95,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], EnvelopeError> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or(EnvelopeError::Malformed(what))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(EnvelopeError::Malformed(what))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -116,7 +123,10 @@ impl<'a> Reader<'a> {
 impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         if bytes.len() > MAX_ENVELOPE_LEN {
-            return Err(EnvelopeError::TooLarge { size: bytes.len(), max: MAX_ENVELOPE_LEN });
+            return Err(EnvelopeError::TooLarge {
+                size: bytes.len(),
+                max: MAX_ENVELOPE_LEN,
+            });
         }
         let mut r = Reader { buf: bytes, pos: 0 };
         if r.take(2, "magic")? != MAGIC {

@@ -1,0 +1,381 @@
+//! The envelope's security properties: round trips, tampering, replay, nonce uniqueness,
+//! session reuse, and clear refusals of bad input.
+
+// Test helpers may panic: a failed expectation is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ozone_security::envelope::{
+    Envelope, EnvelopeError, KeyId, Opener, OpenerLimits, PublicKey, Sealer, SecretKeyPair,
+    SessionLimits,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::{HashMap, HashSet};
+
+const NOW: u64 = 1_800_000_000_000;
+
+struct Pair {
+    sealer: Sealer,
+    senders: HashMap<(String, KeyId), PublicKey>,
+    secret: [u8; 32],
+    recipient: PublicKey,
+}
+
+fn pair() -> Pair {
+    let sender = SecretKeyPair::generate().unwrap();
+    let senders = [(
+        ("ozone-studio".to_string(), sender.public().kid()),
+        *sender.public(),
+    )]
+    .into();
+    let mut secret = [0u8; 32];
+    SystemRandom::new().fill(&mut secret).unwrap();
+    let recipient = *SecretKeyPair::from_secret(secret).unwrap().public();
+    Pair {
+        sealer: Sealer::new("ozone-studio", sender, SessionLimits::default()),
+        senders,
+        secret,
+        recipient,
+    }
+}
+
+impl Pair {
+    fn opener(&self) -> Opener {
+        Opener::new(
+            vec![SecretKeyPair::from_secret(self.secret).unwrap()],
+            OpenerLimits::default(),
+        )
+    }
+    fn seal(&mut self, subject: &str, plaintext: &[u8], now: u64) -> Vec<u8> {
+        let r = self.recipient;
+        self.sealer.seal(subject, 1, &[r], plaintext, now).unwrap()
+    }
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    SystemRandom::new().fill(&mut b).unwrap();
+    b
+}
+
+#[test]
+fn a_sealed_message_opens_only_for_its_recipient_on_its_subject() {
+    let mut p = pair();
+    let sealed = p.seal("spark.generate", b"capital of France?", NOW);
+    let opened = p
+        .opener()
+        .open("spark.generate", &sealed, &p.senders, NOW)
+        .unwrap();
+    assert_eq!(opened.plaintext, b"capital of France?");
+    assert_eq!(opened.header.sender, "ozone-studio");
+
+    assert!(matches!(
+        p.opener().open("spark.embed", &sealed, &p.senders, NOW),
+        Err(EnvelopeError::WrongSubject { .. })
+    ));
+    let stranger = Opener::new(
+        vec![SecretKeyPair::generate().unwrap()],
+        OpenerLimits::default(),
+    )
+    .open("spark.generate", &sealed, &p.senders, NOW);
+    assert_eq!(stranger, Err(EnvelopeError::NotARecipient));
+    let nobody = HashMap::new();
+    assert!(matches!(
+        p.opener().open("spark.generate", &sealed, &nobody, NOW),
+        Err(EnvelopeError::UnknownSender { .. })
+    ));
+}
+
+#[test]
+fn a_broadcast_reaches_every_recipient_and_every_worker_of_a_service() {
+    let mut p = pair();
+    let others: Vec<[u8; 32]> = (0..2)
+        .map(|_| random_bytes(32).try_into().unwrap())
+        .collect();
+    let mut recipients = vec![p.recipient];
+    recipients.extend(
+        others
+            .iter()
+            .map(|s| *SecretKeyPair::from_secret(*s).unwrap().public()),
+    );
+    let sealed = p
+        .sealer
+        .seal("ecosystem.phase.spark", 1, &recipients, b"ready", NOW)
+        .unwrap();
+    for secret in others.iter().chain([&p.secret]) {
+        // Two workers of the same service hold the same key; a worker started later too.
+        for _worker in 0..2 {
+            let mut o = Opener::new(
+                vec![SecretKeyPair::from_secret(*secret).unwrap()],
+                OpenerLimits::default(),
+            );
+            assert_eq!(
+                o.open("ecosystem.phase.spark", &sealed, &p.senders, NOW)
+                    .unwrap()
+                    .plaintext,
+                b"ready"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_forged_sender_is_refused() {
+    let mut p = pair();
+    // Mallory, a valid recipient key holder, seals in the core's name with her own key.
+    let mallory = SecretKeyPair::generate().unwrap();
+    let mut forger = Sealer::new("ozone-studio", mallory, SessionLimits::default());
+    let r = p.recipient;
+    let forged = forger
+        .seal("spark.generate", 1, &[r], b"rm -rf", NOW)
+        .unwrap();
+    assert!(matches!(
+        p.opener().open("spark.generate", &forged, &p.senders, NOW),
+        Err(EnvelopeError::UnknownSender { .. })
+    ));
+    // Claiming the core's key id does not help: the HPKE Auth-mode unwrap fails.
+    let mut env = Envelope::decode(&forged).unwrap();
+    env.header.sender_kid = p.sealer.sender_key().kid();
+    let mut bytes = env.header.encode().unwrap();
+    bytes.extend_from_slice(&env.ciphertext);
+    assert_eq!(
+        p.opener().open("spark.generate", &bytes, &p.senders, NOW),
+        Err(EnvelopeError::CannotDecrypt)
+    );
+    let _ = p.seal("spark.generate", b"x", NOW);
+}
+
+#[test]
+fn every_bit_flip_and_truncation_of_a_1_kib_envelope_is_refused() {
+    let mut p = pair();
+    let sealed = p.seal("spark.generate", &random_bytes(1024), NOW);
+    let mut opener = p.opener();
+    // Warm the session cache so flips are judged by the body's AEAD as well as the unwrap.
+    assert!(opener
+        .open("spark.generate", &sealed, &p.senders, NOW)
+        .is_ok());
+    let mut flips = 0;
+    for i in 0..sealed.len() * 8 {
+        let mut bad = sealed.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        let mut fresh = p.opener();
+        assert!(
+            fresh.open("spark.generate", &bad, &p.senders, NOW).is_err(),
+            "bit {i} flipped, fresh opener accepted"
+        );
+        assert!(
+            opener
+                .open("spark.generate", &bad, &p.senders, NOW + 1)
+                .is_err(),
+            "bit {i} flipped, warm opener accepted"
+        );
+        flips += 1;
+    }
+    for len in 0..sealed.len() {
+        assert!(
+            opener
+                .open("spark.generate", &sealed[..len], &p.senders, NOW)
+                .is_err(),
+            "truncated to {len}"
+        );
+    }
+    assert_eq!(flips, sealed.len() * 8);
+}
+
+#[test]
+fn changing_subject_sender_key_id_or_version_in_the_header_is_refused() {
+    let mut p = pair();
+    let sealed = p.seal("spark.generate", b"payload", NOW);
+    let reencode = |f: &dyn Fn(&mut Envelope)| {
+        let mut env = Envelope::decode(&sealed).unwrap();
+        f(&mut env);
+        let mut b = env.header.encode().unwrap();
+        b.extend_from_slice(&env.ciphertext);
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "subject",
+            reencode(&|e| e.header.subject = "spark.embed".into()),
+            "spark.embed",
+        ),
+        (
+            "sender",
+            reencode(&|e| e.header.sender = "bridge".into()),
+            "spark.generate",
+        ),
+        (
+            "recipient key id",
+            reencode(&|e| e.header.recipients[0].kid.0[0] ^= 1),
+            "spark.generate",
+        ),
+        (
+            "sender key id",
+            reencode(&|e| e.header.sender_kid.0[0] ^= 1),
+            "spark.generate",
+        ),
+        (
+            "version",
+            reencode(&|e| e.header.version = 2),
+            "spark.generate",
+        ),
+        (
+            "schema",
+            reencode(&|e| e.header.schema = 2),
+            "spark.generate",
+        ),
+        (
+            "timestamp",
+            reencode(&|e| e.header.timestamp_ms += 1),
+            "spark.generate",
+        ),
+    ];
+    let mut senders = p.senders.clone();
+    let core_key = *p.sealer.sender_key();
+    senders.insert(("bridge".into(), core_key.kid()), core_key);
+    for (what, bytes, subject) in cases {
+        let r = p.opener().open(subject, &bytes, &senders, NOW);
+        assert!(r.is_err(), "changed {what} accepted");
+    }
+}
+
+#[test]
+fn replay_10000_messages_with_1_percent_duplicates() {
+    let mut p = pair();
+    let mut opener = p.opener();
+    let messages: Vec<Vec<u8>> = (0..10_000u64)
+        .map(|i| p.seal("spark.embed", &i.to_be_bytes(), NOW + i))
+        .collect();
+    let (mut accepted, mut dup_accepted, mut false_rejections, mut dups) = (0, 0, 0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        let now = NOW + i as u64;
+        match opener.open("spark.embed", m, &p.senders, now) {
+            Ok(_) => accepted += 1,
+            Err(e) => panic!("fresh message {i} rejected: {e}"),
+        }
+        if i % 100 == 99 {
+            dups += 1;
+            let replayed = &messages[i - (i % 37)];
+            match opener.open("spark.embed", replayed, &p.senders, now) {
+                Ok(_) => dup_accepted += 1,
+                Err(EnvelopeError::Replay(_)) => {}
+                Err(e) => {
+                    false_rejections += 1;
+                    eprintln!("unexpected error for a duplicate: {e}");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        (accepted, dups, dup_accepted, false_rejections),
+        (10_000, 100, 0, 0)
+    );
+}
+
+#[test]
+fn a_million_seals_use_a_million_distinct_nonces_and_message_ids() {
+    let mut p = pair();
+    let mut nonces = HashSet::with_capacity(1_000_000);
+    let mut ids = HashSet::with_capacity(1_000_000);
+    let limits = SessionLimits {
+        max_messages: 300_000,
+        ..SessionLimits::default()
+    };
+    let sender = SecretKeyPair::generate().unwrap();
+    let mut sealer = Sealer::new("spark", sender, limits);
+    let r = p.recipient;
+    let mut sessions = HashSet::new();
+    for i in 0..1_000_000u64 {
+        let sealed = sealer
+            .seal("spark.x", 1, &[r], b"", NOW + i / 1000)
+            .unwrap();
+        let env = Envelope::decode(&sealed).unwrap();
+        sessions.insert(env.header.session_id);
+        assert!(
+            nonces.insert((env.header.session_id, env.header.nonce)),
+            "nonce reused at {i}"
+        );
+        assert!(ids.insert(env.header.msg_id), "message id reused at {i}");
+    }
+    // The data key rotated at the message limit: 4 sessions, each with fresh wraps.
+    assert_eq!(sessions.len(), 4);
+    let _ = p.seal("spark.x", b"", NOW);
+}
+
+#[test]
+fn steady_state_reuses_the_session_wraps() {
+    let mut p = pair();
+    let a = Envelope::decode(&p.seal("spark.x", b"1", NOW)).unwrap();
+    let b = Envelope::decode(&p.seal("spark.x", b"2", NOW + 1)).unwrap();
+    assert_eq!(a.header.session_id, b.header.session_id);
+    assert_eq!(
+        a.header.recipients, b.header.recipients,
+        "a new X25519 encapsulation per message"
+    );
+    assert_ne!(a.header.nonce, b.header.nonce);
+    // Past the session age a new data key is drawn.
+    let c = Envelope::decode(&p.seal("spark.x", b"3", NOW + SessionLimits::default().max_age_ms))
+        .unwrap();
+    assert_ne!(a.header.session_id, c.header.session_id);
+}
+
+#[test]
+fn property_10000_random_round_trips_and_any_mutation_fails() {
+    let mut p = pair();
+    let mut opener = p.opener();
+    let rng = SystemRandom::new();
+    let mut r4 = [0u8; 4];
+    for i in 0..10_000u64 {
+        rng.fill(&mut r4).unwrap();
+        let len = (u32::from_le_bytes(r4) as usize) % (64 * 1024 + 1);
+        let plaintext = random_bytes(len);
+        let sealed = p.seal("scribe.summarise", &plaintext, NOW + i);
+        // A random mutation: flip one random bit anywhere.
+        rng.fill(&mut r4).unwrap();
+        let bit = (u32::from_le_bytes(r4) as usize) % (sealed.len() * 8);
+        let mut bad = sealed.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            opener
+                .open("scribe.summarise", &bad, &p.senders, NOW + i)
+                .is_err(),
+            "mutation at bit {bit} accepted"
+        );
+        let opened = opener
+            .open("scribe.summarise", &sealed, &p.senders, NOW + i)
+            .unwrap();
+        assert_eq!(opened.plaintext, plaintext);
+    }
+}
+
+#[test]
+fn oversize_empty_and_garbage_input_get_clear_errors() {
+    let mut p = pair();
+    let r = p.recipient;
+    let too_big = vec![0u8; SessionLimits::default().max_payload + 1];
+    assert!(matches!(
+        p.sealer.seal("spark.x", 1, &[r], &too_big, NOW),
+        Err(EnvelopeError::TooLarge { .. })
+    ));
+    assert_eq!(
+        p.sealer.seal("spark.x", 1, &[], b"x", NOW),
+        Err(EnvelopeError::NoRecipients)
+    );
+    let mut o = p.opener();
+    for garbage in [&b""[..], b"OZ", b"not an envelope at all", &[0xff; 100]] {
+        assert!(matches!(
+            o.open("spark.x", garbage, &p.senders, NOW),
+            Err(EnvelopeError::Malformed(_))
+        ));
+    }
+    let mut future = p.seal("spark.x", b"x", NOW);
+    future[2] = 9;
+    assert!(matches!(
+        o.open("spark.x", &future, &p.senders, NOW),
+        Err(EnvelopeError::Unsupported { version: 9, .. })
+    ));
+    let stale = p.seal("spark.x", b"x", NOW - 10 * 60 * 1000);
+    assert!(matches!(
+        o.open("spark.x", &stale, &p.senders, NOW),
+        Err(EnvelopeError::OutsideWindow { .. })
+    ));
+}
