@@ -40,10 +40,10 @@ fn pair() -> Pair {
 
 impl Pair {
     fn opener(&self) -> Opener {
-        Opener::new(
-            vec![SecretKeyPair::from_secret(self.secret).unwrap()],
-            OpenerLimits::default(),
-        )
+        Opener::new(OpenerLimits::default())
+    }
+    fn mine(&self) -> Vec<SecretKeyPair> {
+        vec![SecretKeyPair::from_secret(self.secret).unwrap()]
     }
     fn seal(&mut self, subject: &str, plaintext: &[u8], now: u64) -> Vec<u8> {
         let r = self.recipient;
@@ -63,24 +63,35 @@ fn a_sealed_message_opens_only_for_its_recipient_on_its_subject() {
     let sealed = p.seal("spark.generate", b"capital of France?", NOW);
     let opened = p
         .opener()
-        .open("spark.generate", &sealed, &p.senders, NOW)
+        .open(
+            "spark.generate",
+            &sealed,
+            p.mine().as_slice(),
+            &p.senders,
+            NOW,
+        )
         .unwrap();
     assert_eq!(opened.plaintext, b"capital of France?");
     assert_eq!(opened.header.sender, "ozone-studio");
 
     assert!(matches!(
-        p.opener().open("spark.embed", &sealed, &p.senders, NOW),
+        p.opener()
+            .open("spark.embed", &sealed, p.mine().as_slice(), &p.senders, NOW),
         Err(EnvelopeError::WrongSubject { .. })
     ));
-    let stranger = Opener::new(
-        vec![SecretKeyPair::generate().unwrap()],
-        OpenerLimits::default(),
-    )
-    .open("spark.generate", &sealed, &p.senders, NOW);
+    let strangers = vec![SecretKeyPair::generate().unwrap()];
+    let stranger = Opener::new(OpenerLimits::default()).open(
+        "spark.generate",
+        &sealed,
+        strangers.as_slice(),
+        &p.senders,
+        NOW,
+    );
     assert_eq!(stranger, Err(EnvelopeError::NotARecipient));
     let nobody = HashMap::new();
     assert!(matches!(
-        p.opener().open("spark.generate", &sealed, &nobody, NOW),
+        p.opener()
+            .open("spark.generate", &sealed, p.mine().as_slice(), &nobody, NOW),
         Err(EnvelopeError::UnknownSender { .. })
     ));
 }
@@ -104,14 +115,18 @@ fn a_broadcast_reaches_every_recipient_and_every_worker_of_a_service() {
     for secret in others.iter().chain([&p.secret]) {
         // Two workers of the same service hold the same key; a worker started later too.
         for _worker in 0..2 {
-            let mut o = Opener::new(
-                vec![SecretKeyPair::from_secret(*secret).unwrap()],
-                OpenerLimits::default(),
-            );
+            let keys = vec![SecretKeyPair::from_secret(*secret).unwrap()];
+            let mut o = Opener::new(OpenerLimits::default());
             assert_eq!(
-                o.open("ecosystem.phase.spark", &sealed, &p.senders, NOW)
-                    .unwrap()
-                    .plaintext,
+                o.open(
+                    "ecosystem.phase.spark",
+                    &sealed,
+                    keys.as_slice(),
+                    &p.senders,
+                    NOW
+                )
+                .unwrap()
+                .plaintext,
                 b"ready"
             );
         }
@@ -129,7 +144,13 @@ fn a_forged_sender_is_refused() {
         .seal("spark.generate", 1, &[r], b"rm -rf", NOW)
         .unwrap();
     assert!(matches!(
-        p.opener().open("spark.generate", &forged, &p.senders, NOW),
+        p.opener().open(
+            "spark.generate",
+            &forged,
+            p.mine().as_slice(),
+            &p.senders,
+            NOW
+        ),
         Err(EnvelopeError::UnknownSender { .. })
     ));
     // Claiming the core's key id does not help: the HPKE Auth-mode unwrap fails.
@@ -138,7 +159,13 @@ fn a_forged_sender_is_refused() {
     let mut bytes = env.header.encode().unwrap();
     bytes.extend_from_slice(&env.ciphertext);
     assert_eq!(
-        p.opener().open("spark.generate", &bytes, &p.senders, NOW),
+        p.opener().open(
+            "spark.generate",
+            &bytes,
+            p.mine().as_slice(),
+            &p.senders,
+            NOW
+        ),
         Err(EnvelopeError::CannotDecrypt)
     );
     let _ = p.seal("spark.generate", b"x", NOW);
@@ -151,7 +178,13 @@ fn every_bit_flip_and_truncation_of_a_1_kib_envelope_is_refused() {
     let mut opener = p.opener();
     // Warm the session cache so flips are judged by the body's AEAD as well as the unwrap.
     assert!(opener
-        .open("spark.generate", &sealed, &p.senders, NOW)
+        .open(
+            "spark.generate",
+            &sealed,
+            p.mine().as_slice(),
+            &p.senders,
+            NOW
+        )
         .is_ok());
     let mut flips = 0;
     for i in 0..sealed.len() * 8 {
@@ -159,12 +192,20 @@ fn every_bit_flip_and_truncation_of_a_1_kib_envelope_is_refused() {
         bad[i / 8] ^= 1 << (i % 8);
         let mut fresh = p.opener();
         assert!(
-            fresh.open("spark.generate", &bad, &p.senders, NOW).is_err(),
+            fresh
+                .open("spark.generate", &bad, p.mine().as_slice(), &p.senders, NOW)
+                .is_err(),
             "bit {i} flipped, fresh opener accepted"
         );
         assert!(
             opener
-                .open("spark.generate", &bad, &p.senders, NOW + 1)
+                .open(
+                    "spark.generate",
+                    &bad,
+                    p.mine().as_slice(),
+                    &p.senders,
+                    NOW + 1
+                )
                 .is_err(),
             "bit {i} flipped, warm opener accepted"
         );
@@ -173,7 +214,13 @@ fn every_bit_flip_and_truncation_of_a_1_kib_envelope_is_refused() {
     for len in 0..sealed.len() {
         assert!(
             opener
-                .open("spark.generate", &sealed[..len], &p.senders, NOW)
+                .open(
+                    "spark.generate",
+                    &sealed[..len],
+                    p.mine().as_slice(),
+                    &p.senders,
+                    NOW
+                )
                 .is_err(),
             "truncated to {len}"
         );
@@ -233,7 +280,9 @@ fn changing_subject_sender_key_id_or_version_in_the_header_is_refused() {
     let core_key = *p.sealer.sender_key();
     senders.insert(("bridge".into(), core_key.kid()), core_key);
     for (what, bytes, subject) in cases {
-        let r = p.opener().open(subject, &bytes, &senders, NOW);
+        let r = p
+            .opener()
+            .open(subject, &bytes, p.mine().as_slice(), &senders, NOW);
         assert!(r.is_err(), "changed {what} accepted");
     }
 }
@@ -248,14 +297,20 @@ fn replay_10000_messages_with_1_percent_duplicates() {
     let (mut accepted, mut dup_accepted, mut false_rejections, mut dups) = (0, 0, 0, 0);
     for (i, m) in messages.iter().enumerate() {
         let now = NOW + i as u64;
-        match opener.open("spark.embed", m, &p.senders, now) {
+        match opener.open("spark.embed", m, p.mine().as_slice(), &p.senders, now) {
             Ok(_) => accepted += 1,
             Err(e) => panic!("fresh message {i} rejected: {e}"),
         }
         if i % 100 == 99 {
             dups += 1;
             let replayed = &messages[i - (i % 37)];
-            match opener.open("spark.embed", replayed, &p.senders, now) {
+            match opener.open(
+                "spark.embed",
+                replayed,
+                p.mine().as_slice(),
+                &p.senders,
+                now,
+            ) {
                 Ok(_) => dup_accepted += 1,
                 Err(EnvelopeError::Replay(_)) => {}
                 Err(e) => {
@@ -336,12 +391,24 @@ fn property_10000_random_round_trips_and_any_mutation_fails() {
         bad[bit / 8] ^= 1 << (bit % 8);
         assert!(
             opener
-                .open("scribe.summarise", &bad, &p.senders, NOW + i)
+                .open(
+                    "scribe.summarise",
+                    &bad,
+                    p.mine().as_slice(),
+                    &p.senders,
+                    NOW + i
+                )
                 .is_err(),
             "mutation at bit {bit} accepted"
         );
         let opened = opener
-            .open("scribe.summarise", &sealed, &p.senders, NOW + i)
+            .open(
+                "scribe.summarise",
+                &sealed,
+                p.mine().as_slice(),
+                &p.senders,
+                NOW + i,
+            )
             .unwrap();
         assert_eq!(opened.plaintext, plaintext);
     }
@@ -363,19 +430,19 @@ fn oversize_empty_and_garbage_input_get_clear_errors() {
     let mut o = p.opener();
     for garbage in [&b""[..], b"OZ", b"not an envelope at all", &[0xff; 100]] {
         assert!(matches!(
-            o.open("spark.x", garbage, &p.senders, NOW),
+            o.open("spark.x", garbage, p.mine().as_slice(), &p.senders, NOW),
             Err(EnvelopeError::Malformed(_))
         ));
     }
     let mut future = p.seal("spark.x", b"x", NOW);
     future[2] = 9;
     assert!(matches!(
-        o.open("spark.x", &future, &p.senders, NOW),
+        o.open("spark.x", &future, p.mine().as_slice(), &p.senders, NOW),
         Err(EnvelopeError::Unsupported { version: 9, .. })
     ));
     let stale = p.seal("spark.x", b"x", NOW - 10 * 60 * 1000);
     assert!(matches!(
-        o.open("spark.x", &stale, &p.senders, NOW),
+        o.open("spark.x", &stale, p.mine().as_slice(), &p.senders, NOW),
         Err(EnvelopeError::OutsideWindow { .. })
     ));
 }

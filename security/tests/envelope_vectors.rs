@@ -153,12 +153,10 @@ fn wycheproof_low_order_keys_are_refused_in_directory_wrap_and_envelope() {
         env.header.recipients[0].enc = *k;
         let mut forged = env.header.encode().unwrap();
         forged.extend_from_slice(&env.ciphertext);
-        let mut opener = Opener::new(
-            vec![SecretKeyPair::from_secret(me_secret).unwrap()],
-            OpenerLimits::default(),
-        );
+        let mine = vec![SecretKeyPair::from_secret(me_secret).unwrap()];
+        let mut opener = Opener::new(OpenerLimits::default());
         assert_eq!(
-            opener.open("spark.x", &forged, &senders, 1_000),
+            opener.open("spark.x", &forged, mine.as_slice(), &senders, 1_000),
             Err(EnvelopeError::LowOrderKey)
         );
         // As the encapsulated key handed straight to the unwrap primitive.

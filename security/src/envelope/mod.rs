@@ -9,6 +9,7 @@
 
 mod error;
 mod hpke_wrap;
+mod keyring;
 mod keys;
 mod open;
 mod replay;
@@ -17,6 +18,7 @@ mod wire;
 
 pub use error::EnvelopeError;
 pub use hpke_wrap::{unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
+pub use keyring::{KeyRing, Rotation};
 pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair};
 pub use open::{Opened, Opener, OpenerLimits, SenderKeys};
 pub use replay::ReplayGuard;

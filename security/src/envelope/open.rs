@@ -19,6 +19,23 @@ impl SenderKeys for HashMap<(String, KeyId), PublicKey> {
     }
 }
 
+/// The secret keys a service can open with (a key ring, or fixed keys in tests).
+pub trait RecipientKeys {
+    fn recipient_key(&self, kid: &KeyId) -> Option<&SecretKeyPair>;
+}
+
+impl RecipientKeys for [SecretKeyPair] {
+    fn recipient_key(&self, kid: &KeyId) -> Option<&SecretKeyPair> {
+        self.iter().find(|k| k.public().kid() == *kid)
+    }
+}
+
+impl RecipientKeys for super::KeyRing {
+    fn recipient_key(&self, kid: &KeyId) -> Option<&SecretKeyPair> {
+        self.find(kid)
+    }
+}
+
 /// Bounds of an opener's memory and its replay window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenerLimits {
@@ -49,9 +66,9 @@ struct CachedKey {
     last_used_ms: u64,
 }
 
-/// Opens envelopes addressed to one service's keys.
+/// Opens envelopes addressed to one service's keys; holds the session cache and replay
+/// state, not the keys (they rotate underneath it).
 pub struct Opener {
-    keys: Vec<SecretKeyPair>,
     cache: HashMap<([u8; 16], KeyId, KeyId), CachedKey>,
     replay: ReplayGuard,
     limits: OpenerLimits,
@@ -59,19 +76,13 @@ pub struct Opener {
 
 impl std::fmt::Debug for Opener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Opener({} keys, {} cached sessions)",
-            self.keys.len(),
-            self.cache.len()
-        )
+        write!(f, "Opener({} cached sessions)", self.cache.len())
     }
 }
 
 impl Opener {
-    pub fn new(keys: Vec<SecretKeyPair>, limits: OpenerLimits) -> Opener {
+    pub fn new(limits: OpenerLimits) -> Opener {
         Opener {
-            keys,
             cache: HashMap::new(),
             replay: ReplayGuard::new(limits.replay_window_ms, limits.max_replay_entries),
             limits,
@@ -81,19 +92,17 @@ impl Opener {
     fn data_key(
         &mut self,
         env: &Envelope,
+        mine: &(impl RecipientKeys + ?Sized),
         sender: &PublicKey,
         now_ms: u64,
     ) -> Result<&LessSafeKey, EnvelopeError> {
         let h = &env.header;
-        let (me, entry) = self
-            .keys
+        // A key past its grace window is gone from `mine`, so sessions cached under it are
+        // unreachable too.
+        let (me, entry) = h
+            .recipients
             .iter()
-            .find_map(|k| {
-                h.recipients
-                    .iter()
-                    .find(|r| r.kid == k.public().kid())
-                    .map(|r| (k, r))
-            })
+            .find_map(|r| mine.recipient_key(&r.kid).map(|k| (k, r)))
             .ok_or(EnvelopeError::NotARecipient)?;
         let cache_key = (h.session_id, h.sender_kid, entry.kid);
         if !self.cache.contains_key(&cache_key) {
@@ -133,6 +142,7 @@ impl Opener {
         &mut self,
         actual_subject: &str,
         bytes: &[u8],
+        mine: &(impl RecipientKeys + ?Sized),
         senders: &impl SenderKeys,
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
@@ -149,7 +159,7 @@ impl Opener {
                 sender: env.header.sender.clone(),
                 kid: env.header.sender_kid.to_string(),
             })?;
-        let key = self.data_key(&env, &sender, now_ms)?;
+        let key = self.data_key(&env, mine, &sender, now_ms)?;
         let mut buf = env.ciphertext.clone();
         let plain_len = key
             .open_in_place(
