@@ -7,6 +7,7 @@
 //! whole header as associated data, so steady state costs one AES-GCM, not an X25519
 //! operation, per message. `docs/envelope.md` specifies the wire format.
 
+mod directory;
 mod error;
 mod hpke_wrap;
 mod keyring;
@@ -16,6 +17,7 @@ mod replay;
 mod seal;
 mod wire;
 
+pub use directory::{Directory, DirectoryEntry, DirectoryError, DirectoryTrust, ServiceSigner};
 pub use error::EnvelopeError;
 pub use hpke_wrap::{unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
 pub use keyring::{KeyRing, Rotation};

@@ -1,0 +1,256 @@
+//! Signed key-directory entries: a service publishes its current X25519 public key signed by
+//! the private key of its CA-issued certificate, so nobody with write access to the directory
+//! (the JetStream bucket, the broker's operator) can substitute a key.
+//!
+//! Signed bytes: `"ozone/keydir/v1" ‖ len(service):u8 ‖ service ‖ epoch:u64 ‖ not_after_ms:u64 ‖
+//! public:32`, ECDSA P-256 with SHA-256 (ASN.1 DER signature).
+
+use super::{EnvelopeError, KeyId, PublicKey, SenderKeys};
+use crate::pki::{CaKind, CertificateAuthorities, IdentityFiles};
+use crate::Home;
+use ozone_bus_schemas::Identity;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor, UnixTime};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// One published key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    pub service: String,
+    pub epoch: u64,
+    /// After this instant (its epoch's end plus grace) the key opens nothing.
+    pub not_after_ms: u64,
+    pub public: [u8; 32],
+    /// The service's leaf certificate (DER); its key made `signature`.
+    pub certificate: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Why an entry was ignored. Each is audited by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("directory entry for {0} carries no signature")]
+    Unsigned(String),
+    #[error("directory entry for {0}: the signature does not match the entry")]
+    BadSignature(String),
+    #[error("directory entry for {service}: certificate not trusted ({detail})")]
+    UntrustedCertificate { service: String, detail: String },
+    #[error("directory entry claims {claimed} but is certified for {certified:?}")]
+    WrongService {
+        claimed: String,
+        certified: Vec<String>,
+    },
+    #[error("directory entry for {0} has expired")]
+    Expired(String),
+    #[error("directory entry for {0}: {1}")]
+    BadKey(String, EnvelopeError),
+    #[error("cannot load signing material: {0}")]
+    Load(String),
+}
+
+fn signed_bytes(service: &str, epoch: u64, not_after_ms: u64, public: &[u8; 32]) -> Vec<u8> {
+    let mut b = b"ozone/keydir/v1".to_vec();
+    b.push(service.len() as u8);
+    b.extend_from_slice(service.as_bytes());
+    b.extend_from_slice(&epoch.to_be_bytes());
+    b.extend_from_slice(&not_after_ms.to_be_bytes());
+    b.extend_from_slice(public);
+    b
+}
+
+/// A service's certificate and its signing key (read from `security/`, never exported).
+pub struct ServiceSigner {
+    service: String,
+    certificate: Vec<u8>,
+    key: EcdsaKeyPair,
+}
+
+impl std::fmt::Debug for ServiceSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServiceSigner({}, key redacted)", self.service)
+    }
+}
+
+impl ServiceSigner {
+    pub fn load(home: &Home, identity: &Identity) -> Result<ServiceSigner, DirectoryError> {
+        let files = IdentityFiles::of(home, identity);
+        let load = |e: String| DirectoryError::Load(e);
+        let cert = CertificateDer::from_pem_file(&files.cert)
+            .map_err(|e| load(format!("{}: {e}", files.cert.display())))?;
+        let key = PrivateKeyDer::from_pem_file(&files.key)
+            .map_err(|e| load(format!("{}: {e}", files.key.display())))?;
+        let key = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            key.secret_der(),
+            &SystemRandom::new(),
+        )
+        .map_err(|e| load(format!("{}: {e}", files.key.display())))?;
+        Ok(ServiceSigner {
+            service: identity.name.clone(),
+            certificate: cert.to_vec(),
+            key,
+        })
+    }
+
+    pub fn sign(
+        &self,
+        epoch: u64,
+        not_after_ms: u64,
+        public: &PublicKey,
+    ) -> Result<DirectoryEntry, DirectoryError> {
+        let msg = signed_bytes(&self.service, epoch, not_after_ms, public.as_bytes());
+        let sig = self
+            .key
+            .sign(&SystemRandom::new(), &msg)
+            .map_err(|_| DirectoryError::Load("signing failed".into()))?;
+        Ok(DirectoryEntry {
+            service: self.service.clone(),
+            epoch,
+            not_after_ms,
+            public: *public.as_bytes(),
+            certificate: self.certificate.clone(),
+            signature: sig.as_ref().to_vec(),
+        })
+    }
+}
+
+/// What entries are checked against: the trusted roots and the AI-App intermediate.
+#[derive(Debug, Clone)]
+pub struct DirectoryTrust {
+    anchors: Vec<TrustAnchor<'static>>,
+    intermediate: CertificateDer<'static>,
+}
+
+impl DirectoryTrust {
+    pub fn load(home: &Home) -> Result<DirectoryTrust, DirectoryError> {
+        let cas = CertificateAuthorities::new(home);
+        let bundle = cas.trust_bundle_path();
+        let load = |e: String| DirectoryError::Load(e);
+        let mut anchors = Vec::new();
+        for cert in CertificateDer::pem_file_iter(&bundle).map_err(|e| load(e.to_string()))? {
+            let cert = cert.map_err(|e| load(e.to_string()))?;
+            anchors.push(
+                webpki::anchor_from_trusted_cert(&cert)
+                    .map_err(|e| load(format!("{e:?}")))?
+                    .to_owned(),
+            );
+        }
+        let intermediate = CertificateDer::from_pem_file(cas.cert_path(CaKind::AiApp))
+            .map_err(|e| load(e.to_string()))?;
+        Ok(DirectoryTrust {
+            anchors,
+            intermediate,
+        })
+    }
+
+    /// Checks an entry; returns its key only if every check passes.
+    pub fn verify(&self, entry: &DirectoryEntry, now_ms: u64) -> Result<PublicKey, DirectoryError> {
+        let service = entry.service.clone();
+        if entry.signature.is_empty() {
+            return Err(DirectoryError::Unsigned(service));
+        }
+        if entry.not_after_ms <= now_ms {
+            return Err(DirectoryError::Expired(service));
+        }
+        let untrusted = |detail: String| DirectoryError::UntrustedCertificate {
+            service: service.clone(),
+            detail,
+        };
+        let der = CertificateDer::from(entry.certificate.as_slice());
+        let ee = webpki::EndEntityCert::try_from(&der).map_err(|e| untrusted(format!("{e:?}")))?;
+        let algs = rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .all;
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_millis(now_ms));
+        ee.verify_for_usage(
+            algs,
+            &self.anchors,
+            std::slice::from_ref(&self.intermediate),
+            now,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| untrusted(format!("{e:?}")))?;
+        let certified = certified_names(&entry.certificate);
+        if !certified
+            .iter()
+            .any(|n| *n == format!("{}.local", entry.service))
+        {
+            return Err(DirectoryError::WrongService {
+                claimed: service,
+                certified,
+            });
+        }
+        let msg = signed_bytes(
+            &entry.service,
+            entry.epoch,
+            entry.not_after_ms,
+            &entry.public,
+        );
+        ee.verify_signature(webpki::ring::ECDSA_P256_SHA256, &msg, &entry.signature)
+            .map_err(|_| DirectoryError::BadSignature(service.clone()))?;
+        PublicKey::from_bytes(entry.public).map_err(|e| DirectoryError::BadKey(service, e))
+    }
+}
+
+/// DNS names in the certificate's subjectAltName.
+fn certified_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The verified keys of every service; bad entries never get in.
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    keys: HashMap<(String, KeyId), (u64, PublicKey, u64)>,
+}
+
+impl Directory {
+    /// Verifies and adds an entry; the error says why it was ignored.
+    pub fn insert(
+        &mut self,
+        trust: &DirectoryTrust,
+        entry: &DirectoryEntry,
+        now_ms: u64,
+    ) -> Result<KeyId, DirectoryError> {
+        let key = trust.verify(entry, now_ms)?;
+        self.keys.insert(
+            (entry.service.clone(), key.kid()),
+            (entry.epoch, key, entry.not_after_ms),
+        );
+        Ok(key.kid())
+    }
+
+    /// The newest unexpired key of a service: what senders seal to.
+    pub fn current(&self, service: &str, now_ms: u64) -> Option<PublicKey> {
+        self.keys
+            .iter()
+            .filter(|((s, _), (_, _, until))| s == service && *until > now_ms)
+            .max_by_key(|(_, (epoch, _, _))| *epoch)
+            .map(|(_, (_, k, _))| *k)
+    }
+}
+
+impl SenderKeys for Directory {
+    fn sender_key(&self, sender: &str, kid: &KeyId) -> Option<PublicKey> {
+        self.keys
+            .get(&(sender.to_string(), *kid))
+            .map(|(_, k, _)| *k)
+    }
+}

@@ -1,0 +1,173 @@
+//! Key substitution: only entries signed by the named service's certificate key get into the
+//! directory; everything else is refused with the reason (which the bus audits).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ozone_bus_schemas::{Component, Identity};
+use ozone_security::envelope::{
+    Directory, DirectoryEntry, DirectoryError, DirectoryTrust, EnvelopeError, SecretKeyPair,
+    SenderKeys, ServiceSigner,
+};
+use ozone_security::pki::{self, IdentityFiles};
+use ozone_security::{Home, SecurityConfig};
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use rustls_pki_types::{pem::PemObject, PrivateKeyDer};
+
+const NOW: u64 = 1_800_000_000_000;
+const LATER: u64 = NOW + 25 * 3600 * 1000;
+
+fn fresh_home() -> (tempfile::TempDir, Home) {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = Home::new(tmp.path().join("h"));
+    home.create_layout().unwrap();
+    let cfg = SecurityConfig::load(&home, &[]).unwrap();
+    pki::ensure(&home, &cfg).unwrap();
+    (tmp, home)
+}
+
+fn signer(home: &Home, c: Component) -> ServiceSigner {
+    ServiceSigner::load(home, &Identity::component(c)).unwrap()
+}
+
+/// Signs arbitrary bytes as docs/envelope.md specifies, bypassing the product's typed API
+/// (which cannot even express a low-order key): what a hostile or buggy peer could publish.
+fn sign_raw(home: &Home, c: Component, service: &str, public: [u8; 32]) -> DirectoryEntry {
+    let files = IdentityFiles::of(home, &Identity::component(c));
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, key.secret_der(), &rng).unwrap();
+    let mut msg = b"ozone/keydir/v1".to_vec();
+    msg.push(service.len() as u8);
+    msg.extend_from_slice(service.as_bytes());
+    msg.extend_from_slice(&0u64.to_be_bytes());
+    msg.extend_from_slice(&LATER.to_be_bytes());
+    msg.extend_from_slice(&public);
+    let cert = rustls_pki_types::CertificateDer::from_pem_file(&files.cert).unwrap();
+    DirectoryEntry {
+        service: service.into(),
+        epoch: 0,
+        not_after_ms: LATER,
+        public,
+        certificate: cert.to_vec(),
+        signature: pair.sign(&rng, &msg).unwrap().as_ref().to_vec(),
+    }
+}
+
+#[test]
+fn a_properly_signed_entry_is_accepted_and_used() {
+    let (_t, home) = fresh_home();
+    let trust = DirectoryTrust::load(&home).unwrap();
+    let key = SecretKeyPair::generate().unwrap();
+    let entry = signer(&home, Component::Spark)
+        .sign(0, LATER, key.public())
+        .unwrap();
+    let mut dir = Directory::default();
+    let kid = dir.insert(&trust, &entry, NOW).unwrap();
+    assert_eq!(kid, key.public().kid());
+    assert_eq!(dir.current("spark", NOW), Some(*key.public()));
+    assert_eq!(dir.sender_key("spark", &kid), Some(*key.public()));
+    assert_eq!(
+        dir.current("spark", LATER),
+        None,
+        "expired keys are not sealed to"
+    );
+    // The spec-following independent signer produces entries the product accepts.
+    let raw = sign_raw(&home, Component::Spark, "spark", *key.public().as_bytes());
+    assert!(trust.verify(&raw, NOW).is_ok());
+}
+
+#[test]
+fn unsigned_substituted_misattributed_foreign_and_expired_entries_are_refused() {
+    let (_t, home) = fresh_home();
+    let (_t2, foreign) = fresh_home();
+    let trust = DirectoryTrust::load(&home).unwrap();
+    let genuine = SecretKeyPair::generate().unwrap();
+    let attacker = SecretKeyPair::generate().unwrap();
+    let spark = signer(&home, Component::Spark)
+        .sign(0, LATER, genuine.public())
+        .unwrap();
+    let mut dir = Directory::default();
+
+    let mut unsigned = spark.clone();
+    unsigned.signature.clear();
+    assert_eq!(
+        dir.insert(&trust, &unsigned, NOW),
+        Err(DirectoryError::Unsigned("spark".into()))
+    );
+
+    let mut substituted = spark.clone();
+    substituted.public = *attacker.public().as_bytes();
+    assert_eq!(
+        dir.insert(&trust, &substituted, NOW),
+        Err(DirectoryError::BadSignature("spark".into()))
+    );
+
+    // BRIDGE's certificate and key, claiming to be SPARK.
+    let mut impostor = signer(&home, Component::Bridge)
+        .sign(0, LATER, attacker.public())
+        .unwrap();
+    impostor.service = "spark".into();
+    assert!(matches!(
+        dir.insert(&trust, &impostor, NOW),
+        Err(DirectoryError::WrongService { .. })
+    ));
+
+    // SPARK's certificate with a signature made by another key.
+    let mut wrong_key = spark.clone();
+    wrong_key.signature = signer(&home, Component::Bridge)
+        .sign(0, LATER, genuine.public())
+        .unwrap()
+        .signature;
+    assert_eq!(
+        dir.insert(&trust, &wrong_key, NOW),
+        Err(DirectoryError::BadSignature("spark".into()))
+    );
+
+    // A SPARK certificate from another installation's CA.
+    let outsider = signer(&foreign, Component::Spark)
+        .sign(0, LATER, attacker.public())
+        .unwrap();
+    assert!(matches!(
+        dir.insert(&trust, &outsider, NOW),
+        Err(DirectoryError::UntrustedCertificate { .. })
+    ));
+
+    assert_eq!(
+        dir.insert(&trust, &spark, LATER),
+        Err(DirectoryError::Expired("spark".into()))
+    );
+    assert_eq!(dir.current("spark", NOW), None, "a refused entry got in");
+}
+
+#[test]
+fn wycheproof_low_order_keys_in_signed_entries_are_refused() {
+    let (_t, home) = fresh_home();
+    let trust = DirectoryTrust::load(&home).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testdata/crypto/wycheproof-x25519_test.json");
+    let w: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut refused = 0;
+    for g in w["testGroups"].as_array().unwrap() {
+        for t in g["tests"].as_array().unwrap() {
+            if t["shared"].as_str() != Some(&"00".repeat(32)) {
+                continue;
+            }
+            let public: [u8; 32] = hex::decode(t["public"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let entry = sign_raw(&home, Component::Spark, "spark", public);
+            assert_eq!(
+                trust.verify(&entry, NOW),
+                Err(DirectoryError::BadKey(
+                    "spark".into(),
+                    EnvelopeError::LowOrderKey
+                ))
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 31);
+}
