@@ -13,6 +13,8 @@ use ozone_security::{Home, SecurityConfig};
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use rustls_pki_types::{pem::PemObject, PrivateKeyDer};
 
+mod common;
+
 const NOW: u64 = 1_800_000_000_000;
 const LATER: u64 = NOW + 25 * 3600 * 1000;
 
@@ -144,10 +146,7 @@ fn unsigned_substituted_misattributed_foreign_and_expired_entries_are_refused() 
 fn wycheproof_low_order_keys_in_signed_entries_are_refused() {
     let (_t, home) = fresh_home();
     let trust = DirectoryTrust::load(&home).unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/crypto/wycheproof-x25519_test.json");
-    let w: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let w = common::vectors("wycheproof-x25519_test.json");
     let mut refused = 0;
     for g in w["testGroups"].as_array().unwrap() {
         for t in g["tests"].as_array().unwrap() {

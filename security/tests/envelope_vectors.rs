@@ -17,13 +17,8 @@ type Kem = hpke::kem::X25519HkdfSha256;
 type Kdf = hpke::kdf::HkdfSha256;
 type Aead = hpke::aead::AesGcm256;
 
-fn vectors(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/crypto")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
+mod common;
+use common::vectors;
 
 fn hx(v: &Value) -> Vec<u8> {
     hex::decode(v.as_str().unwrap()).unwrap()
