@@ -47,6 +47,9 @@ pub enum Command {
     /// Certificates: verify, issue, renew, revoke, list
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// The bus's subject table
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Keep nats-server running (started by `ozone up`; not for direct use)
     #[command(hide = true)]
     Supervise,
@@ -100,4 +103,16 @@ pub enum PkiCommand {
     },
     /// List issued identities
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Write the subject reference generated from bus-schemas (default docs/subjects.md)
+    Docs {
+        #[arg(long, default_value = "docs/subjects.md")]
+        out: PathBuf,
+        /// Fail instead of writing when the file is not up to date
+        #[arg(long)]
+        check: bool,
+    },
 }

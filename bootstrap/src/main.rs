@@ -1,7 +1,7 @@
 //! The `ozone` binary: parse arguments, set up logging, call the library.
 
 use clap::Parser;
-use ozone::cli::{Cli, Command, InitArgs, PkiCommand};
+use ozone::cli::{Cli, Command, InitArgs, PkiCommand, SchemaCommand};
 use ozone_nats::NatsSettings;
 use ozone_security::{Home, SecurityConfig};
 use std::process::ExitCode;
@@ -96,6 +96,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ozone::pki_cmd::revoke(&home, kind.map(Into::into), &name)?
                 }
                 PkiCommand::List => ozone::pki_cmd::list(&home)?,
+            }
+        }
+        Command::Schema(SchemaCommand::Docs { out, check }) => {
+            let text = ozone_bus_schemas::table::markdown();
+            let current = std::fs::read_to_string(&out).unwrap_or_default();
+            if check {
+                if current != text {
+                    eprintln!("{} is out of date: run `ozone schema docs`", out.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+                println!("{} is up to date", out.display());
+            } else if current != text {
+                std::fs::write(&out, text)?;
+                println!("wrote {}", out.display());
+            } else {
+                println!("{} is up to date", out.display());
             }
         }
         Command::Supervise => ozone::supervise::run(&home).await?,

@@ -7,6 +7,7 @@ pub mod component;
 pub mod identity;
 pub mod permissions;
 pub mod subject;
+pub mod table;
 
 pub use component::Component;
 pub use identity::{Identity, IdentityKind, InvalidName, NatsAccount};

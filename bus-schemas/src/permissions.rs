@@ -3,6 +3,7 @@
 //! This is the single source for the `permissions` blocks of the generated nats-server
 //! configuration. Least privilege: an identity gets exactly the subjects its role needs.
 
+use crate::table::{PERSONAL, ROUTES};
 use crate::{Component, Identity, IdentityKind, Subject};
 
 /// Publish/subscribe allow lists of one NATS user; everything not listed is denied.
@@ -16,49 +17,42 @@ pub struct Permissions {
 }
 
 impl Permissions {
-    /// The permissions of an identity; `None` for identities without a NATS user (people).
+    /// The permissions of an identity, read off the subject table; `None` for identities
+    /// without a NATS user (people).
     pub fn of(identity: &Identity) -> Option<Permissions> {
-        match (identity.kind, identity.as_component()) {
-            (IdentityKind::Component, Some(c)) => Some(Self::component(c)),
-            (IdentityKind::Device, _) => Some(Permissions {
-                publish: vec![Subject::device_reports(identity), Subject::sync(identity)],
-                subscribe: vec![Subject::inbox_all(identity)],
-                allow_responses: false,
-            }),
-            (IdentityKind::Auditor, _) => Some(Permissions {
-                publish: vec![],
-                subscribe: vec![Subject::audit_all(), Subject::inbox_all(identity)],
-                allow_responses: false,
-            }),
-            (IdentityKind::User, _) | (IdentityKind::Component, None) => None,
+        identity.nats_user()?;
+        let mut p = Permissions {
+            publish: Vec::new(),
+            subscribe: Vec::new(),
+            allow_responses: identity.kind == IdentityKind::Component,
+        };
+        for route in ROUTES.iter().chain(PERSONAL) {
+            // Component subjects exist for all eight owners; the rest only for oneself.
+            let owners: Vec<Identity> = match route.owner {
+                Some(IdentityKind::Component) => Component::ALL.map(Identity::component).to_vec(),
+                _ => vec![identity.clone()],
+            };
+            for (party, list) in [
+                (route.publishers, &mut p.publish),
+                (route.subscribers, &mut p.subscribe),
+            ] {
+                let mine: Vec<&Identity> = owners
+                    .iter()
+                    .filter(|o| party.includes(identity, o))
+                    .collect();
+                match route.all_owners {
+                    Some(all) if owners.len() > 1 && mine.len() == owners.len() => list.push(all()),
+                    _ => list.extend(mine.into_iter().flat_map(|o| route.subjects(o))),
+                }
+            }
         }
-    }
-
-    fn component(c: Component) -> Permissions {
-        let me = Identity::component(c);
-        let mut publish = vec![
-            Subject::phase_announce(c),
-            Subject::selfcheck(c),
-            Subject::sync(&me),
-            Subject::audit_of(c),
-        ];
-        publish.extend(
-            c.calls()
-                .iter()
-                .map(|callee| Subject::component_requests(*callee)),
-        );
-        let mut subscribe = vec![
-            Subject::component_requests(c),
-            Subject::phase_all(),
-            Subject::selfcheck(c),
-            Subject::inbox_all(&me),
-        ];
-        subscribe.extend(Subject::service_discovery(c));
-        Permissions {
-            publish,
-            subscribe,
-            allow_responses: true,
+        if identity.kind == IdentityKind::Auditor {
+            // External tools are read-only, whatever a future table row might say.
+            p.publish.clear();
         }
+        p.publish.dedup();
+        p.subscribe.dedup();
+        Some(p)
     }
 
     pub fn may_publish(&self, subject: &str) -> bool {
@@ -74,13 +68,17 @@ impl Permissions {
 mod tests {
     use super::*;
 
+    fn component(c: Component) -> Permissions {
+        Permissions::of(&Identity::component(c)).unwrap_or_else(|| panic!("{c} has no permissions"))
+    }
+
     #[test]
     fn components_may_only_call_their_declared_callees() {
-        let spark = Permissions::component(Component::Spark);
+        let spark = component(Component::Spark);
         assert!(!spark.may_publish("nexus.read"));
         assert!(!spark.may_subscribe("cognis.remember"));
         assert!(spark.may_subscribe("spark.generate"));
-        let core = Permissions::component(Component::Core);
+        let core = component(Component::Core);
         assert!(core.may_publish("spark.generate"));
         assert!(!core.may_publish("bridge.anything"));
     }
@@ -88,7 +86,7 @@ mod tests {
     #[test]
     fn no_component_reads_another_components_inbox_or_audit_events() {
         for c in Component::ALL {
-            let p = Permissions::component(c);
+            let p = component(c);
             for other in Component::ALL.into_iter().filter(|o| *o != c) {
                 let inbox = format!("_INBOX.{}.x", other.name());
                 assert!(!p.may_subscribe(&inbox), "{c} reads {other}'s inbox");

@@ -21,14 +21,23 @@ async fn only_audit_subjects_cross_into_the_audit_account() -> R {
             Ok(())
         },
         |config| {
-            // The probe may also publish to its sync subject, so the test can tell when its
-            // subscription is live.
-            let probe = r#"{ user: "urn:ozone:auditor:probe", permissions: { publish: { deny: ">" }, subscribe: { allow: ["audit.>", "_INBOX.auditor-probe.>"] } }"#;
-            assert!(config.contains(probe), "generated auditor entry changed shape");
-            config.replace(
-                probe,
-                r#"{ user: "urn:ozone:auditor:probe", permissions: { publish: { allow: ["ecosystem.sync.auditor-probe"] }, subscribe: { allow: [">"] } }"#,
-            )
+            // The probe may subscribe to everything and publish to its sync subject, so the
+            // test can tell when its subscription is live.
+            let probe = r#"{ user: "urn:ozone:auditor:probe", "#;
+            let lines: Vec<String> = config
+                .lines()
+                .map(|l| match l.find(probe) {
+                    Some(at) => format!(
+                        r#"{}{}permissions: {{ publish: {{ allow: ["ecosystem.sync.auditor-probe"] }}, subscribe: {{ allow: [">"] }} }} }}{}"#,
+                        &l[..at],
+                        probe,
+                        if l.trim_end().ends_with(',') { "," } else { "" }
+                    ),
+                    None => l.to_string(),
+                })
+                .collect();
+            assert!(lines.iter().any(|l| l.contains("ecosystem.sync.auditor-probe")), "probe entry not found");
+            lines.join("\n")
         },
     )
     .await?;

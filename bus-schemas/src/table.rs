@@ -1,0 +1,308 @@
+//! The subject table: for every subject, its kind and who publishes and subscribes. It is the
+//! single source of the NATS permissions ([`crate::Permissions`]), of the envelope's
+//! recipients ([`recipients`]) and of `docs/subjects.md` ([`markdown`]).
+
+use crate::{Component, Identity, IdentityKind, Subject};
+
+/// How a subject is used on the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Fire-and-forget, to every subscriber.
+    Event,
+    /// Request/reply, answered by the owner (any worker of its queue group).
+    Request,
+    /// Replies to this identity's requests.
+    Reply,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Event => "event",
+            Kind::Request => "request/reply",
+            Kind::Reply => "reply inbox",
+        }
+    }
+}
+
+/// Who may use a subject, relative to the identity that owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    Owner,
+    AllComponents,
+    /// Components whose `Component::calls` include the owner.
+    Callers,
+    Auditors,
+    Only(Component),
+    Nobody,
+}
+
+impl Party {
+    fn describe(self) -> String {
+        match self {
+            Party::Owner => "owner".into(),
+            Party::AllComponents => "every component".into(),
+            Party::Callers => "its callers".into(),
+            Party::Auditors => "auditors (AUDIT account)".into(),
+            Party::Only(c) => c.name().into(),
+            Party::Nobody => "nobody".into(),
+        }
+    }
+
+    /// Whether `who` is in this party for a subject owned by `owner`.
+    pub fn includes(self, who: &Identity, owner: &Identity) -> bool {
+        match self {
+            Party::Owner => who == owner,
+            Party::AllComponents => who.kind == IdentityKind::Component,
+            Party::Callers => match (who.as_component(), owner.as_component()) {
+                (Some(w), Some(o)) => w.calls().contains(&o),
+                _ => false,
+            },
+            Party::Auditors => who.kind == IdentityKind::Auditor,
+            Party::Only(c) => who.as_component() == Some(c),
+            Party::Nobody => false,
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub name: &'static str,
+    /// The subject with its owner as a placeholder, for documentation.
+    pub template: &'static str,
+    pub kind: Kind,
+    /// What kind of identity owns instances of this subject (`None`: every identity has its
+    /// own).
+    pub owner: Option<IdentityKind>,
+    pub publishers: Party,
+    pub subscribers: Party,
+    pub doc: &'static str,
+    subjects: fn(&Identity) -> Vec<Subject>,
+    /// One pattern covering every owner's subjects, used for a party that has the right for
+    /// all owners (`ecosystem.phase.>` rather than eight subjects).
+    pub all_owners: Option<fn() -> Subject>,
+}
+
+impl Route {
+    /// The concrete subject patterns owned by `owner`.
+    pub fn subjects(&self, owner: &Identity) -> Vec<Subject> {
+        if self.owner.is_none_or(|k| k == owner.kind) {
+            (self.subjects)(owner)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+fn component_of(id: &Identity) -> Vec<Subject> {
+    id.as_component()
+        .map(|c| vec![Subject::component_requests(c)])
+        .unwrap_or_default()
+}
+
+/// Every subject the ecosystem uses.
+pub const ROUTES: &[Route] = &[
+    Route {
+        name: "component requests",
+        template: "{component}.>",
+        kind: Kind::Request,
+        owner: Some(IdentityKind::Component),
+        publishers: Party::Callers,
+        subscribers: Party::Owner,
+        doc: "work for a component, served by its queue group",
+        subjects: component_of,
+        all_owners: None,
+    },
+    Route {
+        name: "phase announcement",
+        template: "ecosystem.phase.{component}",
+        kind: Kind::Event,
+        owner: Some(IdentityKind::Component),
+        publishers: Party::Owner,
+        subscribers: Party::AllComponents,
+        doc: "a component's readiness and health during bootstrap",
+        subjects: |id| {
+            id.as_component()
+                .map(|c| vec![Subject::phase_announce(c)])
+                .unwrap_or_default()
+        },
+        all_owners: Some(Subject::phase_all),
+    },
+    Route {
+        name: "self-check",
+        template: "ecosystem.selfcheck.{component}",
+        kind: Kind::Event,
+        owner: Some(IdentityKind::Component),
+        publishers: Party::Owner,
+        subscribers: Party::Owner,
+        doc: "`ozone up` proves a component's own publish/subscribe rights",
+        subjects: |id| {
+            id.as_component()
+                .map(|c| vec![Subject::selfcheck(c)])
+                .unwrap_or_default()
+        },
+        all_owners: None,
+    },
+    Route {
+        name: "audit events",
+        template: "audit.{component}.>",
+        kind: Kind::Event,
+        owner: Some(IdentityKind::Component),
+        publishers: Party::Owner,
+        subscribers: Party::Auditors,
+        doc: "security decisions, rejections, key rotations; the only subjects exported to AUDIT",
+        subjects: |id| {
+            id.as_component()
+                .map(|c| vec![Subject::audit_of(c)])
+                .unwrap_or_default()
+        },
+        all_owners: Some(Subject::audit_all),
+    },
+    Route {
+        name: "service discovery",
+        template: "$SRV.{PING,INFO,STATS}[.{component}[.*]]",
+        kind: Kind::Request,
+        owner: Some(IdentityKind::Component),
+        publishers: Party::Nobody,
+        subscribers: Party::Owner,
+        doc: "NATS micro-service discovery, answered by each component",
+        subjects: |id| {
+            id.as_component()
+                .map(Subject::service_discovery)
+                .unwrap_or_default()
+        },
+        all_owners: None,
+    },
+    Route {
+        name: "device reports",
+        template: "nexus.device.{device}.>",
+        kind: Kind::Event,
+        owner: Some(IdentityKind::Device),
+        publishers: Party::Owner,
+        subscribers: Party::Only(Component::Nexus),
+        doc: "heartbeats and capabilities of a device (NEXUS receives them through `nexus.>`)",
+        subjects: |id| vec![Subject::device_reports(id)],
+        all_owners: None,
+    },
+];
+
+/// Subjects every NATS identity has for itself, whatever its kind.
+pub const PERSONAL: &[Route] = &[
+    Route {
+        name: "reply inbox",
+        template: "_INBOX.{identity}.>",
+        kind: Kind::Reply,
+        owner: None,
+        publishers: Party::Nobody,
+        subscribers: Party::Owner,
+        doc: "replies to the identity's requests; responders answer through allow_responses",
+        subjects: |id| vec![Subject::inbox_all(id)],
+        all_owners: None,
+    },
+    Route {
+        name: "sync",
+        template: "ecosystem.sync.{identity}",
+        kind: Kind::Request,
+        owner: None,
+        publishers: Party::Owner,
+        subscribers: Party::Nobody,
+        doc: "a request nobody answers: the server's \"no responders\" proves a round trip",
+        subjects: |id| vec![Subject::sync(id)],
+        all_owners: None,
+    },
+];
+
+/// The identities that receive (and so must be able to open) what is published on `subject`.
+pub fn recipients(subject: &str) -> Vec<Identity> {
+    let mut out = Vec::new();
+    for route in ROUTES
+        .iter()
+        .filter(|r| r.owner == Some(IdentityKind::Component))
+    {
+        for owner in Component::ALL.map(Identity::component) {
+            if route.subjects(&owner).iter().any(|s| s.matches(subject)) {
+                out.extend(
+                    Component::ALL
+                        .map(Identity::component)
+                        .into_iter()
+                        .filter(|who| route.subscribers.includes(who, &owner)),
+                );
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether the auditors receive what is published on `subject`.
+pub fn audited(subject: &str) -> bool {
+    ROUTES.iter().any(|r| {
+        r.subscribers == Party::Auditors
+            && Component::ALL
+                .map(Identity::component)
+                .iter()
+                .any(|o| r.subjects(o).iter().any(|s| s.matches(subject)))
+    })
+}
+
+/// `docs/subjects.md`, generated.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# Subjects\n\nGenerated from `bus-schemas/src/table.rs` by `ozone schema docs`; do not edit.\n\
+         The NATS permissions and the envelope's recipients are derived from the same table.\n\n\
+         | name | subject | kind | published by | subscribed by | what for |\n|---|---|---|---|---|---|\n",
+    );
+    for r in ROUTES.iter().chain(PERSONAL) {
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} | {} | {} |\n",
+            r.name,
+            r.template,
+            r.kind.as_str(),
+            r.publishers.describe(),
+            r.subscribers.describe(),
+            r.doc
+        ));
+    }
+    out.push_str("\nWho calls whom (`{component}.>` publishers):\n\n");
+    for c in Component::ALL {
+        let callees: Vec<&str> = c.calls().iter().map(|c| c.name()).collect();
+        out.push_str(&format!(
+            "- {}: {}\n",
+            c.name(),
+            if callees.is_empty() {
+                "nobody".to_string()
+            } else {
+                callees.join(", ")
+            }
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_subject_docs_are_current() {
+        let committed = include_str!("../../docs/subjects.md");
+        assert!(
+            committed == markdown(),
+            "docs/subjects.md is stale: run `ozone schema docs`"
+        );
+    }
+
+    #[test]
+    fn recipients_follow_the_table() {
+        assert_eq!(
+            recipients("spark.generate"),
+            vec![Identity::component(Component::Spark)]
+        );
+        assert_eq!(recipients("ecosystem.phase.spark").len(), 8);
+        assert!(recipients("audit.spark.rotation").is_empty());
+        assert!(audited("audit.spark.rotation"));
+        assert!(!audited("spark.generate"));
+    }
+}
