@@ -1,6 +1,7 @@
 //! OZONE STUDIO's nats-server: its configuration generated from one description of who may
 //! publish and subscribe to what, its supervision, and mTLS client connections.
 
+pub mod bus;
 pub mod client;
 pub mod config;
 pub mod server;

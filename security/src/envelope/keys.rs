@@ -102,6 +102,15 @@ impl SecretKeyPair {
         &self.public
     }
 
+    /// A second handle on the same key (a sealer and an opener both need one). Named, not
+    /// `Clone`, so copies of secrets are deliberate.
+    pub fn duplicate(&self) -> SecretKeyPair {
+        SecretKeyPair {
+            secret: Zeroizing::new(*self.secret),
+            public: self.public,
+        }
+    }
+
     pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
         &self.secret
     }

@@ -1,0 +1,27 @@
+//! Bus errors, sorted by what the caller does about them.
+
+use ozone_security::envelope::EnvelopeError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    #[error("no reply within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("nobody serves {0}")]
+    NoResponders(String),
+    #[error("access denied: this identity may not use {0}")]
+    AccessDenied(String),
+    #[error("{subject}: {source}")]
+    Envelope {
+        subject: String,
+        source: EnvelopeError,
+    },
+    #[error("{subject}: invalid message ({detail})")]
+    Invalid { subject: String, detail: String },
+    #[error("no published key for {0}; is it running?")]
+    NoKey(String),
+    #[error("nobody subscribes to {0} in the subject table")]
+    NoRecipients(String),
+    #[error("nats: {0}")]
+    Nats(String),
+}

@@ -1,0 +1,14 @@
+//! The typed, end-to-end encrypted bus every service uses.
+//!
+//! Payloads are MessagePack (rmp-serde) sealed with the envelope from
+//! `ozone_security::envelope`: to the subscribers the subject table names for the subject, with
+//! the recipients' current keys from the signed key directory. Subscribers open and verify
+//! every message; anything that fails is an error value, never a panic.
+
+mod error;
+mod keys;
+mod typed;
+
+pub use error::BusError;
+pub use keys::{now_ms, BusKeys};
+pub use typed::{Bus, Received, TypedSubscriber};

@@ -1,0 +1,290 @@
+//! Publish, subscribe and request with typed, sealed messages.
+
+use super::{now_ms, BusError, BusKeys};
+use crate::client::{ConnEvent, Violation};
+use crate::Connection;
+use futures::StreamExt;
+use ozone_bus_schemas::{table, Identity, Subject};
+use ozone_security::envelope::PublicKey;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// Schema version carried in every envelope; bump with incompatible wire-type changes.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// A connected service on the encrypted bus.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    conn: Connection,
+    keys: BusKeys,
+}
+
+/// An opened, verified message.
+#[derive(Debug, Clone)]
+pub struct Received<T> {
+    pub subject: String,
+    /// The authenticated sender (from the envelope, verified through the key directory).
+    pub sender: String,
+    pub reply: Option<String>,
+    pub message: T,
+}
+
+fn lock_err<E>(_: E) -> BusError {
+    BusError::Nats("internal lock poisoned".into())
+}
+
+impl Bus {
+    pub fn new(conn: Connection, keys: BusKeys) -> Bus {
+        Bus { conn, keys }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.conn.identity
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The current keys of everyone the subject table says receives `subject`.
+    fn recipients_of(&self, subject: &str) -> Result<Vec<PublicKey>, BusError> {
+        let ids = table::recipients(subject);
+        if ids.is_empty() {
+            return Err(BusError::NoRecipients(subject.to_string()));
+        }
+        let dir = self.keys.directory.read().map_err(lock_err)?;
+        let now = now_ms();
+        ids.iter()
+            .map(|id| {
+                dir.current(&id.name, now)
+                    .ok_or_else(|| BusError::NoKey(id.name.clone()))
+            })
+            .collect()
+    }
+
+    fn seal_for(
+        &self,
+        subject: &str,
+        recipients: &[PublicKey],
+        message: &impl Serialize,
+    ) -> Result<Vec<u8>, BusError> {
+        let payload = rmp_serde::to_vec_named(message).map_err(|e| BusError::Invalid {
+            subject: subject.into(),
+            detail: e.to_string(),
+        })?;
+        let mut sealer = self.keys.sealer.lock().map_err(lock_err)?;
+        sealer
+            .seal(subject, SCHEMA_VERSION, recipients, &payload, now_ms())
+            .map_err(|source| BusError::Envelope {
+                subject: subject.into(),
+                source,
+            })
+    }
+
+    /// Opens and decodes one raw message.
+    pub fn open<T: DeserializeOwned>(
+        &self,
+        msg: &async_nats::Message,
+    ) -> Result<Received<T>, BusError> {
+        let subject = msg.subject.to_string();
+        let opened = {
+            let ring = self.keys.ring.read().map_err(lock_err)?;
+            let dir = self.keys.directory.read().map_err(lock_err)?;
+            let mut opener = self.keys.opener.lock().map_err(lock_err)?;
+            opener
+                .open(&subject, &msg.payload, &*ring, &*dir, now_ms())
+                .map_err(|source| BusError::Envelope {
+                    subject: subject.clone(),
+                    source,
+                })?
+        };
+        if opened.header.schema != SCHEMA_VERSION {
+            return Err(BusError::Invalid {
+                subject,
+                detail: format!(
+                    "schema {} (expected {SCHEMA_VERSION})",
+                    opened.header.schema
+                ),
+            });
+        }
+        let message = rmp_serde::from_slice(&opened.plaintext).map_err(|e| BusError::Invalid {
+            subject: subject.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(Received {
+            subject,
+            sender: opened.header.sender,
+            reply: msg.reply.as_ref().map(|r| r.to_string()),
+            message,
+        })
+    }
+
+    /// Publishes an event, sealed to the subject's subscribers. A denied publish comes back as
+    /// `AccessDenied` (checked with a round trip through the server).
+    pub async fn publish(
+        &self,
+        subject: &Subject,
+        message: &impl Serialize,
+    ) -> Result<(), BusError> {
+        let sealed = self.seal_for(
+            subject.as_str(),
+            &self.recipients_of(subject.as_str())?,
+            message,
+        )?;
+        let mut events = self.conn.events();
+        self.conn
+            .client
+            .publish(subject.to_string(), sealed.into())
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
+        self.check_denied(&mut events, subject.as_str()).await
+    }
+
+    /// Publishes without waiting for the server round trip (for throughput); a denial is
+    /// still reported on the connection's events.
+    pub async fn publish_nowait(
+        &self,
+        subject: &Subject,
+        message: &impl Serialize,
+    ) -> Result<(), BusError> {
+        let sealed = self.seal_for(
+            subject.as_str(),
+            &self.recipients_of(subject.as_str())?,
+            message,
+        )?;
+        self.conn
+            .client
+            .publish(subject.to_string(), sealed.into())
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))
+    }
+
+    async fn check_denied(
+        &self,
+        events: &mut tokio::sync::broadcast::Receiver<ConnEvent>,
+        subject: &str,
+    ) -> Result<(), BusError> {
+        self.conn
+            .sync()
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
+        // The -ERR for a denied operation arrives before the sync's answer.
+        while let Ok(ev) = events.try_recv() {
+            if let ConnEvent::Violation(Violation::Publish(s) | Violation::Subscribe(s)) = ev {
+                if s == subject {
+                    return Err(BusError::AccessDenied(s));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes (as part of `queue` if given); a denied subscription is `AccessDenied`.
+    pub async fn subscribe<T: DeserializeOwned>(
+        &self,
+        subject: &Subject,
+        queue: Option<&str>,
+    ) -> Result<TypedSubscriber<T>, BusError> {
+        let mut events = self.conn.events();
+        let sub = match queue {
+            Some(q) => {
+                self.conn
+                    .client
+                    .queue_subscribe(subject.to_string(), q.to_string())
+                    .await
+            }
+            None => self.conn.client.subscribe(subject.to_string()).await,
+        }
+        .map_err(|e| BusError::Nats(e.to_string()))?;
+        self.check_denied(&mut events, subject.as_str()).await?;
+        Ok(TypedSubscriber {
+            bus: self.clone(),
+            inner: sub,
+            _t: PhantomData,
+        })
+    }
+
+    /// Sends a sealed request and opens the sealed reply.
+    pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: &Subject,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, BusError> {
+        let sealed = self.seal_for(
+            subject.as_str(),
+            &self.recipients_of(subject.as_str())?,
+            request,
+        )?;
+        let inbox = self.conn.client.new_inbox();
+        let mut replies = self
+            .conn
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
+        let mut events = self.conn.events();
+        self.conn
+            .client
+            .publish_with_reply(subject.to_string(), inbox.clone(), sealed.into())
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
+        let reply = tokio::select! {
+            r = tokio::time::timeout(timeout, replies.next()) => r.map_err(|_| BusError::Timeout(timeout))?,
+            v = Connection::wait_for(&mut events, timeout, |e| matches!(e, ConnEvent::Violation(Violation::Publish(s)) if s == subject.as_str())) => {
+                if v.is_some() {
+                    return Err(BusError::AccessDenied(subject.to_string()));
+                }
+                return Err(BusError::Timeout(timeout));
+            }
+        };
+        let reply = reply.ok_or_else(|| BusError::Nats("reply subscription closed".into()))?;
+        if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            return Err(BusError::NoResponders(subject.to_string()));
+        }
+        Ok(self.open::<Resp>(&reply)?.message)
+    }
+
+    /// Answers a request: sealed to the authenticated requester only, on its reply inbox.
+    pub async fn reply<T>(
+        &self,
+        to: &Received<T>,
+        response: &impl Serialize,
+    ) -> Result<(), BusError> {
+        let Some(inbox) = &to.reply else {
+            return Err(BusError::Invalid {
+                subject: to.subject.clone(),
+                detail: "no reply subject".into(),
+            });
+        };
+        let key = {
+            let dir = self.keys.directory.read().map_err(lock_err)?;
+            dir.current(&to.sender, now_ms())
+                .ok_or_else(|| BusError::NoKey(to.sender.clone()))?
+        };
+        let sealed = self.seal_for(inbox, &[key], response)?;
+        self.conn
+            .client
+            .publish(inbox.clone(), sealed.into())
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))
+    }
+}
+
+/// A subscription yielding opened messages (or the reason each bad one was refused).
+#[derive(Debug)]
+pub struct TypedSubscriber<T> {
+    bus: Bus,
+    inner: async_nats::Subscriber,
+    _t: PhantomData<T>,
+}
+
+impl<T: DeserializeOwned> TypedSubscriber<T> {
+    /// The next message; `None` when the subscription ends.
+    pub async fn next(&mut self) -> Option<Result<Received<T>, BusError>> {
+        let msg = self.inner.next().await?;
+        Some(self.bus.open(&msg))
+    }
+}
