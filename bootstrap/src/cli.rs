@@ -47,6 +47,9 @@ pub enum Command {
     /// Certificates: verify, issue, renew, revoke, list
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Benchmarks, each against its baseline in the same run
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// The bus's subject table
     #[command(subcommand)]
     Schema(SchemaCommand),
@@ -114,5 +117,18 @@ pub enum SchemaCommand {
         /// Fail instead of writing when the file is not up to date
         #[arg(long)]
         check: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Raw async-nats vs the typed, encrypted bus: msgs/s and request/reply p50/p99
+    Bus {
+        /// Messages per publish→subscribe run (a tenth of it at 64 KiB)
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Sequential requests per request/reply run
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
     },
 }

@@ -1,7 +1,7 @@
 //! The `ozone` binary: parse arguments, set up logging, call the library.
 
 use clap::Parser;
-use ozone::cli::{Cli, Command, InitArgs, PkiCommand, SchemaCommand};
+use ozone::cli::{BenchCommand, Cli, Command, InitArgs, PkiCommand, SchemaCommand};
 use ozone_nats::NatsSettings;
 use ozone_security::{Home, SecurityConfig};
 use std::process::ExitCode;
@@ -113,6 +113,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{} is up to date", out.display());
             }
+        }
+        Command::Bench(BenchCommand::Bus { messages, requests }) => {
+            eprintln!("ozone bench bus: raw async-nats vs the encrypted bus on one nats-server");
+            let rows = ozone::bench::run(messages, requests).await?;
+            ozone::bench::print(&rows);
         }
         Command::Supervise => ozone::supervise::run(&home).await?,
     }

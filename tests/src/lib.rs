@@ -120,41 +120,15 @@ impl TestEcosystem {
     }
 }
 
-/// Bus keys for every component, with one shared directory holding their signed entries
-/// (what the key directory distributes between processes).
+/// Bus keys for every component sharing one in-process directory.
 pub fn bus_keys(
     home: &Home,
 ) -> anyhow::Result<std::collections::HashMap<ozone_bus_schemas::Component, ozone_nats::bus::BusKeys>>
 {
-    use ozone_security::envelope::{Directory, DirectoryTrust, KeyRing, Rotation, ServiceSigner};
-    let trust = DirectoryTrust::load(home)?;
-    let directory = std::sync::Arc::new(std::sync::RwLock::new(Directory::default()));
-    let now = ozone_nats::bus::now_ms();
-    let rotation = Rotation::daily();
-    let mut out = std::collections::HashMap::new();
-    for c in ozone_bus_schemas::Component::ALL {
-        let mut chain = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut chain)
-            .map_err(|_| anyhow::anyhow!("rng"))?;
-        let mut keyring = KeyRing::from_chain(c.name(), rotation, chain, rotation.epoch_at(now));
-        keyring.advance(now)?;
-        let current = keyring.current().ok_or_else(|| anyhow::anyhow!("no key"))?;
-        let entry = ServiceSigner::load(home, &Identity::component(c))?.sign(
-            keyring.current_epoch(),
-            rotation.retire_at(keyring.current_epoch()),
-            current.public(),
-        )?;
-        directory
-            .write()
-            .map_err(|_| anyhow::anyhow!("lock"))?
-            .insert(&trust, &entry, now)?;
-        out.insert(
-            c,
-            ozone_nats::bus::BusKeys::new(keyring, directory.clone())
-                .ok_or_else(|| anyhow::anyhow!("no key"))?,
-        );
-    }
-    Ok(out)
+    Ok(ozone_nats::bus::local_keys(
+        home,
+        &ozone_bus_schemas::Component::ALL,
+    )?)
 }
 
 /// nats-server as the product finds it (OZONE_NATS_SERVER, PATH).

@@ -34,3 +34,55 @@ impl BusKeys {
         })
     }
 }
+
+/// Why local keys could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalKeysError {
+    #[error(transparent)]
+    Directory(#[from] ozone_security::envelope::DirectoryError),
+    #[error(transparent)]
+    Envelope(#[from] ozone_security::envelope::EnvelopeError),
+    #[error("the system random generator failed")]
+    Random,
+    #[error("internal lock poisoned")]
+    Lock,
+}
+
+/// Fresh key rings for `components` running in this one process, their entries signed with
+/// each component's certificate key and verified into one shared directory. (Services in
+/// separate processes load their own ring and receive entries through the key directory;
+/// this is for benchmarks and tests that host several services in one process.)
+pub fn local_keys(
+    home: &ozone_security::Home,
+    components: &[ozone_bus_schemas::Component],
+) -> Result<std::collections::HashMap<ozone_bus_schemas::Component, BusKeys>, LocalKeysError> {
+    use ozone_security::envelope::{DirectoryTrust, Rotation, ServiceSigner};
+    let trust = DirectoryTrust::load(home)?;
+    let directory = Arc::new(RwLock::new(Directory::default()));
+    let now = now_ms();
+    let rotation = Rotation::daily();
+    let mut out = std::collections::HashMap::new();
+    for c in components {
+        let mut chain = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut chain)
+            .map_err(|_| LocalKeysError::Random)?;
+        let mut keyring = KeyRing::from_chain(c.name(), rotation, chain, rotation.epoch_at(now));
+        keyring.advance(now)?;
+        let epoch = keyring.current_epoch();
+        let public = *keyring.current().ok_or(LocalKeysError::Random)?.public();
+        let entry = ServiceSigner::load(home, &ozone_bus_schemas::Identity::component(*c))?.sign(
+            epoch,
+            rotation.retire_at(epoch),
+            &public,
+        )?;
+        directory
+            .write()
+            .map_err(|_| LocalKeysError::Lock)?
+            .insert(&trust, &entry, now)?;
+        out.insert(
+            *c,
+            BusKeys::new(keyring, directory.clone()).ok_or(LocalKeysError::Random)?,
+        );
+    }
+    Ok(out)
+}

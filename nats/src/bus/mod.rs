@@ -10,5 +10,5 @@ mod keys;
 mod typed;
 
 pub use error::BusError;
-pub use keys::{now_ms, BusKeys};
+pub use keys::{local_keys, now_ms, BusKeys, LocalKeysError};
 pub use typed::{Bus, Received, TypedSubscriber};

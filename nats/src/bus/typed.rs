@@ -8,7 +8,9 @@ use ozone_bus_schemas::{table, Identity, Subject};
 use ozone_security::envelope::PublicKey;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Schema version carried in every envelope; bump with incompatible wire-type changes.
@@ -19,6 +21,8 @@ pub const SCHEMA_VERSION: u16 = 1;
 pub struct Bus {
     conn: Connection,
     keys: BusKeys,
+    /// Subject → recipients from the (static) subject table; computing it walks every route.
+    recipients: Arc<Mutex<HashMap<String, Arc<Vec<Identity>>>>>,
 }
 
 /// An opened, verified message.
@@ -37,7 +41,11 @@ fn lock_err<E>(_: E) -> BusError {
 
 impl Bus {
     pub fn new(conn: Connection, keys: BusKeys) -> Bus {
-        Bus { conn, keys }
+        Bus {
+            conn,
+            keys,
+            recipients: Arc::default(),
+        }
     }
 
     pub fn identity(&self) -> &Identity {
@@ -50,7 +58,16 @@ impl Bus {
 
     /// The current keys of everyone the subject table says receives `subject`.
     fn recipients_of(&self, subject: &str) -> Result<Vec<PublicKey>, BusError> {
-        let ids = table::recipients(subject);
+        let ids = {
+            let mut cache = self.recipients.lock().map_err(lock_err)?;
+            if cache.len() > 4096 {
+                cache.clear(); // bounded: subjects with ids in them would grow it forever
+            }
+            cache
+                .entry(subject.to_string())
+                .or_insert_with(|| Arc::new(table::recipients(subject)))
+                .clone()
+        };
         if ids.is_empty() {
             return Err(BusError::NoRecipients(subject.to_string()));
         }

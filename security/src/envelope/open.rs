@@ -160,20 +160,24 @@ impl Opener {
                 kid: env.header.sender_kid.to_string(),
             })?;
         let key = self.data_key(&env, mine, &sender, now_ms)?;
-        let mut buf = env.ciphertext.clone();
+        let Envelope {
+            header,
+            header_bytes,
+            ciphertext: mut buf,
+        } = env;
         let plain_len = key
             .open_in_place(
-                Nonce::assume_unique_for_key(env.header.nonce),
-                Aad::from(&env.header_bytes),
+                Nonce::assume_unique_for_key(header.nonce),
+                Aad::from(&header_bytes),
                 &mut buf,
             )
             .map_err(|_| EnvelopeError::CannotDecrypt)?
             .len();
         buf.truncate(plain_len);
         self.replay
-            .check(env.header.msg_id, env.header.timestamp_ms, now_ms)?;
+            .check(header.msg_id, header.timestamp_ms, now_ms)?;
         Ok(Opened {
-            header: env.header,
+            header,
             plaintext: buf,
         })
     }

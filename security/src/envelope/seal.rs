@@ -2,7 +2,7 @@
 //! AES-256-GCM per message.
 
 use super::hpke_wrap::wrap_data_key;
-use super::wire::{Header, RecipientEntry, MAX_ENVELOPE_LEN, SUITE_V1, VERSION};
+use super::wire::{HeaderRef, RecipientEntry, MAX_ENVELOPE_LEN, SUITE_V1, VERSION};
 use super::{EnvelopeError, KeyId, PublicKey, SecretKeyPair, DATA_KEY_LEN};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -43,6 +43,7 @@ struct Session {
 /// Seals payloads from one sender. Not shared between threads: each publisher owns one.
 pub struct Sealer {
     sender: String,
+    sender_kid: KeyId,
     keys: SecretKeyPair,
     limits: SessionLimits,
     sessions: HashMap<Vec<KeyId>, Session>,
@@ -74,6 +75,7 @@ impl Sealer {
     pub fn new(sender: &str, keys: SecretKeyPair, limits: SessionLimits) -> Sealer {
         Sealer {
             sender: sender.to_string(),
+            sender_kid: keys.public().kid(),
             keys,
             limits,
             sessions: HashMap::new(),
@@ -156,7 +158,6 @@ impl Sealer {
                 .retain(|_, s| now_ms.saturating_sub(s.created_ms) < limits.max_age_ms);
             self.sessions.insert(set.clone(), session);
         }
-        let msg_id: [u8; 16] = self.random()?;
         let session = self
             .sessions
             .get_mut(&set)
@@ -164,22 +165,26 @@ impl Sealer {
         let mut nonce = [0u8; 12];
         nonce[..4].copy_from_slice(&session.nonce_prefix);
         nonce[4..].copy_from_slice(&session.counter.to_be_bytes());
+        // Unique without a system call per message: the random session id's first half and
+        // the session's message counter.
+        let mut msg_id = [0u8; 16];
+        msg_id[..8].copy_from_slice(&session.id[..8]);
+        msg_id[8..].copy_from_slice(&session.counter.to_be_bytes());
         session.counter += 1;
-        let header = Header {
-            version: VERSION,
-            suite: SUITE_V1,
+        let header = HeaderRef {
             schema,
-            subject: subject.to_string(),
-            sender: self.sender.clone(),
-            sender_kid: self.keys.public().kid(),
-            msg_id,
+            subject,
+            sender: &self.sender,
+            sender_kid: &self.sender_kid,
+            msg_id: &msg_id,
             timestamp_ms: now_ms,
-            session_id: session.id,
-            recipients: session.entries.clone(),
-            nonce,
+            session_id: &session.id,
+            recipients: &session.entries,
+            nonce: &nonce,
         };
-        let mut out = header.encode()?;
-        let header_len = out.len();
+        let header_len = header.len();
+        let mut out = Vec::with_capacity(header_len + plaintext.len() + 16);
+        header.write(VERSION, SUITE_V1, &mut out)?;
         out.extend_from_slice(plaintext);
         let (head, body) = out.split_at_mut(header_len);
         // Counter nonces under a per-session key: unique by construction.

@@ -54,35 +54,91 @@ pub struct Envelope {
     pub ciphertext: Vec<u8>,
 }
 
-impl Header {
-    /// Serialises the header; fails on fields too long for their length prefixes.
-    pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
+/// The header's fields, borrowed: lets the sealer write a header straight into the output
+/// buffer without building an owned [`Header`] per message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderRef<'a> {
+    pub schema: u16,
+    pub subject: &'a str,
+    pub sender: &'a str,
+    pub sender_kid: &'a KeyId,
+    pub msg_id: &'a [u8; 16],
+    pub timestamp_ms: u64,
+    pub session_id: &'a [u8; 16],
+    pub recipients: &'a [RecipientEntry],
+    pub nonce: &'a [u8; 12],
+}
+
+impl HeaderRef<'_> {
+    pub(crate) fn len(&self) -> usize {
+        2 + 1
+            + 1
+            + 2
+            + 2
+            + self.subject.len()
+            + 1
+            + self.sender.len()
+            + 16
+            + 16
+            + 8
+            + 16
+            + 1
+            + self.recipients.len() * 96
+            + 12
+    }
+
+    /// Appends the encoded header (version 1, suite 1) to `out`.
+    pub(crate) fn write(
+        &self,
+        version: u8,
+        suite: u8,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EnvelopeError> {
         let subject_len = u16::try_from(self.subject.len())
             .map_err(|_| EnvelopeError::Malformed("subject too long"))?;
         let sender_len = u8::try_from(self.sender.len())
             .map_err(|_| EnvelopeError::Malformed("sender too long"))?;
         let count = u8::try_from(self.recipients.len())
             .map_err(|_| EnvelopeError::Malformed("too many recipients"))?;
-        let mut out = Vec::with_capacity(96 + self.subject.len() + self.recipients.len() * 96);
         out.extend_from_slice(MAGIC);
-        out.push(self.version);
-        out.push(self.suite);
+        out.push(version);
+        out.push(suite);
         out.extend_from_slice(&self.schema.to_be_bytes());
         out.extend_from_slice(&subject_len.to_be_bytes());
         out.extend_from_slice(self.subject.as_bytes());
         out.push(sender_len);
         out.extend_from_slice(self.sender.as_bytes());
         out.extend_from_slice(&self.sender_kid.0);
-        out.extend_from_slice(&self.msg_id);
+        out.extend_from_slice(self.msg_id);
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        out.extend_from_slice(&self.session_id);
+        out.extend_from_slice(self.session_id);
         out.push(count);
-        for r in &self.recipients {
+        for r in self.recipients {
             out.extend_from_slice(&r.kid.0);
             out.extend_from_slice(&r.enc);
             out.extend_from_slice(&r.wrapped);
         }
-        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(self.nonce);
+        Ok(())
+    }
+}
+
+impl Header {
+    /// Serialises the header; fails on fields too long for their length prefixes.
+    pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
+        let h = HeaderRef {
+            schema: self.schema,
+            subject: &self.subject,
+            sender: &self.sender,
+            sender_kid: &self.sender_kid,
+            msg_id: &self.msg_id,
+            timestamp_ms: self.timestamp_ms,
+            session_id: &self.session_id,
+            recipients: &self.recipients,
+            nonce: &self.nonce,
+        };
+        let mut out = Vec::with_capacity(h.len());
+        h.write(self.version, self.suite, &mut out)?;
         Ok(out)
     }
 }

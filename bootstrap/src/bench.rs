@@ -1,0 +1,248 @@
+//! `ozone bench bus`: raw async-nats against the typed, encrypted bus, on one nats-server in
+//! the same run, for publish→subscribe throughput and request/reply latency.
+
+use futures::StreamExt;
+use ozone_bus_schemas::{Component, Identity, Subject};
+use ozone_nats::bus::{local_keys, Bus};
+use ozone_nats::{find_binary, NatsServer, NatsSettings};
+use ozone_security::{tls, Home};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+#[derive(Serialize, Deserialize)]
+struct Blob {
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
+/// Publishing runs ahead of the subscriber by at most this many messages, for raw and
+/// sealed alike, so neither overruns the subscription buffer and is dropped as a slow consumer.
+const WINDOW: usize = 1000;
+
+/// One row of results.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub size: usize,
+    pub raw_msgs_per_s: f64,
+    pub bus_msgs_per_s: f64,
+    pub raw_p50_us: f64,
+    pub raw_p99_us: f64,
+    pub bus_p50_us: f64,
+    pub bus_p99_us: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted
+        .get(i)
+        .map(|d| d.as_secs_f64() * 1e6)
+        .unwrap_or(f64::NAN)
+}
+
+async fn raw_pubsub(
+    pub_c: &async_nats::Client,
+    sub_c: &async_nats::Client,
+    size: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let mut sub = sub_c.subscribe("spark.bench.raw").await?;
+    sub_c.flush().await?;
+    let payload = bytes::Bytes::from(vec![7u8; size]);
+    let started = Instant::now();
+    let mut received = 0;
+    for sent in 0..n {
+        pub_c.publish("spark.bench.raw", payload.clone()).await?;
+        if sent + 1 - received >= WINDOW || sent + 1 == n {
+            while received < sent + 1 - if sent + 1 == n { 0 } else { WINDOW / 2 } {
+                sub.next()
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
+                received += 1;
+            }
+        }
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn bus_pubsub(core: &Bus, spark: &Bus, size: usize, n: usize) -> anyhow::Result<f64> {
+    let subject = Subject::component_request(Component::Spark, "bench")?;
+    let mut sub = spark.subscribe::<Blob>(&subject, None).await?;
+    let blob = Blob {
+        data: vec![7u8; size],
+    };
+    let started = Instant::now();
+    let mut received = 0;
+    for sent in 0..n {
+        core.publish_nowait(&subject, &blob).await?;
+        if sent + 1 - received >= WINDOW || sent + 1 == n {
+            while received < sent + 1 - if sent + 1 == n { 0 } else { WINDOW / 2 } {
+                sub.next()
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("subscription closed"))??;
+                received += 1;
+            }
+        }
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn raw_reqrep(
+    core: &async_nats::Client,
+    spark: &async_nats::Client,
+    size: usize,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut sub = spark.subscribe("spark.bench.rawecho").await?;
+    spark.flush().await?;
+    let responder = spark.clone();
+    let task = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(r) = m.reply {
+                let _ = responder.publish(r, m.payload).await;
+            }
+        }
+    });
+    let payload = bytes::Bytes::from(vec![7u8; size]);
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        core.request("spark.bench.rawecho", payload.clone()).await?;
+        lat.push(t.elapsed());
+    }
+    task.abort();
+    Ok(lat)
+}
+
+async fn bus_reqrep(
+    core: &Bus,
+    spark: &Bus,
+    size: usize,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let subject = Subject::component_request(Component::Spark, "echo")?;
+    let mut sub = spark.subscribe::<Blob>(&subject, Some("spark")).await?;
+    let responder = spark.clone();
+    let task = tokio::spawn(async move {
+        while let Some(Ok(m)) = sub.next().await {
+            let echo = Blob {
+                data: m.message.data.clone(),
+            };
+            let _ = responder.reply(&m, &echo).await;
+        }
+    });
+    let blob = Blob {
+        data: vec![7u8; size],
+    };
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let _: Blob = core
+            .request(&subject, &blob, Duration::from_secs(10))
+            .await?;
+        lat.push(t.elapsed());
+    }
+    task.abort();
+    Ok(lat)
+}
+
+/// Runs the whole comparison on a throw-away home and server.
+pub async fn run(messages: usize, requests: usize) -> anyhow::Result<Vec<Row>> {
+    let tmp = tempfile::tempdir()?;
+    let home = Home::new(tmp.path().join("bench"));
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+    };
+    let wanted = NatsSettings {
+        port: free()?,
+        monitor_port: free()?,
+        max_payload: 2 * 1024 * 1024,
+        ..NatsSettings::default()
+    };
+    let (_, cfg) = crate::init::run(&home, &wanted, &[])?;
+    let settings = NatsSettings::load(&home)?;
+    let server = NatsServer::start(
+        &home,
+        &settings,
+        &find_binary(&home.bin())?,
+        Duration::from_secs(20),
+    )
+    .await?;
+    let connect = |c: Component| {
+        let id = Identity::component(c);
+        let tls = tls::client_config(&home, &cfg, &id);
+        let url = settings.url();
+        async move { anyhow::Ok(ozone_nats::connect(&url, &id, tls?).await?) }
+    };
+    let (core_c, spark_c) = (
+        connect(Component::Core).await?,
+        connect(Component::Spark).await?,
+    );
+    let mut keys = local_keys(&home, &[Component::Core, Component::Spark])?;
+    let core = Bus::new(
+        core_c.clone(),
+        keys.remove(&Component::Core)
+            .ok_or_else(|| anyhow::anyhow!("keys"))?,
+    );
+    let spark = Bus::new(
+        spark_c.clone(),
+        keys.remove(&Component::Spark)
+            .ok_or_else(|| anyhow::anyhow!("keys"))?,
+    );
+    let mut rows = Vec::new();
+    for size in [256, 1024, 64 * 1024] {
+        let n = if size > 4096 { messages / 10 } else { messages };
+        eprintln!("  {size} B: publish→subscribe × {n}, request/reply × {requests}");
+        // Alternate raw and sealed so drift in the machine's load hits both alike.
+        let raw_tp = raw_pubsub(&core_c.client, &spark_c.client, size, n).await?;
+        let bus_tp = bus_pubsub(&core, &spark, size, n).await?;
+        let mut raw_lat = raw_reqrep(&core_c.client, &spark_c.client, size, requests).await?;
+        let mut bus_lat = bus_reqrep(&core, &spark, size, requests).await?;
+        raw_lat.sort();
+        bus_lat.sort();
+        rows.push(Row {
+            size,
+            raw_msgs_per_s: raw_tp,
+            bus_msgs_per_s: bus_tp,
+            raw_p50_us: percentile(&raw_lat, 0.50),
+            raw_p99_us: percentile(&raw_lat, 0.99),
+            bus_p50_us: percentile(&bus_lat, 0.50),
+            bus_p99_us: percentile(&bus_lat, 0.99),
+        });
+    }
+    server.stop().await?;
+    Ok(rows)
+}
+
+pub fn print(rows: &[Row]) {
+    println!(
+        "{:>7} | {:>12} {:>12} {:>6} | {:>9} {:>9} {:>9} {:>9} {:>6} {:>6}",
+        "size",
+        "raw msg/s",
+        "sealed msg/s",
+        "ratio",
+        "raw p50",
+        "raw p99",
+        "seal p50",
+        "seal p99",
+        "p50 ×",
+        "p99 ×"
+    );
+    for r in rows {
+        println!(
+            "{:>7} | {:>12.0} {:>12.0} {:>6.2} | {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>6.2} {:>6.2}",
+            r.size,
+            r.raw_msgs_per_s,
+            r.bus_msgs_per_s,
+            r.bus_msgs_per_s / r.raw_msgs_per_s,
+            r.raw_p50_us,
+            r.raw_p99_us,
+            r.bus_p50_us,
+            r.bus_p99_us,
+            r.bus_p50_us / r.raw_p50_us,
+            r.bus_p99_us / r.raw_p99_us,
+        );
+    }
+    println!("ratio = sealed / raw throughput (1.0 = no cost); p50 ×, p99 × = sealed / raw latency (1.0 = no cost)");
+}
