@@ -39,6 +39,29 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Counts what the subscriber has taken, so the publisher can stay within [`WINDOW`].
+#[derive(Default)]
+struct Progress {
+    received: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Progress {
+    fn took_one(&self) {
+        self.received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    async fn wait_below_window(&self, sent: usize) {
+        while sent.saturating_sub(self.received.load(std::sync::atomic::Ordering::Relaxed))
+            >= WINDOW
+        {
+            self.changed.notified().await;
+        }
+    }
+}
+
 async fn raw_pubsub(
     pub_c: &async_nats::Client,
     sub_c: &async_nats::Client,
@@ -47,42 +70,51 @@ async fn raw_pubsub(
 ) -> anyhow::Result<f64> {
     let mut sub = sub_c.subscribe("spark.bench.raw").await?;
     sub_c.flush().await?;
+    let progress = std::sync::Arc::new(Progress::default());
+    let p = progress.clone();
+    // Subscriber and publisher run concurrently, as they would in two processes.
+    let reader = tokio::spawn(async move {
+        for _ in 0..n {
+            sub.next()
+                .await
+                .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
+            p.took_one();
+        }
+        anyhow::Ok(())
+    });
     let payload = bytes::Bytes::from(vec![7u8; size]);
     let started = Instant::now();
-    let mut received = 0;
     for sent in 0..n {
+        progress.wait_below_window(sent).await;
         pub_c.publish("spark.bench.raw", payload.clone()).await?;
-        if sent + 1 - received >= WINDOW || sent + 1 == n {
-            while received < sent + 1 - if sent + 1 == n { 0 } else { WINDOW / 2 } {
-                sub.next()
-                    .await
-                    .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
-                received += 1;
-            }
-        }
     }
+    reader.await??;
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 async fn bus_pubsub(core: &Bus, spark: &Bus, size: usize, n: usize) -> anyhow::Result<f64> {
     let subject = Subject::component_request(Component::Spark, "bench")?;
     let mut sub = spark.subscribe::<Blob>(&subject, None).await?;
+    let progress = std::sync::Arc::new(Progress::default());
+    let p = progress.clone();
+    let reader = tokio::spawn(async move {
+        for _ in 0..n {
+            sub.next()
+                .await
+                .ok_or_else(|| anyhow::anyhow!("subscription closed"))??;
+            p.took_one();
+        }
+        anyhow::Ok(())
+    });
     let blob = Blob {
         data: vec![7u8; size],
     };
     let started = Instant::now();
-    let mut received = 0;
     for sent in 0..n {
+        progress.wait_below_window(sent).await;
         core.publish_nowait(&subject, &blob).await?;
-        if sent + 1 - received >= WINDOW || sent + 1 == n {
-            while received < sent + 1 - if sent + 1 == n { 0 } else { WINDOW / 2 } {
-                sub.next()
-                    .await
-                    .ok_or_else(|| anyhow::anyhow!("subscription closed"))??;
-                received += 1;
-            }
-        }
     }
+    reader.await??;
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
