@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
 struct Fixture {
+    genuine: Vec<u8>,
     mine: Vec<SecretKeyPair>,
     senders: HashMap<(String, KeyId), PublicKey>,
     opener: Mutex<Opener>,
@@ -23,13 +24,24 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let mut opener = Opener::new(OpenerLimits::default());
     let mine = vec![me];
     let _ = opener.open("spark.generate", &genuine, mine.as_slice(), &senders, 1);
-    Fixture { mine, senders, opener: Mutex::new(opener) }
+    Fixture { genuine, mine, senders, opener: Mutex::new(opener) }
 });
 
 fuzz_target!(|data: &[u8]| {
-    let _ = Envelope::decode(data);
     let f = &*FIXTURE;
-    if let Ok(mut opener) = f.opener.lock() {
-        let _ = opener.open("spark.generate", data, f.mine.as_slice(), &f.senders, 1);
+    // Raw bytes, and a genuine envelope whose tail from an offset (the first two bytes) is
+    // replaced by the rest: the splice reaches every field past the magic, the key unwrap
+    // and the AEAD, which random bytes alone rarely do.
+    let mut spliced = Vec::new();
+    if let [a, b, rest @ ..] = data {
+        let at = usize::from(u16::from_le_bytes([*a, *b])) % (f.genuine.len() + 1);
+        spliced.extend_from_slice(&f.genuine[..at]);
+        spliced.extend_from_slice(rest);
+    }
+    for input in [data, spliced.as_slice()] {
+        let _ = Envelope::decode(input);
+        if let Ok(mut opener) = f.opener.lock() {
+            let _ = opener.open("spark.generate", input, f.mine.as_slice(), &f.senders, 1);
+        }
     }
 });
