@@ -145,17 +145,9 @@ impl Bus {
         subject: &Subject,
         message: &impl Serialize,
     ) -> Result<(), BusError> {
-        let sealed = self.seal_for(
-            subject.as_str(),
-            &self.recipients_of(subject.as_str())?,
-            message,
-        )?;
+        // Listen before publishing: the server's -ERR may arrive at once.
         let mut events = self.conn.events();
-        self.conn
-            .client
-            .publish(subject.to_string(), sealed.into())
-            .await
-            .map_err(|e| BusError::Nats(e.to_string()))?;
+        self.publish_nowait(subject, message).await?;
         self.check_denied(&mut events, subject.as_str()).await
     }
 
