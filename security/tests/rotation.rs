@@ -90,3 +90,60 @@ fn seven_daily_rotations_under_continuous_traffic() {
         Err(EnvelopeError::NotARecipient)
     );
 }
+
+#[test]
+fn the_ring_file_is_private_shared_by_workers_and_forgets_erased_keys() {
+    use ozone_bus_schemas::{Component, Identity};
+    use ozone_security::envelope::keyring_file;
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = ozone_security::Home::new(tmp.path().join("h"));
+    home.create_layout().unwrap();
+    let spark = Identity::component(Component::Spark);
+    let rotation = Rotation {
+        origin_ms: START,
+        interval_ms: DAY,
+        grace_ms: HOUR,
+    };
+
+    let first = keyring_file::load_or_create(&home, &spark, rotation, START + 10).unwrap();
+    let file = keyring_file::path(&home, &spark);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let day0 = std::fs::read_to_string(&file).unwrap();
+    // A second worker started later loads the same keys.
+    let second = keyring_file::load_or_create(&home, &spark, rotation, START + 20).unwrap();
+    assert_eq!(
+        first.current().map(|k| *k.public()),
+        second.current().map(|k| *k.public())
+    );
+
+    // Two days on, epoch 0's secret is out of memory and out of the file.
+    let later =
+        keyring_file::load_or_create(&home, &spark, rotation, START + 2 * DAY + 2 * HOUR).unwrap();
+    assert_eq!(later.held_epochs(), vec![2]);
+    let day2 = std::fs::read_to_string(&file).unwrap();
+    let secret0 = day0
+        .split("\"held\":[[0,\"")
+        .nth(1)
+        .and_then(|r| r.get(..64))
+        .unwrap();
+    assert!(!day2.contains(secret0), "epoch 0's secret is still on disk");
+    assert!(
+        !day2.contains(&day0[day0.find("\"chain\":\"").unwrap()..][..80]),
+        "the old chain is still on disk"
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A worker restarted from the new file derives the same current key as a running one.
+    let mut running = first;
+    running.advance(START + 2 * DAY + 2 * HOUR).unwrap();
+    assert_eq!(
+        running.current().map(|k| *k.public()),
+        later.current().map(|k| *k.public())
+    );
+}

@@ -162,6 +162,32 @@ impl KeyRing {
     pub fn rotation(&self) -> Rotation {
         self.rotation
     }
+
+    /// The state to persist: chain epoch, chain, and (epoch, secret) of the keys still held.
+    pub(crate) fn export(&self) -> (u64, Zeroizing<[u8; 32]>, Vec<(u64, Zeroizing<[u8; 32]>)>) {
+        let held = self
+            .keys
+            .iter()
+            .map(|(e, k)| (*e, Zeroizing::new(*k.secret_bytes())))
+            .collect();
+        (self.chain_epoch, Zeroizing::new(*self.chain), held)
+    }
+
+    /// Rebuilds a ring from [`KeyRing::export`]ed state.
+    pub(crate) fn import(
+        service: &str,
+        rotation: Rotation,
+        chain: [u8; 32],
+        chain_epoch: u64,
+        held: Vec<(u64, Zeroizing<[u8; 32]>)>,
+    ) -> Result<KeyRing, EnvelopeError> {
+        let mut ring = KeyRing::from_chain(service, rotation, chain, chain_epoch);
+        for (epoch, secret) in held {
+            ring.keys
+                .insert(epoch, SecretKeyPair::from_secret(*secret)?);
+        }
+        Ok(ring)
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod directory;
 mod error;
 mod hpke_wrap;
 mod keyring;
+pub mod keyring_file;
 mod keys;
 mod open;
 mod replay;

@@ -1,0 +1,156 @@
+//! A service's key ring on disk: `security/keys/<stem>.keyring`, mode 0600, rewritten through a
+//! temporary file and a rename whenever the ring advances, so an erased epoch's secret leaves
+//! the file in the same step it leaves memory. Workers of one service on one host share it; a
+//! worker on another host gets a copy with its credentials.
+//!
+//! (A rename replaces the file's contents for every reader; blocks of the old file may survive
+//! on the disk until reused, as with any file deletion. Full-disk encryption covers that.)
+
+use super::{EnvelopeError, KeyRing, Rotation};
+use crate::keyfile::{write_secret, KeyFileError};
+use crate::Home;
+use ozone_bus_schemas::Identity;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use zeroize::{Zeroize, Zeroizing};
+
+/// Why the ring file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingFileError {
+    #[error(transparent)]
+    File(#[from] KeyFileError),
+    #[error("{path}: not a key ring ({detail}); delete it to start a new chain (peers must then fetch the new keys)")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{path} belongs to {found:?}, not {expected:?}")]
+    WrongService {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    service: String,
+    origin_ms: u64,
+    interval_ms: u64,
+    grace_ms: u64,
+    chain_epoch: u64,
+    chain: String,
+    held: Vec<(u64, String)>,
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        self.chain.zeroize();
+        for (_, s) in &mut self.held {
+            s.zeroize();
+        }
+    }
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    let bytes: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
+fn to_hex(b: &[u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The ring file of a service.
+pub fn path(home: &Home, identity: &Identity) -> PathBuf {
+    home.keys_dir()
+        .join(format!("{}.keyring", identity.file_stem()))
+}
+
+/// Writes the ring (chain at its epoch and the secrets still in grace).
+pub fn save(home: &Home, identity: &Identity, ring: &KeyRing) -> Result<(), KeyRingFileError> {
+    let r = ring.rotation();
+    let (chain_epoch, chain, held) = ring.export();
+    let stored = Stored {
+        service: ring.service().to_string(),
+        origin_ms: r.origin_ms,
+        interval_ms: r.interval_ms,
+        grace_ms: r.grace_ms,
+        chain_epoch,
+        chain: to_hex(&chain),
+        held: held.iter().map(|(e, s)| (*e, to_hex(s))).collect(),
+    };
+    let text =
+        Zeroizing::new(
+            serde_json::to_string(&stored).map_err(|e| KeyRingFileError::Corrupt {
+                path: path(home, identity),
+                detail: e.to_string(),
+            })?,
+        );
+    write_secret(&path(home, identity), text.as_bytes())?;
+    Ok(())
+}
+
+/// Loads the ring and brings it to `now_ms` (saving if that erased or added keys), or starts a
+/// new random chain when there is no file yet.
+pub fn load_or_create(
+    home: &Home,
+    identity: &Identity,
+    rotation: Rotation,
+    now_ms: u64,
+) -> Result<KeyRing, KeyRingFileError> {
+    let file = path(home, identity);
+    let mut ring = match std::fs::read(&file) {
+        Ok(raw) => {
+            let raw = Zeroizing::new(raw);
+            let corrupt = |detail: String| KeyRingFileError::Corrupt {
+                path: file.clone(),
+                detail,
+            };
+            let stored: Stored =
+                serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
+            if stored.service != identity.name {
+                return Err(KeyRingFileError::WrongService {
+                    path: file,
+                    found: stored.service.clone(),
+                    expected: identity.name.clone(),
+                });
+            }
+            let chain =
+                Zeroizing::new(hex32(&stored.chain).ok_or_else(|| corrupt("bad chain".into()))?);
+            let held = stored
+                .held
+                .iter()
+                .map(|(e, s)| hex32(s).map(|k| (*e, Zeroizing::new(k))))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| corrupt("bad secret".into()))?;
+            let rotation = Rotation {
+                origin_ms: stored.origin_ms,
+                interval_ms: stored.interval_ms,
+                grace_ms: stored.grace_ms,
+            };
+            KeyRing::import(&identity.name, rotation, *chain, stored.chain_epoch, held)?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut chain = Zeroizing::new([0u8; 32]);
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), chain.as_mut())
+                .map_err(|_| EnvelopeError::Random)?;
+            KeyRing::from_chain(&identity.name, rotation, *chain, rotation.epoch_at(now_ms))
+        }
+        Err(e) => {
+            return Err(KeyFileError::Io {
+                path: file.display().to_string(),
+                source: e,
+            }
+            .into())
+        }
+    };
+    let before = ring.held_epochs();
+    ring.advance(now_ms)?;
+    if ring.held_epochs() != before || !file.exists() {
+        save(home, identity, &ring)?;
+    }
+    Ok(ring)
+}
