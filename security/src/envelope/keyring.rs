@@ -18,6 +18,9 @@ use zeroize::Zeroizing;
 
 const SALT: &[u8] = b"ozone/keyring/v1";
 
+/// An epoch and its X25519 secret, as persisted.
+pub(crate) type HeldSecret = (u64, Zeroizing<[u8; 32]>);
+
 /// Rotation timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rotation {
@@ -164,7 +167,7 @@ impl KeyRing {
     }
 
     /// The state to persist: chain epoch, chain, and (epoch, secret) of the keys still held.
-    pub(crate) fn export(&self) -> (u64, Zeroizing<[u8; 32]>, Vec<(u64, Zeroizing<[u8; 32]>)>) {
+    pub(crate) fn export(&self) -> (u64, Zeroizing<[u8; 32]>, Vec<HeldSecret>) {
         let held = self
             .keys
             .iter()
@@ -179,7 +182,7 @@ impl KeyRing {
         rotation: Rotation,
         chain: [u8; 32],
         chain_epoch: u64,
-        held: Vec<(u64, Zeroizing<[u8; 32]>)>,
+        held: Vec<HeldSecret>,
     ) -> Result<KeyRing, EnvelopeError> {
         let mut ring = KeyRing::from_chain(service, rotation, chain, chain_epoch);
         for (epoch, secret) in held {
