@@ -23,9 +23,12 @@ pub struct DirectoryEntry {
     pub epoch: u64,
     /// After this instant (its epoch's end plus grace) the key opens nothing.
     pub not_after_ms: u64,
+    #[serde(with = "serde_bytes")]
     pub public: [u8; 32],
     /// The service's leaf certificate (DER); its key made `signature`.
+    #[serde(with = "serde_bytes")]
     pub certificate: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
