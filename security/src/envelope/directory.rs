@@ -218,10 +218,20 @@ fn certified_names(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A verified key: its epoch, the key, and when it stops opening anything.
+#[derive(Debug, Clone, Copy)]
+struct Published {
+    epoch: u64,
+    key: PublicKey,
+    not_after_ms: u64,
+}
+
 /// The verified keys of every service; bad entries never get in.
 #[derive(Debug, Default, Clone)]
 pub struct Directory {
-    keys: HashMap<(String, KeyId), (u64, PublicKey, u64)>,
+    /// service → key id → key. Nested so a lookup by `&str` allocates nothing (it runs for
+    /// every message opened).
+    keys: HashMap<String, HashMap<KeyId, Published>>,
 }
 
 impl Directory {
@@ -233,9 +243,13 @@ impl Directory {
         now_ms: u64,
     ) -> Result<KeyId, DirectoryError> {
         let key = trust.verify(entry, now_ms)?;
-        self.keys.insert(
-            (entry.service.clone(), key.kid()),
-            (entry.epoch, key, entry.not_after_ms),
+        self.keys.entry(entry.service.clone()).or_default().insert(
+            key.kid(),
+            Published {
+                epoch: entry.epoch,
+                key,
+                not_after_ms: entry.not_after_ms,
+            },
         );
         Ok(key.kid())
     }
@@ -243,17 +257,16 @@ impl Directory {
     /// The newest unexpired key of a service: what senders seal to.
     pub fn current(&self, service: &str, now_ms: u64) -> Option<PublicKey> {
         self.keys
-            .iter()
-            .filter(|((s, _), (_, _, until))| s == service && *until > now_ms)
-            .max_by_key(|(_, (epoch, _, _))| *epoch)
-            .map(|(_, (_, k, _))| *k)
+            .get(service)?
+            .values()
+            .filter(|p| p.not_after_ms > now_ms)
+            .max_by_key(|p| p.epoch)
+            .map(|p| p.key)
     }
 }
 
 impl SenderKeys for Directory {
     fn sender_key(&self, sender: &str, kid: &KeyId) -> Option<PublicKey> {
-        self.keys
-            .get(&(sender.to_string(), *kid))
-            .map(|(_, k, _)| *k)
+        self.keys.get(sender)?.get(kid).map(|p| p.key)
     }
 }
