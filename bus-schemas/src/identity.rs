@@ -26,12 +26,6 @@ impl IdentityKind {
             IdentityKind::Auditor => "auditor",
         }
     }
-
-    pub fn parse(s: &str) -> Option<IdentityKind> {
-        [Self::Component, Self::User, Self::Device, Self::Auditor]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
 }
 
 /// The NATS account an identity lives in. Accounts are the trust boundary: nothing crosses

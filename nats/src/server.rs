@@ -142,11 +142,6 @@ impl NatsServer {
             .map(|s| s.to_string())
             .unwrap_or_else(|e| e.to_string())
     }
-
-    /// Kills the process without a clean shutdown (tests use this to simulate a crash).
-    pub fn kill_hard(&mut self) {
-        let _ = self.child.start_kill();
-    }
 }
 
 fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<(), ServerError> {

@@ -2,8 +2,7 @@
 
 use super::issue::{destroy_key, Signers};
 use super::{
-    io_err, CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, PkiError, Registry,
-    SERVER_STEM,
+    CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, PkiError, Registry, SERVER_STEM,
 };
 use crate::{passphrase, Home, SecurityConfig};
 use ozone_bus_schemas::{Component, Identity};
@@ -104,9 +103,4 @@ pub fn revoke(home: &Home, identity: &Identity) -> Result<bool, PkiError> {
     registry.save(home)?;
     destroy_key(home, identity)?;
     Ok(changed)
-}
-
-/// Reads a certificate file as PEM text (for `ozone pki issue` output and exports).
-pub fn read_pem(path: &std::path::Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map_err(io_err(path))
 }
