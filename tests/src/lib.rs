@@ -90,6 +90,27 @@ impl TestHome {
     }
 }
 
+/// Replaces the `permissions` of one user in a generated server configuration: how tests
+/// make a privileged observer (a probe on `>`) without touching the product's table. Panics
+/// when the user is missing, so a change in the generated layout fails loudly.
+pub fn with_permissions(config: &str, nats_user: &str, permissions: &str) -> String {
+    let needle = format!("{{ user: \"{nats_user}\", ");
+    let mut found = false;
+    let lines: Vec<String> = config
+        .lines()
+        .map(|l| match l.find(&needle) {
+            Some(at) => {
+                found = true;
+                let comma = if l.trim_end().ends_with(',') { "," } else { "" };
+                format!("{}{needle}permissions: {permissions} }}{comma}", &l[..at])
+            }
+            None => l.to_string(),
+        })
+        .collect();
+    assert!(found, "no user {nats_user} in the generated configuration");
+    lines.join("\n")
+}
+
 /// A home plus a running server.
 #[derive(Debug)]
 pub struct TestEcosystem {

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use ozone_bus_schemas::{Component, Identity, IdentityKind};
 use ozone_nats::client::{ConnEvent, Violation};
 use ozone_nats::Connection;
-use ozone_tests::TestEcosystem;
+use ozone_tests::{with_permissions, TestEcosystem};
 use std::time::Duration;
 
 type R = anyhow::Result<()>;
@@ -23,21 +23,11 @@ async fn only_audit_subjects_cross_into_the_audit_account() -> R {
         |config| {
             // The probe may subscribe to everything and publish to its sync subject, so the
             // test can tell when its subscription is live.
-            let probe = r#"{ user: "urn:ozone:auditor:probe", "#;
-            let lines: Vec<String> = config
-                .lines()
-                .map(|l| match l.find(probe) {
-                    Some(at) => format!(
-                        r#"{}{}permissions: {{ publish: {{ allow: ["ecosystem.sync.auditor-probe"] }}, subscribe: {{ allow: [">"] }} }} }}{}"#,
-                        &l[..at],
-                        probe,
-                        if l.trim_end().ends_with(',') { "," } else { "" }
-                    ),
-                    None => l.to_string(),
-                })
-                .collect();
-            assert!(lines.iter().any(|l| l.contains("ecosystem.sync.auditor-probe")), "probe entry not found");
-            lines.join("\n")
+            with_permissions(
+                &config,
+                "urn:ozone:auditor:probe",
+                r#"{ publish: { allow: ["ecosystem.sync.auditor-probe"] }, subscribe: { allow: [">"] } }"#,
+            )
         },
     )
     .await?;

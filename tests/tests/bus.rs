@@ -3,7 +3,7 @@
 
 use ozone_bus_schemas::{Component, Identity, IdentityKind, Subject};
 use ozone_nats::bus::{Bus, BusError};
-use ozone_tests::{bus_keys, TestEcosystem};
+use ozone_tests::{bus_keys, with_permissions, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -29,20 +29,11 @@ async fn sealed_request_reply_and_events_leave_no_plaintext_on_the_wire() -> R {
     let eco = TestEcosystem::start_with(
         |t| t.issue(IdentityKind::Device, "wiretap").map(|_| ()),
         |config| {
-            let tap = r#"{ user: "urn:ozone:device:wiretap", "#;
-            config
-                .lines()
-                .map(|l| match l.find(tap) {
-                    Some(at) => format!(
-                        r#"{}{}permissions: {{ publish: {{ allow: ["nexus.device.wiretap.>"] }}, subscribe: {{ allow: [">"], deny: ["ecosystem.sync.>"] }} }} }}{}"#,
-                        &l[..at],
-                        tap,
-                        if l.trim_end().ends_with(',') { "," } else { "" }
-                    ),
-                    None => l.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
+            with_permissions(
+                &config,
+                "urn:ozone:device:wiretap",
+                r#"{ publish: { allow: ["nexus.device.wiretap.>"] }, subscribe: { allow: [">"], deny: ["ecosystem.sync.>"] } }"#,
+            )
         },
     )
     .await?;
