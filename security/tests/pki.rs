@@ -191,3 +191,49 @@ fn ca_keys_are_encrypted_and_need_the_passphrase() -> R {
     assert!(err.is_err());
     Ok(())
 }
+
+#[test]
+fn renew_reissues_only_what_expires_within_the_window_with_a_fresh_key() -> R {
+    let (_tmp, home, cfg) = fresh()?;
+    let pass = passphrase::resolve(&home, false)?;
+    let id = Identity::new(IdentityKind::Device, "tablet")?;
+    let old = pki::issue(
+        &home,
+        &id,
+        &IssueOptions::valid_for(Duration::from_secs(10 * 86_400)),
+        &pass,
+    )?;
+    let old_key = std::fs::read(&old.files.key)?;
+    let components_before = snapshot(&home)
+        .into_iter()
+        .filter(|(p, _)| !p.contains("device-tablet"))
+        .collect::<Vec<_>>();
+
+    let renewed = pki::renew(&home, &cfg, Duration::from_secs(30 * 86_400))?;
+    assert_eq!(renewed, vec!["device-tablet".to_string()]);
+    let record = pki::Registry::load(&home)?
+        .get(&id)
+        .cloned()
+        .ok_or("no record")?;
+    assert_ne!(record.serial, old.record.serial);
+    assert!(
+        record.not_after > old.record.not_after + 300 * 86_400,
+        "renewed for the configured validity"
+    );
+    assert_ne!(
+        std::fs::read(&old.files.key)?,
+        old_key,
+        "renewal keeps the old key"
+    );
+    let after: Vec<_> = snapshot(&home)
+        .into_iter()
+        .filter(|(p, _)| !p.contains("device-tablet"))
+        .collect();
+    assert_eq!(
+        after, components_before,
+        "certificates far from expiry were touched"
+    );
+    assert_eq!(errors(&home), Vec::<String>::new());
+    assert!(pki::renew(&home, &cfg, Duration::from_secs(30 * 86_400))?.is_empty());
+    Ok(())
+}
