@@ -53,6 +53,9 @@ pub enum Command {
     /// The bus's subject table
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// The audit stream: security decisions, rejections, key rotations
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Keep nats-server running (started by `ozone up`; not for direct use)
     #[command(hide = true)]
     Supervise,
@@ -106,6 +109,25 @@ pub enum PkiCommand {
     },
     /// List issued identities
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Decrypt and print audit events (as an auditor identity; sealed events need its key)
+    Tail {
+        /// Keep waiting for new events
+        #[arg(long, short)]
+        follow: bool,
+        /// Only events from this long ago on, e.g. 15m, 2h, 7d
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Auditor identity to read as (`ozone pki issue auditor NAME` makes one)
+        #[arg(long = "as", default_value = "console", value_name = "AUDITOR")]
+        auditor: String,
+        /// Also list each verified key-directory entry
+        #[arg(long)]
+        keys: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! The `ozone` command's library: each subcommand is a module with a `run` function, so the
 //! binary only parses arguments and integration tests can call the same code.
 
+pub mod audit_cmd;
 pub mod bench;
 pub mod cli;
 pub mod down;

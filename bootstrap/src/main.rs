@@ -1,7 +1,7 @@
 //! The `ozone` binary: parse arguments, set up logging, call the library.
 
 use clap::Parser;
-use ozone::cli::{BenchCommand, Cli, Command, InitArgs, PkiCommand, SchemaCommand};
+use ozone::cli::{AuditCommand, BenchCommand, Cli, Command, InitArgs, PkiCommand, SchemaCommand};
 use ozone_nats::NatsSettings;
 use ozone_security::{Home, SecurityConfig};
 use std::process::ExitCode;
@@ -84,7 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
                 PkiCommand::Issue { kind, name } => {
-                    ozone::pki_cmd::issue(&home, &cfg, kind.into(), &name)?
+                    ozone::pki_cmd::issue(&home, &cfg, kind.into(), &name).await?
                 }
                 PkiCommand::Renew { within } => {
                     let within = within
@@ -93,7 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ozone::pki_cmd::renew(&home, &cfg, within)?;
                 }
                 PkiCommand::Revoke { name, kind } => {
-                    ozone::pki_cmd::revoke(&home, kind.map(Into::into), &name)?
+                    ozone::pki_cmd::revoke(&home, &cfg, kind.map(Into::into), &name).await?
                 }
                 PkiCommand::List => ozone::pki_cmd::list(&home)?,
             }
@@ -118,6 +118,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("ozone bench bus: raw async-nats vs the encrypted bus on one nats-server");
             let rows = ozone::bench::run(messages, requests).await?;
             ozone::bench::print(&rows);
+        }
+        Command::Audit(AuditCommand::Tail {
+            follow,
+            since,
+            auditor,
+            keys,
+        }) => {
+            let n = ozone::audit_cmd::tail(&home, &load_cfg()?, &auditor, since, follow, keys)
+                .await?;
+            eprintln!("{n} audit events");
         }
         Command::Supervise => ozone::supervise::run(&home).await?,
     }

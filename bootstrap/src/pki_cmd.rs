@@ -31,8 +31,9 @@ pub fn verify(home: &Home, cfg: &SecurityConfig) -> usize {
 }
 
 /// Issues (or re-issues with a fresh key) one identity, then refreshes the NATS configuration
-/// and reloads a running server so the new identity can connect at once.
-pub fn issue(
+/// and reloads a running server so the new identity can connect at once. An auditor also gets
+/// its recipient key, published to the key directory when the server runs.
+pub async fn issue(
     home: &Home,
     cfg: &SecurityConfig,
     kind: IdentityKind,
@@ -54,7 +55,21 @@ pub fn issue(
         Some(user) => println!("  NATS user    {user}"),
         None => println!("  no NATS user (people use BRIDGE)"),
     }
-    refresh_nats(home)
+    let running = refresh_nats(home)?;
+    if kind == IdentityKind::Auditor {
+        // A re-issued auditor gets a new recipient key too.
+        ozone_security::envelope::auditor_key::remove(home, &identity)?;
+        ozone_security::envelope::auditor_key::load_or_create(home, &identity)?;
+        println!(
+            "  recipient    {} (X25519, PKCS#8, 0600): opens the audit events sealed to it",
+            ozone_security::envelope::auditor_key::path(home, &identity).display()
+        );
+        if running {
+            crate::audit_cmd::publish_auditor_keys(home, cfg, Some(&identity)).await?;
+            println!("  published its key: audit events are sealed to it from now on");
+        }
+    }
+    Ok(())
 }
 
 /// Renews everything expiring within `within`; reloads NATS if the server cert changed.
@@ -73,7 +88,12 @@ pub fn renew(home: &Home, cfg: &SecurityConfig, within: Duration) -> anyhow::Res
 }
 
 /// Revokes every identity called `name` (or only the one of `kind`), cuts it off the bus.
-pub fn revoke(home: &Home, kind: Option<IdentityKind>, name: &str) -> anyhow::Result<()> {
+pub async fn revoke(
+    home: &Home,
+    cfg: &SecurityConfig,
+    kind: Option<IdentityKind>,
+    name: &str,
+) -> anyhow::Result<()> {
     let registry = pki::Registry::load(home)?;
     let matches: Vec<Identity> = registry
         .find_by_name(name)
@@ -94,7 +114,15 @@ pub fn revoke(home: &Home, kind: Option<IdentityKind>, name: &str) -> anyhow::Re
     } else {
         println!("{identity} was already revoked");
     }
-    refresh_nats(home)
+    let running = refresh_nats(home)?;
+    if identity.kind == IdentityKind::Auditor {
+        ozone_security::envelope::auditor_key::remove(home, identity)?;
+        if running {
+            crate::audit_cmd::withdraw_auditor_key(home, cfg, identity).await?;
+            println!("withdrew its recipient key: nothing new is sealed to it");
+        }
+    }
+    Ok(())
 }
 
 /// Lists identities and their state.
@@ -121,17 +149,21 @@ pub fn list(home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Regenerates the NATS configuration and, if a server is running, reloads it. During the
-/// reload nats-server re-checks every connection, disconnecting users no longer configured.
-fn refresh_nats(home: &Home) -> anyhow::Result<()> {
+/// Regenerates the NATS configuration and, if a server is running, reloads it (returns
+/// whether one was). During the reload nats-server re-checks every connection, disconnecting
+/// users no longer configured.
+fn refresh_nats(home: &Home) -> anyhow::Result<bool> {
     let settings = NatsSettings::load(home)?;
     ozone_nats::config::write(home, &settings)?;
     match ozone_nats::server::reload(home) {
-        Ok(pid) => println!("nats-server (pid {pid}) reloaded"),
-        Err(ozone_nats::ServerError::NotRunning(_)) => {
-            println!("nats-server is not running; the change applies at the next `ozone up`")
+        Ok(pid) => {
+            println!("nats-server (pid {pid}) reloaded");
+            Ok(true)
         }
-        Err(e) => return Err(e.into()),
+        Err(ozone_nats::ServerError::NotRunning(_)) => {
+            println!("nats-server is not running; the change applies at the next `ozone up`");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }

@@ -17,12 +17,13 @@ pub struct UpReport {
     pub supervisor_pid: i32,
     pub already_running: bool,
     pub checks: Vec<CheckResult>,
+    pub audit: Option<crate::audit_cmd::Prepared>,
     pub elapsed: Duration,
 }
 
 impl UpReport {
     pub fn ok(&self) -> bool {
-        self.checks.iter().all(CheckResult::ok)
+        self.checks.iter().all(CheckResult::ok) && self.audit.is_some()
     }
 }
 
@@ -72,7 +73,7 @@ pub async fn run(
     overrides: &[(String, String)],
 ) -> anyhow::Result<UpReport> {
     let started = Instant::now();
-    const STEPS: u8 = 4;
+    const STEPS: u8 = 5;
     step(1, STEPS, &format!("initialising {}", home.root().display()));
     let (init, cfg) = crate::init::run(home, settings_if_new, overrides)?;
     if init.changed_anything() {
@@ -108,12 +109,29 @@ pub async fn run(
         "checking every component identity against the live server",
     );
     let checks = selfcheck::run(&settings.url(), home, &cfg).await;
+    step(5, STEPS, "audit stream and auditors' keys");
+    let audit = match crate::audit_cmd::prepare(home, &cfg).await {
+        Ok(p) => {
+            eprintln!(
+                "      {} ({} messages kept), auditors: {}",
+                ozone_bus_schemas::streams::AUDIT_STREAM,
+                p.stream_messages,
+                p.auditors.join(", ")
+            );
+            Some(p)
+        }
+        Err(e) => {
+            eprintln!("      error: {e:#}");
+            None
+        }
+    };
     Ok(UpReport {
         nats_version: version.to_string(),
         url: settings.url(),
         supervisor_pid,
         already_running,
         checks,
+        audit,
         elapsed: started.elapsed(),
     })
 }
@@ -122,7 +140,7 @@ fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
     if !cfg.certificate_authority.auto_renewal_enabled {
         step(
             2,
-            4,
+            5,
             "certificate auto-renewal disabled in security-config.toml",
         );
         return Ok(());
@@ -132,14 +150,14 @@ fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
     if renewed.is_empty() {
         step(
             2,
-            4,
+            5,
             &format!(
                 "certificates valid for more than {}",
                 ozone_security::duration_text::format(within)
             ),
         );
     } else {
-        step(2, 4, &format!("renewed {}", renewed.join(", ")));
+        step(2, 5, &format!("renewed {}", renewed.join(", ")));
         ozone_nats::config::write(home, &NatsSettings::load(home)?)?;
         let _ = ozone_nats::server::reload(home);
     }
@@ -179,5 +197,15 @@ pub fn print_summary(r: &UpReport) {
         r.supervisor_pid,
         r.elapsed.as_secs_f64()
     );
+    if let Some(a) = &r.audit {
+        println!(
+            "audit stream {} ready ({} events kept); auditors: {}; read it with `ozone audit tail`",
+            ozone_bus_schemas::streams::AUDIT_STREAM,
+            a.stream_messages,
+            a.auditors.join(", ")
+        );
+    } else {
+        println!("audit stream NOT ready (see the error above)");
+    }
     println!("stop it with `ozone down`; inspect certificates with `ozone pki verify`");
 }

@@ -3,12 +3,15 @@
 //! No other crate spells a subject string: they ask this crate. The permission table in
 //! [`permissions`] is the single source for the generated nats-server configuration.
 
+pub mod audit;
 pub mod component;
 pub mod identity;
 pub mod permissions;
+pub mod streams;
 pub mod subject;
 pub mod table;
 
+pub use audit::{AuditEvent, AuditKind, AUDIT_SCHEMA};
 pub use component::Component;
 pub use identity::{Identity, IdentityKind, InvalidName, NatsAccount};
 pub use permissions::Permissions;

@@ -47,8 +47,9 @@ impl Permissions {
             }
         }
         if identity.kind == IdentityKind::Auditor {
-            // External tools are read-only, whatever a future table row might say.
-            p.publish.clear();
+            // External tools are read-only, whatever a future table row might say: the only
+            // publishes they make are JetStream API calls that read the audit stream.
+            p.publish.retain(|s| s.as_str().starts_with("$JS."));
         }
         p.publish.dedup();
         p.subscribe.dedup();
@@ -84,6 +85,18 @@ mod tests {
     }
 
     #[test]
+    fn each_component_writes_only_its_own_key_entries() {
+        let spark = component(Component::Spark);
+        assert!(spark.may_publish("$KV.ozone-keys.component.spark.7"));
+        assert!(!spark.may_publish("$KV.ozone-keys.component.cognis.7"));
+        assert!(!spark.may_publish("$KV.ozone-keys.auditor.siem.0"));
+        assert!(!spark.may_publish("$JS.API.STREAM.DELETE.KV_ozone-keys"));
+        assert!(!spark.may_publish("$JS.API.STREAM.PURGE.KV_ozone-keys"));
+        assert!(spark.may_publish("$JS.API.CONSUMER.CREATE.KV_ozone-keys.c.$KV.ozone-keys.>"));
+        assert!(component(Component::Core).may_publish("$KV.ozone-keys.auditor.siem.0"));
+    }
+
+    #[test]
     fn no_component_reads_another_components_inbox_or_audit_events() {
         for c in Component::ALL {
             let p = component(c);
@@ -102,7 +115,21 @@ mod tests {
         let auditor =
             Identity::new(IdentityKind::Auditor, "siem").unwrap_or_else(|e| panic!("{e}"));
         let p = Permissions::of(&auditor).unwrap_or_else(|| panic!("auditor has permissions"));
-        assert!(p.publish.is_empty());
+        assert!(p
+            .publish
+            .iter()
+            .all(|s| s.as_str() == "$JS.API.INFO" || s.as_str().contains("OZONE_AUDIT")));
+        for forbidden in [
+            "audit.spark.keys",
+            "$JS.API.STREAM.PURGE.OZONE_AUDIT",
+            "$JS.API.STREAM.DELETE.OZONE_AUDIT",
+            "$JS.API.STREAM.UPDATE.OZONE_AUDIT",
+            "$JS.API.STREAM.MSG.DELETE.OZONE_AUDIT",
+            "$KV.ozone-keys.auditor.siem.0",
+        ] {
+            assert!(!p.may_publish(forbidden), "auditor may publish {forbidden}");
+        }
+        assert!(p.may_publish("$JS.API.CONSUMER.CREATE.OZONE_AUDIT.x.audit.>"));
         assert!(!p.allow_responses);
         let alice = Identity::new(IdentityKind::User, "alice").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(Permissions::of(&alice), None);

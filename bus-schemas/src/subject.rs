@@ -9,7 +9,7 @@ use std::fmt;
 /// A NATS subject or subscription pattern: dot-separated non-empty tokens without spaces;
 /// `*` and `>` only as whole tokens, `>` only last.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Subject(String);
+pub struct Subject(pub(crate) String);
 
 /// A string that is not a valid subject.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +47,7 @@ impl Subject {
     }
 
     /// Builds from tokens we control; every caller passes validated names.
-    fn join(tokens: &[&str]) -> Subject {
+    pub(crate) fn join(tokens: &[&str]) -> Subject {
         Subject(tokens.join("."))
     }
 

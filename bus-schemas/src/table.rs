@@ -2,6 +2,7 @@
 //! single source of the NATS permissions ([`crate::Permissions`]), of the envelope's
 //! recipients ([`recipients`]) and of `docs/subjects.md` ([`markdown`]).
 
+use crate::streams::{AUDIT_STREAM, KEY_STREAM};
 use crate::{Component, Identity, IdentityKind, Subject};
 
 /// How a subject is used on the bus.
@@ -13,6 +14,10 @@ pub enum Kind {
     Request,
     /// Replies to this identity's requests.
     Reply,
+    /// A put into a JetStream key-value bucket (read back through the JetStream API).
+    Store,
+    /// Calls to the JetStream API of one stream.
+    JetStream,
 }
 
 impl Kind {
@@ -21,6 +26,8 @@ impl Kind {
             Kind::Event => "event",
             Kind::Request => "request/reply",
             Kind::Reply => "reply inbox",
+            Kind::Store => "key-value put",
+            Kind::JetStream => "JetStream API",
         }
     }
 }
@@ -158,6 +165,56 @@ pub const ROUTES: &[Route] = &[
                 .unwrap_or_default()
         },
         all_owners: Some(Subject::audit_all),
+    },
+    Route {
+        name: "key directory",
+        template: "$KV.ozone-keys.component.{component}.{epoch}",
+        kind: Kind::Store,
+        owner: Some(IdentityKind::Component),
+        publishers: Party::Owner,
+        subscribers: Party::Nobody,
+        doc: "the component's signed public key per epoch; read by every component through the \
+              bucket's JetStream API, copied into the audit stream",
+        subjects: |id| vec![Subject::key_entries_of(id)],
+        all_owners: None,
+    },
+    Route {
+        name: "auditor keys",
+        template: "$KV.ozone-keys.auditor.{auditor}.0",
+        kind: Kind::Store,
+        owner: None,
+        publishers: Party::Only(Component::Core),
+        subscribers: Party::Nobody,
+        doc: "auditors' recipient keys, signed by each auditor's certificate; `ozone up` and \
+              `ozone pki issue auditor` put them as the core",
+        subjects: |_| vec![Subject::key_entries_of_kind(IdentityKind::Auditor)],
+        all_owners: None,
+    },
+    Route {
+        name: "key directory API",
+        template: "$JS.API.*.KV_ozone-keys…",
+        kind: Kind::JetStream,
+        owner: None,
+        publishers: Party::AllComponents,
+        subscribers: Party::Nobody,
+        doc: "create the bucket if absent, watch it, get entries; never delete or reconfigure",
+        subjects: |_| Subject::jetstream_client_api(KEY_STREAM),
+        all_owners: None,
+    },
+    Route {
+        name: "audit stream API",
+        template: "$JS.API.*.OZONE_AUDIT…, $JS.ACK/FC.OZONE_AUDIT.>",
+        kind: Kind::JetStream,
+        owner: None,
+        publishers: Party::Auditors,
+        subscribers: Party::Nobody,
+        doc: "auditors create the stream if absent and read it; never purge, delete or reconfigure",
+        subjects: |_| {
+            let mut s = Subject::jetstream_client_api(AUDIT_STREAM);
+            s.extend(Subject::jetstream_delivery_replies(AUDIT_STREAM));
+            s
+        },
+        all_owners: None,
     },
     Route {
         name: "service discovery",

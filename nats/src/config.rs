@@ -99,14 +99,23 @@ accounts {{
     users: [
 {eco_users}
     ]
-    # Nothing leaves this account except the audit stream.
-    exports: [ {{ stream: {audit_subjects}, accounts: [{audit_q}] }} ]
+    # Nothing leaves this account except audit events and key-directory puts (public keys,
+    # signed), which the audit stream keeps so auditors can verify who sealed each event.
+    exports: [
+      {{ stream: {audit_subjects}, accounts: [{audit_q}] }},
+      {{ stream: {key_subjects}, accounts: [{audit_q}] }}
+    ]
   }}
   {audit}: {{
+    # Holds the audit stream; its users may read it, not change it (see their permissions).
+    jetstream: enabled
     users: [
 {audit_users}
     ]
-    imports: [ {{ stream: {{ account: {eco_q}, subject: {audit_subjects} }} }} ]
+    imports: [
+      {{ stream: {{ account: {eco_q}, subject: {audit_subjects} }} }},
+      {{ stream: {{ account: {eco_q}, subject: {key_subjects} }} }}
+    ]
   }}
   {sys}: {{ }}
 }}
@@ -123,6 +132,7 @@ system_account: {sys_q}
         eco_users = users_of(identities, NatsAccount::Ecosystem),
         audit_users = users_of(identities, NatsAccount::Audit),
         audit_subjects = q(audit_subjects.as_str()),
+        key_subjects = q(Subject::key_entries_all().as_str()),
         audit_q = q(audit),
         eco_q = q(eco),
         sys_q = q(sys),

@@ -1,15 +1,18 @@
 //! OZONE STUDIO's nats-server: its configuration generated from one description of who may
 //! publish and subscribe to what, its supervision, and mTLS client connections.
 
+pub mod audit;
 pub mod bus;
 pub mod client;
 pub mod config;
+pub mod keydir;
 pub mod server;
 pub mod settings;
 pub mod version;
 
 pub use client::{connect, ConnectError, Connection, Violation};
 pub use config::render as render_config;
+pub use keydir::{KeyDirError, KeyDirectory};
 pub use server::{NatsServer, ServerError};
 pub use settings::NatsSettings;
 pub use version::{check_version, find_binary, MIN_VERSION};

@@ -4,6 +4,7 @@
 use ozone_security::Home;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +17,20 @@ pub struct NatsSettings {
     pub monitor_port: u16,
     /// Largest message the server accepts, in bytes.
     pub max_payload: u32,
+    /// How long the audit stream keeps events (the seed's audit retention: 90 days).
+    #[serde(default = "default_audit_retention", with = "ozone_security::duration_text")]
+    pub audit_retention: Duration,
+    /// Size cap of the audit stream; past it the oldest events are dropped first.
+    #[serde(default = "default_audit_max_bytes")]
+    pub audit_max_bytes: u64,
+}
+
+fn default_audit_retention() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+
+fn default_audit_max_bytes() -> u64 {
+    1 << 30
 }
 
 impl Default for NatsSettings {
@@ -25,6 +40,8 @@ impl Default for NatsSettings {
             port: 4222,
             monitor_port: 8222,
             max_payload: 1024 * 1024,
+            audit_retention: default_audit_retention(),
+            audit_max_bytes: default_audit_max_bytes(),
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum BusError {
     NoKey(String),
     #[error("nobody subscribes to {0} in the subject table")]
     NoRecipients(String),
+    #[error("key material: {0}")]
+    Keys(String),
     #[error("nats: {0}")]
     Nats(String),
 }

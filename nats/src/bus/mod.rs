@@ -5,10 +5,14 @@
 //! the recipients' current keys from the signed key directory. Subscribers open and verify
 //! every message; anything that fails is an error value, never a panic.
 
+mod audit_sink;
 mod error;
 mod keys;
+mod rotation;
+mod start;
 mod typed;
 
 pub use error::BusError;
 pub use keys::{local_keys, now_ms, BusKeys, LocalKeysError};
-pub use typed::{Bus, Received, TypedSubscriber};
+pub use audit_sink::RATE_PER_SEC as AUDIT_RATE_PER_SEC;
+pub use typed::{Bus, Received, TypedSubscriber, SCHEMA_VERSION};

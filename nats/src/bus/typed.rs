@@ -1,11 +1,12 @@
 //! Publish, subscribe and request with typed, sealed messages.
 
+use super::audit_sink::{self, AuditSink};
 use super::{now_ms, BusError, BusKeys};
 use crate::client::{ConnEvent, Violation};
 use crate::Connection;
 use futures::StreamExt;
-use ozone_bus_schemas::{table, Identity, Subject};
-use ozone_security::envelope::PublicKey;
+use ozone_bus_schemas::{table, AuditKind, Identity, Subject};
+use ozone_security::envelope::{Envelope, PublicKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -23,6 +24,23 @@ pub struct Bus {
     keys: BusKeys,
     /// Subject → recipients from the (static) subject table; computing it walks every route.
     recipients: Arc<Mutex<HashMap<String, Arc<Vec<Identity>>>>>,
+    /// Where refusals and key rotations are reported (components only; `None` in the audit
+    /// publisher's own handle).
+    audit: Option<AuditSink>,
+    /// Background tasks (directory follower, key rotation) stopped with the last handle.
+    tasks: Option<Arc<TaskGuard>>,
+}
+
+/// Aborts its tasks when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct TaskGuard(pub(crate) Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// An opened, verified message.
@@ -40,12 +58,82 @@ fn lock_err<E>(_: E) -> BusError {
 }
 
 impl Bus {
+    /// A bus over `conn` with `keys`. For a component this also starts the task that
+    /// publishes its audit events (so it must run inside a Tokio runtime).
     pub fn new(conn: Connection, keys: BusKeys) -> Bus {
-        Bus {
+        let mut bus = Bus {
             conn,
             keys,
             recipients: Arc::default(),
+            audit: None,
+            tasks: None,
+        };
+        if let Some(c) = bus.conn.identity.as_component() {
+            bus.audit = Some(audit_sink::start(bus.clone(), c));
         }
+        bus
+    }
+
+    pub(crate) fn keys(&self) -> &BusKeys {
+        &self.keys
+    }
+
+    pub(crate) fn audit_sender(&self) -> Option<tokio::sync::mpsc::Sender<AuditKind>> {
+        self.audit.as_ref().map(|a| a.sender())
+    }
+
+    pub(crate) fn with_tasks(mut self, tasks: TaskGuard) -> Bus {
+        self.tasks = Some(Arc::new(tasks));
+        self
+    }
+
+    /// Queues an audit event (never blocks; see `audit_sink` for the bounds).
+    pub fn audit(&self, event: AuditKind) {
+        if let Some(a) = &self.audit {
+            a.report(event);
+        }
+    }
+
+    /// Reports a refused message and passes the error on.
+    fn rejected(&self, subject: &str, payload: &[u8], error: BusError) -> BusError {
+        let claimed_sender = Envelope::decode(payload).ok().map(|e| e.header.sender);
+        self.audit(AuditKind::MessageRejected {
+            subject: subject.to_string(),
+            reason: error.to_string(),
+            claimed_sender,
+        });
+        error
+    }
+
+    fn denied(&self, error: BusError) -> BusError {
+        if let BusError::AccessDenied(subject) = &error {
+            self.audit(AuditKind::PermissionDenied {
+                subject: subject.clone(),
+            });
+        }
+        error
+    }
+
+    /// Seals an audit record to every auditor in the directory and publishes it.
+    pub(crate) async fn publish_audit(
+        &self,
+        subject: &Subject,
+        record: &impl Serialize,
+        schema: u16,
+    ) -> Result<(), BusError> {
+        let auditors = {
+            let dir = self.keys.directory.read().map_err(lock_err)?;
+            dir.auditors(now_ms())
+        };
+        if auditors.is_empty() {
+            return Err(BusError::NoRecipients(subject.to_string()));
+        }
+        let sealed = self.seal_for(subject.as_str(), &auditors, record, schema)?;
+        self.conn
+            .client
+            .publish(subject.to_string(), sealed.into())
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))
     }
 
     pub fn identity(&self) -> &Identity {
@@ -86,6 +174,7 @@ impl Bus {
         subject: &str,
         recipients: &[PublicKey],
         message: &impl Serialize,
+        schema: u16,
     ) -> Result<Vec<u8>, BusError> {
         let payload = rmp_serde::to_vec_named(message).map_err(|e| BusError::Invalid {
             subject: subject.into(),
@@ -93,7 +182,7 @@ impl Bus {
         })?;
         let mut sealer = self.keys.sealer.lock().map_err(lock_err)?;
         sealer
-            .seal(subject, SCHEMA_VERSION, recipients, &payload, now_ms())
+            .seal(subject, schema, recipients, &payload, now_ms())
             .map_err(|source| BusError::Envelope {
                 subject: subject.into(),
                 source,
@@ -148,7 +237,9 @@ impl Bus {
         // Listen before publishing: the server's -ERR may arrive at once.
         let mut events = self.conn.events();
         self.publish_nowait(subject, message).await?;
-        self.check_denied(&mut events, subject.as_str()).await
+        self.check_denied(&mut events, subject.as_str())
+            .await
+            .map_err(|e| self.denied(e))
     }
 
     /// Publishes without waiting for the server round trip (for throughput); a denial is
@@ -162,6 +253,7 @@ impl Bus {
             subject.as_str(),
             &self.recipients_of(subject.as_str())?,
             message,
+            SCHEMA_VERSION,
         )?;
         self.conn
             .client
@@ -207,7 +299,9 @@ impl Bus {
             None => self.conn.client.subscribe(subject.to_string()).await,
         }
         .map_err(|e| BusError::Nats(e.to_string()))?;
-        self.check_denied(&mut events, subject.as_str()).await?;
+        self.check_denied(&mut events, subject.as_str())
+            .await
+            .map_err(|e| self.denied(e))?;
         Ok(TypedSubscriber {
             bus: self.clone(),
             inner: sub,
@@ -226,6 +320,7 @@ impl Bus {
             subject.as_str(),
             &self.recipients_of(subject.as_str())?,
             request,
+            SCHEMA_VERSION,
         )?;
         let inbox = self.conn.client.new_inbox();
         let mut replies = self
@@ -244,7 +339,7 @@ impl Bus {
             r = tokio::time::timeout(timeout, replies.next()) => r.map_err(|_| BusError::Timeout(timeout))?,
             v = Connection::wait_for(&mut events, timeout, |e| matches!(e, ConnEvent::Violation(Violation::Publish(s)) if s == subject.as_str())) => {
                 if v.is_some() {
-                    return Err(BusError::AccessDenied(subject.to_string()));
+                    return Err(self.denied(BusError::AccessDenied(subject.to_string())));
                 }
                 return Err(BusError::Timeout(timeout));
             }
@@ -253,7 +348,10 @@ impl Bus {
         if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
             return Err(BusError::NoResponders(subject.to_string()));
         }
-        Ok(self.open::<Resp>(&reply)?.message)
+        match self.open::<Resp>(&reply) {
+            Ok(r) => Ok(r.message),
+            Err(e) => Err(self.rejected(&reply.subject, &reply.payload, e)),
+        }
     }
 
     /// Answers a request: sealed to the authenticated requester only, on its reply inbox.
@@ -273,7 +371,7 @@ impl Bus {
             dir.current(&to.sender, now_ms())
                 .ok_or_else(|| BusError::NoKey(to.sender.clone()))?
         };
-        let sealed = self.seal_for(inbox, &[key], response)?;
+        let sealed = self.seal_for(inbox, &[key], response, SCHEMA_VERSION)?;
         self.conn
             .client
             .publish(inbox.clone(), sealed.into())
@@ -294,6 +392,10 @@ impl<T: DeserializeOwned> TypedSubscriber<T> {
     /// The next message; `None` when the subscription ends.
     pub async fn next(&mut self) -> Option<Result<Received<T>, BusError>> {
         let msg = self.inner.next().await?;
-        Some(self.bus.open(&msg))
+        Some(
+            self.bus
+                .open(&msg)
+                .map_err(|e| self.bus.rejected(&msg.subject, &msg.payload, e)),
+        )
     }
 }

@@ -54,6 +54,18 @@ pub enum DirectoryError {
     Load(String),
 }
 
+/// The name an identity's entries carry: a component's name (`spark`, as in envelope headers)
+/// or, for anyone else, the URN its certificate names (`urn:ozone:auditor:siem`).
+pub fn directory_name(identity: &Identity) -> String {
+    match identity.as_component() {
+        Some(c) => c.name().to_string(),
+        None => identity.urn(),
+    }
+}
+
+/// Prefix of auditors' directory names.
+const AUDITOR_PREFIX: &str = "urn:ozone:auditor:";
+
 fn signed_bytes(service: &str, epoch: u64, not_after_ms: u64, public: &[u8; 32]) -> Vec<u8> {
     let mut b = b"ozone/keydir/v1".to_vec();
     b.push(service.len() as u8);
@@ -92,7 +104,7 @@ impl ServiceSigner {
         )
         .map_err(|e| load(format!("{}: {e}", files.key.display())))?;
         Ok(ServiceSigner {
-            service: identity.name.clone(),
+            service: directory_name(identity),
             certificate: cert.to_vec(),
             key,
         })
@@ -120,11 +132,13 @@ impl ServiceSigner {
     }
 }
 
-/// What entries are checked against: the trusted roots and the AI-App intermediate.
+/// What entries are checked against: the trusted roots, the AI-App intermediate (services)
+/// and the User intermediate (auditors).
 #[derive(Debug, Clone)]
 pub struct DirectoryTrust {
     anchors: Vec<TrustAnchor<'static>>,
     intermediate: CertificateDer<'static>,
+    user_intermediate: CertificateDer<'static>,
 }
 
 impl DirectoryTrust {
@@ -143,13 +157,18 @@ impl DirectoryTrust {
         }
         let intermediate = CertificateDer::from_pem_file(cas.cert_path(CaKind::AiApp))
             .map_err(|e| load(e.to_string()))?;
+        let user_intermediate = CertificateDer::from_pem_file(cas.cert_path(CaKind::User))
+            .map_err(|e| load(e.to_string()))?;
         Ok(DirectoryTrust {
             anchors,
             intermediate,
+            user_intermediate,
         })
     }
 
-    /// Checks an entry; returns its key only if every check passes.
+    /// Checks an entry; returns its key only if every check passes. A service's entry must be
+    /// certified by the AI-App CA for `<service>.local`; an auditor's (`urn:ozone:auditor:…`)
+    /// by the User CA for exactly that URN.
     pub fn verify(&self, entry: &DirectoryEntry, now_ms: u64) -> Result<PublicKey, DirectoryError> {
         let service = entry.service.clone();
         if entry.signature.is_empty() {
@@ -168,10 +187,16 @@ impl DirectoryTrust {
             .signature_verification_algorithms
             .all;
         let now = UnixTime::since_unix_epoch(std::time::Duration::from_millis(now_ms));
+        let auditor = entry.service.starts_with(AUDITOR_PREFIX);
+        let intermediate = if auditor {
+            &self.user_intermediate
+        } else {
+            &self.intermediate
+        };
         ee.verify_for_usage(
             algs,
             &self.anchors,
-            std::slice::from_ref(&self.intermediate),
+            std::slice::from_ref(intermediate),
             now,
             webpki::KeyUsage::client_auth(),
             None,
@@ -179,10 +204,12 @@ impl DirectoryTrust {
         )
         .map_err(|e| untrusted(format!("{e:?}")))?;
         let certified = certified_names(&entry.certificate);
-        if !certified
-            .iter()
-            .any(|n| *n == format!("{}.local", entry.service))
-        {
+        let expected = if auditor {
+            entry.service.clone()
+        } else {
+            format!("{}.local", entry.service)
+        };
+        if !certified.iter().any(|n| *n == expected) {
             return Err(DirectoryError::WrongService {
                 claimed: service,
                 certified,
@@ -200,7 +227,7 @@ impl DirectoryTrust {
     }
 }
 
-/// DNS names in the certificate's subjectAltName.
+/// DNS names and URIs in the certificate's subjectAltName.
 fn certified_names(der: &[u8]) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
@@ -213,6 +240,7 @@ fn certified_names(der: &[u8]) -> Vec<String> {
         .iter()
         .filter_map(|n| match n {
             x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
             _ => None,
         })
         .collect()
@@ -252,6 +280,30 @@ impl Directory {
             },
         );
         Ok(key.kid())
+    }
+
+    /// Forgets a service's key of one epoch (its entry was deleted from the bucket).
+    pub fn remove(&mut self, service: &str, epoch: u64) -> bool {
+        let Some(keys) = self.keys.get_mut(service) else {
+            return false;
+        };
+        let before = keys.len();
+        keys.retain(|_, p| p.epoch != epoch);
+        before != keys.len()
+    }
+
+    /// The current key of every auditor: audit events are sealed to all of them.
+    pub fn auditors(&self, now_ms: u64) -> Vec<PublicKey> {
+        let mut names: Vec<&String> = self
+            .keys
+            .keys()
+            .filter(|s| s.starts_with(AUDITOR_PREFIX))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|s| self.current(s, now_ms))
+            .collect()
     }
 
     /// The newest unexpired key of a service: what senders seal to.

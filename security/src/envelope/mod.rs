@@ -7,6 +7,7 @@
 //! whole header as associated data, so steady state costs one AES-GCM, not an X25519
 //! operation, per message. `docs/envelope.md` specifies the wire format.
 
+pub mod auditor_key;
 mod directory;
 mod error;
 mod hpke_wrap;
@@ -18,7 +19,9 @@ mod replay;
 mod seal;
 mod wire;
 
-pub use directory::{Directory, DirectoryEntry, DirectoryError, DirectoryTrust, ServiceSigner};
+pub use directory::{
+    directory_name, Directory, DirectoryEntry, DirectoryError, DirectoryTrust, ServiceSigner,
+};
 pub use error::EnvelopeError;
 pub use hpke_wrap::{unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
 pub use keyring::{KeyRing, Rotation};

@@ -146,6 +146,34 @@ impl Opener {
         senders: &impl SenderKeys,
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
+        let opened = self.authenticate(actual_subject, bytes, mine, senders, now_ms)?;
+        self.replay
+            .check(opened.header.msg_id, opened.header.timestamp_ms, now_ms)?;
+        Ok(opened)
+    }
+
+    /// Opens an envelope read back from a stream's archive (the audit stream): authenticated
+    /// and decrypted exactly like [`Opener::open`], but with no freshness or replay check —
+    /// archived messages are old by design, and the stream's sequence numbers order them.
+    pub fn open_archived(
+        &mut self,
+        actual_subject: &str,
+        bytes: &[u8],
+        mine: &(impl RecipientKeys + ?Sized),
+        senders: &impl SenderKeys,
+        now_ms: u64,
+    ) -> Result<Opened, EnvelopeError> {
+        self.authenticate(actual_subject, bytes, mine, senders, now_ms)
+    }
+
+    fn authenticate(
+        &mut self,
+        actual_subject: &str,
+        bytes: &[u8],
+        mine: &(impl RecipientKeys + ?Sized),
+        senders: &impl SenderKeys,
+        now_ms: u64,
+    ) -> Result<Opened, EnvelopeError> {
         let env = Envelope::decode(bytes)?;
         if env.header.subject != actual_subject {
             return Err(EnvelopeError::WrongSubject {
@@ -174,8 +202,6 @@ impl Opener {
             .map_err(|_| EnvelopeError::CannotDecrypt)?
             .len();
         buf.truncate(plain_len);
-        self.replay
-            .check(header.msg_id, header.timestamp_ms, now_ms)?;
         Ok(Opened {
             header,
             plaintext: buf,

@@ -5,7 +5,7 @@ use super::{
     CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, PkiError, Registry, SERVER_STEM,
 };
 use crate::{passphrase, Home, SecurityConfig};
-use ozone_bus_schemas::{Component, Identity};
+use ozone_bus_schemas::{Component, Identity, IdentityKind};
 use rustls_pki_types::{pem::PemObject, CertificateDer};
 use std::time::Duration;
 
@@ -16,8 +16,12 @@ pub struct EnsureReport {
     pub issued: Vec<String>,
 }
 
-/// Creates the CAs, the NATS server certificate and the eight component certificates where
-/// missing. Never replaces an existing file, so running it twice changes nothing.
+/// The auditor identity `ozone audit tail` and `ozone up` use on this host.
+pub const CONSOLE_AUDITOR: &str = "console";
+
+/// Creates the CAs, the NATS server certificate, the eight component certificates and the
+/// local audit console's where missing. Never replaces an existing file, so running it twice
+/// changes nothing.
 pub fn ensure(home: &Home, cfg: &SecurityConfig) -> Result<EnsureReport, PkiError> {
     let pass = passphrase::resolve(home, true)?;
     let mut report = EnsureReport {
@@ -31,8 +35,12 @@ pub fn ensure(home: &Home, cfg: &SecurityConfig) -> Result<EnsureReport, PkiErro
         report.issued.push(SERVER_STEM.to_string());
     }
     let mut registry = Registry::load(home)?;
-    for c in Component::ALL {
-        let id = Identity::component(c);
+    let console = Identity::new(IdentityKind::Auditor, CONSOLE_AUDITOR)
+        .map_err(|e| PkiError::Invalid {
+            path: CONSOLE_AUDITOR.into(),
+            detail: e.to_string(),
+        })?;
+    for id in Component::ALL.map(Identity::component).into_iter().chain([console]) {
         let revoked = registry.get(&id).is_some_and(|r| !r.is_active());
         if revoked || (IdentityFiles::of(home, &id).exist() && registry.get(&id).is_some()) {
             continue;

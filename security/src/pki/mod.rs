@@ -13,7 +13,7 @@ mod verify;
 pub use ca::{CaKind, CertificateAuthorities};
 pub use files::IdentityFiles;
 pub use issue::{issue, IssueOptions, Issued};
-pub use lifecycle::{ensure, renew, revoke, EnsureReport};
+pub use lifecycle::{ensure, renew, revoke, EnsureReport, CONSOLE_AUDITOR};
 pub use registry::{IdentityRecord, Registry};
 pub use verify::{verify, Finding, Severity};
 

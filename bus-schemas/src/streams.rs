@@ -1,0 +1,105 @@
+//! The JetStream resources of the ecosystem: the key-directory bucket and the audit stream,
+//! with the subjects their clients need. Like every subject, these are spelled only here.
+
+use crate::{Identity, IdentityKind, Subject};
+
+/// The key-value bucket holding every identity's signed public keys (in the OZONE account).
+pub const KEY_BUCKET: &str = "ozone-keys";
+/// The stream behind [`KEY_BUCKET`].
+pub const KEY_STREAM: &str = "KV_ozone-keys";
+/// The audit stream (in the AUDIT account): `audit.>` plus a copy of every key-directory put.
+pub const AUDIT_STREAM: &str = "OZONE_AUDIT";
+
+/// The bucket key of one identity's entry for one epoch: `<kind>.<name>.<epoch>`.
+pub fn key_entry_key(identity: &Identity, epoch: u64) -> String {
+    format!("{}.{}.{epoch}", identity.kind.as_str(), identity.name)
+}
+
+/// Parses a bucket key back into (kind, name, epoch); `None` for anything else.
+pub fn parse_key_entry_key(key: &str) -> Option<(IdentityKind, String, u64)> {
+    let mut parts = key.split('.');
+    let kind = match parts.next()? {
+        "component" => IdentityKind::Component,
+        "auditor" => IdentityKind::Auditor,
+        _ => return None,
+    };
+    let name = parts.next()?.to_string();
+    let epoch = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((kind, name, epoch))
+}
+
+impl Subject {
+    /// Every key entry of one identity: `$KV.ozone-keys.<kind>.<name>.>`.
+    pub fn key_entries_of(identity: &Identity) -> Subject {
+        Subject(format!(
+            "$KV.{KEY_BUCKET}.{}.{}.>",
+            identity.kind.as_str(),
+            identity.name
+        ))
+    }
+
+    /// Every key entry of one kind of identity: `$KV.ozone-keys.<kind>.>`.
+    pub fn key_entries_of_kind(kind: IdentityKind) -> Subject {
+        Subject(format!("$KV.{KEY_BUCKET}.{}.>", kind.as_str()))
+    }
+
+    /// Every key-directory put: `$KV.ozone-keys.>` (what the audit stream copies).
+    pub fn key_entries_all() -> Subject {
+        Subject(format!("$KV.{KEY_BUCKET}.>"))
+    }
+
+    /// The JetStream API calls a client of `stream` makes: account info, create-if-absent and
+    /// info of the stream, ephemeral or ordered consumers, pulls and direct gets. Nothing that
+    /// deletes, purges or reconfigures the stream.
+    pub fn jetstream_client_api(stream: &str) -> Vec<Subject> {
+        let mut out = vec![Subject("$JS.API.INFO".into())];
+        for s in [
+            format!("$JS.API.STREAM.CREATE.{stream}"),
+            format!("$JS.API.STREAM.INFO.{stream}"),
+            format!("$JS.API.STREAM.MSG.GET.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+            format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            format!("$JS.API.DIRECT.GET.{stream}.>"),
+        ] {
+            out.push(Subject(s));
+        }
+        out
+    }
+
+    /// Acknowledgements and flow-control answers to a stream's deliveries (for identities
+    /// without `allow_responses`).
+    pub fn jetstream_delivery_replies(stream: &str) -> Vec<Subject> {
+        vec![
+            Subject(format!("$JS.ACK.{stream}.>")),
+            Subject(format!("$JS.FC.{stream}.>")),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Component;
+
+    #[test]
+    fn key_entry_keys_round_trip_and_match_their_subjects() {
+        let spark = Identity::component(Component::Spark);
+        let key = key_entry_key(&spark, 20418);
+        assert_eq!(key, "component.spark.20418");
+        assert_eq!(
+            parse_key_entry_key(&key),
+            Some((IdentityKind::Component, "spark".into(), 20418))
+        );
+        assert!(Subject::key_entries_of(&spark).matches(&format!("$KV.{KEY_BUCKET}.{key}")));
+        for bad in ["user.alice.1", "component.spark", "component.spark.x", "a.b.1.2"] {
+            assert_eq!(parse_key_entry_key(bad), None, "{bad}");
+        }
+        for s in Subject::jetstream_client_api(AUDIT_STREAM) {
+            assert_eq!(Subject::parse(s.as_str()), Ok(s.clone()));
+        }
+    }
+}

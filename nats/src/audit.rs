@@ -1,0 +1,315 @@
+//! The audit stream: a JetStream stream in the AUDIT account over `audit.>` (every
+//! component's sealed audit events) and `$KV.ozone-keys.>` (every key-directory put, so a
+//! reader can verify who sealed each event). File storage, retention and size cap from
+//! `etc/nats.toml` (90 days, 1 GiB by default; the oldest events go first).
+//!
+//! [`AuditReader`] is what an auditor runs: it verifies directory entries as they come, opens
+//! each event with the auditor's own key and checks the sender through the directory.
+
+use crate::{Connection, NatsSettings};
+use async_nats::jetstream::{self, consumer, stream};
+use futures::{Stream, StreamExt};
+use ozone_bus_schemas::streams::{parse_key_entry_key, AUDIT_STREAM};
+use ozone_bus_schemas::{AuditEvent, Identity, Subject, AUDIT_SCHEMA};
+use ozone_security::envelope::{
+    directory_name, Directory, DirectoryEntry, DirectoryTrust, Opener, OpenerLimits,
+    SecretKeyPair,
+};
+use std::time::SystemTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit stream {AUDIT_STREAM}: {0}")]
+    Stream(String),
+    #[error(
+        "audit stream {AUDIT_STREAM} exists with other settings ({0}); \
+         its retention is not changed by `ozone up` — check etc/nats.toml"
+    )]
+    Mismatch(String),
+}
+
+/// The stream's configuration from the settings.
+pub fn stream_config(settings: &NatsSettings) -> stream::Config {
+    stream::Config {
+        name: AUDIT_STREAM.into(),
+        description: Some("OZONE STUDIO audit events (sealed to auditors) and key-directory puts".into()),
+        subjects: vec![
+            Subject::audit_all().to_string(),
+            Subject::key_entries_all().to_string(),
+        ],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: settings.audit_retention,
+        max_bytes: i64::try_from(settings.audit_max_bytes).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
+/// Creates the audit stream if absent (connected as an auditor); an existing stream with
+/// other limits is reported, not changed.
+pub async fn ensure_stream(
+    conn: &Connection,
+    settings: &NatsSettings,
+) -> Result<stream::Info, AuditError> {
+    let js = jetstream::new(conn.client.clone());
+    let want = stream_config(settings);
+    let mut stream = js
+        .get_or_create_stream(want.clone())
+        .await
+        .map_err(|e| AuditError::Stream(e.to_string()))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| AuditError::Stream(e.to_string()))?
+        .clone();
+    let have = &info.config;
+    if have.max_age != want.max_age
+        || have.max_bytes != want.max_bytes
+        || have.storage != want.storage
+        || have.subjects != want.subjects
+    {
+        return Err(AuditError::Mismatch(format!(
+            "max_age {:?}, max_bytes {}, storage {:?}",
+            have.max_age, have.max_bytes, have.storage
+        )));
+    }
+    Ok(info)
+}
+
+/// One record read back from the audit stream.
+#[derive(Debug, Clone)]
+pub enum AuditRecord {
+    /// An opened, authenticated audit event.
+    Event {
+        seq: u64,
+        subject: String,
+        sender: String,
+        event: AuditEvent,
+    },
+    /// A key-directory entry (verified, or the reason it was not).
+    Key {
+        seq: u64,
+        key: String,
+        verdict: Result<(), String>,
+    },
+    /// A message that could not be opened or decoded, and why.
+    Unreadable {
+        seq: u64,
+        subject: String,
+        reason: String,
+    },
+}
+
+/// Reads the audit stream as one auditor.
+pub struct AuditReader {
+    js: jetstream::Context,
+    key: SecretKeyPair,
+    trust: DirectoryTrust,
+    directory: Directory,
+    opener: Opener,
+}
+
+impl std::fmt::Debug for AuditReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditReader({:?})", self.key)
+    }
+}
+
+fn published_ms(info: &jetstream::message::Info<'_>) -> u64 {
+    u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or_default()
+}
+
+impl AuditReader {
+    pub fn new(conn: &Connection, key: SecretKeyPair, trust: DirectoryTrust) -> AuditReader {
+        AuditReader {
+            js: jetstream::new(conn.client.clone()),
+            key,
+            trust,
+            directory: Directory::default(),
+            opener: Opener::new(OpenerLimits::default()),
+        }
+    }
+
+    async fn consumer(
+        &self,
+        filter: Vec<String>,
+        deliver_policy: consumer::DeliverPolicy,
+    ) -> Result<(consumer::pull::Ordered, u64), AuditError> {
+        let err = |e: String| AuditError::Stream(e);
+        let stream = self
+            .js
+            .get_stream(AUDIT_STREAM)
+            .await
+            .map_err(|e| err(format!("{e}; has `ozone up` created it?")))?;
+        let mut consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subjects: filter,
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let pending = consumer
+            .info()
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .num_pending;
+        let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+        Ok((messages, pending))
+    }
+
+    /// Reads every key-directory entry in the stream (they are few: one per identity and
+    /// epoch), so events from `since` on can be opened.
+    pub async fn load_directory(&mut self) -> Result<usize, AuditError> {
+        let (mut messages, pending) = self
+            .consumer(
+                vec![Subject::key_entries_all().to_string()],
+                consumer::DeliverPolicy::All,
+            )
+            .await?;
+        let mut n = 0;
+        if pending == 0 {
+            return Ok(0);
+        }
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| AuditError::Stream(e.to_string()))?;
+            let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
+            let _ = self.record(&msg);
+            n += 1;
+            if last {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Every record from `since` (or the beginning); ends when caught up unless `follow`.
+    pub async fn records(
+        mut self,
+        since: Option<SystemTime>,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<AuditRecord, AuditError>>, AuditError> {
+        self.load_directory().await?;
+        let deliver_policy = match since {
+            Some(t) => consumer::DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from(t),
+            },
+            None => consumer::DeliverPolicy::All,
+        };
+        let (messages, pending) = self
+            .consumer(
+                vec![
+                    Subject::audit_all().to_string(),
+                    Subject::key_entries_all().to_string(),
+                ],
+                deliver_policy,
+            )
+            .await?;
+        let done = !follow && pending == 0;
+        Ok(futures::stream::unfold(
+            (self, messages, done),
+            move |(mut reader, mut messages, done)| async move {
+                if done {
+                    return None;
+                }
+                let msg = match messages.next().await? {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return Some((
+                            Err(AuditError::Stream(e.to_string())),
+                            (reader, messages, true),
+                        ))
+                    }
+                };
+                let last = !follow && msg.info().map(|i| i.pending == 0).unwrap_or(true);
+                let record = reader.record(&msg);
+                Some((Ok(record), (reader, messages, last)))
+            },
+        ))
+    }
+
+    /// Interprets one stored message.
+    fn record(&mut self, msg: &jetstream::Message) -> AuditRecord {
+        let (seq, at_ms) = msg
+            .info()
+            .map(|i| (i.stream_sequence, published_ms(&i)))
+            .unwrap_or_default();
+        let subject = msg.subject.to_string();
+        let key_prefix = format!(
+            "{}.",
+            Subject::key_entries_all().as_str().trim_end_matches(".>")
+        );
+        if let Some(key) = subject.strip_prefix(&key_prefix) {
+            let verdict = self.key_entry(key, msg, at_ms);
+            return AuditRecord::Key {
+                seq,
+                key: key.to_string(),
+                verdict,
+            };
+        }
+        let opened = self.opener.open_archived(
+            &subject,
+            &msg.payload,
+            std::slice::from_ref(&self.key),
+            &self.directory,
+            at_ms,
+        );
+        let unreadable = |reason: String| AuditRecord::Unreadable {
+            seq,
+            subject: subject.clone(),
+            reason,
+        };
+        let opened = match opened {
+            Ok(o) => o,
+            Err(e) => return unreadable(e.to_string()),
+        };
+        if opened.header.schema != AUDIT_SCHEMA {
+            return unreadable(format!("audit schema {}", opened.header.schema));
+        }
+        match rmp_serde::from_slice::<AuditEvent>(&opened.plaintext) {
+            Ok(event) if event.component == opened.header.sender => AuditRecord::Event {
+                seq,
+                subject: subject.clone(),
+                sender: opened.header.sender,
+                event,
+            },
+            Ok(event) => unreadable(format!(
+                "sealed by {} but claims to come from {}",
+                opened.header.sender, event.component
+            )),
+            Err(e) => unreadable(format!("malformed event: {e}")),
+        }
+    }
+
+    fn key_entry(
+        &mut self,
+        key: &str,
+        msg: &jetstream::Message,
+        at_ms: u64,
+    ) -> Result<(), String> {
+        let (kind, name, epoch) =
+            parse_key_entry_key(key).ok_or_else(|| "not a key-directory key".to_string())?;
+        let identity = Identity::new(kind, &name).map_err(|e| e.to_string())?;
+        let removed = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some();
+        if removed {
+            self.directory.remove(&directory_name(&identity), epoch);
+            return Ok(());
+        }
+        let entry: DirectoryEntry =
+            rmp_serde::from_slice(&msg.payload).map_err(|e| format!("malformed: {e}"))?;
+        if entry.service != directory_name(&identity) || entry.epoch != epoch {
+            return Err(format!("stored under {key} but claims {}", entry.service));
+        }
+        // Checked as of when it was published: the reader may be months later.
+        self.directory
+            .insert(&self.trust, &entry, at_ms)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+

@@ -1,0 +1,96 @@
+//! The rotation driver of a running service: at each epoch boundary it derives the new key,
+//! publishes its signed entry, reseals with it, erases keys whose grace window closed (memory,
+//! ring file and directory bucket) and audits the rotation.
+
+use super::{now_ms, BusKeys};
+use crate::KeyDirectory;
+use ozone_bus_schemas::{AuditKind, Identity};
+use ozone_security::envelope::{keyring_file, Sealer, ServiceSigner, SessionLimits};
+use ozone_security::Home;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Longest sleep between checks (also covers clock jumps).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+pub(crate) struct Rotator {
+    pub home: Home,
+    pub identity: Identity,
+    pub signer: ServiceSigner,
+    pub keydir: KeyDirectory,
+    pub keys: BusKeys,
+    pub audit: mpsc::Sender<AuditKind>,
+}
+
+/// When the ring next needs attention: the next epoch start or the next retirement.
+fn next_due(keys: &BusKeys, now: u64) -> u64 {
+    let Ok(ring) = keys.ring.read() else {
+        return now + MAX_SLEEP.as_millis() as u64;
+    };
+    let r = ring.rotation();
+    let next_epoch = r.epoch_start(r.epoch_at(now) + 1);
+    ring.held_epochs()
+        .into_iter()
+        .map(|e| r.retire_at(e))
+        .filter(|t| *t > now)
+        .chain([next_epoch])
+        .min()
+        .unwrap_or(next_epoch)
+}
+
+pub(crate) async fn drive(r: Rotator) {
+    loop {
+        let now = now_ms();
+        let wait = Duration::from_millis(next_due(&r.keys, now).saturating_sub(now))
+            .min(MAX_SLEEP);
+        tokio::time::sleep(wait).await;
+        if let Err(e) = step(&r).await {
+            tracing::error!(identity = %r.identity, "key rotation: {e}");
+        }
+    }
+}
+
+/// Brings the ring to now and acts on what changed.
+async fn step(r: &Rotator) -> Result<(), String> {
+    let now = now_ms();
+    let (erased, rotated) = {
+        let mut ring = r.keys.ring.write().map_err(|_| "ring lock poisoned")?;
+        let before = ring.current_epoch();
+        let erased = ring.advance(now).map_err(|e| e.to_string())?;
+        let rotated = (ring.current_epoch() != before)
+            .then(|| {
+                ring.current()
+                    .map(|k| (ring.current_epoch(), k.duplicate(), ring.rotation()))
+            })
+            .flatten();
+        if !erased.is_empty() || rotated.is_some() {
+            keyring_file::save(&r.home, &r.identity, &ring).map_err(|e| e.to_string())?;
+        }
+        (erased, rotated)
+    };
+    if let Some((epoch, key, rotation)) = rotated {
+        let public = *key.public();
+        let entry = r
+            .signer
+            .sign(epoch, rotation.retire_at(epoch), &public)
+            .map_err(|e| e.to_string())?;
+        // Publish before sealing with the new key, so receivers can already verify it.
+        r.keydir
+            .put(&r.identity, &entry)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sealer = Sealer::new(&r.identity.name, key, SessionLimits::default());
+        *r.keys.sealer.lock().map_err(|_| "sealer lock poisoned")? = sealer;
+        let _ = r.audit.try_send(AuditKind::KeyRotated {
+            epoch,
+            key_id: public.kid().to_string(),
+            erased_epochs: erased.clone(),
+        });
+    }
+    for e in erased {
+        if let Err(err) = r.keydir.purge(&r.identity, e).await {
+            tracing::warn!("{err}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Joining the bus as a service: load the key ring, publish this epoch's signed key, follow
+//! everyone else's, and keep rotating.
+
+use super::rotation::{self, Rotator};
+use super::typed::TaskGuard;
+use super::{now_ms, Bus, BusError, BusKeys};
+use crate::{Connection, KeyDirectory};
+use ozone_security::envelope::{keyring_file, Directory, DirectoryTrust, Rotation, ServiceSigner};
+use ozone_security::Home;
+use std::sync::{Arc, RwLock};
+
+fn keys_err(e: impl std::fmt::Display) -> BusError {
+    BusError::Keys(e.to_string())
+}
+
+impl Bus {
+    /// Starts a component's bus over `conn`: its ring from `security/keys/<stem>.keyring`
+    /// (created on first start), its current key signed into the key directory, the
+    /// directory followed in the background, and rotation every `rotation.interval_ms`.
+    pub async fn start(conn: Connection, home: &Home, rotation: Rotation) -> Result<Bus, BusError> {
+        let identity = conn.identity.clone();
+        if identity.as_component().is_none() {
+            return Err(keys_err(format!("{identity} is not a component")));
+        }
+        let now = now_ms();
+        let ring =
+            keyring_file::load_or_create(home, &identity, rotation, now).map_err(keys_err)?;
+        let signer = ServiceSigner::load(home, &identity).map_err(keys_err)?;
+        let trust = DirectoryTrust::load(home).map_err(keys_err)?;
+        let keydir = KeyDirectory::open(&conn.client).await.map_err(keys_err)?;
+        let epoch = ring.current_epoch();
+        let public = *ring
+            .current()
+            .ok_or_else(|| keys_err("the key ring holds no current key"))?
+            .public();
+        let entry = signer
+            .sign(epoch, ring.rotation().retire_at(epoch), &public)
+            .map_err(keys_err)?;
+        keydir.put(&identity, &entry).await.map_err(keys_err)?;
+        let directory = Arc::new(RwLock::new(Directory::default()));
+        let keys = BusKeys::new(ring, directory.clone())
+            .ok_or_else(|| keys_err("the key ring holds no current key"))?;
+        let bus = Bus::new(conn, keys);
+        let audit = bus
+            .audit_sender()
+            .ok_or_else(|| keys_err("no audit channel"))?;
+        let follower = keydir
+            .follow(trust, directory, audit.clone())
+            .await
+            .map_err(keys_err)?;
+        let rotator = Rotator {
+            home: home.clone(),
+            identity,
+            signer,
+            keydir,
+            keys: bus.keys().clone(),
+            audit,
+        };
+        let driver = tokio::spawn(rotation::drive(rotator));
+        Ok(bus.with_tasks(TaskGuard(vec![follower, driver])))
+    }
+}

@@ -1,0 +1,176 @@
+//! The key directory on the bus: every identity's signed public keys in a JetStream KV bucket
+//! (`ozone-keys`, one key per identity and epoch). Each service puts its own entries and
+//! follows the bucket; an entry goes into the in-memory [`Directory`] only after its signature
+//! and certificate check out, so write access to the bucket is not enough to substitute a key.
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use ozone_bus_schemas::streams::{key_entry_key, parse_key_entry_key, KEY_BUCKET};
+use ozone_bus_schemas::{AuditKind, Identity, IdentityKind};
+use ozone_security::envelope::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a new follower waits to load the bucket's current entries.
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyDirError {
+    #[error("key directory bucket {KEY_BUCKET}: {0}")]
+    Bucket(String),
+    #[error("cannot put {key} into the key directory: {detail}")]
+    Put { key: String, detail: String },
+    #[error("cannot follow the key directory: {0}")]
+    Watch(String),
+    #[error("cannot encode a directory entry: {0}")]
+    Encode(String),
+}
+
+/// The `ozone-keys` bucket, opened (and created when absent) by one connection.
+#[derive(Clone)]
+pub struct KeyDirectory {
+    store: kv::Store,
+}
+
+impl std::fmt::Debug for KeyDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyDirectory({KEY_BUCKET})")
+    }
+}
+
+impl KeyDirectory {
+    /// Opens the bucket, creating it on first use (file storage, the newest entry per key).
+    pub async fn open(client: &async_nats::Client) -> Result<KeyDirectory, KeyDirError> {
+        let js = jetstream::new(client.clone());
+        let store = match js.get_key_value(KEY_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: KEY_BUCKET.into(),
+                    description: "OZONE STUDIO key directory: signed X25519 public keys".into(),
+                    history: 1,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| KeyDirError::Bucket(e.to_string()))?,
+        };
+        Ok(KeyDirectory { store })
+    }
+
+    /// Publishes `identity`'s entry (the caller signed it).
+    pub async fn put(&self, identity: &Identity, entry: &DirectoryEntry) -> Result<(), KeyDirError> {
+        let key = key_entry_key(identity, entry.epoch);
+        let bytes =
+            rmp_serde::to_vec_named(entry).map_err(|e| KeyDirError::Encode(e.to_string()))?;
+        self.store
+            .put(&key, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| KeyDirError::Put {
+                key,
+                detail: e.to_string(),
+            })
+    }
+
+    /// Removes `identity`'s entry for `epoch` (its key was erased).
+    pub async fn purge(&self, identity: &Identity, epoch: u64) -> Result<(), KeyDirError> {
+        let key = key_entry_key(identity, epoch);
+        self.store
+            .purge(&key)
+            .await
+            .map_err(|e| KeyDirError::Put {
+                key,
+                detail: e.to_string(),
+            })
+    }
+
+    /// Loads every current entry into `directory`, then keeps following the bucket in a
+    /// background task. Entries that fail verification are reported on `rejected` (to be
+    /// audited) and never used.
+    pub async fn follow(
+        &self,
+        trust: DirectoryTrust,
+        directory: Arc<RwLock<Directory>>,
+        rejected: mpsc::Sender<AuditKind>,
+    ) -> Result<tokio::task::JoinHandle<()>, KeyDirError> {
+        let store = self.store.clone();
+        let initial = store
+            .status()
+            .await
+            .map_err(|e| KeyDirError::Watch(e.to_string()))?
+            .values();
+        let mut watch = store
+            .watch_with_history(">")
+            .await
+            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        let apply = move |entry: kv::Entry| {
+            if let Err(reason) = apply(&trust, &directory, &entry) {
+                let _ = rejected.try_send(AuditKind::DirectoryEntryRejected {
+                    key: entry.key.clone(),
+                    reason,
+                });
+            }
+        };
+        if initial > 0 {
+            let caught_up = tokio::time::timeout(CATCH_UP, async {
+                while let Some(entry) = watch.next().await {
+                    let entry = entry.map_err(|e| KeyDirError::Watch(e.to_string()))?;
+                    let done = entry.seen_current;
+                    apply(entry);
+                    if done {
+                        break;
+                    }
+                }
+                Ok::<(), KeyDirError>(())
+            })
+            .await;
+            caught_up
+                .map_err(|_| KeyDirError::Watch(format!("no catch-up within {CATCH_UP:?}")))??;
+        }
+        Ok(tokio::spawn(async move {
+            while let Some(entry) = watch.next().await {
+                match entry {
+                    Ok(entry) => apply(entry),
+                    Err(e) => tracing::warn!("key directory watch: {e}"),
+                }
+            }
+        }))
+    }
+}
+
+/// Applies one bucket entry; the error says why it was ignored.
+fn apply(
+    trust: &DirectoryTrust,
+    directory: &RwLock<Directory>,
+    entry: &kv::Entry,
+) -> Result<(), String> {
+    let (kind, name, epoch) =
+        parse_key_entry_key(&entry.key).ok_or_else(|| "not a key-directory key".to_string())?;
+    let identity = Identity::new(kind, &name).map_err(|e| e.to_string())?;
+    let expected = directory_name(&identity);
+    let mut dir = directory.write().map_err(|_| "directory lock poisoned".to_string())?;
+    match entry.operation {
+        kv::Operation::Delete | kv::Operation::Purge => {
+            dir.remove(&expected, epoch);
+            Ok(())
+        }
+        kv::Operation::Put => {
+            let parsed: DirectoryEntry =
+                rmp_serde::from_slice(&entry.value).map_err(|e| format!("malformed: {e}"))?;
+            if parsed.service != expected || parsed.epoch != epoch {
+                return Err(format!(
+                    "stored under {} but claims {} epoch {}",
+                    entry.key, parsed.service, parsed.epoch
+                ));
+            }
+            if kind == IdentityKind::Auditor && epoch != 0 {
+                return Err("auditor keys have epoch 0".into());
+            }
+            dir.insert(trust, &parsed, crate::bus::now_ms())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
+}
