@@ -83,6 +83,9 @@ fn describe(event: &AuditKind) -> String {
             key_id,
             erased_epochs,
         } => format!("key rotated to epoch {epoch} (key {key_id}), erased {erased_epochs:?}"),
+        AuditKind::KeysErased { epochs } => {
+            format!("erased the keys of epochs {epochs:?} (grace window closed)")
+        }
         AuditKind::MessageRejected {
             subject,
             reason,

@@ -27,6 +27,8 @@ pub enum AuditKind {
         key_id: String,
         erased_epochs: Vec<u64>,
     },
+    /// Keys whose grace window closed were erased (memory, ring file and key directory).
+    KeysErased { epochs: Vec<u64> },
     /// A message on the bus was refused: it could not be opened, was replayed, or its
     /// payload did not decode.
     MessageRejected {
@@ -48,7 +50,7 @@ impl AuditKind {
     /// The last subject token: groups events for filtering (`audit.*.rejected`).
     pub fn category(&self) -> &'static str {
         match self {
-            AuditKind::KeyRotated { .. } => "keys",
+            AuditKind::KeyRotated { .. } | AuditKind::KeysErased { .. } => "keys",
             AuditKind::MessageRejected { .. } | AuditKind::RejectionsSuppressed { .. } => {
                 "rejected"
             }

@@ -86,6 +86,26 @@ impl KeyDirectory {
             })
     }
 
+    /// The epochs for which `identity` has an entry in the bucket now.
+    pub async fn epochs_of(&self, identity: &Identity) -> Result<Vec<u64>, KeyDirError> {
+        let mut keys = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| KeyDirError::Watch(e.to_string()))?;
+            if let Some((kind, name, epoch)) = parse_key_entry_key(&key) {
+                if kind == identity.kind && name == identity.name {
+                    out.push(epoch);
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Loads every current entry into `directory`, then keeps following the bucket in a
     /// background task. Entries that fail verification are reported on `rejected` (to be
     /// audited) and never used.

@@ -68,6 +68,7 @@ async fn step(r: &Rotator) -> Result<(), String> {
         }
         (erased, rotated)
     };
+    let rotated_now = rotated.is_some();
     if let Some((epoch, key, rotation)) = rotated {
         let public = *key.public();
         let entry = r
@@ -85,6 +86,11 @@ async fn step(r: &Rotator) -> Result<(), String> {
             epoch,
             key_id: public.kid().to_string(),
             erased_epochs: erased.clone(),
+        });
+    }
+    if !rotated_now && !erased.is_empty() {
+        let _ = r.audit.try_send(AuditKind::KeysErased {
+            epochs: erased.clone(),
         });
     }
     for e in erased {

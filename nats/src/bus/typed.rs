@@ -227,6 +227,31 @@ impl Bus {
         })
     }
 
+    /// Opens a message, giving the key directory a moment when the sender's key is not known
+    /// yet: a sender switches to a new epoch's key right after publishing its entry, and the
+    /// entry can reach our directory follower a little after the message reaches us. The
+    /// failed attempt touched no replay state (authentication comes first). One retry only:
+    /// only identities NATS lets publish here can cause the wait.
+    pub async fn open_settled<T: DeserializeOwned>(
+        &self,
+        msg: &async_nats::Message,
+    ) -> Result<Received<T>, BusError> {
+        let mut result = self.open(msg);
+        for wait_ms in [150] {
+            match &result {
+                Err(BusError::Envelope {
+                    source: ozone_security::envelope::EnvelopeError::UnknownSender { .. },
+                    ..
+                }) => {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    result = self.open(msg);
+                }
+                _ => break,
+            }
+        }
+        result
+    }
+
     /// Publishes an event, sealed to the subject's subscribers. A denied publish comes back as
     /// `AccessDenied` (checked with a round trip through the server).
     pub async fn publish(
@@ -348,7 +373,7 @@ impl Bus {
         if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
             return Err(BusError::NoResponders(subject.to_string()));
         }
-        match self.open::<Resp>(&reply) {
+        match self.open_settled::<Resp>(&reply).await {
             Ok(r) => Ok(r.message),
             Err(e) => Err(self.rejected(&reply.subject, &reply.payload, e)),
         }
@@ -394,7 +419,8 @@ impl<T: DeserializeOwned> TypedSubscriber<T> {
         let msg = self.inner.next().await?;
         Some(
             self.bus
-                .open(&msg)
+                .open_settled(&msg)
+                .await
                 .map_err(|e| self.bus.rejected(&msg.subject, &msg.payload, e)),
         )
     }

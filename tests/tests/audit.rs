@@ -1,0 +1,291 @@
+//! Keys rotating on a running bus, key substitution, and the audit stream, end to end on a
+//! real server: services started with `Bus::start` publish signed keys to the JetStream key
+//! directory, rotate every 2 s (a simulated 24 h), and every refusal reaches the audit stream,
+//! where each auditor opens it with its own key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind, Subject};
+use ozone_nats::audit::{AuditReader, AuditRecord};
+use ozone_nats::bus::{now_ms, Bus};
+use ozone_nats::KeyDirectory;
+use ozone_security::envelope::{
+    auditor_key, keyring_file, DirectoryEntry, DirectoryTrust, Rotation, SecretKeyPair,
+    ServiceSigner,
+};
+use ozone_security::Home;
+use ozone_tests::TestEcosystem;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+type R = anyhow::Result<()>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Ask {
+    n: u32,
+}
+
+/// The request after which the test worker stops.
+const LAST: u32 = 1_000_000;
+
+const ROTATION: Rotation = Rotation {
+    origin_ms: 0,
+    interval_ms: 2_000,
+    grace_ms: 1_000,
+};
+
+/// Every record in the audit stream, read as `auditor`.
+async fn read_all(eco: &TestEcosystem, auditor: &str) -> anyhow::Result<Vec<AuditRecord>> {
+    let id = Identity::new(IdentityKind::Auditor, auditor)?;
+    let key = auditor_key::load(&eco.t.home, &id)?;
+    let conn = eco.connect(&id).await?;
+    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(&eco.t.home)?);
+    let records = reader.records(None, false).await?;
+    futures::pin_mut!(records);
+    let mut out = Vec::new();
+    while let Some(r) = futures::StreamExt::next(&mut records).await {
+        out.push(r?);
+    }
+    Ok(out)
+}
+
+fn events(records: &[AuditRecord]) -> Vec<(String, AuditKind)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            AuditRecord::Event { sender, event, .. } => Some((sender.clone(), event.event.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn forged(home: &Home, epoch: u64) -> anyhow::Result<(DirectoryEntry, DirectoryEntry)> {
+    let attacker = SecretKeyPair::generate()?;
+    let not_after = now_ms() + 86_400_000;
+    let unsigned = DirectoryEntry {
+        service: "spark".into(),
+        epoch,
+        not_after_ms: not_after,
+        public: *attacker.public().as_bytes(),
+        certificate: Vec::new(),
+        signature: Vec::new(),
+    };
+    // Properly signed, but by COGNIS' certificate: a valid signature from the wrong service.
+    let mut by_cognis = ServiceSigner::load(home, &Identity::component(Component::Cognis))?
+        .sign(epoch + 1, not_after, attacker.public())?;
+    by_cognis.service = "spark".into();
+    Ok((unsigned, by_cognis))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> R {
+    let eco = TestEcosystem::start_with(
+        |t| t.issue(IdentityKind::Auditor, "siem").map(|_| ()),
+        |c| c,
+    )
+    .await?;
+    let home = &eco.t.home;
+    let prepared = ozone::audit_cmd::prepare(home, &eco.t.cfg).await?;
+    assert_eq!(prepared.auditors, vec!["console", "siem"]);
+
+    let spark_id = Identity::component(Component::Spark);
+    let spark = Bus::start(eco.connect(&spark_id).await?, home, ROTATION).await?;
+    let core = Bus::start(
+        eco.connect(&Identity::component(Component::Core)).await?,
+        home,
+        ROTATION,
+    )
+    .await?;
+    let generate = Subject::component_request(Component::Spark, "generate")?;
+    // A copy of every sealed request, to replay one later. (On its own connection: a second
+    // subscription to the same subject on the worker's connection makes nats-server drop the
+    // worker's replies, since each delivery counts against `allow_responses`.)
+    let tap_conn = eco.connect(&spark_id).await?;
+    let mut tap = tap_conn.client.subscribe(generate.to_string()).await?;
+    let mut work = spark.subscribe::<Ask>(&generate, Some("spark")).await?;
+    let server = spark.clone();
+    let serving = tokio::spawn(async move {
+        let mut refused = Vec::new();
+        while let Some(next) = work.next().await {
+            match next {
+                Ok(req) => {
+                    let n = req.message.n;
+                    server.reply(&req, &Ask { n: n + 1 }).await?;
+                    if n == LAST {
+                        break;
+                    }
+                }
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        anyhow::Ok(refused)
+    });
+
+    // Continuous traffic across at least three rotations of both services.
+    let first_epoch = ROTATION.epoch_at(now_ms());
+    let started = Instant::now();
+    let (mut ok, mut failures) = (0u32, Vec::new());
+    while started.elapsed() < Duration::from_millis(7_000) {
+        match core
+            .request::<_, Ask>(&generate, &Ask { n: ok }, Duration::from_secs(2))
+            .await
+        {
+            Ok(a) if a.n == ok + 1 => ok += 1,
+            other => failures.push(format!("{other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let last_epoch = ROTATION.epoch_at(now_ms());
+    assert!(last_epoch >= first_epoch + 3, "{first_epoch}..{last_epoch}");
+    if !failures.is_empty() {
+        serving.abort();
+        panic!("{ok} ok, failures: {failures:?}; worker: {:?}", serving.await);
+    }
+    assert!(ok > 100, "only {ok} round trips");
+
+    // Key substitution: an unsigned entry and one signed by another service's certificate,
+    // both for SPARK and newer than its real key. Neither may be used: CORE still reaches SPARK.
+    let (unsigned, by_cognis) = forged(home, last_epoch + 100)?;
+    let spark_raw = eco.connect(&spark_id).await?;
+    let keydir = KeyDirectory::open(&spark_raw.client).await?;
+    keydir.put(&spark_id, &unsigned).await?;
+    keydir.put(&spark_id, &by_cognis).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a: Ask = core
+        .request(&generate, &Ask { n: 41 }, Duration::from_secs(2))
+        .await?;
+    assert_eq!(a.n, 42);
+
+    // A request sealed to SPARK's first key, replayed after that key's grace window: refused.
+    let first = tokio::time::timeout(Duration::from_secs(2), futures::StreamExt::next(&mut tap))
+        .await?
+        .unwrap();
+    core.connection()
+        .client
+        .publish(generate.to_string(), first.payload.clone())
+        .await?;
+    // Garbage, and a truncated envelope.
+    core.connection()
+        .client
+        .publish(generate.to_string(), "not an envelope".into())
+        .await?;
+    core.connection()
+        .client
+        .publish(generate.to_string(), first.payload.slice(..200))
+        .await?;
+    // One more real request: the worker is still serving after the refusals.
+    let a: Ask = core
+        .request(&generate, &Ask { n: LAST }, Duration::from_secs(2))
+        .await?;
+    assert_eq!(a.n, LAST + 1);
+    let refused = tokio::time::timeout(Duration::from_secs(5), serving).await???;
+    // Both keys it was sealed with are past grace: the sender's is gone from the directory,
+    // the recipient's from the ring. Whichever check comes first refuses it.
+    assert!(
+        refused[0].contains("unknown sender key") || refused[0].contains("not a recipient"),
+        "the erased key's message: {refused:?}"
+    );
+    assert!(refused[1].contains("malformed"), "{refused:?}");
+    assert!(refused[2].contains("malformed"), "{refused:?}");
+
+    // Old keys are gone: from the ring file and from the bucket.
+    let ring = keyring_file::load_or_create(home, &spark_id, ROTATION, now_ms())?;
+    let now_epoch = ROTATION.epoch_at(now_ms());
+    assert!(
+        ring.held_epochs().iter().all(|e| *e + 1 >= now_epoch),
+        "held {:?} at epoch {now_epoch}",
+        ring.held_epochs()
+    );
+
+    let in_bucket = keydir.epochs_of(&spark_id).await?;
+    assert!(
+        !in_bucket.contains(&first_epoch) && in_bucket.contains(&now_epoch),
+        "bucket holds {in_bucket:?} at epoch {now_epoch}"
+    );
+
+    // The audit stream: rotations by both, SPARK's refusals, both followers' verdicts on the
+    // forged entries, nothing unreadable; and each auditor opens it with its own key.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let records = loop {
+        let records = read_all(&eco, "console").await?;
+        let ev = events(&records);
+        let rotated = |who: &str| {
+            ev.iter()
+                .filter(|(s, e)| s == who && matches!(e, AuditKind::KeyRotated { .. }))
+                .count()
+        };
+        let rejected = ev
+            .iter()
+            .filter(|(s, e)| s == "spark" && matches!(e, AuditKind::MessageRejected { .. }))
+            .count();
+        let forged_seen = ev
+            .iter()
+            .filter(|(_, e)| matches!(e, AuditKind::DirectoryEntryRejected { .. }))
+            .count();
+        if (rotated("spark") >= 3 && rotated("ozone-studio") >= 3 && rejected >= 3 && forged_seen >= 4)
+            || Instant::now() > deadline
+        {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let ev = events(&records);
+    let rotations: Vec<&AuditKind> = ev
+        .iter()
+        .filter(|(s, e)| s == "spark" && matches!(e, AuditKind::KeyRotated { .. }))
+        .map(|(_, e)| e)
+        .collect();
+    assert!(rotations.len() >= 3, "{ev:#?}");
+    let erased: Vec<u64> = ev
+        .iter()
+        .filter(|(s, _)| s == "spark")
+        .flat_map(|(_, e)| match e {
+            AuditKind::KeysErased { epochs } => epochs.clone(),
+            AuditKind::KeyRotated { erased_epochs, .. } => erased_epochs.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert!(erased.contains(&first_epoch), "erased {erased:?}: {ev:#?}");
+    let reasons: Vec<String> = ev
+        .iter()
+        .filter_map(|(s, e)| match e {
+            AuditKind::MessageRejected { reason, .. } if s == "spark" => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("unknown sender key") || r.contains("not a recipient")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("malformed")), "{reasons:?}");
+    for who in ["spark", "ozone-studio"] {
+        let verdicts: Vec<String> = ev
+            .iter()
+            .filter_map(|(s, e)| match e {
+                AuditKind::DirectoryEntryRejected { reason, .. } if s == who => Some(reason.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            verdicts.iter().any(|r| r.contains("no signature")),
+            "{who}: {verdicts:?}"
+        );
+        assert!(
+            verdicts.iter().any(|r| r.contains("certified for")),
+            "{who}: {verdicts:?}"
+        );
+    }
+    let unreadable: Vec<&AuditRecord> = records
+        .iter()
+        .filter(|r| matches!(r, AuditRecord::Unreadable { .. }))
+        .collect();
+    assert!(unreadable.is_empty(), "{unreadable:#?}");
+    // The reader's own view of the forged entries: refused there too.
+    assert!(records.iter().any(|r| matches!(r, AuditRecord::Key { verdict: Err(e), .. } if e.contains("no signature"))));
+
+    let siem = read_all(&eco, "siem").await?;
+    assert_eq!(events(&siem).len(), events(&records).len().min(events(&siem).len()));
+    assert!(events(&siem).len() >= ev.len(), "siem opened fewer events");
+    Ok(())
+}
