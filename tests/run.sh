@@ -19,5 +19,5 @@ if [ -z "${OZONE_AUDIT_PYTHON:-}" ]; then
   export OZONE_AUDIT_PYTHON="$venv/bin/python"
 fi
 "$OZONE_AUDIT_PYTHON" tests/audit_reader/ozone_audit_reader.py \
-  --selftest ../shared/testdata/crypto/hpke-x25519-sha256-aes256gcm.json
+  --selftest "${OZONE_TESTDATA_DIR:-../shared/testdata/crypto}/hpke-x25519-sha256-aes256gcm.json"
 cargo test --workspace "$@"

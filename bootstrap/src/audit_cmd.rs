@@ -105,8 +105,7 @@ fn describe(event: &AuditKind) -> String {
 }
 
 fn timestamp(ms: u64) -> String {
-    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
-        .to_string()
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// `ozone audit tail`: prints each event from `since` on; with `follow`, keeps waiting.
@@ -121,7 +120,9 @@ pub async fn tail(
 ) -> anyhow::Result<usize> {
     let id = Identity::new(IdentityKind::Auditor, auditor)?;
     let key = auditor_key::load(home, &id).map_err(|e| {
-        anyhow::anyhow!("{e}\n  fix: `ozone pki issue auditor {auditor}` creates the identity and its key")
+        anyhow::anyhow!(
+            "{e}\n  fix: `ozone pki issue auditor {auditor}` creates the identity and its key"
+        )
     })?;
     let conn = connect(home, cfg, &id).await?;
     let reader = AuditReader::new(&conn, key, DirectoryTrust::load(home)?);

@@ -125,8 +125,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             auditor,
             keys,
         }) => {
-            let n = ozone::audit_cmd::tail(&home, &load_cfg()?, &auditor, since, follow, keys)
-                .await?;
+            let n =
+                ozone::audit_cmd::tail(&home, &load_cfg()?, &auditor, since, follow, keys).await?;
             eprintln!("{n} audit events");
         }
         Command::Supervise => ozone::supervise::run(&home).await?,

@@ -95,7 +95,12 @@ mod tests {
             Some((IdentityKind::Component, "spark".into(), 20418))
         );
         assert!(Subject::key_entries_of(&spark).matches(&format!("$KV.{KEY_BUCKET}.{key}")));
-        for bad in ["user.alice.1", "component.spark", "component.spark.x", "a.b.1.2"] {
+        for bad in [
+            "user.alice.1",
+            "component.spark",
+            "component.spark.x",
+            "a.b.1.2",
+        ] {
             assert_eq!(parse_key_entry_key(bad), None, "{bad}");
         }
         for s in Subject::jetstream_client_api(AUDIT_STREAM) {

@@ -12,8 +12,7 @@ use futures::{Stream, StreamExt};
 use ozone_bus_schemas::streams::{parse_key_entry_key, AUDIT_STREAM};
 use ozone_bus_schemas::{AuditEvent, Identity, Subject, AUDIT_SCHEMA};
 use ozone_security::envelope::{
-    directory_name, Directory, DirectoryEntry, DirectoryTrust, Opener, OpenerLimits,
-    SecretKeyPair,
+    directory_name, Directory, DirectoryEntry, DirectoryTrust, Opener, OpenerLimits, SecretKeyPair,
 };
 use std::time::SystemTime;
 
@@ -32,7 +31,9 @@ pub enum AuditError {
 pub fn stream_config(settings: &NatsSettings) -> stream::Config {
     stream::Config {
         name: AUDIT_STREAM.into(),
-        description: Some("OZONE STUDIO audit events (sealed to auditors) and key-directory puts".into()),
+        description: Some(
+            "OZONE STUDIO audit events (sealed to auditors) and key-directory puts".into(),
+        ),
         subjects: vec![
             Subject::audit_all().to_string(),
             Subject::key_entries_all().to_string(),
@@ -282,12 +283,7 @@ impl AuditReader {
         }
     }
 
-    fn key_entry(
-        &mut self,
-        key: &str,
-        msg: &jetstream::Message,
-        at_ms: u64,
-    ) -> Result<(), String> {
+    fn key_entry(&mut self, key: &str, msg: &jetstream::Message, at_ms: u64) -> Result<(), String> {
         let (kind, name, epoch) =
             parse_key_entry_key(key).ok_or_else(|| "not a key-directory key".to_string())?;
         let identity = Identity::new(kind, &name).map_err(|e| e.to_string())?;
@@ -312,4 +308,3 @@ impl AuditReader {
             .map_err(|e| e.to_string())
     }
 }
-

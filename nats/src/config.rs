@@ -181,9 +181,11 @@ mod tests {
         }
         assert!(!text.contains("no_auth_user"));
         assert_eq!(text.matches("{ user: ").count(), 9);
-        assert!(
-            text.contains("\"urn:ozone:auditor:siem\", permissions: { publish: { deny: \">\" }")
-        );
+        assert!(text.contains(
+            "\"urn:ozone:auditor:siem\", permissions: { publish: { allow: [\"$JS.API.INFO\""
+        ));
+        assert!(text.contains("jetstream: enabled\n    users: ["));
+        assert_eq!(text.matches("jetstream: enabled").count(), 2);
         assert!(text.contains("\"$SRV.PING\""));
     }
 }

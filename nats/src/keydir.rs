@@ -60,7 +60,11 @@ impl KeyDirectory {
     }
 
     /// Publishes `identity`'s entry (the caller signed it).
-    pub async fn put(&self, identity: &Identity, entry: &DirectoryEntry) -> Result<(), KeyDirError> {
+    pub async fn put(
+        &self,
+        identity: &Identity,
+        entry: &DirectoryEntry,
+    ) -> Result<(), KeyDirError> {
         let key = key_entry_key(identity, entry.epoch);
         let bytes =
             rmp_serde::to_vec_named(entry).map_err(|e| KeyDirError::Encode(e.to_string()))?;
@@ -77,13 +81,10 @@ impl KeyDirectory {
     /// Removes `identity`'s entry for `epoch` (its key was erased).
     pub async fn purge(&self, identity: &Identity, epoch: u64) -> Result<(), KeyDirError> {
         let key = key_entry_key(identity, epoch);
-        self.store
-            .purge(&key)
-            .await
-            .map_err(|e| KeyDirError::Put {
-                key,
-                detail: e.to_string(),
-            })
+        self.store.purge(&key).await.map_err(|e| KeyDirError::Put {
+            key,
+            detail: e.to_string(),
+        })
     }
 
     /// The epochs for which `identity` has an entry in the bucket now.
@@ -170,7 +171,9 @@ fn apply(
         parse_key_entry_key(&entry.key).ok_or_else(|| "not a key-directory key".to_string())?;
     let identity = Identity::new(kind, &name).map_err(|e| e.to_string())?;
     let expected = directory_name(&identity);
-    let mut dir = directory.write().map_err(|_| "directory lock poisoned".to_string())?;
+    let mut dir = directory
+        .write()
+        .map_err(|_| "directory lock poisoned".to_string())?;
     match entry.operation {
         kv::Operation::Delete | kv::Operation::Purge => {
             dir.remove(&expected, epoch);

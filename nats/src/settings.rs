@@ -18,7 +18,10 @@ pub struct NatsSettings {
     /// Largest message the server accepts, in bytes.
     pub max_payload: u32,
     /// How long the audit stream keeps events (the seed's audit retention: 90 days).
-    #[serde(default = "default_audit_retention", with = "ozone_security::duration_text")]
+    #[serde(
+        default = "default_audit_retention",
+        with = "ozone_security::duration_text"
+    )]
     pub audit_retention: Duration,
     /// Size cap of the audit stream; past it the oldest events are dropped first.
     #[serde(default = "default_audit_max_bytes")]

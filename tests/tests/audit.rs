@@ -61,7 +61,10 @@ fn events(records: &[AuditRecord]) -> Vec<(String, AuditKind)> {
 /// Runs the Python audit reader (tests/audit_reader) as `auditor`; one JSON value per record.
 fn python_reader(eco: &TestEcosystem, auditor: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let python = std::env::var("OZONE_AUDIT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/audit_reader/ozone_audit_reader.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/audit_reader/ozone_audit_reader.py"
+    );
     let out = std::process::Command::new(&python)
         .arg(script)
         .arg("--home")
@@ -94,8 +97,11 @@ fn forged(home: &Home, epoch: u64) -> anyhow::Result<(DirectoryEntry, DirectoryE
         signature: Vec::new(),
     };
     // Properly signed, but by COGNIS' certificate: a valid signature from the wrong service.
-    let mut by_cognis = ServiceSigner::load(home, &Identity::component(Component::Cognis))?
-        .sign(epoch + 1, not_after, attacker.public())?;
+    let mut by_cognis = ServiceSigner::load(home, &Identity::component(Component::Cognis))?.sign(
+        epoch + 1,
+        not_after,
+        attacker.public(),
+    )?;
     by_cognis.service = "spark".into();
     Ok((unsigned, by_cognis))
 }
@@ -162,7 +168,10 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
     assert!(last_epoch >= first_epoch + 3, "{first_epoch}..{last_epoch}");
     if !failures.is_empty() {
         serving.abort();
-        panic!("{ok} ok, failures: {failures:?}; worker: {:?}", serving.await);
+        panic!(
+            "{ok} ok, failures: {failures:?}; worker: {:?}",
+            serving.await
+        );
     }
     assert!(ok > 100, "only {ok} round trips");
 
@@ -245,7 +254,10 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
             .iter()
             .filter(|(_, e)| matches!(e, AuditKind::DirectoryEntryRejected { .. }))
             .count();
-        if (rotated("spark") >= 3 && rotated("ozone-studio") >= 3 && rejected >= 3 && forged_seen >= 4)
+        if (rotated("spark") >= 3
+            && rotated("ozone-studio") >= 3
+            && rejected >= 3
+            && forged_seen >= 4)
             || Instant::now() > deadline
         {
             break records;
@@ -282,12 +294,17 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
             .any(|r| r.contains("unknown sender key") || r.contains("not a recipient")),
         "{reasons:?}"
     );
-    assert!(reasons.iter().any(|r| r.contains("malformed")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("malformed")),
+        "{reasons:?}"
+    );
     for who in ["spark", "ozone-studio"] {
         let verdicts: Vec<String> = ev
             .iter()
             .filter_map(|(s, e)| match e {
-                AuditKind::DirectoryEntryRejected { reason, .. } if s == who => Some(reason.clone()),
+                AuditKind::DirectoryEntryRejected { reason, .. } if s == who => {
+                    Some(reason.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -306,7 +323,9 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
         .collect();
     assert!(unreadable.is_empty(), "{unreadable:#?}");
     // The reader's own view of the forged entries: refused there too.
-    assert!(records.iter().any(|r| matches!(r, AuditRecord::Key { verdict: Err(e), .. } if e.contains("no signature"))));
+    assert!(records.iter().any(
+        |r| matches!(r, AuditRecord::Key { verdict: Err(e), .. } if e.contains("no signature"))
+    ));
 
     // The second implementation (Python, from docs/envelope.md alone) reads the same stream as
     // the other auditor and opens exactly the events the Rust reader opened.
@@ -333,19 +352,33 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
             .filter(|s| *s <= last_python)
             .collect::<Vec<_>>()
     );
-    assert!(opened_by_python.len() >= ev.len(), "python opened {opened_by_python:?}");
+    assert!(
+        opened_by_python.len() >= ev.len(),
+        "python opened {opened_by_python:?}"
+    );
     let python_refused: Vec<&str> = python
         .iter()
         .filter_map(|r| r.get("refused").and_then(|v| v.as_str()))
         .collect();
     assert_eq!(python_refused.len(), 2, "{python_refused:?}");
-    assert!(python_refused[0].contains("no signature"), "{python_refused:?}");
-    assert!(python_refused[1].contains("certified for"), "{python_refused:?}");
+    assert!(
+        python_refused[0].contains("no signature"),
+        "{python_refused:?}"
+    );
+    assert!(
+        python_refused[1].contains("certified for"),
+        "{python_refused:?}"
+    );
     let kinds: Vec<&str> = python
         .iter()
         .filter_map(|r| r.pointer("/event/event/type").and_then(|v| v.as_str()))
         .collect();
-    for kind in ["key-rotated", "keys-erased", "message-rejected", "directory-entry-rejected"] {
+    for kind in [
+        "key-rotated",
+        "keys-erased",
+        "message-rejected",
+        "directory-entry-rejected",
+    ] {
         assert!(kinds.contains(&kind), "python saw no {kind}: {kinds:?}");
     }
 

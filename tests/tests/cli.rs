@@ -29,7 +29,11 @@ fn init_twice_leaves_every_key_byte_identical() -> R {
     assert!(ok, "{out}{err}");
     let before = security_files(&home)?;
     let keys = before.iter().filter(|(p, _)| p.ends_with(".key")).count();
-    assert_eq!(keys, 3 + 1 + 8, "3 CA keys, the server's and 8 components'");
+    assert_eq!(
+        keys,
+        3 + 1 + 8 + 1,
+        "3 CA keys, the server's, 8 components' and the audit console's"
+    );
     let (ok, out, _) = ozone!(&home, &["init"], &[])?;
     assert!(ok && out.contains("nothing changed"), "{out}");
     assert_eq!(security_files(&home)?, before);

@@ -12,7 +12,7 @@ mod rotation;
 mod start;
 mod typed;
 
+pub use audit_sink::RATE_PER_SEC as AUDIT_RATE_PER_SEC;
 pub use error::BusError;
 pub use keys::{local_keys, now_ms, BusKeys, LocalKeysError};
-pub use audit_sink::RATE_PER_SEC as AUDIT_RATE_PER_SEC;
 pub use typed::{Bus, Received, TypedSubscriber, SCHEMA_VERSION};

@@ -41,8 +41,7 @@ fn next_due(keys: &BusKeys, now: u64) -> u64 {
 pub(crate) async fn drive(r: Rotator) {
     loop {
         let now = now_ms();
-        let wait = Duration::from_millis(next_due(&r.keys, now).saturating_sub(now))
-            .min(MAX_SLEEP);
+        let wait = Duration::from_millis(next_due(&r.keys, now).saturating_sub(now)).min(MAX_SLEEP);
         tokio::time::sleep(wait).await;
         if let Err(e) = step(&r).await {
             tracing::error!(identity = %r.identity, "key rotation: {e}");

@@ -84,12 +84,13 @@ fn decode_pem(text: &str) -> Result<SecretKeyPair, String> {
 /// Reads the auditor's key.
 pub fn load(home: &Home, identity: &Identity) -> Result<SecretKeyPair, AuditorKeyError> {
     let path = path(home, identity);
-    let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
-        AuditorKeyError::Read {
-            path: path.clone(),
-            detail: e.to_string(),
-        }
-    })?);
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(&path).map_err(|e| AuditorKeyError::Read {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?,
+        );
     decode_pem(&text).map_err(|detail| AuditorKeyError::Read { path, detail })
 }
 
@@ -138,13 +139,14 @@ mod tests {
         assert_eq!(
             der[..16],
             [
-                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04,
-                0x22, 0x04, 0x20
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22,
+                0x04, 0x20
             ]
         );
         let back = decode_pem(&pem).unwrap();
         assert_eq!(back.public(), key.public());
-        assert!(decode_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-            .is_err());
+        assert!(
+            decode_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err()
+        );
     }
 }

@@ -209,7 +209,7 @@ impl DirectoryTrust {
         } else {
             format!("{}.local", entry.service)
         };
-        if !certified.iter().any(|n| *n == expected) {
+        if !certified.contains(&expected) {
             return Err(DirectoryError::WrongService {
                 claimed: service,
                 certified,

@@ -35,12 +35,16 @@ pub fn ensure(home: &Home, cfg: &SecurityConfig) -> Result<EnsureReport, PkiErro
         report.issued.push(SERVER_STEM.to_string());
     }
     let mut registry = Registry::load(home)?;
-    let console = Identity::new(IdentityKind::Auditor, CONSOLE_AUDITOR)
-        .map_err(|e| PkiError::Invalid {
+    let console =
+        Identity::new(IdentityKind::Auditor, CONSOLE_AUDITOR).map_err(|e| PkiError::Invalid {
             path: CONSOLE_AUDITOR.into(),
             detail: e.to_string(),
         })?;
-    for id in Component::ALL.map(Identity::component).into_iter().chain([console]) {
+    for id in Component::ALL
+        .map(Identity::component)
+        .into_iter()
+        .chain([console])
+    {
         let revoked = registry.get(&id).is_some_and(|r| !r.is_active());
         if revoked || (IdentityFiles::of(home, &id).exist() && registry.get(&id).is_some()) {
             continue;
