@@ -5,8 +5,8 @@
 
 use ozone_bus_schemas::{Component, Identity};
 use ozone_security::envelope::{
-    Directory, DirectoryEntry, DirectoryError, DirectoryTrust, EnvelopeError, SecretKeyPair,
-    SenderKeys, ServiceSigner,
+    Directory, DirectoryEntry, DirectoryError, DirectoryTrust, EnvelopeError, PublicKey,
+    SecretKeyPair, SenderKeys, ServiceSigner,
 };
 use ozone_security::pki::{self, IdentityFiles};
 use ozone_security::{Home, SecurityConfig};
@@ -169,4 +169,49 @@ fn wycheproof_low_order_keys_in_signed_entries_are_refused() {
         }
     }
     assert_eq!(refused, 31);
+}
+
+#[test]
+fn auditor_entries_need_the_auditors_own_certificate() {
+    let (_tmp, home) = fresh_home();
+    let trust = DirectoryTrust::load(&home).unwrap();
+    let console = Identity::new(
+        ozone_bus_schemas::IdentityKind::Auditor,
+        ozone_security::pki::CONSOLE_AUDITOR,
+    )
+    .unwrap();
+    let entry =
+        ozone_security::envelope::auditor_key::directory_entry(&home, &console, LATER).unwrap();
+    assert_eq!(entry.service, "urn:ozone:auditor:console");
+    let key_file = ozone_security::envelope::auditor_key::path(&home, &console);
+    assert_eq!(
+        ozone_security::keyfile::mode_of(&key_file).unwrap() & 0o777,
+        0o600
+    );
+    let mut dir = Directory::default();
+    dir.insert(&trust, &entry, NOW).unwrap();
+    assert_eq!(
+        dir.auditors(NOW),
+        vec![PublicKey::from_bytes(entry.public).unwrap()]
+    );
+
+    // A component cannot publish a key in an auditor's name, nor an auditor in a component's.
+    let by_spark = sign_raw(
+        &home,
+        Component::Spark,
+        "urn:ozone:auditor:console",
+        entry.public,
+    );
+    assert!(matches!(
+        dir.insert(&trust, &by_spark, NOW),
+        Err(DirectoryError::UntrustedCertificate { .. })
+    ));
+    let mut as_spark = entry.clone();
+    as_spark.service = "spark".into();
+    assert!(dir.insert(&trust, &as_spark, NOW).is_err());
+    // Another auditor's certificate does not carry this auditor's URN.
+    let mut renamed = entry;
+    renamed.service = "urn:ozone:auditor:siem".into();
+    assert!(dir.insert(&trust, &renamed, NOW).is_err());
+    assert_eq!(dir.auditors(NOW).len(), 1);
 }
