@@ -25,10 +25,21 @@ pub struct Row {
     pub size: usize,
     pub raw_msgs_per_s: f64,
     pub bus_msgs_per_s: f64,
+    /// Sequential request/reply round trips a second.
+    pub raw_req_per_s: f64,
+    pub bus_req_per_s: f64,
     pub raw_p50_us: f64,
     pub raw_p99_us: f64,
     pub bus_p50_us: f64,
     pub bus_p99_us: f64,
+}
+
+/// Rounds of each measurement per size.
+const ROUNDS: usize = 3;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -225,18 +236,32 @@ pub async fn run(messages: usize, requests: usize) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for size in [256, 1024, 64 * 1024] {
         let n = if size > 4096 { messages / 10 } else { messages };
-        eprintln!("  {size} B: publish→subscribe × {n}, request/reply × {requests}");
-        // Alternate raw and sealed so drift in the machine's load hits both alike.
-        let raw_tp = raw_pubsub(&core_c.client, &spark_c.client, size, n).await?;
-        let bus_tp = bus_pubsub(&core, &spark, size, n).await?;
-        let mut raw_lat = raw_reqrep(&core_c.client, &spark_c.client, size, requests).await?;
-        let mut bus_lat = bus_reqrep(&core, &spark, size, requests).await?;
+        eprintln!(
+            "  {size} B: {ROUNDS} rounds of publish→subscribe × {n} and request/reply × {requests}"
+        );
+        // Alternate raw and sealed, several rounds, so drift in the machine's load hits both
+        // alike; throughput is the median round.
+        let (mut raw_tp, mut bus_tp) = (Vec::new(), Vec::new());
+        let (mut raw_lat, mut bus_lat) = (Vec::new(), Vec::new());
+        let (mut raw_req_s, mut bus_req_s) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            raw_tp.push(raw_pubsub(&core_c.client, &spark_c.client, size, n).await?);
+            bus_tp.push(bus_pubsub(&core, &spark, size, n).await?);
+            let raw = raw_reqrep(&core_c.client, &spark_c.client, size, requests).await?;
+            raw_req_s.push(requests as f64 / raw.iter().sum::<Duration>().as_secs_f64());
+            raw_lat.extend(raw);
+            let bus = bus_reqrep(&core, &spark, size, requests).await?;
+            bus_req_s.push(requests as f64 / bus.iter().sum::<Duration>().as_secs_f64());
+            bus_lat.extend(bus);
+        }
         raw_lat.sort();
         bus_lat.sort();
         rows.push(Row {
             size,
-            raw_msgs_per_s: raw_tp,
-            bus_msgs_per_s: bus_tp,
+            raw_msgs_per_s: median(raw_tp),
+            bus_msgs_per_s: median(bus_tp),
+            raw_req_per_s: median(raw_req_s),
+            bus_req_per_s: median(bus_req_s),
             raw_p50_us: percentile(&raw_lat, 0.50),
             raw_p99_us: percentile(&raw_lat, 0.99),
             bus_p50_us: percentile(&bus_lat, 0.50),
@@ -249,10 +274,13 @@ pub async fn run(messages: usize, requests: usize) -> anyhow::Result<Vec<Row>> {
 
 pub fn print(rows: &[Row]) {
     println!(
-        "{:>7} | {:>12} {:>12} {:>6} | {:>9} {:>9} {:>9} {:>9} {:>6} {:>6}",
+        "{:>7} | {:>10} {:>10} {:>6} | {:>8} {:>8} {:>6} | {:>9} {:>9} {:>9} {:>9} {:>6} {:>6}",
         "size",
         "raw msg/s",
-        "sealed msg/s",
+        "seal msg/s",
+        "ratio",
+        "raw rq/s",
+        "seal rq/s",
         "ratio",
         "raw p50",
         "raw p99",
@@ -263,11 +291,14 @@ pub fn print(rows: &[Row]) {
     );
     for r in rows {
         println!(
-            "{:>7} | {:>12.0} {:>12.0} {:>6.2} | {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>6.2} {:>6.2}",
+            "{:>7} | {:>10.0} {:>10.0} {:>6.2} | {:>8.0} {:>8.0} {:>6.2} | {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>6.2} {:>6.2}",
             r.size,
             r.raw_msgs_per_s,
             r.bus_msgs_per_s,
             r.bus_msgs_per_s / r.raw_msgs_per_s,
+            r.raw_req_per_s,
+            r.bus_req_per_s,
+            r.bus_req_per_s / r.raw_req_per_s,
             r.raw_p50_us,
             r.raw_p99_us,
             r.bus_p50_us,
@@ -276,5 +307,8 @@ pub fn print(rows: &[Row]) {
             r.bus_p99_us / r.raw_p99_us,
         );
     }
-    println!("ratio = sealed / raw throughput (1.0 = no cost); p50 ×, p99 × = sealed / raw latency (1.0 = no cost)");
+    println!(
+        "ratio = sealed / raw throughput (1.0 = no cost; publish→subscribe and sequential \
+         request/reply, median of {ROUNDS} rounds); p50 ×, p99 × = sealed / raw latency"
+    );
 }

@@ -6,7 +6,7 @@ use crate::client::{ConnEvent, Violation};
 use crate::Connection;
 use futures::StreamExt;
 use ozone_bus_schemas::{table, AuditKind, Identity, Subject};
-use ozone_security::envelope::{Envelope, PublicKey};
+use ozone_security::envelope::{Envelope, EnvelopeError, PublicKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -22,13 +22,23 @@ pub const SCHEMA_VERSION: u16 = 1;
 pub struct Bus {
     conn: Connection,
     keys: BusKeys,
-    /// Subject → recipients from the (static) subject table; computing it walks every route.
-    recipients: Arc<Mutex<HashMap<String, Arc<Vec<Identity>>>>>,
+    /// Subject → its recipients' current keys, valid while the directory's generation is
+    /// unchanged and until the first key expires (computing it walks the subject table).
+    recipients: Arc<Mutex<HashMap<String, CachedRecipients>>>,
+    /// Size of the last payload sealed: sizes the next output buffer.
+    size_hint: Arc<std::sync::atomic::AtomicUsize>,
     /// Where refusals and key rotations are reported (components only; `None` in the audit
     /// publisher's own handle).
     audit: Option<AuditSink>,
     /// Background tasks (directory follower, key rotation) stopped with the last handle.
     tasks: Option<Arc<TaskGuard>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedRecipients {
+    generation: u64,
+    valid_until_ms: u64,
+    keys: Arc<Vec<PublicKey>>,
 }
 
 /// Aborts its tasks when dropped.
@@ -65,6 +75,7 @@ impl Bus {
             conn,
             keys,
             recipients: Arc::default(),
+            size_hint: Arc::default(),
             audit: None,
             tasks: None,
         };
@@ -145,28 +156,46 @@ impl Bus {
     }
 
     /// The current keys of everyone the subject table says receives `subject`.
-    fn recipients_of(&self, subject: &str) -> Result<Vec<PublicKey>, BusError> {
-        let ids = {
-            let mut cache = self.recipients.lock().map_err(lock_err)?;
-            if cache.len() > 4096 {
-                cache.clear(); // bounded: subjects with ids in them would grow it forever
+    fn recipients_of(&self, subject: &str) -> Result<Arc<Vec<PublicKey>>, BusError> {
+        let now = now_ms();
+        let dir = self.keys.directory.read().map_err(lock_err)?;
+        let generation = dir.generation();
+        let mut cache = self.recipients.lock().map_err(lock_err)?;
+        if let Some(c) = cache.get(subject) {
+            if c.generation == generation && now < c.valid_until_ms {
+                return Ok(c.keys.clone());
             }
-            cache
-                .entry(subject.to_string())
-                .or_insert_with(|| Arc::new(table::recipients(subject)))
-                .clone()
-        };
+        }
+        let ids = table::recipients(subject);
         if ids.is_empty() {
             return Err(BusError::NoRecipients(subject.to_string()));
         }
-        let dir = self.keys.directory.read().map_err(lock_err)?;
-        let now = now_ms();
-        ids.iter()
+        let keys = ids
+            .iter()
             .map(|id| {
                 dir.current(&id.name, now)
                     .ok_or_else(|| BusError::NoKey(id.name.clone()))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let valid_until_ms = ids
+            .iter()
+            .zip(&keys)
+            .filter_map(|(id, k)| dir.expiry_of(&id.name, k))
+            .min()
+            .unwrap_or(now);
+        let keys = Arc::new(keys);
+        if cache.len() > 4096 {
+            cache.clear(); // bounded: subjects with ids in them would grow it forever
+        }
+        cache.insert(
+            subject.to_string(),
+            CachedRecipients {
+                generation,
+                valid_until_ms,
+                keys: keys.clone(),
+            },
+        );
+        Ok(keys)
     }
 
     fn seal_for(
@@ -176,17 +205,31 @@ impl Bus {
         message: &impl Serialize,
         schema: u16,
     ) -> Result<Vec<u8>, BusError> {
-        let payload = rmp_serde::to_vec_named(message).map_err(|e| BusError::Invalid {
-            subject: subject.into(),
-            detail: e.to_string(),
-        })?;
-        let mut sealer = self.keys.sealer.lock().map_err(lock_err)?;
-        sealer
-            .seal(subject, schema, recipients, &payload, now_ms())
-            .map_err(|source| BusError::Envelope {
+        use std::sync::atomic::Ordering;
+        let mut encode_error = None;
+        let hint = self.size_hint.load(Ordering::Relaxed);
+        let sealed = {
+            let mut sealer = self.keys.sealer.lock().map_err(lock_err)?;
+            sealer.seal_with(subject, schema, recipients, now_ms(), hint, |out| {
+                let start = out.len();
+                rmp_serde::encode::write_named(out, message).map_err(|e| {
+                    encode_error = Some(e);
+                    EnvelopeError::Malformed("payload encoding failed")
+                })?;
+                self.size_hint.store(out.len() - start, Ordering::Relaxed);
+                Ok(())
+            })
+        };
+        sealed.map_err(|source| match encode_error.take() {
+            Some(e) => BusError::Invalid {
+                subject: subject.into(),
+                detail: e.to_string(),
+            },
+            None => BusError::Envelope {
                 subject: subject.into(),
                 source,
-            })
+            },
+        })
     }
 
     /// Opens and decodes one raw message.
@@ -347,21 +390,21 @@ impl Bus {
             request,
             SCHEMA_VERSION,
         )?;
-        let inbox = self.conn.client.new_inbox();
-        let mut replies = self
-            .conn
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| BusError::Nats(e.to_string()))?;
+        // The client's shared reply subscription (under this identity's private inbox
+        // prefix): no SUB/UNSUB round per request.
         let mut events = self.conn.events();
-        self.conn
-            .client
-            .publish_with_reply(subject.to_string(), inbox.clone(), sealed.into())
-            .await
-            .map_err(|e| BusError::Nats(e.to_string()))?;
+        let request = async_nats::Request::new()
+            .payload(sealed.into())
+            .timeout(Some(timeout));
         let reply = tokio::select! {
-            r = tokio::time::timeout(timeout, replies.next()) => r.map_err(|_| BusError::Timeout(timeout))?,
+            r = self.conn.client.send_request(subject.to_string(), request) => match r {
+                Ok(m) => m,
+                Err(e) => return Err(match e.kind() {
+                    async_nats::RequestErrorKind::TimedOut => BusError::Timeout(timeout),
+                    async_nats::RequestErrorKind::NoResponders => BusError::NoResponders(subject.to_string()),
+                    _ => BusError::Nats(e.to_string()),
+                }),
+            },
             v = Connection::wait_for(&mut events, timeout, |e| matches!(e, ConnEvent::Violation(Violation::Publish(s)) if s == subject.as_str())) => {
                 if v.is_some() {
                     return Err(self.denied(BusError::AccessDenied(subject.to_string())));
@@ -369,10 +412,6 @@ impl Bus {
                 return Err(BusError::Timeout(timeout));
             }
         };
-        let reply = reply.ok_or_else(|| BusError::Nats("reply subscription closed".into()))?;
-        if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-            return Err(BusError::NoResponders(subject.to_string()));
-        }
         match self.open_settled::<Resp>(&reply).await {
             Ok(r) => Ok(r.message),
             Err(e) => Err(self.rejected(&reply.subject, &reply.payload, e)),

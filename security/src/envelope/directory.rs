@@ -260,6 +260,8 @@ pub struct Directory {
     /// service → key id → key. Nested so a lookup by `&str` allocates nothing (it runs for
     /// every message opened).
     keys: HashMap<String, HashMap<KeyId, Published>>,
+    /// Bumped on every change, so callers can cache lookups.
+    generation: u64,
 }
 
 impl Directory {
@@ -271,6 +273,7 @@ impl Directory {
         now_ms: u64,
     ) -> Result<KeyId, DirectoryError> {
         let key = trust.verify(entry, now_ms)?;
+        self.generation += 1;
         self.keys.entry(entry.service.clone()).or_default().insert(
             key.kid(),
             Published {
@@ -289,7 +292,21 @@ impl Directory {
         };
         let before = keys.len();
         keys.retain(|_, p| p.epoch != epoch);
+        self.generation += 1;
         before != keys.len()
+    }
+
+    /// Changes with every insert or removal.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When the earliest of these keys stops being current (its entry's `not_after_ms`).
+    pub fn expiry_of(&self, service: &str, key: &PublicKey) -> Option<u64> {
+        self.keys
+            .get(service)?
+            .get(&key.kid())
+            .map(|p| p.not_after_ms)
     }
 
     /// The current key of every auditor: audit events are sealed to all of them.

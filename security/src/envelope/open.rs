@@ -91,12 +91,11 @@ impl Opener {
 
     fn data_key(
         &mut self,
-        env: &Envelope,
+        h: &Header,
         mine: &(impl RecipientKeys + ?Sized),
         sender: &PublicKey,
         now_ms: u64,
     ) -> Result<&LessSafeKey, EnvelopeError> {
-        let h = &env.header;
         // A key past its grace window is gone from `mine`, so sessions cached under it are
         // unreachable too.
         let (me, entry) = h
@@ -174,29 +173,28 @@ impl Opener {
         senders: &impl SenderKeys,
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
-        let env = Envelope::decode(bytes)?;
-        if env.header.subject != actual_subject {
+        let (header, header_end) = Envelope::decode_header(bytes)?;
+        if header.subject != actual_subject {
             return Err(EnvelopeError::WrongSubject {
-                sealed: env.header.subject.clone(),
+                sealed: header.subject.clone(),
                 actual: actual_subject.to_string(),
             });
         }
         let sender = senders
-            .sender_key(&env.header.sender, &env.header.sender_kid)
+            .sender_key(&header.sender, &header.sender_kid)
             .ok_or_else(|| EnvelopeError::UnknownSender {
-                sender: env.header.sender.clone(),
-                kid: env.header.sender_kid.to_string(),
+                sender: header.sender.clone(),
+                kid: header.sender_kid.to_string(),
             })?;
-        let key = self.data_key(&env, mine, &sender, now_ms)?;
-        let Envelope {
-            header,
-            header_bytes,
-            ciphertext: mut buf,
-        } = env;
+        let key = self.data_key(&header, mine, &sender, now_ms)?;
+        // The one copy: the body is decrypted in place; the header is authenticated where it
+        // lies in the received bytes.
+        let (aad, body) = bytes.split_at(header_end);
+        let mut buf = body.to_vec();
         let plain_len = key
             .open_in_place(
                 Nonce::assume_unique_for_key(header.nonce),
-                Aad::from(&header_bytes),
+                Aad::from(aad),
                 &mut buf,
             )
             .map_err(|_| EnvelopeError::CannotDecrypt)?

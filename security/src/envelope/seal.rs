@@ -47,6 +47,8 @@ pub struct Sealer {
     keys: SecretKeyPair,
     limits: SessionLimits,
     sessions: HashMap<Vec<KeyId>, Session>,
+    /// The sorted recipient set of the current call (reused: no allocation per message).
+    scratch: Vec<KeyId>,
     rng: SystemRandom,
 }
 
@@ -79,6 +81,7 @@ impl Sealer {
             keys,
             limits,
             sessions: HashMap::new(),
+            scratch: Vec::new(),
             rng: SystemRandom::new(),
         }
     }
@@ -140,14 +143,56 @@ impl Sealer {
                 max: self.limits.max_payload,
             });
         }
+        self.seal_with(
+            subject,
+            schema,
+            recipients,
+            now_ms,
+            plaintext.len(),
+            |out| {
+                out.extend_from_slice(plaintext);
+                Ok(())
+            },
+        )
+    }
+
+    /// Seals what `write` appends to the buffer (a serializer writes the payload straight
+    /// after the header: no intermediate copy). `size_hint` sizes the buffer.
+    pub fn seal_with(
+        &mut self,
+        subject: &str,
+        schema: u16,
+        recipients: &[PublicKey],
+        now_ms: u64,
+        size_hint: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), EnvelopeError>,
+    ) -> Result<Vec<u8>, EnvelopeError> {
         if recipients.is_empty() {
             return Err(EnvelopeError::NoRecipients);
         }
-        let mut set: Vec<KeyId> = recipients.iter().map(PublicKey::kid).collect();
-        set.sort();
+        let mut set = std::mem::take(&mut self.scratch);
+        set.clear();
+        set.extend(recipients.iter().map(PublicKey::kid));
+        set.sort_unstable();
         set.dedup();
+        let result = self.seal_to_set(&set, subject, schema, recipients, now_ms, size_hint, write);
+        self.scratch = set;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn seal_to_set(
+        &mut self,
+        set: &[KeyId],
+        subject: &str,
+        schema: u16,
+        recipients: &[PublicKey],
+        now_ms: u64,
+        size_hint: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), EnvelopeError>,
+    ) -> Result<Vec<u8>, EnvelopeError> {
         let limits = self.limits;
-        let fresh = self.sessions.get(&set).is_some_and(|s| {
+        let fresh = self.sessions.get(set).is_some_and(|s| {
             s.counter < limits.max_messages
                 && now_ms.saturating_sub(s.created_ms) < limits.max_age_ms
                 && now_ms >= s.created_ms
@@ -156,11 +201,11 @@ impl Sealer {
             let session = self.new_session(recipients, now_ms)?;
             self.sessions
                 .retain(|_, s| now_ms.saturating_sub(s.created_ms) < limits.max_age_ms);
-            self.sessions.insert(set.clone(), session);
+            self.sessions.insert(set.to_vec(), session);
         }
         let session = self
             .sessions
-            .get_mut(&set)
+            .get_mut(set)
             .ok_or(EnvelopeError::NoRecipients)?;
         let mut nonce = [0u8; 12];
         nonce[..4].copy_from_slice(&session.nonce_prefix);
@@ -170,7 +215,6 @@ impl Sealer {
         let mut msg_id = [0u8; 16];
         msg_id[..8].copy_from_slice(&session.id[..8]);
         msg_id[8..].copy_from_slice(&session.counter.to_be_bytes());
-        session.counter += 1;
         let header = HeaderRef {
             schema,
             subject,
@@ -183,9 +227,18 @@ impl Sealer {
             nonce: &nonce,
         };
         let header_len = header.len();
-        let mut out = Vec::with_capacity(header_len + plaintext.len() + 16);
+        let mut out = Vec::with_capacity(header_len + size_hint + 16);
         header.write(VERSION, SUITE_V1, &mut out)?;
-        out.extend_from_slice(plaintext);
+        write(&mut out)?;
+        let size = out.len() - header_len;
+        if size > limits.max_payload {
+            return Err(EnvelopeError::TooLarge {
+                size,
+                max: limits.max_payload,
+            });
+        }
+        // Counted only once the message is certain to be sealed: a nonce is never reused.
+        session.counter += 1;
         let (head, body) = out.split_at_mut(header_len);
         // Counter nonces under a per-session key: unique by construction.
         let tag = session

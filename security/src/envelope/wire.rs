@@ -178,6 +178,17 @@ impl<'a> Reader<'a> {
 
 impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let (header, header_end) = Envelope::decode_header(bytes)?;
+        Ok(Envelope {
+            header,
+            header_bytes: bytes[..header_end].to_vec(),
+            ciphertext: bytes[header_end..].to_vec(),
+        })
+    }
+
+    /// Parses the header and checks the ciphertext's minimum length without copying it;
+    /// returns the header and where the ciphertext starts.
+    pub(crate) fn decode_header(bytes: &[u8]) -> Result<(Header, usize), EnvelopeError> {
         if bytes.len() > MAX_ENVELOPE_LEN {
             return Err(EnvelopeError::TooLarge {
                 size: bytes.len(),
@@ -216,12 +227,11 @@ impl Envelope {
         }
         let nonce = r.array("nonce")?;
         let header_end = r.pos;
-        let ciphertext = bytes[header_end..].to_vec();
-        if ciphertext.len() < TAG_LEN {
+        if bytes.len() - header_end < TAG_LEN {
             return Err(EnvelopeError::Malformed("ciphertext shorter than its tag"));
         }
-        Ok(Envelope {
-            header: Header {
+        Ok((
+            Header {
                 version,
                 suite,
                 schema,
@@ -234,8 +244,7 @@ impl Envelope {
                 recipients,
                 nonce,
             },
-            header_bytes: bytes[..header_end].to_vec(),
-            ciphertext,
-        })
+            header_end,
+        ))
     }
 }
