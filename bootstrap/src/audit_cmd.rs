@@ -104,6 +104,15 @@ fn describe(event: &AuditKind) -> String {
     }
 }
 
+fn phase_detail(state: &ozone_bus_schemas::phase::ComponentState) -> String {
+    use ozone_bus_schemas::phase::ComponentState::*;
+    match state {
+        Waiting { on } => format!(" (waiting for {})", on.join(", ")),
+        Degraded { reason } | Failed { reason } => format!(" ({reason})"),
+        _ => String::new(),
+    }
+}
+
 fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
@@ -139,6 +148,33 @@ pub async fn tail(
                     event.component,
                     subject.rsplit('.').next().unwrap_or_default(),
                     describe(&event.event)
+                );
+                printed += 1;
+            }
+            AuditRecord::Phase { event, .. } => {
+                println!(
+                    "{}  {:<13} {:<10} phase {}: {}{}",
+                    timestamp(event.at_ms),
+                    event.component,
+                    "lifecycle",
+                    event.phase,
+                    event.state.label(),
+                    phase_detail(&event.state)
+                );
+                printed += 1;
+            }
+            AuditRecord::Transition { event, .. } => {
+                println!(
+                    "{}  {:<13} {:<10} phase {} {}",
+                    timestamp(event.at_ms),
+                    event.component,
+                    "bootstrap",
+                    event.phase,
+                    if event.ready {
+                        "ready"
+                    } else {
+                        "no longer ready"
+                    }
                 );
                 printed += 1;
             }

@@ -38,12 +38,23 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
 pub enum Command {
     /// Create the layout, configuration, CAs and component certificates (idempotent)
     Init(InitArgs),
-    /// Initialise if needed, start nats-server with the security plane, check it, summarise
-    Up(InitArgs),
-    /// Stop nats-server and the supervisor; leaves no process behind
+    /// Initialise if needed, start nats-server and the eight components phase by phase,
+    /// show progress, summarise; stays in the foreground (Ctrl-C stops) unless --detach
+    Up(UpArgs),
+    /// Stop the components (reverse phase order), nats-server and the supervisor; leaves no
+    /// process behind
     Down,
-    /// Show whether the supervisor and nats-server are running
-    Status,
+    /// Phases, components, instances, versions, uptime
+    Status {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// The seed's validation checks; non-zero exit on any failure
+    Validate,
+    /// Integrations with the host
+    #[command(subcommand)]
+    Install(InstallCommand),
     /// Certificates: verify, issue, renew, revoke, list
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -69,6 +80,24 @@ pub struct InitArgs {
     /// Loopback HTTP monitoring port of nats-server
     #[arg(long, env = "OZONE_NATS_MONITOR_PORT", default_value_t = 8222)]
     pub monitor_port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub init: InitArgs,
+    /// Return once everything is up and leave it running in the background
+    #[arg(long, short)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstallCommand {
+    /// Write systemd unit files (nats-server, the eight components, a target) into DIR
+    Systemd {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,5 +1,5 @@
-//! `ozone down`: stop the supervisor (which stops nats-server cleanly) and make sure no
-//! process of ours is left.
+//! `ozone down`: stop the supervisor (which stops the components in reverse phase order, then
+//! nats-server) and make sure no process of ours is left.
 
 use ozone_security::Home;
 use std::time::{Duration, Instant};
@@ -42,6 +42,14 @@ pub fn run(home: &Home) -> Vec<(String, i32)> {
     if let Some(pid) = supervisor_pid(home) {
         if terminate(pid, Duration::from_secs(20)) {
             stopped.push(("ozone supervisor".to_string(), pid));
+        }
+    }
+    // Components left behind by a crashed supervisor.
+    for (name, p) in crate::components::read_states(home) {
+        if let Some(pid) = p.pid.map(|x| x as i32).filter(|x| alive(*x)) {
+            if terminate(pid, Duration::from_secs(10)) {
+                stopped.push((name, pid));
+            }
         }
     }
     // A server left behind by a crashed supervisor.

@@ -4,10 +4,15 @@
 pub mod audit_cmd;
 pub mod bench;
 pub mod cli;
+pub mod components;
 pub mod down;
 pub mod env_file;
 pub mod init;
 pub mod pki_cmd;
+pub mod progress;
 pub mod selfcheck;
+pub mod status;
 pub mod supervise;
+pub mod systemd;
 pub mod up;
+pub mod validate;

@@ -1,7 +1,9 @@
 //! The `ozone` binary: parse arguments, set up logging, call the library.
 
 use clap::Parser;
-use ozone::cli::{AuditCommand, BenchCommand, Cli, Command, InitArgs, PkiCommand, SchemaCommand};
+use ozone::cli::{
+    AuditCommand, BenchCommand, Cli, Command, InitArgs, InstallCommand, PkiCommand, SchemaCommand,
+};
 use ozone_nats::NatsSettings;
 use ozone_security::{Home, SecurityConfig};
 use std::process::ExitCode;
@@ -43,10 +45,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Up(args) => {
-            let report = ozone::up::run(&home, &settings(&args), &cli.set).await?;
+            let report = ozone::up::run(&home, &settings(&args.init), &cli.set).await?;
             ozone::up::print_summary(&report);
             if !report.ok() {
                 return Ok(ExitCode::FAILURE);
+            }
+            if !args.detach {
+                println!("running in the foreground; Ctrl-C stops everything (`ozone up --detach` leaves it running)");
+                tokio::signal::ctrl_c().await?;
+                for (what, pid) in ozone::down::run(&home) {
+                    println!("stopped {what} (pid {pid})");
+                }
             }
         }
         Command::Down => {
@@ -58,22 +67,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("stopped {what} (pid {pid})");
             }
         }
-        Command::Status => {
-            match ozone::down::supervisor_pid(&home) {
-                Some(pid) => println!("supervisor  running (pid {pid})"),
-                None => println!("supervisor  stopped"),
+        Command::Status { json } => {
+            let status = ozone::status::gather(&home, &load_cfg()?)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:#}\n  (is the ecosystem up? `ozone up`)"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                ozone::status::print(&status);
             }
-            let nats = std::fs::read_to_string(home.run().join("nats-server.pid")).ok();
-            match nats
-                .and_then(|p| p.trim().parse::<i32>().ok())
-                .filter(|p| ozone::down::alive(*p))
-            {
-                Some(pid) => println!(
-                    "nats-server running (pid {pid}) at {}",
-                    NatsSettings::load(&home)?.url()
-                ),
-                None => println!("nats-server stopped"),
+            if !status.all_ready() {
+                return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Validate => {
+            let checks = ozone::validate::run(&home, &load_cfg()?).await;
+            if ozone::validate::print(&checks) > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Install(InstallCommand::Systemd { dir }) => {
+            for path in ozone::systemd::install(&home, &dir)? {
+                println!("wrote {}", path.display());
+            }
+            println!("then: sudo cp {}/* /etc/systemd/system/ && sudo systemctl daemon-reload && sudo systemctl start ozone-studio.target", dir.display());
         }
         Command::Pki(cmd) => {
             let cfg = load_cfg()?;

@@ -1,28 +1,33 @@
 //! `ozone supervise`: the long-running process `ozone up` leaves behind. It keeps nats-server
-//! alive (restart with backoff) until SIGTERM or SIGINT, then stops it cleanly.
+//! alive (restart with backoff), prepares the audit stream, then runs the eight components as
+//! supervised children until SIGTERM or SIGINT; it stops them in reverse phase order and
+//! nats-server last.
 //!
-//! It reports readiness by printing `READY <pid>` once on stdout, which `ozone up` waits on
-//! (a pipe, not a poll).
+//! It reports readiness by printing `READY <pid>` once on stdout, when nats-server is up and
+//! the audit stream exists, just before the components start; `ozone up` waits on that line
+//! (a pipe, not a poll) and then follows the bootstrap on the bus.
 
 use ozone_nats::{find_binary, NatsSettings};
-use ozone_security::Home;
+use ozone_security::{Home, SecurityConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 pub fn pid_file(home: &Home) -> PathBuf {
     home.run().join("ozone-supervisor.pid")
 }
 
-/// Restarts allowed in a row before the supervisor gives up.
+/// Restarts allowed in a row before the supervisor gives up on nats-server.
 const MAX_RESTARTS: u32 = 5;
 
 pub async fn run(home: &Home) -> anyhow::Result<()> {
     let settings = NatsSettings::load(home)?;
     let binary = find_binary(&home.bin())?;
+    let cfg = SecurityConfig::load(home, &[])?;
     std::fs::write(pid_file(home), std::process::id().to_string())?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (nats_stop_tx, nats_stop_rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
@@ -32,22 +37,54 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    let mut announced = false;
-    let result =
-        ozone_nats::server::supervise(home, &settings, &binary, MAX_RESTARTS, stop_rx, |server| {
-            tracing::info!(pid = server.pid, url = %server.url, "nats-server ready");
-            if !announced {
-                announced = true;
-                let mut out = std::io::stdout();
-                // The reader may be gone (`ozone up` exited); that is fine.
-                let _ = writeln!(out, "READY {}", server.pid);
-                let _ = out.flush();
-            }
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let nats = {
+        let home = home.clone();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            ozone_nats::server::supervise(
+                &home,
+                &settings,
+                &binary,
+                MAX_RESTARTS,
+                nats_stop_rx,
+                |server| {
+                    tracing::info!(pid = server.pid, url = %server.url, "nats-server ready");
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(server.pid);
+                    }
+                },
+            )
+            .await
         })
-        .await;
-    let _ = std::fs::remove_file(pid_file(home));
-    if let Err(e) = &result {
-        tracing::error!(error = %e, "supervisor stopping");
+    };
+    let result = async {
+        let nats_pid = match ready_rx.await {
+            Ok(pid) => pid,
+            Err(_) => return Err(anyhow::anyhow!("nats-server did not start (see var/log)")),
+        };
+        let prepared = crate::audit_cmd::prepare(home, &cfg).await;
+        if let Err(e) = &prepared {
+            tracing::error!("audit stream: {e:#}");
+        }
+        let mut out = std::io::stdout();
+        // The reader may be gone (`ozone up` exited); that is fine.
+        let _ = writeln!(out, "READY {nats_pid}");
+        let _ = out.flush();
+        crate::components::supervise_all(home, &cfg, stop_rx).await
     }
-    Ok(result?)
+    .await;
+    if let Err(e) = &result {
+        tracing::error!("components: {e:#}");
+    }
+    let _ = nats_stop_tx.send(true);
+    let nats_result = nats.await;
+    let _ = std::fs::remove_file(pid_file(home));
+    match nats_result {
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "supervisor stopping");
+            Err(e.into())
+        }
+        _ => result,
+    }
 }

@@ -18,14 +18,22 @@ pub struct UpReport {
     pub already_running: bool,
     pub checks: Vec<CheckResult>,
     pub audit: Option<crate::audit_cmd::Prepared>,
+    /// How the components came up (absent when they were already running).
+    pub boot: Option<crate::progress::BootReport>,
+    pub status: Option<crate::status::Status>,
     pub elapsed: Duration,
 }
 
 impl UpReport {
     pub fn ok(&self) -> bool {
-        self.checks.iter().all(CheckResult::ok) && self.audit.is_some()
+        self.checks.iter().all(CheckResult::ok)
+            && self.audit.is_some()
+            && self.status.as_ref().is_some_and(|s| s.all_ready())
     }
 }
+
+/// How long `ozone up` follows the bootstrap before reporting what is missing.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn step(n: u8, total: u8, text: &str) {
     eprintln!("[{n}/{total}] {text}");
@@ -73,7 +81,7 @@ pub async fn run(
     overrides: &[(String, String)],
 ) -> anyhow::Result<UpReport> {
     let started = Instant::now();
-    const STEPS: u8 = 5;
+    const STEPS: u8 = 6;
     step(1, STEPS, &format!("initialising {}", home.root().display()));
     let (init, cfg) = crate::init::run(home, settings_if_new, overrides)?;
     if init.changed_anything() {
@@ -96,6 +104,7 @@ pub async fn run(
         STEPS,
         &format!("nats-server {version} at {}", settings.url()),
     );
+    let since = std::time::SystemTime::now() - Duration::from_millis(500);
     let (supervisor_pid, already_running) = match crate::down::supervisor_pid(home) {
         Some(pid) => {
             eprintln!("      already running under supervisor pid {pid}");
@@ -103,13 +112,42 @@ pub async fn run(
         }
         None => (spawn_supervisor(home)?, false),
     };
+    let boot = if already_running {
+        None
+    } else {
+        step(
+            4,
+            STEPS,
+            "bootstrapping the components, phase by phase (ecosystem.phase.*)",
+        );
+        match crate::progress::follow(home, &cfg, since, BOOT_TIMEOUT).await {
+            Ok(report) => {
+                match (&report.all_ready_after, &report.failed) {
+                    (Some(t), _) => eprintln!(
+                        "      all phases ready {:.2}s after the first announcement",
+                        t.as_secs_f64()
+                    ),
+                    (None, Some((c, why))) => eprintln!("      {c} failed: {why}"),
+                    (None, None) => eprintln!(
+                        "      not all components ready within {}s; see `ozone status` and var/log",
+                        BOOT_TIMEOUT.as_secs()
+                    ),
+                }
+                Some(report)
+            }
+            Err(e) => {
+                eprintln!("      cannot follow the bootstrap: {e:#}");
+                None
+            }
+        }
+    };
     step(
-        4,
+        5,
         STEPS,
         "checking every component identity against the live server",
     );
     let checks = selfcheck::run(&settings.url(), home, &cfg).await;
-    step(5, STEPS, "audit stream and auditors' keys");
+    step(6, STEPS, "audit stream, auditors' keys and status");
     let audit = match crate::audit_cmd::prepare(home, &cfg).await {
         Ok(p) => {
             eprintln!(
@@ -125,6 +163,7 @@ pub async fn run(
             None
         }
     };
+    let status = crate::status::gather(home, &cfg).await.ok();
     Ok(UpReport {
         nats_version: version.to_string(),
         url: settings.url(),
@@ -132,6 +171,8 @@ pub async fn run(
         already_running,
         checks,
         audit,
+        boot,
+        status,
         elapsed: started.elapsed(),
     })
 }
@@ -140,7 +181,7 @@ fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
     if !cfg.certificate_authority.auto_renewal_enabled {
         step(
             2,
-            5,
+            6,
             "certificate auto-renewal disabled in security-config.toml",
         );
         return Ok(());
@@ -150,14 +191,14 @@ fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
     if renewed.is_empty() {
         step(
             2,
-            5,
+            6,
             &format!(
                 "certificates valid for more than {}",
                 ozone_security::duration_text::format(within)
             ),
         );
     } else {
-        step(2, 5, &format!("renewed {}", renewed.join(", ")));
+        step(2, 6, &format!("renewed {}", renewed.join(", ")));
         ozone_nats::config::write(home, &NatsSettings::load(home)?)?;
         let _ = ozone_nats::server::reload(home);
     }
@@ -187,6 +228,10 @@ pub fn print_summary(r: &UpReport) {
         }
     }
     println!();
+    if let Some(s) = &r.status {
+        crate::status::print(s);
+        println!();
+    }
     let good = r.checks.iter().filter(|c| c.ok()).count();
     println!(
         "security plane {}: nats-server {} at {} (mTLS, TLS 1.3, {} of 8 component identities hold exactly their permissions), supervisor pid {}, {:.1}s",
@@ -206,6 +251,12 @@ pub fn print_summary(r: &UpReport) {
         );
     } else {
         println!("audit stream NOT ready (see the error above)");
+    }
+    if let Some(t) = r.boot.as_ref().and_then(|b| b.all_ready_after) {
+        println!(
+            "all phases ready: 8 of 8 components serving, {:.2}s from the first announcement to the last ready",
+            t.as_secs_f64()
+        );
     }
     println!("stop it with `ozone down`; inspect certificates with `ozone pki verify`");
 }

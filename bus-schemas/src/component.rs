@@ -77,6 +77,14 @@ impl Component {
         }
     }
 
+    /// The executable that runs this component (`ozone-spark`, …; the core is `ozone-studio`).
+    pub fn binary_name(self) -> String {
+        match self {
+            Component::Core => "ozone-studio".into(),
+            c => format!("ozone-{}", c.name()),
+        }
+    }
+
     /// The seed's DNS name, `<name>.local`; it is also the NATS user the certificate maps to.
     pub fn dns_name(self) -> String {
         format!("{}.local", self.name())

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod component;
 pub mod identity;
 pub mod permissions;
+pub mod phase;
 pub mod streams;
 pub mod subject;
 pub mod table;

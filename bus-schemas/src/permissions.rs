@@ -48,8 +48,10 @@ impl Permissions {
         }
         if identity.kind == IdentityKind::Auditor {
             // External tools are read-only, whatever a future table row might say: the only
-            // publishes they make are JetStream API calls that read the audit stream.
-            p.publish.retain(|s| s.as_str().starts_with("$JS."));
+            // publishes they make are JetStream API calls that read the audit stream, and
+            // service-discovery requests.
+            p.publish
+                .retain(|s| s.as_str().starts_with("$JS.") || s.as_str().starts_with("$SRV."));
         }
         p.publish.dedup();
         p.subscribe.dedup();
@@ -115,10 +117,9 @@ mod tests {
         let auditor =
             Identity::new(IdentityKind::Auditor, "siem").unwrap_or_else(|e| panic!("{e}"));
         let p = Permissions::of(&auditor).unwrap_or_else(|| panic!("auditor has permissions"));
-        assert!(p
-            .publish
-            .iter()
-            .all(|s| s.as_str() == "$JS.API.INFO" || s.as_str().contains("OZONE_AUDIT")));
+        assert!(p.publish.iter().all(|s| s.as_str() == "$JS.API.INFO"
+            || s.as_str() == "$SRV.>"
+            || s.as_str().contains("OZONE_AUDIT")));
         for forbidden in [
             "audit.spark.keys",
             "$JS.API.STREAM.PURGE.OZONE_AUDIT",

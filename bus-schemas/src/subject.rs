@@ -145,6 +145,11 @@ impl Subject {
         ))
     }
 
+    /// Every discovery subject: `$SRV.>`.
+    pub fn service_discovery_all() -> Subject {
+        Subject::join(&["$SRV", ">"])
+    }
+
     /// NATS micro-service discovery subjects a service answers: `$SRV.PING`, `$SRV.PING.<name>`,
     /// `$SRV.PING.<name>.<id>` and the same for INFO and STATS.
     pub fn service_discovery(c: Component) -> Vec<Subject> {

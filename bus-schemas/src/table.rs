@@ -2,6 +2,7 @@
 //! single source of the NATS permissions ([`crate::Permissions`]), of the envelope's
 //! recipients ([`recipients`]) and of `docs/subjects.md` ([`markdown`]).
 
+use crate::phase::PHASE_STREAM;
 use crate::streams::{AUDIT_STREAM, KEY_STREAM};
 use crate::{Component, Identity, IdentityKind, Subject};
 
@@ -89,6 +90,9 @@ pub struct Route {
     /// One pattern covering every owner's subjects, used for a party that has the right for
     /// all owners (`ecosystem.phase.>` rather than eight subjects).
     pub all_owners: Option<fn() -> Subject>,
+    /// Also sealed to the auditors and kept in the audit stream (the subjects are exported to
+    /// the AUDIT account).
+    pub audited: bool,
 }
 
 impl Route {
@@ -120,6 +124,7 @@ pub const ROUTES: &[Route] = &[
         doc: "work for a component, served by its queue group",
         subjects: component_of,
         all_owners: None,
+        audited: false,
     },
     Route {
         name: "phase announcement",
@@ -128,13 +133,42 @@ pub const ROUTES: &[Route] = &[
         owner: Some(IdentityKind::Component),
         publishers: Party::Owner,
         subscribers: Party::AllComponents,
-        doc: "a component's readiness and health during bootstrap",
+        doc: "a component's state changes (starting, waiting on, ready, degraded, failed, stopped); the last one per component is retained in the OZONE_PHASE stream",
         subjects: |id| {
             id.as_component()
                 .map(|c| vec![Subject::phase_announce(c)])
                 .unwrap_or_default()
         },
         all_owners: Some(Subject::phase_all),
+        audited: true,
+    },
+    Route {
+        name: "phase transitions",
+        template: "ecosystem.phases",
+        kind: Kind::Event,
+        owner: None,
+        publishers: Party::Only(Component::Core),
+        subscribers: Party::AllComponents,
+        doc: "the core announces each bootstrap phase becoming ready (or losing readiness)",
+        subjects: |_| vec![Subject::phase_transitions()],
+        all_owners: None,
+        audited: true,
+    },
+    Route {
+        name: "heartbeat",
+        template: "ecosystem.heartbeat.{component}",
+        kind: Kind::Event,
+        owner: Some(IdentityKind::Component),
+        publishers: Party::Owner,
+        subscribers: Party::AllComponents,
+        doc: "a component is alive (every second); silence for 3.5 s counts as gone",
+        subjects: |id| {
+            id.as_component()
+                .map(|c| vec![Subject::heartbeat(c)])
+                .unwrap_or_default()
+        },
+        all_owners: Some(Subject::heartbeat_all),
+        audited: false,
     },
     Route {
         name: "self-check",
@@ -150,6 +184,7 @@ pub const ROUTES: &[Route] = &[
                 .unwrap_or_default()
         },
         all_owners: None,
+        audited: false,
     },
     Route {
         name: "audit events",
@@ -165,6 +200,7 @@ pub const ROUTES: &[Route] = &[
                 .unwrap_or_default()
         },
         all_owners: Some(Subject::audit_all),
+        audited: false,
     },
     Route {
         name: "key directory",
@@ -177,6 +213,7 @@ pub const ROUTES: &[Route] = &[
               bucket's JetStream API, copied into the audit stream",
         subjects: |id| vec![Subject::key_entries_of(id)],
         all_owners: None,
+        audited: false,
     },
     Route {
         name: "auditor keys",
@@ -189,17 +226,27 @@ pub const ROUTES: &[Route] = &[
               `ozone pki issue auditor` put them as the core",
         subjects: |_| vec![Subject::key_entries_of_kind(IdentityKind::Auditor)],
         all_owners: None,
+        audited: false,
     },
     Route {
-        name: "key directory API",
-        template: "$JS.API.*.KV_ozone-keys…",
+        name: "key directory and phase state API",
+        template: "$JS.API.*.KV_ozone-keys…, $JS.API.*.OZONE_PHASE…",
         kind: Kind::JetStream,
         owner: None,
         publishers: Party::AllComponents,
         subscribers: Party::Nobody,
-        doc: "create the bucket if absent, watch it, get entries; never delete or reconfigure",
-        subjects: |_| Subject::jetstream_client_api(KEY_STREAM),
+        doc: "create the bucket and the phase stream if absent, watch and read them; never delete or reconfigure",
+        subjects: |_| {
+            let mut s = Subject::jetstream_client_api(KEY_STREAM);
+            s.extend(
+                Subject::jetstream_client_api(PHASE_STREAM)
+                    .into_iter()
+                    .filter(|x| x.as_str() != "$JS.API.INFO"),
+            );
+            s
+        },
         all_owners: None,
+        audited: false,
     },
     Route {
         name: "audit stream API",
@@ -215,21 +262,23 @@ pub const ROUTES: &[Route] = &[
             s
         },
         all_owners: None,
+        audited: false,
     },
     Route {
         name: "service discovery",
         template: "$SRV.{PING,INFO,STATS}[.{component}[.*]]",
         kind: Kind::Request,
         owner: Some(IdentityKind::Component),
-        publishers: Party::Nobody,
+        publishers: Party::Auditors,
         subscribers: Party::Owner,
-        doc: "NATS micro-service discovery, answered by each component",
+        doc: "NATS micro-service discovery, answered by each component; auditors (e.g. `ozone status`) ask through the service import in AUDIT",
         subjects: |id| {
             id.as_component()
                 .map(Subject::service_discovery)
                 .unwrap_or_default()
         },
-        all_owners: None,
+        all_owners: Some(Subject::service_discovery_all),
+        audited: false,
     },
     Route {
         name: "device reports",
@@ -241,6 +290,7 @@ pub const ROUTES: &[Route] = &[
         doc: "heartbeats and capabilities of a device (NEXUS receives them through `nexus.>`)",
         subjects: |id| vec![Subject::device_reports(id)],
         all_owners: None,
+        audited: false,
     },
 ];
 
@@ -256,6 +306,7 @@ pub const PERSONAL: &[Route] = &[
         doc: "replies to the identity's requests; responders answer through allow_responses",
         subjects: |id| vec![Subject::inbox_all(id)],
         all_owners: None,
+        audited: false,
     },
     Route {
         name: "sync",
@@ -267,6 +318,7 @@ pub const PERSONAL: &[Route] = &[
         doc: "a request nobody answers: the server's \"no responders\" proves a round trip",
         subjects: |id| vec![Subject::sync(id)],
         all_owners: None,
+        audited: false,
     },
 ];
 
@@ -275,7 +327,8 @@ pub fn recipients(subject: &str) -> Vec<Identity> {
     let mut out = Vec::new();
     for route in ROUTES
         .iter()
-        .filter(|r| r.owner == Some(IdentityKind::Component))
+        .chain(PERSONAL)
+        .filter(|r| r.owner.is_none_or(|k| k == IdentityKind::Component))
     {
         for owner in Component::ALL.map(Identity::component) {
             if route.subjects(&owner).iter().any(|s| s.matches(subject)) {
@@ -296,7 +349,7 @@ pub fn recipients(subject: &str) -> Vec<Identity> {
 /// Whether the auditors receive what is published on `subject`.
 pub fn audited(subject: &str) -> bool {
     ROUTES.iter().any(|r| {
-        r.subscribers == Party::Auditors
+        (r.audited || r.subscribers == Party::Auditors)
             && Component::ALL
                 .map(Identity::component)
                 .iter()
@@ -309,16 +362,18 @@ pub fn markdown() -> String {
     let mut out = String::from(
         "# Subjects\n\nGenerated from `bus-schemas/src/table.rs` by `ozone schema docs`; do not edit.\n\
          The NATS permissions and the envelope's recipients are derived from the same table.\n\n\
-         | name | subject | kind | published by | subscribed by | what for |\n|---|---|---|---|---|---|\n",
+         | name | subject | kind | published by | subscribed by | audit stream | what for |\n|---|---|---|---|---|---|---|\n",
     );
     for r in ROUTES.iter().chain(PERSONAL) {
+        let kept = r.audited || r.subscribers == Party::Auditors;
         out.push_str(&format!(
-            "| {} | `{}` | {} | {} | {} | {} |\n",
+            "| {} | `{}` | {} | {} | {} | {} | {} |\n",
             r.name,
             r.template,
             r.kind.as_str(),
             r.publishers.describe(),
             r.subscribers.describe(),
+            if kept { "kept, sealed to auditors" } else { "" },
             r.doc
         ));
     }

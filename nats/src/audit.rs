@@ -9,6 +9,7 @@
 use crate::{Connection, NatsSettings};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::{Stream, StreamExt};
+use ozone_bus_schemas::phase::{PhaseEvent, PhaseTransition};
 use ozone_bus_schemas::streams::{parse_key_entry_key, AUDIT_STREAM};
 use ozone_bus_schemas::{AuditEvent, Identity, Subject, AUDIT_SCHEMA};
 use ozone_security::envelope::{
@@ -37,6 +38,8 @@ pub fn stream_config(settings: &NatsSettings) -> stream::Config {
         subjects: vec![
             Subject::audit_all().to_string(),
             Subject::key_entries_all().to_string(),
+            Subject::phase_all().to_string(),
+            Subject::phase_transitions().to_string(),
         ],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
@@ -94,6 +97,10 @@ pub enum AuditRecord {
         key: String,
         verdict: Result<(), String>,
     },
+    /// A component's state change (bootstrap protocol).
+    Phase { seq: u64, event: PhaseEvent },
+    /// The core's announcement of a phase transition.
+    Transition { seq: u64, event: PhaseTransition },
     /// A message that could not be opened or decoded, and why.
     Unreadable {
         seq: u64,
@@ -185,6 +192,32 @@ impl AuditReader {
         Ok(n)
     }
 
+    /// The last phase event of every component still in the stream.
+    pub async fn last_phase_events(&mut self) -> Result<Vec<PhaseEvent>, AuditError> {
+        self.load_directory().await?;
+        let (mut messages, pending) = self
+            .consumer(
+                vec![Subject::phase_all().to_string()],
+                consumer::DeliverPolicy::LastPerSubject,
+            )
+            .await?;
+        let mut out = Vec::new();
+        if pending == 0 {
+            return Ok(out);
+        }
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| AuditError::Stream(e.to_string()))?;
+            let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
+            if let AuditRecord::Phase { event, .. } = self.record(&msg) {
+                out.push(event);
+            }
+            if last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Every record from `since` (or the beginning); ends when caught up unless `follow`.
     pub async fn records(
         mut self,
@@ -203,6 +236,8 @@ impl AuditReader {
                 vec![
                     Subject::audit_all().to_string(),
                     Subject::key_entries_all().to_string(),
+                    Subject::phase_all().to_string(),
+                    Subject::phase_transitions().to_string(),
                 ],
                 deliver_policy,
             )
@@ -265,6 +300,27 @@ impl AuditReader {
             Ok(o) => o,
             Err(e) => return unreadable(e.to_string()),
         };
+        if subject == Subject::phase_transitions().as_str() {
+            return match rmp_serde::from_slice::<PhaseTransition>(&opened.plaintext) {
+                Ok(event) if event.component == opened.header.sender => {
+                    AuditRecord::Transition { seq, event }
+                }
+                Ok(_) => unreadable("a phase transition not from the core".into()),
+                Err(e) => unreadable(format!("malformed transition: {e}")),
+            };
+        }
+        if Subject::phase_all().matches(&subject) {
+            return match rmp_serde::from_slice::<PhaseEvent>(&opened.plaintext) {
+                Ok(event) if event.component == opened.header.sender => {
+                    AuditRecord::Phase { seq, event }
+                }
+                Ok(event) => unreadable(format!(
+                    "sealed by {} but claims to come from {}",
+                    opened.header.sender, event.component
+                )),
+                Err(e) => unreadable(format!("malformed phase event: {e}")),
+            };
+        }
         if opened.header.schema != AUDIT_SCHEMA {
             return unreadable(format!("audit schema {}", opened.header.schema));
         }

@@ -101,9 +101,14 @@ accounts {{
     ]
     # Nothing leaves this account except audit events and key-directory puts (public keys,
     # signed), which the audit stream keeps so auditors can verify who sealed each event.
+    # Phase events (component lifecycle) are audited too; service discovery answers auditors
+    # (every instance answers a `$SRV.PING`, hence a stream of responses).
     exports: [
       {{ stream: {audit_subjects}, accounts: [{audit_q}] }},
-      {{ stream: {key_subjects}, accounts: [{audit_q}] }}
+      {{ stream: {key_subjects}, accounts: [{audit_q}] }},
+      {{ stream: {phase_subjects}, accounts: [{audit_q}] }},
+      {{ stream: {transition_subjects}, accounts: [{audit_q}] }},
+      {{ service: {srv_subjects}, accounts: [{audit_q}], response_type: stream }}
     ]
   }}
   {audit}: {{
@@ -114,7 +119,10 @@ accounts {{
     ]
     imports: [
       {{ stream: {{ account: {eco_q}, subject: {audit_subjects} }} }},
-      {{ stream: {{ account: {eco_q}, subject: {key_subjects} }} }}
+      {{ stream: {{ account: {eco_q}, subject: {key_subjects} }} }},
+      {{ stream: {{ account: {eco_q}, subject: {phase_subjects} }} }},
+      {{ stream: {{ account: {eco_q}, subject: {transition_subjects} }} }},
+      {{ service: {{ account: {eco_q}, subject: {srv_subjects} }} }}
     ]
   }}
   {sys}: {{ }}
@@ -133,6 +141,9 @@ system_account: {sys_q}
         audit_users = users_of(identities, NatsAccount::Audit),
         audit_subjects = q(audit_subjects.as_str()),
         key_subjects = q(Subject::key_entries_all().as_str()),
+        phase_subjects = q(Subject::phase_all().as_str()),
+        transition_subjects = q(Subject::phase_transitions().as_str()),
+        srv_subjects = q(Subject::service_discovery_all().as_str()),
         audit_q = q(audit),
         eco_q = q(eco),
         sys_q = q(sys),

@@ -1,0 +1,263 @@
+//! The eight components as supervised child processes of `ozone supervise`: started in phase
+//! order (the bootstrap protocol makes each wait for the earlier phases itself), restarted
+//! with backoff when they die, announced degraded on the bus the moment they do, stopped in
+//! reverse phase order. Their state is written to `run/components.json` for `ozone status`.
+
+use ozone_bus_schemas::phase::{ComponentState, PhaseEvent};
+use ozone_bus_schemas::{Component, Identity, Subject};
+use ozone_nats::bus::{now_ms, Bus};
+use ozone_nats::NatsSettings;
+use ozone_security::envelope::Rotation;
+use ozone_security::{tls, Home, SecurityConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// Restarts in a row (each lasting under a minute) before a component is given up.
+pub const MAX_RESTARTS: u32 = 5;
+
+/// What the supervisor knows about one component process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessState {
+    pub pid: Option<u32>,
+    /// running, restarting, failed, stopped
+    pub state: String,
+    pub restarts: u32,
+    pub started_at_ms: u64,
+    pub last_exit: Option<String>,
+}
+
+pub fn state_file(home: &Home) -> PathBuf {
+    home.run().join("components.json")
+}
+
+/// Reads `run/components.json` (empty when absent).
+pub fn read_states(home: &Home) -> BTreeMap<String, ProcessState> {
+    std::fs::read(state_file(home))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+type States = Arc<Mutex<BTreeMap<String, ProcessState>>>;
+
+fn record(home: &Home, states: &States, c: Component, update: impl FnOnce(&mut ProcessState)) {
+    let Ok(mut s) = states.lock() else { return };
+    let entry = s.entry(c.name().to_string()).or_insert(ProcessState {
+        pid: None,
+        state: "starting".into(),
+        restarts: 0,
+        started_at_ms: now_ms(),
+        last_exit: None,
+    });
+    update(entry);
+    if let Ok(text) = serde_json::to_vec_pretty(&*s) {
+        let path = state_file(home);
+        let tmp = path.with_extension("json.tmp");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(tmp, path);
+        }
+    }
+}
+
+/// Where the component executables are: next to `ozone` itself (the quick start installs all
+/// of them into `$OZONE_STUDIO_HOME/bin`; `cargo build` puts them side by side too).
+pub fn binary(c: Component) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no directory for {}", exe.display()))?;
+    let path = dir.join(c.binary_name());
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found next to {} (build the workspace, or run bootstrap/quickstart.sh)",
+        c.binary_name(),
+        exe.display()
+    );
+    Ok(path)
+}
+
+/// A bus handle per component, used only to announce a dead process on its behalf (the
+/// supervisor holds every identity of this host anyway: it started them).
+async fn announcers(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<BTreeMap<Component, Bus>> {
+    let url = NatsSettings::load(home)?.url();
+    let rotation = Rotation {
+        interval_ms: cfg.encryption.key_rotation_interval.as_millis() as u64,
+        ..Rotation::daily()
+    };
+    let mut out = BTreeMap::new();
+    for c in Component::ALL {
+        let id = Identity::component(c);
+        let conn = ozone_nats::connect(&url, &id, tls::client_config(home, cfg, &id)?).await?;
+        out.insert(c, Bus::start(conn, home, rotation).await?);
+    }
+    Ok(out)
+}
+
+async fn announce_exit(bus: &Bus, c: Component, pid: u32, reason: String) {
+    let event = PhaseEvent {
+        component: c.name().to_string(),
+        phase: c.phase(),
+        instance: format!("supervisor:{pid}"),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid,
+        at_ms: now_ms(),
+        state: ComponentState::Degraded { reason },
+    };
+    if let Err(e) = bus.publish(&Subject::phase_announce(c), &event).await {
+        tracing::warn!(component = %c, "cannot announce the exit: {e}");
+    }
+}
+
+fn spawn(home: &Home, c: Component) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.logs().join(format!("{}.log", c.name())))?;
+    Ok(Command::new(binary(c)?)
+        .env("OZONE_STUDIO_HOME", home.root())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// Sends SIGTERM, waits up to `grace`, then kills.
+async fn stop_child(child: &mut Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+/// Runs one component until `stop` (then stops it when `stop_now` for its phase turns true).
+async fn keep_running(
+    home: Home,
+    c: Component,
+    bus: Bus,
+    states: States,
+    mut my_turn_to_stop: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let mut child = match spawn(&home, c) {
+            Ok(ch) => ch,
+            Err(e) => {
+                tracing::error!(component = %c, "cannot start: {e:#}");
+                record(&home, &states, c, |s| {
+                    s.state = "failed".into();
+                    s.last_exit = Some(format!("{e:#}"));
+                });
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        let up_since = Instant::now();
+        record(&home, &states, c, |s| {
+            s.pid = Some(pid);
+            s.state = "running".into();
+            s.started_at_ms = now_ms();
+        });
+        tracing::info!(component = %c, pid, "started");
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = async { let _ = my_turn_to_stop.wait_for(|s| *s).await; } => {
+                stop_child(&mut child, Duration::from_secs(10)).await;
+                record(&home, &states, c, |s| { s.state = "stopped".into(); s.pid = None; });
+                return;
+            }
+        };
+        let how = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(component = %c, pid, %how, "exited");
+        announce_exit(&bus, c, pid, format!("process {pid} exited ({how})")).await;
+        if up_since.elapsed() > Duration::from_secs(60) {
+            failures = 0;
+        }
+        failures += 1;
+        if failures > MAX_RESTARTS {
+            tracing::error!(component = %c, "gave up after {MAX_RESTARTS} restarts in a row");
+            record(&home, &states, c, |s| {
+                s.state = "failed".into();
+                s.pid = None;
+                s.last_exit = Some(format!(
+                    "{how}; gave up after {MAX_RESTARTS} restarts in a row"
+                ));
+            });
+            return;
+        }
+        record(&home, &states, c, |s| {
+            s.state = "restarting".into();
+            s.pid = None;
+            s.restarts += 1;
+            s.last_exit = Some(how.clone());
+        });
+        // 200 ms, 400 ms, 800 ms … capped at 10 s; a stop request cuts it short.
+        let delay = Duration::from_millis(200u64 << failures.min(6)).min(Duration::from_secs(10));
+        let stop_requested = tokio::time::timeout(delay, async {
+            let _ = my_turn_to_stop.wait_for(|s| *s).await;
+        })
+        .await
+        .is_ok();
+        if stop_requested {
+            record(&home, &states, c, |s| s.state = "stopped".into());
+            return;
+        }
+    }
+}
+
+/// Starts all eight and keeps them running until `stop` turns true; then stops them in
+/// reverse phase order (each phase fully down before the previous one is asked).
+pub async fn supervise_all(
+    home: &Home,
+    cfg: &SecurityConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let buses = announcers(home, cfg).await?;
+    let states: States = Arc::default();
+    let _ = std::fs::remove_file(state_file(home));
+    let mut phase_stops = Vec::new();
+    let mut tasks: BTreeMap<u8, Vec<tokio::task::JoinHandle<()>>> = BTreeMap::new();
+    for phase in 0..4u8 {
+        let (tx, rx) = watch::channel(false);
+        phase_stops.push(tx);
+        for c in Component::ALL.into_iter().filter(|c| c.phase() == phase) {
+            let bus = buses
+                .get(&c)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no bus for {c}"))?;
+            tasks
+                .entry(phase)
+                .or_default()
+                .push(tokio::spawn(keep_running(
+                    home.clone(),
+                    c,
+                    bus,
+                    states.clone(),
+                    rx.clone(),
+                )));
+        }
+    }
+    let _ = stop.wait_for(|s| *s).await;
+    for phase in (0..4u8).rev() {
+        if let Some(tx) = phase_stops.get(phase as usize) {
+            let _ = tx.send(true);
+        }
+        for t in tasks.remove(&phase).unwrap_or_default() {
+            let _ = t.await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! `ozone status`: the ecosystem as an operator sees it — phases, components, instances,
+//! versions, uptime — from three sources: the supervisor's process table
+//! (`run/components.json`), each component's last announced state (the audit stream, read as
+//! the console auditor) and NATS micro-service discovery (`$SRV.STATS`).
+
+use crate::components::{read_states, ProcessState};
+use futures::StreamExt;
+use ozone_bus_schemas::phase::{ComponentState, PhaseEvent};
+use ozone_bus_schemas::{Component, Identity, IdentityKind};
+use ozone_nats::audit::AuditReader;
+use ozone_nats::{Connection, NatsSettings};
+use ozone_security::envelope::{auditor_key, DirectoryTrust};
+use ozone_security::pki::CONSOLE_AUDITOR;
+use ozone_security::{tls, Home, SecurityConfig};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One component's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentStatus {
+    pub component: String,
+    pub phase: u8,
+    /// The last state it announced (or the supervisor announced for it).
+    pub state: String,
+    pub detail: Option<String>,
+    pub process: Option<ProcessState>,
+    /// Instances answering `$SRV.STATS` (several for a scaled SPARK).
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub version: String,
+    pub started: String,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub supervisor_pid: Option<i32>,
+    pub nats_url: String,
+    pub components: Vec<ComponentStatus>,
+}
+
+impl Status {
+    /// Every component announced ready and answers discovery.
+    pub fn all_ready(&self) -> bool {
+        self.components
+            .iter()
+            .all(|c| c.state == "ready" && !c.instances.is_empty())
+    }
+}
+
+/// Connects as the console auditor (read-only, in the audit account).
+pub async fn console(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Connection> {
+    let id = Identity::new(IdentityKind::Auditor, CONSOLE_AUDITOR)?;
+    let url = NatsSettings::load(home)?.url();
+    Ok(ozone_nats::connect(&url, &id, tls::client_config(home, cfg, &id)?).await?)
+}
+
+/// Sends a `$SRV` request and gathers every answer that arrives within `wait`.
+pub async fn discover(
+    conn: &Connection,
+    verb: &str,
+    wait: Duration,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let inbox = conn.client.new_inbox();
+    let mut sub = conn.client.subscribe(inbox.clone()).await?;
+    conn.client
+        .publish_with_reply(format!("$SRV.{verb}"), inbox, "".into())
+        .await?;
+    let mut out = Vec::new();
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => { if let Ok(v) = serde_json::from_slice(&m.payload) { out.push(v) } }
+                None => break,
+            },
+            _ = &mut deadline => break,
+        }
+    }
+    Ok(out)
+}
+
+fn detail(state: &ComponentState) -> Option<String> {
+    match state {
+        ComponentState::Waiting { on } => Some(format!("waiting for {}", on.join(", "))),
+        ComponentState::Degraded { reason } | ComponentState::Failed { reason } => {
+            Some(reason.clone())
+        }
+        _ => None,
+    }
+}
+
+pub async fn gather(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Status> {
+    let conn = console(home, cfg).await?;
+    let key = auditor_key::load(home, &conn.identity)?;
+    let mut reader = AuditReader::new(&conn, key, DirectoryTrust::load(home)?);
+    let events: BTreeMap<String, PhaseEvent> = reader
+        .last_phase_events()
+        .await?
+        .into_iter()
+        .map(|e| (e.component.clone(), e))
+        .collect();
+    let stats = discover(&conn, "STATS", Duration::from_millis(400)).await?;
+    let processes = read_states(home);
+    let components = Component::ALL
+        .into_iter()
+        .map(|c| {
+            let ev = events.get(c.name());
+            let instances = stats
+                .iter()
+                .filter(|s| s["name"] == c.name())
+                .map(|s| Instance {
+                    id: s["id"].as_str().unwrap_or_default().to_string(),
+                    version: s["version"].as_str().unwrap_or_default().to_string(),
+                    started: s["started"].as_str().unwrap_or_default().to_string(),
+                    requests: s["endpoints"]
+                        .as_array()
+                        .map(|e| e.iter().filter_map(|x| x["num_requests"].as_u64()).sum())
+                        .unwrap_or(0),
+                })
+                .collect();
+            ComponentStatus {
+                component: c.name().to_string(),
+                phase: c.phase(),
+                state: ev
+                    .map(|e| e.state.label().to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+                detail: ev.and_then(|e| detail(&e.state)),
+                process: processes.get(c.name()).cloned(),
+                instances,
+            }
+        })
+        .collect();
+    Ok(Status {
+        supervisor_pid: crate::down::supervisor_pid(home),
+        nats_url: NatsSettings::load(home)?.url(),
+        components,
+    })
+}
+
+fn uptime(started: &str) -> String {
+    let Ok(t) = humantime::parse_rfc3339_weak(started.split('.').next().unwrap_or(started)) else {
+        return "-".into();
+    };
+    let secs = t.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+pub fn print(s: &Status) {
+    println!(
+        "{:<6} {:<13} {:<9} {:<8} {:>8} {:>5} {:<10} {:<14} DETAIL",
+        "PHASE", "COMPONENT", "STATE", "PROCESS", "PID", "INST", "VERSION", "UPTIME"
+    );
+    for c in &s.components {
+        let p = c.process.as_ref();
+        let first = c.instances.first();
+        println!(
+            "{:<6} {:<13} {:<9} {:<8} {:>8} {:>5} {:<10} {:<14} {}",
+            c.phase,
+            c.component,
+            c.state,
+            p.map(|p| p.state.as_str()).unwrap_or("-"),
+            p.and_then(|p| p.pid)
+                .map(|x| x.to_string())
+                .unwrap_or("-".into()),
+            c.instances.len(),
+            first.map(|i| i.version.as_str()).unwrap_or("-"),
+            first.map(|i| uptime(&i.started)).unwrap_or("-".into()),
+            c.detail.clone().unwrap_or_default()
+                + &p.filter(|p| p.restarts > 0)
+                    .map(|p| format!(" (restarted {}×)", p.restarts))
+                    .unwrap_or_default()
+        );
+    }
+    let ready = s.components.iter().filter(|c| c.state == "ready").count();
+    println!(
+        "\n{ready} of 8 components ready; supervisor {}; nats {}",
+        s.supervisor_pid
+            .map(|p| format!("pid {p}"))
+            .unwrap_or("not running".into()),
+        s.nats_url
+    );
+}

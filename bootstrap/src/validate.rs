@@ -1,0 +1,131 @@
+//! `ozone validate`: the seed's validation checks, each passed, failed (with the fix) or
+//! skipped (with why); any failure makes the exit status non-zero.
+
+use ozone_nats::{check_version, find_binary};
+use ozone_security::pki::{self, Registry, Severity};
+use ozone_security::{Home, SecurityConfig};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass(String),
+    Fail(String),
+    Skip(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub outcome: Outcome,
+}
+
+/// Certificates must stay valid at least this long.
+const MIN_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+
+pub async fn run(home: &Home, cfg: &SecurityConfig) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let nats = match find_binary(&home.bin()).and_then(|b| check_version(&b)) {
+        Ok(v) => Outcome::Pass(format!("nats-server {v}")),
+        Err(e) => Outcome::Fail(e.to_string()),
+    };
+    checks.push(Check {
+        name: "NATS version",
+        outcome: nats,
+    });
+
+    let certs = {
+        let errors: Vec<String> = pki::verify(home, MIN_VALIDITY)
+            .into_iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("{}: {} (fix: {})", f.subject, f.problem, f.fix))
+            .collect();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let expiring: Vec<String> = Registry::load(home)
+            .map(|r| {
+                r.identities
+                    .iter()
+                    .filter(|i| i.is_active() && i.not_after - now < MIN_VALIDITY.as_secs() as i64)
+                    .map(|i| {
+                        format!(
+                            "{} expires within a day (fix: `ozone pki renew --within 2`)",
+                            i.identity
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_else(|e| vec![e.to_string()]);
+        let problems: Vec<String> = errors.into_iter().chain(expiring).collect();
+        if problems.is_empty() {
+            Outcome::Pass("every certificate valid for more than a day".into())
+        } else {
+            Outcome::Fail(problems.join("; "))
+        }
+    };
+    checks.push(Check {
+        name: "certificates",
+        outcome: certs,
+    });
+
+    let components = match crate::status::gather(home, cfg).await {
+        Ok(s) => {
+            let bad: Vec<String> = s
+                .components
+                .iter()
+                .filter(|c| c.state != "ready" || c.instances.is_empty())
+                .map(|c| {
+                    format!(
+                        "{} is {}{}",
+                        c.component,
+                        if c.instances.is_empty() && c.state == "ready" {
+                            "not answering $SRV"
+                        } else {
+                            &c.state
+                        },
+                        c.detail
+                            .as_ref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            if bad.is_empty() {
+                Outcome::Pass("all 8 components ready and answering $SRV".into())
+            } else {
+                Outcome::Fail(bad.join("; "))
+            }
+        }
+        Err(e) => Outcome::Fail(format!("{e:#} (is the ecosystem up? `ozone up`)")),
+    };
+    checks.push(Check {
+        name: "components healthy",
+        outcome: components,
+    });
+    checks.push(Check {
+        name: "bootstrap methodology",
+        outcome: Outcome::Skip(
+            "ZSEI has no methodology registry yet; checked once it has one".into(),
+        ),
+    });
+    checks
+}
+
+/// Prints the checks; returns the number of failures.
+pub fn print(checks: &[Check]) -> usize {
+    let mut failures = 0;
+    for c in checks {
+        match &c.outcome {
+            Outcome::Pass(d) => println!("  ok    {:<22} {d}", c.name),
+            Outcome::Skip(d) => println!("  skip  {:<22} {d}", c.name),
+            Outcome::Fail(d) => {
+                failures += 1;
+                println!("  FAIL  {:<22} {d}", c.name)
+            }
+        }
+    }
+    if failures == 0 {
+        println!("validation passed");
+    } else {
+        println!("validation FAILED: {failures} check(s)");
+    }
+    failures
+}

@@ -1,0 +1,124 @@
+//! The bootstrap protocol's messages: each component's state on `ecosystem.phase.<component>`
+//! (retained, audited), its heartbeat on `ecosystem.heartbeat.<component>`, the core's phase
+//! transitions on `ecosystem.phases`, and the lifecycle ping every component answers.
+
+use crate::{Component, Subject};
+use serde::{Deserialize, Serialize};
+
+/// Schema version of these messages.
+pub const PHASE_SCHEMA: u16 = 1;
+
+/// Retained last state per phase subject (OZONE account).
+pub const PHASE_STREAM: &str = "OZONE_PHASE";
+
+/// How often a component says it is alive, and after how long without a word it counts as
+/// gone.
+pub const HEARTBEAT_MS: u64 = 1_000;
+pub const HEARTBEAT_STALE_MS: u64 = 3_500;
+
+/// Where a component stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum ComponentState {
+    /// Process started, connecting and loading its state.
+    Starting,
+    /// Waiting for these components of earlier phases to be ready; serves nothing.
+    Waiting { on: Vec<String> },
+    /// Serving.
+    Ready,
+    /// Not serving: it died or lost a dependency (the reason says which).
+    Degraded { reason: String },
+    /// Gave up (e.g. a dependency never came up); the reason names what it waited for.
+    Failed { reason: String },
+    /// Stopped on request.
+    Stopped,
+}
+
+impl ComponentState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            ComponentState::Starting => "starting",
+            ComponentState::Waiting { .. } => "waiting",
+            ComponentState::Ready => "ready",
+            ComponentState::Degraded { .. } => "degraded",
+            ComponentState::Failed { .. } => "failed",
+            ComponentState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A component's state change, on `ecosystem.phase.<component>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseEvent {
+    pub component: String,
+    pub phase: u8,
+    /// Random per process: tells a restarted component from its predecessor.
+    pub instance: String,
+    pub version: String,
+    pub pid: u32,
+    pub at_ms: u64,
+    pub state: ComponentState,
+}
+
+/// "Still here", on `ecosystem.heartbeat.<component>` every [`HEARTBEAT_MS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub component: String,
+    pub instance: String,
+    pub ready: bool,
+    pub at_ms: u64,
+}
+
+/// The core's announcement that a phase became ready (or stopped being), on
+/// `ecosystem.phases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTransition {
+    /// Always the core, which announces transitions.
+    pub component: String,
+    pub phase: u8,
+    pub ready: bool,
+    pub at_ms: u64,
+}
+
+/// The lifecycle request every component answers on `<component>.ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    pub from: String,
+}
+
+/// Served only when ready; otherwise says what it waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum PingReply {
+    Pong {
+        component: String,
+        instance: String,
+        served_at_ms: u64,
+    },
+    NotReady {
+        component: String,
+        waiting_on: Vec<String>,
+    },
+}
+
+impl Subject {
+    /// A component's heartbeat: `ecosystem.heartbeat.<component>`.
+    pub fn heartbeat(c: Component) -> Subject {
+        Subject::join(&["ecosystem", "heartbeat", c.token()])
+    }
+
+    /// Every heartbeat: `ecosystem.heartbeat.>`.
+    pub fn heartbeat_all() -> Subject {
+        Subject::join(&["ecosystem", "heartbeat", ">"])
+    }
+
+    /// The core's phase transitions: `ecosystem.phases`.
+    pub fn phase_transitions() -> Subject {
+        Subject::join(&["ecosystem", "phases"])
+    }
+
+    /// The lifecycle ping of a component: `<component>.ping`.
+    pub fn ping(c: Component) -> Subject {
+        Subject::join(&[c.token(), "ping"])
+    }
+}

@@ -1,0 +1,14 @@
+//! COGNIS: experience and relationship memory, the policy gate.
+//!
+//! For now it takes part in the ecosystem's lifecycle only: it joins the encrypted bus, is
+//! discoverable through `$SRV`, follows the phased bootstrap and answers its lifecycle ping.
+//! Its own capabilities arrive with their issues; nothing here pretends to have them.
+
+use ozone_bus_schemas::Component;
+use ozone_service::ComponentSpec;
+
+pub const SPEC: ComponentSpec = ComponentSpec {
+    component: Component::Cognis,
+    version: env!("CARGO_PKG_VERSION"),
+    description: "COGNIS: experience and relationship memory, the policy gate",
+};

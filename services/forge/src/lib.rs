@@ -1,0 +1,14 @@
+//! FORGE: code.
+//!
+//! For now it takes part in the ecosystem's lifecycle only: it joins the encrypted bus, is
+//! discoverable through `$SRV`, follows the phased bootstrap and answers its lifecycle ping.
+//! Its own capabilities arrive with their issues; nothing here pretends to have them.
+
+use ozone_bus_schemas::Component;
+use ozone_service::ComponentSpec;
+
+pub const SPEC: ComponentSpec = ComponentSpec {
+    component: Component::Forge,
+    version: env!("CARGO_PKG_VERSION"),
+    description: "FORGE: code",
+};

@@ -1,0 +1,18 @@
+//! The runtime every OZONE STUDIO component runs on.
+//!
+//! A component binary is a [`ComponentSpec`] and a call to [`main`]. The runtime connects with
+//! the component's certificate, joins the encrypted bus (key directory, rotation, audit),
+//! registers a NATS micro-service (so `$SRV.PING/INFO/STATS` find it), and follows the
+//! bootstrap protocol on `ecosystem.phase.*`: it announces its state, waits until every
+//! component of an earlier phase is ready, serves only while they stay ready, and says what it
+//! waits for.
+
+mod announce;
+mod args;
+mod logging;
+mod run;
+mod view;
+
+pub use args::Args;
+pub use run::{main, run, ComponentSpec, RunError};
+pub use view::PhaseView;

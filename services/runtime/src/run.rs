@@ -1,0 +1,278 @@
+//! A component's life: connect, join the bus, register for discovery, wait for the earlier
+//! phases, serve while they stay ready, stop cleanly on SIGTERM.
+
+use crate::announce::{new_instance_id, Announcer};
+use crate::args::Args;
+use crate::view::{ensure_phase_stream, PhaseView};
+use async_nats::service::ServiceExt;
+use clap::Parser;
+use futures::StreamExt;
+use ozone_bus_schemas::phase::{ComponentState, PhaseTransition, Ping, PingReply, HEARTBEAT_MS};
+use ozone_bus_schemas::{Component, Identity, Subject};
+use ozone_nats::bus::{now_ms, Bus};
+use ozone_nats::NatsSettings;
+use ozone_security::envelope::Rotation;
+use ozone_security::{tls, Home, SecurityConfig};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// What a component binary declares about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ComponentSpec {
+    pub component: Component,
+    pub version: &'static str,
+    pub description: &'static str,
+}
+
+/// Why a component stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{component}: timed out after {waited:?} waiting for {}", names(.waiting_for))]
+    DependencyTimeout {
+        component: Component,
+        waited: Duration,
+        waiting_for: Vec<Component>,
+    },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+fn names(cs: &[Component]) -> String {
+    cs.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// The components this one needs ready before it serves: every one of an earlier phase.
+pub fn dependencies(c: Component) -> Vec<Component> {
+    Component::ALL
+        .into_iter()
+        .filter(|d| d.phase() < c.phase())
+        .collect()
+}
+
+/// The whole binary: parse arguments, run, map the outcome to an exit code (2: a dependency
+/// never became ready).
+pub fn main(spec: ComponentSpec) -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(spec, args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ RunError::DependencyTimeout { .. }) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
+    let c = spec.component;
+    let home = args
+        .home
+        .clone()
+        .map(Home::new)
+        .unwrap_or_else(Home::from_env);
+    crate::logging::init(&home, c.name(), args.log_format, args.log_stderr)?;
+    let started = Instant::now();
+    let cfg = SecurityConfig::load(&home, &[]).map_err(anyhow::Error::from)?;
+    let settings = NatsSettings::load(&home).map_err(anyhow::Error::from)?;
+    let id = Identity::component(c);
+    let conn = ozone_nats::connect(
+        &settings.url(),
+        &id,
+        tls::client_config(&home, &cfg, &id).map_err(anyhow::Error::from)?,
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
+    let rotation = Rotation {
+        interval_ms: cfg.encryption.key_rotation_interval.as_millis() as u64,
+        ..Rotation::daily()
+    };
+    let bus = Bus::start(conn.clone(), &home, rotation)
+        .await
+        .map_err(anyhow::Error::from)?;
+    ensure_phase_stream(&conn.client)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let instance = new_instance_id();
+    let announcer = Announcer::new(
+        bus.clone(),
+        c,
+        instance.clone(),
+        spec.version,
+        std::process::id(),
+    );
+    announcer
+        .announce(ComponentState::Starting)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let (mut view, _follower) = PhaseView::follow(&bus).await.map_err(anyhow::Error::from)?;
+    let beating = {
+        let a = announcer.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
+            loop {
+                tick.tick().await;
+                if let Err(e) = a.beat().await {
+                    tracing::warn!("heartbeat: {e}");
+                }
+            }
+        })
+    };
+    let service = conn
+        .client
+        .service_builder()
+        .description(spec.description)
+        .start(c.name(), spec.version)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the {c} micro-service: {e}"))?;
+    let mut pings = service
+        .group(c.token())
+        .endpoint("ping")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot add the ping endpoint: {e}"))?;
+    tracing::info!(%instance, "connected; waiting for the earlier phases");
+
+    // Wait for the earlier phases.
+    let deps = dependencies(c);
+    let deadline = tokio::time::Instant::now() + args.wait_timeout;
+    loop {
+        let missing = view.missing(&deps);
+        if missing.is_empty() {
+            break;
+        }
+        announcer
+            .announce(ComponentState::Waiting {
+                on: missing.iter().map(|d| d.name().to_string()).collect(),
+            })
+            .await
+            .map_err(anyhow::Error::from)?;
+        tokio::select! {
+            _ = view.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                let err = RunError::DependencyTimeout { component: c, waited: args.wait_timeout, waiting_for: missing };
+                let _ = announcer.announce(ComponentState::Failed { reason: err.to_string() }).await;
+                beating.abort();
+                let _ = conn.client.drain().await;
+                return Err(err);
+            }
+        }
+    }
+    announcer
+        .announce(ComponentState::Ready)
+        .await
+        .map_err(anyhow::Error::from)?;
+    tracing::info!(elapsed = ?started.elapsed(), "ready");
+    let mut transitions = TransitionTracker::default();
+    if c == Component::Core {
+        transitions.update(&bus, &view).await;
+    }
+
+    let mut term = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
+    loop {
+        tokio::select! {
+            _ = view.changed() => {
+                let missing = view.missing(&deps);
+                let state = if missing.is_empty() {
+                    ComponentState::Ready
+                } else {
+                    ComponentState::Waiting { on: missing.iter().map(|d| d.name().to_string()).collect() }
+                };
+                if let Err(e) = announcer.announce(state).await {
+                    tracing::warn!("announce: {e}");
+                }
+                if c == Component::Core {
+                    transitions.update(&bus, &view).await;
+                }
+            }
+            req = pings.next() => {
+                let Some(req) = req else { break };
+                answer_ping(&bus, c, &announcer, &view, &deps, &req.message).await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping");
+    let _ = announcer.announce(ComponentState::Stopped).await;
+    beating.abort();
+    let _ = service.stop().await;
+    let _ = conn.client.drain().await;
+    Ok(())
+}
+
+/// Serves the lifecycle ping: a pong only while every dependency is ready.
+async fn answer_ping(
+    bus: &Bus,
+    c: Component,
+    announcer: &Announcer,
+    view: &PhaseView,
+    deps: &[Component],
+    msg: &async_nats::Message,
+) {
+    let req = match bus.open_settled::<Ping>(msg).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("ping refused: {e}");
+            return;
+        }
+    };
+    let missing = view.missing(deps);
+    let reply = if missing.is_empty() && announcer.is_ready() {
+        PingReply::Pong {
+            component: c.name().to_string(),
+            instance: announcer.instance().to_string(),
+            served_at_ms: now_ms(),
+        }
+    } else {
+        PingReply::NotReady {
+            component: c.name().to_string(),
+            waiting_on: missing.iter().map(|d| d.name().to_string()).collect(),
+        }
+    };
+    if let Err(e) = bus.reply(&req, &reply).await {
+        tracing::warn!("ping reply: {e}");
+    }
+}
+
+/// The core announces each phase becoming ready or losing readiness.
+#[derive(Debug, Default)]
+struct TransitionTracker {
+    ready: [bool; 4],
+}
+
+impl TransitionTracker {
+    async fn update(&mut self, bus: &Bus, view: &PhaseView) {
+        for phase in 0..4u8 {
+            let members: Vec<Component> = Component::ALL
+                .into_iter()
+                .filter(|c| c.phase() == phase)
+                .collect();
+            let ready = view.missing(&members).is_empty();
+            if ready != self.ready[phase as usize] {
+                self.ready[phase as usize] = ready;
+                let t = PhaseTransition {
+                    component: Component::Core.name().to_string(),
+                    phase,
+                    ready,
+                    at_ms: now_ms(),
+                };
+                if let Err(e) = bus.publish(&Subject::phase_transitions(), &t).await {
+                    tracing::warn!("phase transition: {e}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! What a component knows about the others: their last announced state and whether they are
+//! still alive (heartbeats), kept current from the bus.
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use ozone_bus_schemas::phase::{
+    ComponentState, Heartbeat, PhaseEvent, HEARTBEAT_STALE_MS, PHASE_STREAM,
+};
+use ozone_bus_schemas::{Component, Subject};
+use ozone_nats::bus::{Bus, BusError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Default)]
+struct Known {
+    /// The last announced state (from any instance, or the supervisor on its behalf).
+    state: Option<PhaseEvent>,
+    /// The last heartbeat: instance, whether it said ready, when it arrived.
+    beat: Option<(String, bool, Instant)>,
+}
+
+/// The ecosystem as this component sees it.
+#[derive(Debug, Clone)]
+pub struct PhaseView {
+    known: Arc<Mutex<HashMap<Component, Known>>>,
+    changed: watch::Receiver<u64>,
+}
+
+/// Creates the retained phase stream if absent: the last message per subject, file storage.
+pub async fn ensure_phase_stream(client: &async_nats::Client) -> Result<(), BusError> {
+    let js = jetstream::new(client.clone());
+    js.get_or_create_stream(stream::Config {
+        name: PHASE_STREAM.into(),
+        description: Some("OZONE STUDIO: the last state of each component".into()),
+        subjects: vec![
+            Subject::phase_all().to_string(),
+            Subject::phase_transitions().to_string(),
+        ],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| BusError::Nats(format!("phase stream {PHASE_STREAM}: {e}")))
+}
+
+impl PhaseView {
+    /// Starts following phase events and heartbeats, then loads the retained states (a live
+    /// event always wins over a retained one).
+    pub async fn follow(bus: &Bus) -> Result<(PhaseView, tokio::task::JoinHandle<()>), BusError> {
+        let known: Arc<Mutex<HashMap<Component, Known>>> = Arc::default();
+        let (tx, rx) = watch::channel(0u64);
+        let mut phases = bus
+            .subscribe::<PhaseEvent>(&Subject::phase_all(), None)
+            .await?;
+        let mut beats = bus
+            .subscribe::<Heartbeat>(&Subject::heartbeat_all(), None)
+            .await?;
+        load_retained(bus, &known).await;
+        let k = known.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                let bump = tokio::select! {
+                    ev = phases.next() => match ev {
+                        Some(Ok(ev)) => {
+                            if let Some(c) = Component::from_name(&ev.message.component) {
+                                if let Ok(mut k) = k.lock() {
+                                    k.entry(c).or_default().state = Some(ev.message);
+                                }
+                            }
+                            true
+                        }
+                        Some(Err(e)) => { tracing::warn!("phase event refused: {e}"); false }
+                        None => break,
+                    },
+                    hb = beats.next() => match hb {
+                        Some(Ok(hb)) => {
+                            let m = hb.message;
+                            match Component::from_name(&m.component) {
+                                Some(c) => {
+                                    let mut k = match k.lock() { Ok(k) => k, Err(_) => break };
+                                    let entry = k.entry(c).or_default();
+                                    let changed = entry.beat.as_ref().is_none_or(|(i, r, _)| *i != m.instance || *r != m.ready);
+                                    entry.beat = Some((m.instance, m.ready, Instant::now()));
+                                    changed
+                                }
+                                None => false,
+                            }
+                        }
+                        Some(Err(e)) => { tracing::warn!("heartbeat refused: {e}"); false }
+                        None => break,
+                    },
+                    // Liveness expires without any message: re-evaluate regularly.
+                    _ = tick.tick() => true,
+                };
+                if bump {
+                    tx.send_modify(|v| *v += 1);
+                }
+            }
+        });
+        Ok((PhaseView { known, changed: rx }, task))
+    }
+
+    /// Whether `c` is ready now: its last announced state is ready (or unknown) and a fresh
+    /// heartbeat says so.
+    pub fn is_ready(&self, c: Component) -> bool {
+        let Ok(k) = self.known.lock() else {
+            return false;
+        };
+        let Some(known) = k.get(&c) else {
+            return false;
+        };
+        let fresh_ready = known.beat.as_ref().is_some_and(|(_, ready, at)| {
+            *ready && at.elapsed() < Duration::from_millis(HEARTBEAT_STALE_MS)
+        });
+        let announced_ready = known
+            .state
+            .as_ref()
+            .is_none_or(|s| s.state == ComponentState::Ready);
+        fresh_ready && announced_ready
+    }
+
+    /// Which of `deps` are not ready.
+    pub fn missing(&self, deps: &[Component]) -> Vec<Component> {
+        deps.iter()
+            .copied()
+            .filter(|c| !self.is_ready(*c))
+            .collect()
+    }
+
+    /// Waits for the next change (an event, a heartbeat, or liveness re-evaluation).
+    pub async fn changed(&mut self) -> bool {
+        self.changed.changed().await.is_ok()
+    }
+}
+
+/// Reads the last retained event of every component (the stream keeps one per subject).
+/// Events that can no longer be opened (their keys are past grace) are skipped: heartbeats
+/// fill in within a second.
+async fn load_retained(bus: &Bus, known: &Mutex<HashMap<Component, Known>>) {
+    let js = jetstream::new(bus.connection().client.clone());
+    let Ok(stream) = js.get_stream(PHASE_STREAM).await else {
+        return;
+    };
+    let Ok(mut consumer) = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: Subject::phase_all().to_string(),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+    else {
+        return;
+    };
+    let pending = consumer.info().await.map(|i| i.num_pending).unwrap_or(0);
+    if pending == 0 {
+        return;
+    }
+    let Ok(mut messages) = consumer.messages().await else {
+        return;
+    };
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    loop {
+        let msg = tokio::select! {
+            m = messages.next() => m,
+            _ = &mut deadline => None,
+        };
+        let Some(Ok(msg)) = msg else { break };
+        let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
+        match bus.open_archived::<PhaseEvent>(&msg) {
+            Ok(ev) => {
+                if let (Some(c), Ok(mut k)) =
+                    (Component::from_name(&ev.message.component), known.lock())
+                {
+                    let entry = k.entry(c).or_default();
+                    if entry.state.is_none() {
+                        entry.state = Some(ev.message);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("retained phase event skipped: {e}"),
+        }
+        if last {
+            break;
+        }
+    }
+}
