@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# README command 1: from a fresh clone to a running, checked security plane.
-# Installs what is missing (nats-server 2.15.1, hash-pinned), builds `ozone`, runs `ozone up`.
-# Safe to re-run: init never replaces a key, and a running ecosystem is left running.
+# README command 1: from a fresh clone to the whole ecosystem running.
+# Installs what is missing (nats-server 2.15.1, hash-pinned), builds `ozone` and the eight
+# component binaries, runs `ozone up --detach`: the security plane, then the components phase
+# by phase, then a status table. Safe to re-run: init never replaces a key, and a running
+# ecosystem is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export OZONE_STUDIO_HOME="${OZONE_STUDIO_HOME:-$HOME/.ozone-studio}"
 nats/install-nats-server.sh "$OZONE_STUDIO_HOME/bin"
 
-echo "building ozone (release)..."
-cargo build --release --quiet -p ozone
+binaries=(ozone ozone-spark ozone-cognis ozone-zsei ozone-studio ozone-nexus ozone-bridge ozone-forge ozone-scribe)
+echo "building ${binaries[*]} (release)..."
+packages=(-p ozone -p ozone-spark -p ozone-cognis -p ozone-zsei -p ozone-studio-core -p ozone-nexus -p ozone-bridge -p ozone-forge -p ozone-scribe)
+cargo build --release --quiet "${packages[@]}"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-install -m 755 "$target_dir/release/ozone" "$OZONE_STUDIO_HOME/bin/ozone.new"
-mv "$OZONE_STUDIO_HOME/bin/ozone.new" "$OZONE_STUDIO_HOME/bin/ozone"
+for b in "${binaries[@]}"; do
+  install -m 755 "$target_dir/release/$b" "$OZONE_STUDIO_HOME/bin/$b.new"
+  mv "$OZONE_STUDIO_HOME/bin/$b.new" "$OZONE_STUDIO_HOME/bin/$b"
+done
 
-"$OZONE_STUDIO_HOME/bin/ozone" up
+"$OZONE_STUDIO_HOME/bin/ozone" up --detach
 echo
 echo "ozone is installed at $OZONE_STUDIO_HOME/bin/ozone (add that folder to PATH)."

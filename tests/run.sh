@@ -20,4 +20,6 @@ if [ -z "${OZONE_AUDIT_PYTHON:-}" ]; then
 fi
 "$OZONE_AUDIT_PYTHON" tests/audit_reader/ozone_audit_reader.py \
   --selftest "${OZONE_TESTDATA_DIR:-../shared/testdata/crypto}/hpke-x25519-sha256-aes256gcm.json"
+# The component binaries sit next to `ozone-cli`; the bootstrap test runs them as processes.
+cargo build --workspace --bins
 cargo test --workspace "$@"

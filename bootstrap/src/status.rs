@@ -7,7 +7,7 @@ use crate::components::{read_states, ProcessState};
 use futures::StreamExt;
 use ozone_bus_schemas::phase::{ComponentState, PhaseEvent};
 use ozone_bus_schemas::{Component, Identity, IdentityKind};
-use ozone_nats::audit::AuditReader;
+use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::{Connection, NatsSettings};
 use ozone_security::envelope::{auditor_key, DirectoryTrust};
 use ozone_security::pki::CONSOLE_AUDITOR;
@@ -86,6 +86,43 @@ pub async fn discover(
     Ok(out)
 }
 
+/// Each component's state from its phase events, instance by instance (SPARK may run several;
+/// a stopped extra instance does not make the component stopped): ready when any instance
+/// is, else the latest state announced.
+async fn fold(reader: AuditReader) -> anyhow::Result<BTreeMap<String, PhaseEvent>> {
+    let records = reader.records(None, false).await?;
+    futures::pin_mut!(records);
+    let mut instances: BTreeMap<String, BTreeMap<String, PhaseEvent>> = BTreeMap::new();
+    let mut latest: BTreeMap<String, PhaseEvent> = BTreeMap::new();
+    while let Some(r) = records.next().await {
+        let AuditRecord::Phase { event, .. } = r? else {
+            continue;
+        };
+        let of = instances.entry(event.component.clone()).or_default();
+        if event.instance.starts_with("supervisor:") {
+            for i in of.values_mut().filter(|i| i.pid == event.pid) {
+                i.state = event.state.clone();
+            }
+        } else if event.state == ComponentState::Stopped {
+            of.remove(&event.instance);
+        } else {
+            of.insert(event.instance.clone(), event.clone());
+        }
+        latest.insert(event.component.clone(), event);
+    }
+    Ok(latest
+        .into_iter()
+        .map(|(c, last)| {
+            let ready = instances.get(&c).and_then(|of| {
+                of.values()
+                    .find(|e| e.state == ComponentState::Ready)
+                    .cloned()
+            });
+            (c, ready.unwrap_or(last))
+        })
+        .collect())
+}
+
 fn detail(state: &ComponentState) -> Option<String> {
     match state {
         ComponentState::Waiting { on } => Some(format!("waiting for {}", on.join(", "))),
@@ -97,16 +134,20 @@ fn detail(state: &ComponentState) -> Option<String> {
 }
 
 pub async fn gather(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Status> {
+    gather_with(home, cfg, Duration::from_millis(400)).await
+}
+
+/// [`gather`], waiting `stats_wait` for discovery answers.
+pub async fn gather_with(
+    home: &Home,
+    cfg: &SecurityConfig,
+    stats_wait: Duration,
+) -> anyhow::Result<Status> {
     let conn = console(home, cfg).await?;
     let key = auditor_key::load(home, &conn.identity)?;
-    let mut reader = AuditReader::new(&conn, key, DirectoryTrust::load(home)?);
-    let events: BTreeMap<String, PhaseEvent> = reader
-        .last_phase_events()
-        .await?
-        .into_iter()
-        .map(|e| (e.component.clone(), e))
-        .collect();
-    let stats = discover(&conn, "STATS", Duration::from_millis(400)).await?;
+    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(home)?);
+    let events = fold(reader).await?;
+    let stats = discover(&conn, "STATS", stats_wait).await?;
     let processes = read_states(home);
     let components = Component::ALL
         .into_iter()

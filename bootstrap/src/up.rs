@@ -163,7 +163,7 @@ pub async fn run(
             None
         }
     };
-    let status = crate::status::gather(home, &cfg).await.ok();
+    let status = settled_status(home, &cfg).await;
     Ok(UpReport {
         nats_version: version.to_string(),
         url: settings.url(),
@@ -175,6 +175,21 @@ pub async fn run(
         status,
         elapsed: started.elapsed(),
     })
+}
+
+/// The status once every component is ready and answering discovery (components may still be
+/// reconnecting, e.g. after nats-server restarted), or the last one seen after 20 s.
+async fn settled_status(home: &Home, cfg: &SecurityConfig) -> Option<crate::status::Status> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = crate::status::gather_with(home, cfg, Duration::from_millis(300))
+            .await
+            .ok();
+        if s.as_ref().is_some_and(|s| s.all_ready()) || Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {

@@ -192,32 +192,6 @@ impl AuditReader {
         Ok(n)
     }
 
-    /// The last phase event of every component still in the stream.
-    pub async fn last_phase_events(&mut self) -> Result<Vec<PhaseEvent>, AuditError> {
-        self.load_directory().await?;
-        let (mut messages, pending) = self
-            .consumer(
-                vec![Subject::phase_all().to_string()],
-                consumer::DeliverPolicy::LastPerSubject,
-            )
-            .await?;
-        let mut out = Vec::new();
-        if pending == 0 {
-            return Ok(out);
-        }
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(|e| AuditError::Stream(e.to_string()))?;
-            let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
-            if let AuditRecord::Phase { event, .. } = self.record(&msg) {
-                out.push(event);
-            }
-            if last {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
     /// Every record from `since` (or the beginning); ends when caught up unless `follow`.
     pub async fn records(
         mut self,

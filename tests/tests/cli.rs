@@ -146,7 +146,14 @@ fn up_checks_the_security_plane_restarts_a_dead_server_and_down_leaves_nothing()
     let monitor = free_port().to_string();
     let (ok, out, err) = ozone!(
         &home,
-        &["up", "--nats-port", &port, "--monitor-port", &monitor],
+        &[
+            "up",
+            "--detach",
+            "--nats-port",
+            &port,
+            "--monitor-port",
+            &monitor
+        ],
         &[]
     )?;
     assert!(ok, "up failed:\n{out}\n{err}");
@@ -178,7 +185,7 @@ fn up_checks_the_security_plane_restarts_a_dead_server_and_down_leaves_nothing()
     }
     let second = second.ok_or_else(|| anyhow::anyhow!("nats-server was not restarted"))?;
     // A second `up` finds it running and the security plane intact.
-    let (ok, out, err) = ozone!(&home, &["up"], &[])?;
+    let (ok, out, err) = ozone!(&home, &["up", "--detach"], &[])?;
     assert!(ok && out.contains("8 of 8"), "{out}{err}");
 
     let (ok, out, _) = ozone!(&home, &["down"], &[])?;

@@ -36,7 +36,7 @@ async fn an_old_server_is_refused_with_the_reason() -> R {
     let old_path = old.display().to_string();
     let (ok, _out, err) = ozone!(
         &t.home,
-        &["up"],
+        &["up", "--detach"],
         &[("OZONE_NATS_SERVER", old_path.as_str())]
     )?;
     assert!(!ok);

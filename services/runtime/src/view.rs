@@ -13,12 +13,56 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// One process of a component (SPARK runs several).
+#[derive(Debug, Clone, Default)]
+struct InstanceView {
+    pid: Option<u32>,
+    /// The last state it announced (or the supervisor announced for it when it died).
+    state: Option<ComponentState>,
+    /// The last heartbeat: whether it said ready, when it arrived.
+    beat: Option<(bool, Instant)>,
+}
+
+impl InstanceView {
+    fn ready(&self) -> bool {
+        let fresh_ready = self.beat.is_some_and(|(ready, at)| {
+            ready && at.elapsed() < Duration::from_millis(HEARTBEAT_STALE_MS)
+        });
+        fresh_ready
+            && self
+                .state
+                .as_ref()
+                .is_none_or(|s| *s == ComponentState::Ready)
+    }
+}
+
+/// Instances of one component, by instance id.
 #[derive(Debug, Clone, Default)]
 struct Known {
-    /// The last announced state (from any instance, or the supervisor on its behalf).
-    state: Option<PhaseEvent>,
-    /// The last heartbeat: instance, whether it said ready, when it arrived.
-    beat: Option<(String, bool, Instant)>,
+    instances: HashMap<String, InstanceView>,
+}
+
+impl Known {
+    /// Applies an announcement. The supervisor speaks for a dead process by pid.
+    fn apply(&mut self, ev: PhaseEvent) {
+        if ev.instance.starts_with("supervisor:") {
+            for i in self
+                .instances
+                .values_mut()
+                .filter(|i| i.pid == Some(ev.pid))
+            {
+                i.state = Some(ev.state.clone());
+            }
+            return;
+        }
+        if ev.state == ComponentState::Stopped {
+            self.instances.remove(&ev.instance);
+            return;
+        }
+        let i = self.instances.entry(ev.instance).or_default();
+        i.pid = Some(ev.pid);
+        i.state = Some(ev.state);
+    }
 }
 
 /// The ecosystem as this component sees it.
@@ -70,7 +114,7 @@ impl PhaseView {
                         Some(Ok(ev)) => {
                             if let Some(c) = Component::from_name(&ev.message.component) {
                                 if let Ok(mut k) = k.lock() {
-                                    k.entry(c).or_default().state = Some(ev.message);
+                                    k.entry(c).or_default().apply(ev.message);
                                 }
                             }
                             true
@@ -84,9 +128,9 @@ impl PhaseView {
                             match Component::from_name(&m.component) {
                                 Some(c) => {
                                     let mut k = match k.lock() { Ok(k) => k, Err(_) => break };
-                                    let entry = k.entry(c).or_default();
-                                    let changed = entry.beat.as_ref().is_none_or(|(i, r, _)| *i != m.instance || *r != m.ready);
-                                    entry.beat = Some((m.instance, m.ready, Instant::now()));
+                                    let entry = k.entry(c).or_default().instances.entry(m.instance).or_default();
+                                    let changed = entry.beat.is_none_or(|(r, _)| r != m.ready);
+                                    entry.beat = Some((m.ready, Instant::now()));
                                     changed
                                 }
                                 None => false,
@@ -106,23 +150,14 @@ impl PhaseView {
         Ok((PhaseView { known, changed: rx }, task))
     }
 
-    /// Whether `c` is ready now: its last announced state is ready (or unknown) and a fresh
-    /// heartbeat says so.
+    /// Whether `c` is ready now: some instance's last announced state is ready (or unknown)
+    /// and a fresh heartbeat of that instance says so.
     pub fn is_ready(&self, c: Component) -> bool {
         let Ok(k) = self.known.lock() else {
             return false;
         };
-        let Some(known) = k.get(&c) else {
-            return false;
-        };
-        let fresh_ready = known.beat.as_ref().is_some_and(|(_, ready, at)| {
-            *ready && at.elapsed() < Duration::from_millis(HEARTBEAT_STALE_MS)
-        });
-        let announced_ready = known
-            .state
-            .as_ref()
-            .is_none_or(|s| s.state == ComponentState::Ready);
-        fresh_ready && announced_ready
+        k.get(&c)
+            .is_some_and(|known| known.instances.values().any(InstanceView::ready))
     }
 
     /// Which of `deps` are not ready.
@@ -179,8 +214,8 @@ async fn load_retained(bus: &Bus, known: &Mutex<HashMap<Component, Known>>) {
                     (Component::from_name(&ev.message.component), known.lock())
                 {
                     let entry = k.entry(c).or_default();
-                    if entry.state.is_none() {
-                        entry.state = Some(ev.message);
+                    if !entry.instances.contains_key(&ev.message.instance) {
+                        entry.apply(ev.message);
                     }
                 }
             }

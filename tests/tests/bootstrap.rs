@@ -1,0 +1,333 @@
+//! The eight components as real processes under `ozone up`, bootstrapping through
+//! `ecosystem.phase.*` on a real server: phase order, discovery, a killed component,
+//! a late starter, validation, and `ozone down` leaving nothing behind.
+//!
+//! The component binaries must sit next to `ozone-cli` in the target directory:
+//! `tests/run.sh` builds them first (`cargo build --workspace --bins`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ozone::components::read_states;
+use ozone_bus_schemas::phase::{ComponentState, PhaseEvent, Ping, PingReply};
+use ozone_bus_schemas::{Component, Identity, IdentityKind, Subject};
+use ozone_nats::audit::{AuditReader, AuditRecord};
+use ozone_nats::bus::Bus;
+use ozone_security::envelope::{auditor_key, DirectoryTrust, Rotation};
+use ozone_security::pki::IssueOptions;
+use ozone_tests::{ozone, TestHome};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+type R = anyhow::Result<()>;
+
+fn component_binary(c: Component) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_ozone-cli"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join(c.binary_name());
+    assert!(
+        path.exists(),
+        "{} missing: run tests/run.sh (it builds the component binaries first)",
+        path.display()
+    );
+    path
+}
+
+/// Every phase event in the audit stream, in stream order.
+async fn phase_events(t: &TestHome) -> anyhow::Result<Vec<PhaseEvent>> {
+    let console = Identity::new(IdentityKind::Auditor, "console")?;
+    let conn = t.connect(&console).await?;
+    let key = auditor_key::load(&t.home, &console)?;
+    let records = AuditReader::new(&conn, key, DirectoryTrust::load(&t.home)?)
+        .records(None, false)
+        .await?;
+    futures::pin_mut!(records);
+    let mut out = Vec::new();
+    while let Some(r) = futures::StreamExt::next(&mut records).await {
+        if let AuditRecord::Phase { event, .. } = r? {
+            out.push(event);
+        }
+    }
+    Ok(out)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leaves_nothing() -> R {
+    for c in Component::ALL {
+        component_binary(c);
+    }
+    let t = TestHome::new()?;
+    let nats = ozone_tests::nats_server_binary()?;
+    let env = [("OZONE_NATS_SERVER", nats.to_str().unwrap())];
+    let started = Instant::now();
+    let (ok, out, err) = ozone!(&t.home, &["up", "--detach"], &env)?;
+    assert!(ok, "ozone up failed:\n{out}\n{err}");
+    eprintln!(
+        "ozone up --detach: {:.2}s in all",
+        started.elapsed().as_secs_f64()
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("all phases ready"))
+        .unwrap_or_else(|| panic!("no all-ready line:\n{out}\n{err}"));
+    eprintln!("{line}");
+
+    // Readiness order on ecosystem.phase.* follows the seed's phases.
+    let events = phase_events(&t).await?;
+    let mut first_ready: BTreeMap<Component, u64> = BTreeMap::new();
+    for e in &events {
+        if e.state == ComponentState::Ready {
+            let c = Component::from_name(&e.component).unwrap();
+            first_ready.entry(c).or_insert(e.at_ms);
+        }
+    }
+    assert_eq!(first_ready.len(), 8, "{events:#?}");
+    for a in Component::ALL {
+        for b in Component::ALL.into_iter().filter(|b| b.phase() < a.phase()) {
+            assert!(
+                first_ready[&b] <= first_ready[&a],
+                "{a} (phase {}) ready before {b} (phase {})",
+                a.phase(),
+                b.phase()
+            );
+        }
+    }
+    let span = first_ready.values().max().unwrap() - events.first().unwrap().at_ms;
+    eprintln!("first announcement to all ready: {span} ms");
+
+    // A plain client asking `$SRV.PING` hears all eight (through the AUDIT account's import).
+    let console = t
+        .connect(&Identity::new(IdentityKind::Auditor, "console")?)
+        .await?;
+    let pings = ozone::status::discover(&console, "PING", Duration::from_millis(700)).await?;
+    let names: BTreeSet<String> = pings
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(String::from))
+        .collect();
+    let all: BTreeSet<String> = Component::ALL
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(names, all);
+
+    // BRIDGE-side caller pinging the core (phase 2) throughout a phase-1 outage.
+    let bridge_id = Identity::component(Component::Bridge);
+    let bridge = Bus::start(t.connect(&bridge_id).await?, &t.home, Rotation::daily()).await?;
+    let core_ping = Subject::ping(Component::Core);
+    let pinger = {
+        let bridge = bridge.clone();
+        tokio::spawn(async move {
+            let mut replies = Vec::new();
+            let until = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < until {
+                let r = bridge
+                    .request::<_, PingReply>(
+                        &core_ping,
+                        &Ping {
+                            from: "test".into(),
+                        },
+                        Duration::from_secs(1),
+                    )
+                    .await;
+                replies.push(r.map_err(|e| e.to_string()));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            replies
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cognis_pid = read_states(&t.home)["cognis"].pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cognis_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    // `ozone status` shows it degraded before the restarted process is ready.
+    let mut saw_degraded = false;
+    for _ in 0..20 {
+        let s = ozone::status::gather_with(&t.home, &t.cfg, Duration::from_millis(50)).await?;
+        let cognis = s
+            .components
+            .iter()
+            .find(|c| c.component == "cognis")
+            .unwrap();
+        if cognis.state == "degraded" {
+            saw_degraded = true;
+            assert!(
+                cognis.detail.as_deref().unwrap_or("").contains("SIGKILL"),
+                "{cognis:?}"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(saw_degraded, "status never showed cognis degraded");
+    let replies = pinger.await?;
+
+    // The supervisor restarted it and the phase became ready again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = ozone::status::gather(&t.home, &t.cfg).await?;
+        let cognis = s
+            .components
+            .iter()
+            .find(|c| c.component == "cognis")
+            .unwrap();
+        if s.all_ready() {
+            let p = cognis.process.as_ref().unwrap();
+            assert_eq!(p.restarts, 1);
+            assert_ne!(p.pid, Some(cognis_pid));
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready again: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing in a later phase served while COGNIS was not ready: no pong between the
+    // supervisor's degraded announcement and the new instance's ready.
+    let events = phase_events(&t).await?;
+    let down_at = events
+        .iter()
+        .find(|e| e.component == "cognis" && matches!(e.state, ComponentState::Degraded { .. }))
+        .map(|e| e.at_ms)
+        .unwrap();
+    let up_again = events
+        .iter()
+        .filter(|e| e.component == "cognis" && e.state == ComponentState::Ready)
+        .map(|e| e.at_ms)
+        .find(|at| *at > down_at)
+        .unwrap();
+    let mut refused = 0;
+    for r in &replies {
+        match r {
+            Ok(PingReply::Pong { served_at_ms, .. }) => assert!(
+                *served_at_ms < down_at || *served_at_ms > up_again,
+                "the core served at {served_at_ms} while cognis was down ({down_at}..{up_again})"
+            ),
+            Ok(PingReply::NotReady { waiting_on, .. }) => {
+                assert_eq!(waiting_on, &vec!["cognis".to_string()]);
+                refused += 1;
+            }
+            Err(e) => panic!("ping failed: {e}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "the core never said it was waiting: {replies:?}"
+    );
+    eprintln!(
+        "cognis outage {} ms; core refused {refused} of {} pings meanwhile",
+        up_again - down_at,
+        replies.len()
+    );
+
+    // A second FORGE started after bootstrap learns the state and becomes ready.
+    let mut late = std::process::Command::new(component_binary(Component::Forge))
+        .arg("--home")
+        .arg(t.home.root())
+        .arg("--wait-timeout")
+        .arg("10s")
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let late_ready = loop {
+        let events = phase_events(&t).await?;
+        if let Some(e) = events.iter().find(|e| {
+            e.component == "forge" && e.pid == late.id() && e.state == ComponentState::Ready
+        }) {
+            break e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the late FORGE never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("late forge ready (instance {})", late_ready.instance);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(late.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    assert!(late.wait()?.success());
+
+    // `ozone validate`: passes now; fails naming a component that stops answering, and a
+    // certificate that expires within a day.
+    let (ok, out, _) = ozone!(&t.home, &["validate"], &env)?;
+    assert!(ok, "{out}");
+    let scribe = read_states(&t.home)["scribe"].pid.unwrap() as i32;
+    let pid = nix::unistd::Pid::from_raw(scribe);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;
+    let (ok, out, _) = ozone!(&t.home, &["validate"], &env)?;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT)?;
+    assert!(
+        !ok && out.contains("FAIL") && out.contains("scribe"),
+        "{out}"
+    );
+    t.issue_with(
+        IdentityKind::Device,
+        "sensor",
+        IssueOptions::valid_for(Duration::from_secs(12 * 3600)),
+    )?;
+    let (ok, out, _) = ozone!(&t.home, &["validate"], &env)?;
+    assert!(
+        !ok && out.contains("device sensor expires within a day"),
+        "{out}"
+    );
+
+    // `ozone down` stops everything: every pid we know of is gone.
+    let mut pids: Vec<i32> = read_states(&t.home)
+        .values()
+        .filter_map(|p| p.pid.map(|x| x as i32))
+        .collect();
+    pids.push(ozone::down::supervisor_pid(&t.home).unwrap());
+    pids.push(
+        std::fs::read_to_string(t.home.run().join("nats-server.pid"))?
+            .trim()
+            .parse()?,
+    );
+    assert_eq!(pids.len(), 10);
+    let (ok, out, err) = ozone!(&t.home, &["down"], &env)?;
+    assert!(ok, "{out}{err}");
+    for pid in pids {
+        assert!(!pid_alive(pid), "pid {pid} still running after ozone down");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_component_whose_dependencies_never_come_up_names_them_and_gives_up() -> R {
+    let eco = ozone_tests::TestEcosystem::start().await?;
+    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    let started = Instant::now();
+    let out = tokio::process::Command::new(component_binary(Component::Core))
+        .arg("--home")
+        .arg(eco.t.home.root())
+        .args(["--wait-timeout", "2s"])
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ozone-studio: timed out after 2s waiting for spark, cognis, zsei"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let events = phase_events(&eco.t).await?;
+    let states: Vec<&ComponentState> = events.iter().map(|e| &e.state).collect();
+    assert!(
+        states.contains(&&ComponentState::Waiting {
+            on: vec!["spark".into(), "cognis".into(), "zsei".into()]
+        }),
+        "{states:?}"
+    );
+    assert!(
+        matches!(states.last(), Some(ComponentState::Failed { reason }) if reason.contains("waiting for spark, cognis, zsei")),
+        "{states:?}"
+    );
+    Ok(())
+}
