@@ -186,3 +186,26 @@ macro_rules! ozone {
         $crate::ozone_at(env!("CARGO_BIN_EXE_ozone-cli"), $home, $args, $env)
     };
 }
+
+/// Runs `ozone down` for a home when dropped, so a failing test leaves no supervisor, server
+/// or component behind.
+#[derive(Debug)]
+pub struct DownOnDrop {
+    bin: String,
+    home: Home,
+}
+
+impl DownOnDrop {
+    pub fn new(bin: &str, home: &Home) -> DownOnDrop {
+        DownOnDrop {
+            bin: bin.to_string(),
+            home: home.clone(),
+        }
+    }
+}
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = ozone_at(&self.bin, &self.home, &["down"], &[]);
+    }
+}

@@ -65,6 +65,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
         component_binary(c);
     }
     let t = TestHome::new()?;
+    let _down = ozone_tests::DownOnDrop::new(env!("CARGO_BIN_EXE_ozone-cli"), &t.home);
     let nats = ozone_tests::nats_server_binary()?;
     let env = [("OZONE_NATS_SERVER", nats.to_str().unwrap())];
     let started = Instant::now();

@@ -142,6 +142,7 @@ fn up_checks_the_security_plane_restarts_a_dead_server_and_down_leaves_nothing()
     nats_server_binary()?;
     let tmp = tempfile::tempdir()?;
     let home = Home::new(tmp.path().join("h"));
+    let _down = ozone_tests::DownOnDrop::new(env!("CARGO_BIN_EXE_ozone-cli"), &home);
     let port = free_port().to_string();
     let monitor = free_port().to_string();
     let (ok, out, err) = ozone!(
