@@ -89,11 +89,20 @@ async fn announcers(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<BTreeMa
         interval_ms: cfg.encryption.key_rotation_interval.as_millis() as u64,
         ..Rotation::daily()
     };
+    // Connected concurrently: each is a TLS handshake plus a key-directory catch-up.
+    let joined = futures::future::join_all(Component::ALL.map(|c| {
+        let url = url.clone();
+        async move {
+            let id = Identity::component(c);
+            let conn = ozone_nats::connect(&url, &id, tls::client_config(home, cfg, &id)?).await?;
+            anyhow::Ok((c, Bus::start(conn, home, rotation).await?))
+        }
+    }))
+    .await;
     let mut out = BTreeMap::new();
-    for c in Component::ALL {
-        let id = Identity::component(c);
-        let conn = ozone_nats::connect(&url, &id, tls::client_config(home, cfg, &id)?).await?;
-        out.insert(c, Bus::start(conn, home, rotation).await?);
+    for r in joined {
+        let (c, bus) = r?;
+        out.insert(c, bus);
     }
     Ok(out)
 }

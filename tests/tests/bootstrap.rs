@@ -104,6 +104,23 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     let span = first_ready.values().max().unwrap() - events.first().unwrap().at_ms;
     eprintln!("first announcement to all ready: {span} ms");
 
+    // Status as JSON, and one log file per component.
+    let (ok, out, err) = ozone!(&t.home, &["status", "--json"], &env)?;
+    assert!(ok, "{out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out)?;
+    let rows = status["components"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    assert!(
+        rows.iter()
+            .all(|r| r["state"] == "ready"
+                && r["instances"].as_array().is_some_and(|i| i.len() == 1)),
+        "{out}"
+    );
+    for c in Component::ALL {
+        let log = std::fs::read_to_string(t.home.logs().join(format!("{}.log", c.name())))?;
+        assert!(log.contains("ready"), "{c}'s log: {log}");
+    }
+
     // A plain client asking `$SRV.PING` hears all eight (through the AUDIT account's import).
     let console = t
         .connect(&Identity::new(IdentityKind::Auditor, "console")?)
