@@ -98,6 +98,9 @@ fn describe(event: &AuditKind) -> String {
             format!("ignored key-directory entry {key}: {reason}")
         }
         AuditKind::PermissionDenied { subject } => format!("permission denied on {subject}"),
+        AuditKind::AuthenticationFailed { client, detail } => {
+            format!("nats-server refused {client}: {detail}")
+        }
         AuditKind::RejectionsSuppressed { count } => {
             format!("{count} more rejections (over the audit rate limit)")
         }

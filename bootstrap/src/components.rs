@@ -233,8 +233,18 @@ pub async fn supervise_all(
     home: &Home,
     cfg: &SecurityConfig,
     mut stop: watch::Receiver<bool>,
+    mut auth_failures: tokio::sync::mpsc::Receiver<String>,
 ) -> anyhow::Result<()> {
     let buses = announcers(home, cfg).await?;
+    if let Some(core) = buses.get(&Component::Core).cloned() {
+        // nats-server has no bus identity: the core audits the clients it refused.
+        tokio::spawn(async move {
+            while let Some(line) = auth_failures.recv().await {
+                let (client, detail) = ozone_nats::server::parse_auth_failure(&line);
+                core.audit(ozone_bus_schemas::AuditKind::AuthenticationFailed { client, detail });
+            }
+        });
+    }
     let states: States = Arc::default();
     let _ = std::fs::remove_file(state_file(home));
     let mut phase_stops = Vec::new();

@@ -38,6 +38,8 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let (ready_tx, ready_rx) = oneshot::channel();
+    // Authentication failures from every server instance, audited once the core's bus is up.
+    let (auth_tx, auth_rx) = tokio::sync::mpsc::channel::<String>(1024);
     let nats = {
         let home = home.clone();
         let mut ready_tx = Some(ready_tx);
@@ -50,6 +52,14 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
                 nats_stop_rx,
                 |server| {
                     tracing::info!(pid = server.pid, url = %server.url, "nats-server ready");
+                    let mut lines = server.security_events();
+                    let tx = auth_tx.clone();
+                    tokio::spawn(async move {
+                        while let Ok(line) = lines.recv().await {
+                            // Full queue: the audit sink's own limit would drop it anyway.
+                            let _ = tx.try_send(line);
+                        }
+                    });
                     if let Some(tx) = ready_tx.take() {
                         let _ = tx.send(server.pid);
                     }
@@ -71,7 +81,7 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         // The reader may be gone (`ozone up` exited); that is fine.
         let _ = writeln!(out, "READY {nats_pid}");
         let _ = out.flush();
-        crate::components::supervise_all(home, &cfg, stop_rx).await
+        crate::components::supervise_all(home, &cfg, stop_rx, auth_rx).await
     }
     .await;
     if let Err(e) = &result {

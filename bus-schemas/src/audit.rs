@@ -39,6 +39,10 @@ pub enum AuditKind {
     },
     /// A key-directory entry was ignored (unsigned, wrongly signed, wrong certificate…).
     DirectoryEntryRejected { key: String, reason: String },
+    /// nats-server refused a client: a failed TLS handshake (no certificate, unknown CA,
+    /// expired, wrong usage) or a certificate that maps to no user. Reported by the core on
+    /// behalf of the server, which has no bus identity of its own.
+    AuthenticationFailed { client: String, detail: String },
     /// The server refused one of this component's publishes or subscriptions.
     PermissionDenied { subject: String },
     /// More rejections happened than the audit rate limit lets through; this many were
@@ -56,6 +60,7 @@ impl AuditKind {
             }
             AuditKind::DirectoryEntryRejected { .. } => "directory",
             AuditKind::PermissionDenied { .. } => "denied",
+            AuditKind::AuthenticationFailed { .. } => "auth",
         }
     }
 }

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 /// Why the server could not be started, stopped or signalled.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,9 @@ pub struct NatsServer {
     pub pid: u32,
     pub url: String,
     pub config: PathBuf,
+    /// Authentication failures the server logged (failed TLS handshakes, unmapped
+    /// certificates), one log line each: the supervisor audits them.
+    security: broadcast::Sender<String>,
 }
 
 const READY_LINE: &str = "Server is ready";
@@ -79,12 +82,14 @@ impl NatsServer {
         let pid = child.id().unwrap_or_default();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (tail_tx, tail_rx) = watch::channel(String::new());
+        let (security, _) = broadcast::channel(256);
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(tee_log(
                 stderr,
                 home.logs().join("nats-server.log"),
                 ready_tx,
                 tail_tx,
+                security.clone(),
             ));
         }
         let started = Instant::now();
@@ -119,6 +124,7 @@ impl NatsServer {
             pid,
             url: settings.url(),
             config,
+            security,
         })
     }
 
@@ -132,6 +138,11 @@ impl NatsServer {
             let _ = self.child.kill().await;
         }
         Ok(())
+    }
+
+    /// Authentication failures from now on, as the server logged them.
+    pub fn security_events(&self) -> broadcast::Receiver<String> {
+        self.security.subscribe()
     }
 
     /// Waits until the process exits and returns how it ended.
@@ -169,6 +180,23 @@ pub fn reload(home: &Home) -> Result<i32, ServerError> {
     }
 }
 
+/// Log lines that record a refused client: a failed TLS handshake (no certificate, unknown
+/// CA, expired, wrong usage) or a certificate that maps to no user.
+pub fn is_auth_failure(line: &str) -> bool {
+    line.contains("[ERR]")
+        && (line.contains("TLS handshake error")
+            || line.contains("authentication error")
+            || line.contains("Authorization Error"))
+}
+
+/// Splits a server log line into (client address, what happened).
+pub fn parse_auth_failure(line: &str) -> (String, String) {
+    let after = line.split_once("[ERR] ").map(|(_, r)| r).unwrap_or(line);
+    let client = after.split(" - ").next().unwrap_or_default().to_string();
+    let detail = after.splitn(3, " - ").nth(2).unwrap_or(after).to_string();
+    (client, detail)
+}
+
 /// Copies the server's log to `log_path`, keeps the last lines for error messages, and fires
 /// `ready` on the server's own readiness line. Dropping `ready` unfired means "never ready".
 async fn tee_log(
@@ -176,6 +204,7 @@ async fn tee_log(
     log_path: PathBuf,
     ready: oneshot::Sender<()>,
     tail: watch::Sender<String>,
+    security: broadcast::Sender<String>,
 ) {
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
@@ -189,6 +218,10 @@ async fn tee_log(
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(f) = file.as_mut() {
             let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+        }
+        if is_auth_failure(&line) {
+            // Nobody listening is fine.
+            let _ = security.send(line.clone());
         }
         if line.contains(READY_LINE) {
             if let Some(tx) = ready.take() {
@@ -271,4 +304,24 @@ async fn backoff(failures: u32, shutdown: &mut watch::Receiver<bool>) {
     let delay = Duration::from_millis(250u64.saturating_mul(1 << failures.min(7)))
         .min(Duration::from_secs(30));
     let _ = tokio::time::timeout(delay, shutdown.wait_for(|stop| *stop)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_clients_are_recognised_in_the_server_log() {
+        let line = "[16771] 2026/11/26 09:28:04.696998 [ERR] 127.0.0.1:50596 - cid:104 - TLS handshake error: tls: failed to verify certificate: x509: certificate signed by unknown authority";
+        assert!(is_auth_failure(line));
+        let (client, detail) = parse_auth_failure(line);
+        assert_eq!(client, "127.0.0.1:50596");
+        assert!(
+            detail.starts_with("TLS handshake error: tls: failed to verify"),
+            "{detail}"
+        );
+        let violation = "[1] 2026/11/26 09:28:04.024141 [ERR] 127.0.0.1:50556 - cid:95 - \"v0.51.0:rust:scribe\" - \"OZONE/user:scribe.local\" - Publish Violation - Subject \"cognis.selfcheck\"";
+        assert!(!is_auth_failure(violation));
+        assert!(!is_auth_failure("[1] [INF] Server is ready"));
+    }
 }

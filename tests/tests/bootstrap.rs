@@ -121,6 +121,32 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
         assert!(log.contains("ready"), "{c}'s log: {log}");
     }
 
+    // An impostor with a foreign CA is refused, and the refusal reaches the audit stream.
+    let foreign = TestHome::new()?;
+    let spark_id = Identity::component(Component::Spark);
+    let impostor = ozone_security::tls::client_config_from_files(
+        &t.home,
+        &t.cfg,
+        &ozone_security::pki::IdentityFiles::of(&foreign.home, &spark_id),
+    )?;
+    assert!(ozone_nats::connect(&t.url(), &spark_id, impostor)
+        .await
+        .is_err());
+    let (ok, out, _) = ozone!(&t.home, &["audit", "tail"], &env)?;
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, out, _) = ozone!(&t.home, &["audit", "tail"], &env)?;
+        if out.contains("nats-server refused 127.0.0.1:") && out.contains("unknown authority") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no authentication failure audited:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // A plain client asking `$SRV.PING` hears all eight (through the AUDIT account's import).
     let console = t
         .connect(&Identity::new(IdentityKind::Auditor, "console")?)
@@ -221,12 +247,35 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
         .map(|e| e.at_ms)
         .find(|at| *at > down_at)
         .unwrap();
+    // The core learns it from the bus (its own `waiting` announcement) and from then until it
+    // announces `ready` again it serves nothing: no pong in that window.
+    let core_waits = events
+        .iter()
+        .find(|e| {
+            e.component == "ozone-studio"
+                && e.at_ms >= down_at
+                && matches!(&e.state, ComponentState::Waiting { on } if on == &vec!["cognis".to_string()])
+        })
+        .map(|e| e.at_ms)
+        .unwrap();
+    let core_ready = events
+        .iter()
+        .filter(|e| e.component == "ozone-studio" && e.state == ComponentState::Ready)
+        .map(|e| e.at_ms)
+        .find(|at| *at > core_waits)
+        .unwrap();
+    assert!(core_ready >= up_again, "the core was ready before cognis");
+    assert!(
+        core_waits - down_at < 500,
+        "the core took {} ms to learn cognis was down",
+        core_waits - down_at
+    );
     let mut refused = 0;
     for r in &replies {
         match r {
             Ok(PingReply::Pong { served_at_ms, .. }) => assert!(
-                *served_at_ms < down_at || *served_at_ms > up_again,
-                "the core served at {served_at_ms} while cognis was down ({down_at}..{up_again})"
+                *served_at_ms < core_waits || *served_at_ms > core_ready,
+                "the core served at {served_at_ms} while waiting for cognis ({core_waits}..{core_ready})"
             ),
             Ok(PingReply::NotReady { waiting_on, .. }) => {
                 assert_eq!(waiting_on, &vec!["cognis".to_string()]);
@@ -240,8 +289,9 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
         "the core never said it was waiting: {replies:?}"
     );
     eprintln!(
-        "cognis outage {} ms; core refused {refused} of {} pings meanwhile",
+        "cognis outage {} ms (announced degraded to ready again); the core knew after {} ms and refused {refused} of {} pings",
         up_again - down_at,
+        core_waits - down_at,
         replies.len()
     );
 
