@@ -113,17 +113,22 @@ pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
         spec.version,
         std::process::id(),
     );
+    // Listen first, then say "starting": peers answer a newcomer with a heartbeat at once.
+    let (mut view, _follower) = PhaseView::follow(&bus).await.map_err(anyhow::Error::from)?;
     announcer
         .announce(ComponentState::Starting)
         .await
         .map_err(anyhow::Error::from)?;
-    let (mut view, _follower) = PhaseView::follow(&bus).await.map_err(anyhow::Error::from)?;
     let beating = {
         let a = announcer.clone();
+        let newcomer = view.newcomer.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = newcomer.notified() => {}
+                }
                 if let Err(e) = a.beat().await {
                     tracing::warn!("heartbeat: {e}");
                 }

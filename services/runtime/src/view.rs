@@ -70,6 +70,9 @@ impl Known {
 pub struct PhaseView {
     known: Arc<Mutex<HashMap<Component, Known>>>,
     changed: watch::Receiver<u64>,
+    /// Signalled when another instance announces `starting`: it has just subscribed and
+    /// should hear everyone's state at once, not at their next heartbeat.
+    pub newcomer: Arc<tokio::sync::Notify>,
 }
 
 /// Creates the retained phase stream if absent: the last message per subject, file storage.
@@ -106,12 +109,17 @@ impl PhaseView {
             .await?;
         load_retained(bus, &known).await;
         let k = known.clone();
+        let newcomer = Arc::new(tokio::sync::Notify::new());
+        let greet = newcomer.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 let bump = tokio::select! {
                     ev = phases.next() => match ev {
                         Some(Ok(ev)) => {
+                            if ev.message.state == ComponentState::Starting {
+                                greet.notify_one();
+                            }
                             if let Some(c) = Component::from_name(&ev.message.component) {
                                 if let Ok(mut k) = k.lock() {
                                     k.entry(c).or_default().apply(ev.message);
@@ -147,7 +155,14 @@ impl PhaseView {
                 }
             }
         });
-        Ok((PhaseView { known, changed: rx }, task))
+        Ok((
+            PhaseView {
+                known,
+                changed: rx,
+                newcomer,
+            },
+            task,
+        ))
     }
 
     /// Whether `c` is ready now: some instance's last announced state is ready (or unknown)
