@@ -246,17 +246,37 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
     ) -> Result<Received<T>, BusError> {
+        self.open_with(msg, false)
+    }
+
+    /// Opens a message read back from a stream (retained state): authenticated like
+    /// [`Bus::open`] but without the freshness and replay checks, since it is old by design.
+    pub fn open_archived<T: DeserializeOwned>(
+        &self,
+        msg: &async_nats::Message,
+    ) -> Result<Received<T>, BusError> {
+        self.open_with(msg, true)
+    }
+
+    fn open_with<T: DeserializeOwned>(
+        &self,
+        msg: &async_nats::Message,
+        archived: bool,
+    ) -> Result<Received<T>, BusError> {
         let subject = msg.subject.to_string();
         let opened = {
             let ring = self.keys.ring.read().map_err(lock_err)?;
             let dir = self.keys.directory.read().map_err(lock_err)?;
             let mut opener = self.keys.opener.lock().map_err(lock_err)?;
-            opener
-                .open(&subject, &msg.payload, &*ring, &*dir, now_ms())
-                .map_err(|source| BusError::Envelope {
-                    subject: subject.clone(),
-                    source,
-                })?
+            let opened = if archived {
+                opener.open_archived(&subject, &msg.payload, &*ring, &*dir, now_ms())
+            } else {
+                opener.open(&subject, &msg.payload, &*ring, &*dir, now_ms())
+            };
+            opened.map_err(|source| BusError::Envelope {
+                subject: subject.clone(),
+                source,
+            })?
         };
         if opened.header.schema != SCHEMA_VERSION {
             return Err(BusError::Invalid {
@@ -275,36 +295,6 @@ impl Bus {
             subject,
             sender: opened.header.sender,
             reply: msg.reply.as_ref().map(|r| r.to_string()),
-            message,
-        })
-    }
-
-    /// Opens a message read back from a stream (retained state): authenticated like
-    /// [`Bus::open`] but without the freshness and replay checks, since it is old by design.
-    pub fn open_archived<T: DeserializeOwned>(
-        &self,
-        msg: &async_nats::Message,
-    ) -> Result<Received<T>, BusError> {
-        let subject = msg.subject.to_string();
-        let opened = {
-            let ring = self.keys.ring.read().map_err(lock_err)?;
-            let dir = self.keys.directory.read().map_err(lock_err)?;
-            let mut opener = self.keys.opener.lock().map_err(lock_err)?;
-            opener
-                .open_archived(&subject, &msg.payload, &*ring, &*dir, now_ms())
-                .map_err(|source| BusError::Envelope {
-                    subject: subject.clone(),
-                    source,
-                })?
-        };
-        let message = rmp_serde::from_slice(&opened.plaintext).map_err(|e| BusError::Invalid {
-            subject: subject.clone(),
-            detail: e.to_string(),
-        })?;
-        Ok(Received {
-            subject,
-            sender: opened.header.sender,
-            reply: None,
             message,
         })
     }
