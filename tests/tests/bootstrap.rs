@@ -375,7 +375,7 @@ async fn a_component_whose_dependencies_never_come_up_names_them_and_gives_up() 
     let out = tokio::process::Command::new(component_binary(Component::Core))
         .arg("--home")
         .arg(eco.t.home.root())
-        .args(["--wait-timeout", "2s"])
+        .args(["--wait-timeout", "2s", "--log-format", "json"])
         .output()
         .await?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -385,6 +385,18 @@ async fn a_component_whose_dependencies_never_come_up_names_them_and_gives_up() 
         "{stderr}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+    // Its log, as requested, is JSON lines, and says what it waited for.
+    let log = std::fs::read_to_string(eco.t.home.logs().join("ozone-studio.log"))?;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timed out after 2s waiting for spark"))),
+        "{log}"
+    );
     let events = phase_events(&eco.t).await?;
     let states: Vec<&ComponentState> = events.iter().map(|e| &e.state).collect();
     assert!(
