@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use ozone_bus_schemas::{Component, Identity, Subject};
 use ozone_nats::bus::{local_keys, Bus};
-use ozone_nats::{find_binary, NatsServer, NatsSettings};
+use ozone_nats::{find_binary, Connection, NatsServer, NatsSettings};
 use ozone_security::{tls, Home};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -18,6 +18,13 @@ struct Blob {
 /// Publishing runs ahead of the subscriber by at most this many messages, for raw and
 /// sealed alike, so neither overruns the subscription buffer and is dropped as a slow consumer.
 const WINDOW: usize = 1000;
+/// …and by at most this many bytes: nats-server cuts a subscriber with more than 64 MiB
+/// pending as a slow consumer, which would lose messages and hang the run.
+const WINDOW_BYTES: usize = 16 << 20;
+
+fn window(size: usize) -> usize {
+    (WINDOW_BYTES / size.max(1)).clamp(1, WINDOW)
+}
 
 /// One row of results.
 #[derive(Debug, Clone)]
@@ -25,6 +32,10 @@ pub struct Row {
     pub size: usize,
     pub raw_msgs_per_s: f64,
     pub bus_msgs_per_s: f64,
+    /// Raw publish→subscribe of payloads as large as the sealed envelopes: separates what the
+    /// extra bytes cost (in TLS, the server, the kernel) from what sealing and opening cost.
+    pub raw_envelope_size_msgs_per_s: f64,
+    pub envelope_size: usize,
     /// Sequential request/reply round trips a second.
     pub raw_req_per_s: f64,
     pub bus_req_per_s: f64,
@@ -32,6 +43,20 @@ pub struct Row {
     pub raw_p99_us: f64,
     pub bus_p50_us: f64,
     pub bus_p99_us: f64,
+}
+
+/// The size of a sealed `Blob` of `size` bytes on the bench subject: the MessagePack payload
+/// plus the envelope's header (one recipient, this subject and sender) and tag.
+fn envelope_size(size: usize) -> anyhow::Result<usize> {
+    let payload = rmp_serde::to_vec_named(&Blob {
+        data: vec![0; size],
+    })?
+    .len();
+    let subject = "spark.bench".len();
+    let sender = Component::Core.name().len();
+    // magic, version, suite, schema, subject, sender, sender kid, message id, timestamp,
+    // session, count, one recipient (kid, enc, wrapped), nonce, tag
+    Ok(payload + 2 + 1 + 1 + 2 + 2 + subject + 1 + sender + 16 + 16 + 8 + 16 + 1 + 96 + 12 + 16)
 }
 
 /// Rounds of each measurement per size.
@@ -50,14 +75,22 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Counts what the subscriber has taken, so the publisher can stay within [`WINDOW`].
-#[derive(Default)]
+/// Counts what the subscriber has taken, so the publisher can stay within the window.
 struct Progress {
+    window: usize,
     received: std::sync::atomic::AtomicUsize,
     changed: tokio::sync::Notify,
 }
 
 impl Progress {
+    fn new(size: usize) -> Progress {
+        Progress {
+            window: window(size),
+            received: Default::default(),
+            changed: Default::default(),
+        }
+    }
+
     fn took_one(&self) {
         self.received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -66,7 +99,7 @@ impl Progress {
 
     async fn wait_below_window(&self, sent: usize) {
         while sent.saturating_sub(self.received.load(std::sync::atomic::Ordering::Relaxed))
-            >= WINDOW
+            >= self.window
         {
             self.changed.notified().await;
         }
@@ -75,13 +108,15 @@ impl Progress {
 
 async fn raw_pubsub(
     pub_c: &async_nats::Client,
-    sub_c: &async_nats::Client,
+    sub_conn: &Connection,
     size: usize,
     n: usize,
 ) -> anyhow::Result<f64> {
-    let mut sub = sub_c.subscribe("spark.bench.raw").await?;
-    sub_c.flush().await?;
-    let progress = std::sync::Arc::new(Progress::default());
+    let mut sub = sub_conn.client.subscribe("spark.bench.raw").await?;
+    // A server round trip, so the subscription is live before the first publish (a flush
+    // only empties the client's buffer).
+    sub_conn.sync().await?;
+    let progress = std::sync::Arc::new(Progress::new(size));
     let p = progress.clone();
     // Subscriber and publisher run concurrently, as they would in two processes.
     let reader = tokio::spawn(async move {
@@ -106,7 +141,7 @@ async fn raw_pubsub(
 async fn bus_pubsub(core: &Bus, spark: &Bus, size: usize, n: usize) -> anyhow::Result<f64> {
     let subject = Subject::component_request(Component::Spark, "bench")?;
     let mut sub = spark.subscribe::<Blob>(&subject, None).await?;
-    let progress = std::sync::Arc::new(Progress::default());
+    let progress = std::sync::Arc::new(Progress::new(size));
     let p = progress.clone();
     let reader = tokio::spawn(async move {
         for _ in 0..n {
@@ -131,13 +166,13 @@ async fn bus_pubsub(core: &Bus, spark: &Bus, size: usize, n: usize) -> anyhow::R
 
 async fn raw_reqrep(
     core: &async_nats::Client,
-    spark: &async_nats::Client,
+    spark_conn: &Connection,
     size: usize,
     n: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut sub = spark.subscribe("spark.bench.rawecho").await?;
-    spark.flush().await?;
-    let responder = spark.clone();
+    let mut sub = spark_conn.client.subscribe("spark.bench.rawecho").await?;
+    spark_conn.sync().await?;
+    let responder = spark_conn.client.clone();
     let task = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             if let Some(r) = m.reply {
@@ -241,13 +276,15 @@ pub async fn run(messages: usize, requests: usize) -> anyhow::Result<Vec<Row>> {
         );
         // Alternate raw and sealed, several rounds, so drift in the machine's load hits both
         // alike; throughput is the median round.
-        let (mut raw_tp, mut bus_tp) = (Vec::new(), Vec::new());
+        let envelope_size = envelope_size(size)?;
+        let (mut raw_tp, mut bus_tp, mut raw_env_tp) = (Vec::new(), Vec::new(), Vec::new());
         let (mut raw_lat, mut bus_lat) = (Vec::new(), Vec::new());
         let (mut raw_req_s, mut bus_req_s) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            raw_tp.push(raw_pubsub(&core_c.client, &spark_c.client, size, n).await?);
+            raw_tp.push(raw_pubsub(&core_c.client, &spark_c, size, n).await?);
             bus_tp.push(bus_pubsub(&core, &spark, size, n).await?);
-            let raw = raw_reqrep(&core_c.client, &spark_c.client, size, requests).await?;
+            raw_env_tp.push(raw_pubsub(&core_c.client, &spark_c, envelope_size, n).await?);
+            let raw = raw_reqrep(&core_c.client, &spark_c, size, requests).await?;
             raw_req_s.push(requests as f64 / raw.iter().sum::<Duration>().as_secs_f64());
             raw_lat.extend(raw);
             let bus = bus_reqrep(&core, &spark, size, requests).await?;
@@ -260,6 +297,8 @@ pub async fn run(messages: usize, requests: usize) -> anyhow::Result<Vec<Row>> {
             size,
             raw_msgs_per_s: median(raw_tp),
             bus_msgs_per_s: median(bus_tp),
+            raw_envelope_size_msgs_per_s: median(raw_env_tp),
+            envelope_size,
             raw_req_per_s: median(raw_req_s),
             bus_req_per_s: median(bus_req_s),
             raw_p50_us: percentile(&raw_lat, 0.50),
@@ -305,6 +344,15 @@ pub fn print(rows: &[Row]) {
             r.bus_p99_us,
             r.bus_p50_us / r.raw_p50_us,
             r.bus_p99_us / r.raw_p99_us,
+        );
+    }
+    for r in rows {
+        println!(
+            "{:>7} | raw at the envelope's size ({} B): {:.0} msg/s; sealed / that = {:.2} (the cost of sealing and opening alone)",
+            r.size,
+            r.envelope_size,
+            r.raw_envelope_size_msgs_per_s,
+            r.bus_msgs_per_s / r.raw_envelope_size_msgs_per_s
         );
     }
     println!(
