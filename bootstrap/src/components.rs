@@ -99,10 +99,16 @@ async fn announcers(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<BTreeMa
         }
     }))
     .await;
+    // Best effort: a component whose announcer cannot connect still runs; only its death
+    // would then go unannounced (its heartbeats stopping still tell its dependents).
     let mut out = BTreeMap::new();
     for r in joined {
-        let (c, bus) = r?;
-        out.insert(c, bus);
+        match r {
+            Ok((c, bus)) => {
+                out.insert(c, bus);
+            }
+            Err(e) => tracing::error!("announcer: {e:#}"),
+        }
     }
     Ok(out)
 }
@@ -153,7 +159,7 @@ async fn stop_child(child: &mut Child, grace: Duration) {
 async fn keep_running(
     home: Home,
     c: Component,
-    bus: Bus,
+    bus: Option<Bus>,
     states: States,
     mut my_turn_to_stop: watch::Receiver<bool>,
 ) {
@@ -191,7 +197,9 @@ async fn keep_running(
             Err(e) => e.to_string(),
         };
         tracing::warn!(component = %c, pid, %how, "exited");
-        announce_exit(&bus, c, pid, format!("process {pid} exited ({how})")).await;
+        if let Some(bus) = &bus {
+            announce_exit(bus, c, pid, format!("process {pid} exited ({how})")).await;
+        }
         if up_since.elapsed() > Duration::from_secs(60) {
             failures = 0;
         }
@@ -253,10 +261,7 @@ pub async fn supervise_all(
         let (tx, rx) = watch::channel(false);
         phase_stops.push(tx);
         for c in Component::ALL.into_iter().filter(|c| c.phase() == phase) {
-            let bus = buses
-                .get(&c)
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("no bus for {c}"))?;
+            let bus = buses.get(&c).cloned();
             tasks
                 .entry(phase)
                 .or_default()

@@ -27,6 +27,8 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
     let cfg = SecurityConfig::load(home, &[])?;
     std::fs::write(pid_file(home), std::process::id().to_string())?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = std::sync::Arc::new(stop_tx);
+    let stop_on_signal = stop_tx.clone();
     let (nats_stop_tx, nats_stop_rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -35,7 +37,7 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        let _ = stop_tx.send(true);
+        let _ = stop_on_signal.send(true);
     });
     let (ready_tx, ready_rx) = oneshot::channel();
     // Authentication failures from every server instance, audited once the core's bus is up.
@@ -68,6 +70,15 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
             .await
         })
     };
+    // If nats-server is given up on, the components go too: nothing would reach them.
+    let nats = {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            let r = nats.await;
+            let _ = stop_tx.send(true);
+            r
+        })
+    };
     let result = async {
         let nats_pid = match ready_rx.await {
             Ok(pid) => pid,
@@ -88,13 +99,17 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         tracing::error!("components: {e:#}");
     }
     let _ = nats_stop_tx.send(true);
-    let nats_result = nats.await;
+    let nats_result = nats
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|r| Ok(r?));
     let _ = std::fs::remove_file(pid_file(home));
     match nats_result {
         Ok(Err(e)) => {
             tracing::error!(error = %e, "supervisor stopping");
             Err(e.into())
         }
-        _ => result,
+        Err(e) => Err(e),
+        Ok(Ok(())) => result,
     }
 }

@@ -29,11 +29,18 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyFileError + '_ {
     }
 }
 
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Writes secret bytes with mode 0600 via a temporary file and an atomic rename, so a reader
 /// never sees a half-written key and the file is never world-readable, not even briefly.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
-    let tmp = path.with_extension("tmp-new");
-    let _ = fs::remove_file(&tmp);
+    // Unique per writer: two processes rewriting the same file (workers of one service
+    // rotating together) must not remove each other's temporary file.
+    let tmp = path.with_extension(format!(
+        "tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)

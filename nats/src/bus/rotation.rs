@@ -39,36 +39,52 @@ fn next_due(keys: &BusKeys, now: u64) -> u64 {
 }
 
 pub(crate) async fn drive(r: Rotator) {
+    let mut failed = false;
     loop {
         let now = now_ms();
-        let wait = Duration::from_millis(next_due(&r.keys, now).saturating_sub(now)).min(MAX_SLEEP);
+        let wait = if failed {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(next_due(&r.keys, now).saturating_sub(now)).min(MAX_SLEEP)
+        };
         tokio::time::sleep(wait).await;
-        if let Err(e) = step(&r).await {
-            tracing::error!(identity = %r.identity, "key rotation: {e}");
-        }
+        failed = match step(&r).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::error!(identity = %r.identity, "key rotation (retried in a second): {e}");
+                true
+            }
+        };
     }
 }
 
-/// Brings the ring to now and acts on what changed.
+/// Brings the ring to now and acts on what changed. "Rotated" is judged by the key the sealer
+/// uses, not by the epoch moving in this call, so a rotation whose publication failed (the
+/// server restarting at the boundary) is retried at the next step instead of forgotten.
 async fn step(r: &Rotator) -> Result<(), String> {
     let now = now_ms();
-    let (erased, rotated) = {
+    let sealing_with = r
+        .keys
+        .sealer
+        .lock()
+        .map_err(|_| "sealer lock poisoned")?
+        .sender_key()
+        .kid();
+    let (erased, pending) = {
         let mut ring = r.keys.ring.write().map_err(|_| "ring lock poisoned")?;
-        let before = ring.current_epoch();
+        let before = ring.held_epochs();
         let erased = ring.advance(now).map_err(|e| e.to_string())?;
-        let rotated = (ring.current_epoch() != before)
-            .then(|| {
-                ring.current()
-                    .map(|k| (ring.current_epoch(), k.duplicate(), ring.rotation()))
-            })
-            .flatten();
-        if !erased.is_empty() || rotated.is_some() {
+        if ring.held_epochs() != before {
             keyring_file::save(&r.home, &r.identity, &ring).map_err(|e| e.to_string())?;
         }
-        (erased, rotated)
+        let pending = ring
+            .current()
+            .filter(|k| k.public().kid() != sealing_with)
+            .map(|k| (ring.current_epoch(), k.duplicate(), ring.rotation()));
+        (erased, pending)
     };
-    let rotated_now = rotated.is_some();
-    if let Some((epoch, key, rotation)) = rotated {
+    let rotated = pending.is_some();
+    if let Some((epoch, key, rotation)) = pending {
         let public = *key.public();
         let entry = r
             .signer
@@ -87,7 +103,7 @@ async fn step(r: &Rotator) -> Result<(), String> {
             erased_epochs: erased.clone(),
         });
     }
-    if !rotated_now && !erased.is_empty() {
+    if !rotated && !erased.is_empty() {
         let _ = r.audit.try_send(AuditKind::KeysErased {
             epochs: erased.clone(),
         });

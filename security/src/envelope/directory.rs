@@ -274,7 +274,10 @@ impl Directory {
     ) -> Result<KeyId, DirectoryError> {
         let key = trust.verify(entry, now_ms)?;
         self.generation += 1;
-        self.keys.entry(entry.service.clone()).or_default().insert(
+        let keys = self.keys.entry(entry.service.clone()).or_default();
+        // One key per service and epoch: a re-published epoch (a recreated ring) replaces it.
+        keys.retain(|kid, p| p.epoch != entry.epoch || *kid == key.kid());
+        keys.insert(
             key.kid(),
             Published {
                 epoch: entry.epoch,

@@ -49,15 +49,9 @@ impl Announcer {
 
     /// Publishes a state change (skipped when the state is unchanged).
     pub async fn announce(&self, state: ComponentState) -> Result<(), BusError> {
-        {
-            let mut current = self
-                .state
-                .lock()
-                .map_err(|_| BusError::Nats("state lock poisoned".into()))?;
-            if *current == state && state != ComponentState::Starting {
-                return Ok(());
-            }
-            *current = state.clone();
+        let lock_err = |_| BusError::Nats("state lock poisoned".into());
+        if *self.state.lock().map_err(lock_err)? == state && state != ComponentState::Starting {
+            return Ok(());
         }
         tracing::info!(state = state.label(), detail = ?state, "announcing");
         let event = PhaseEvent {
@@ -67,11 +61,13 @@ impl Announcer {
             version: self.version.clone(),
             pid: self.pid,
             at_ms: now_ms(),
-            state,
+            state: state.clone(),
         };
         self.bus
             .publish(&Subject::phase_announce(self.component), &event)
             .await?;
+        // Recorded only once published: a failed announcement is repeated at the next change.
+        *self.state.lock().map_err(lock_err)? = state;
         // Peers count a component ready on a fresh heartbeat: send one now, not in a second.
         self.beat().await
     }

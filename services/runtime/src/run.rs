@@ -149,6 +149,9 @@ pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
         .map_err(|e| anyhow::anyhow!("cannot add the ping endpoint: {e}"))?;
     tracing::info!(%instance, "connected; waiting for the earlier phases");
 
+    // Stop requests are honoured while waiting too (announce `stopped`, drain).
+    let mut term = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
     // Wait for the earlier phases.
     let deps = dependencies(c);
     let deadline = tokio::time::Instant::now() + args.wait_timeout;
@@ -165,6 +168,8 @@ pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
             .map_err(anyhow::Error::from)?;
         tokio::select! {
             _ = view.changed() => {}
+            _ = term.recv() => return stop(&announcer, beating, service, &conn).await,
+            _ = int.recv() => return stop(&announcer, beating, service, &conn).await,
             _ = tokio::time::sleep_until(deadline) => {
                 let err = RunError::DependencyTimeout { component: c, waited: args.wait_timeout, waiting_for: missing };
                 let _ = announcer.announce(ComponentState::Failed { reason: err.to_string() }).await;
@@ -184,8 +189,6 @@ pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
         transitions.update(&bus, &view).await;
     }
 
-    let mut term = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
     loop {
         tokio::select! {
             _ = view.changed() => {
@@ -210,6 +213,16 @@ pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
             _ = int.recv() => break,
         }
     }
+    stop(&announcer, beating, service, &conn).await
+}
+
+/// Announces `stopped`, stops serving and drains the connection.
+async fn stop(
+    announcer: &Announcer,
+    beating: tokio::task::JoinHandle<()>,
+    service: async_nats::service::Service,
+    conn: &ozone_nats::Connection,
+) -> Result<(), RunError> {
     tracing::info!("stopping");
     let _ = announcer.announce(ComponentState::Stopped).await;
     beating.abort();
