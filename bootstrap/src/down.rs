@@ -13,6 +13,22 @@ pub fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
+/// Whether this pid is alive and one of ours (its executable is `ozone…` or `nats-server`):
+/// a pid file left by a crash may name a pid the system has since given to someone else.
+pub fn ours(pid: i32) -> bool {
+    if !alive(pid) {
+        return false;
+    }
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => exe
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("ozone") || n.starts_with("nats-server")),
+        // Without /proc (or permission to read it) fall back to trusting the pid file.
+        Err(_) => true,
+    }
+}
+
 /// Sends SIGTERM and waits up to `grace` for the process to go; then SIGKILL.
 fn terminate(pid: i32, grace: Duration) -> bool {
     use nix::sys::signal::{kill, Signal};
@@ -33,20 +49,21 @@ fn terminate(pid: i32, grace: Duration) -> bool {
 
 /// The running supervisor's pid, if any.
 pub fn supervisor_pid(home: &Home) -> Option<i32> {
-    read_pid(&crate::supervise::pid_file(home)).filter(|p| alive(*p))
+    read_pid(&crate::supervise::pid_file(home)).filter(|p| ours(*p))
 }
 
 /// Returns the pids it stopped.
 pub fn run(home: &Home) -> Vec<(String, i32)> {
     let mut stopped = Vec::new();
     if let Some(pid) = supervisor_pid(home) {
-        if terminate(pid, Duration::from_secs(20)) {
+        // It stops the components phase by phase (each up to 10 s), then nats-server.
+        if terminate(pid, Duration::from_secs(60)) {
             stopped.push(("ozone supervisor".to_string(), pid));
         }
     }
     // Components left behind by a crashed supervisor.
     for (name, p) in crate::components::read_states(home) {
-        if let Some(pid) = p.pid.map(|x| x as i32).filter(|x| alive(*x)) {
+        if let Some(pid) = p.pid.map(|x| x as i32).filter(|x| ours(*x)) {
             if terminate(pid, Duration::from_secs(10)) {
                 stopped.push((name, pid));
             }
@@ -54,7 +71,7 @@ pub fn run(home: &Home) -> Vec<(String, i32)> {
     }
     // A server left behind by a crashed supervisor.
     let nats_pid = home.run().join("nats-server.pid");
-    if let Some(pid) = read_pid(&nats_pid).filter(|p| alive(*p)) {
+    if let Some(pid) = read_pid(&nats_pid).filter(|p| ours(*p)) {
         if terminate(pid, Duration::from_secs(10)) {
             stopped.push(("nats-server".to_string(), pid));
         }
