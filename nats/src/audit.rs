@@ -323,7 +323,8 @@ impl AuditReader {
             .and_then(|h| h.get("KV-Operation"))
             .is_some();
         if removed {
-            self.directory.remove(&directory_name(&identity), epoch);
+            // An archive reader keeps removed keys: events sealed while they were current are
+            // still in the stream and still authentic.
             return Ok(());
         }
         let entry: DirectoryEntry =
