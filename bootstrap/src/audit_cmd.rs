@@ -107,17 +107,26 @@ fn describe(event: &AuditKind) -> String {
     }
 }
 
-fn phase_detail(state: &ozone_bus_schemas::phase::ComponentState) -> String {
-    use ozone_bus_schemas::phase::ComponentState::*;
-    match state {
-        Waiting { on } => format!(" (waiting for {})", on.join(", ")),
-        Degraded { reason } | Failed { reason } => format!(" ({reason})"),
-        _ => String::new(),
-    }
-}
-
 fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Connects as `auditor` and prepares a reader of the audit stream with its key (the
+/// connection is returned too: the reader lives on it).
+pub async fn reader(
+    home: &Home,
+    cfg: &SecurityConfig,
+    auditor: &str,
+) -> anyhow::Result<(Connection, AuditReader)> {
+    let id = Identity::new(IdentityKind::Auditor, auditor)?;
+    let key = auditor_key::load(home, &id).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n  fix: `ozone pki issue auditor {auditor}` creates the identity and its key"
+        )
+    })?;
+    let conn = connect(home, cfg, &id).await?;
+    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(home)?);
+    Ok((conn, reader))
 }
 
 /// `ozone audit tail`: prints each event from `since` on; with `follow`, keeps waiting.
@@ -130,14 +139,7 @@ pub async fn tail(
     follow: bool,
     keys: bool,
 ) -> anyhow::Result<usize> {
-    let id = Identity::new(IdentityKind::Auditor, auditor)?;
-    let key = auditor_key::load(home, &id).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}\n  fix: `ozone pki issue auditor {auditor}` creates the identity and its key"
-        )
-    })?;
-    let conn = connect(home, cfg, &id).await?;
-    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(home)?);
+    let (_conn, reader) = reader(home, cfg, auditor).await?;
     let since = since.map(|d| SystemTime::now() - d);
     let records = reader.records(since, follow).await?;
     futures::pin_mut!(records);
@@ -156,13 +158,12 @@ pub async fn tail(
             }
             AuditRecord::Phase { event, .. } => {
                 println!(
-                    "{}  {:<13} {:<10} phase {}: {}{}",
+                    "{}  {:<13} {:<10} phase {}: {}",
                     timestamp(event.at_ms),
                     event.component,
                     "lifecycle",
                     event.phase,
-                    event.state.label(),
-                    phase_detail(&event.state)
+                    event.state.describe()
                 );
                 printed += 1;
             }

@@ -3,11 +3,10 @@
 //! with backoff when they die, announced degraded on the bus the moment they do, stopped in
 //! reverse phase order. Their state is written to `run/components.json` for `ozone status`.
 
-use ozone_bus_schemas::phase::{ComponentState, PhaseEvent};
+use ozone_bus_schemas::phase::PhaseEvent;
 use ozone_bus_schemas::{Component, Identity, Subject};
 use ozone_nats::bus::{now_ms, Bus};
 use ozone_nats::NatsSettings;
-use ozone_security::envelope::Rotation;
 use ozone_security::{tls, Home, SecurityConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -85,10 +84,7 @@ pub fn binary(c: Component) -> anyhow::Result<PathBuf> {
 /// supervisor holds every identity of this host anyway: it started them).
 async fn announcers(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<BTreeMap<Component, Bus>> {
     let url = NatsSettings::load(home)?.url();
-    let rotation = Rotation {
-        interval_ms: cfg.encryption.key_rotation_interval.as_millis() as u64,
-        ..Rotation::daily()
-    };
+    let rotation = cfg.rotation();
     // Connected concurrently: each is a TLS handshake plus a key-directory catch-up.
     let joined = futures::future::join_all(Component::ALL.map(|c| {
         let url = url.clone();
@@ -114,15 +110,7 @@ async fn announcers(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<BTreeMa
 }
 
 async fn announce_exit(bus: &Bus, c: Component, pid: u32, reason: String) {
-    let event = PhaseEvent {
-        component: c.name().to_string(),
-        phase: c.phase(),
-        instance: format!("supervisor:{pid}"),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        pid,
-        at_ms: now_ms(),
-        state: ComponentState::Degraded { reason },
-    };
+    let event = PhaseEvent::process_died(c, pid, env!("CARGO_PKG_VERSION"), now_ms(), reason);
     if let Err(e) = bus.publish(&Subject::phase_announce(c), &event).await {
         tracing::warn!(component = %c, "cannot announce the exit: {e}");
     }

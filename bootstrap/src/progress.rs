@@ -6,12 +6,12 @@ use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ozone_bus_schemas::phase::ComponentState;
 use ozone_bus_schemas::Component;
-use ozone_nats::audit::{AuditReader, AuditRecord};
-use ozone_security::envelope::{auditor_key, DirectoryTrust};
+use ozone_nats::audit::AuditRecord;
+use ozone_security::pki::CONSOLE_AUDITOR;
 use ozone_security::{Home, SecurityConfig};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// How the bootstrap went.
 #[derive(Debug, Clone)]
@@ -24,15 +24,6 @@ pub struct BootReport {
     pub failed: Option<(Component, String)>,
 }
 
-fn describe(state: &ComponentState) -> String {
-    match state {
-        ComponentState::Waiting { on } => format!("waiting for {}", on.join(", ")),
-        ComponentState::Degraded { reason } => format!("degraded: {reason}"),
-        ComponentState::Failed { reason } => format!("FAILED: {reason}"),
-        s => s.label().to_string(),
-    }
-}
-
 /// Follows phase announcements published since `since` until all eight are ready, one
 /// fails, or `timeout` passes.
 pub async fn follow(
@@ -41,9 +32,7 @@ pub async fn follow(
     since: SystemTime,
     timeout: Duration,
 ) -> anyhow::Result<BootReport> {
-    let conn = crate::status::console(home, cfg).await?;
-    let key = auditor_key::load(home, &conn.identity)?;
-    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(home)?);
+    let (_conn, reader) = crate::audit_cmd::reader(home, cfg, CONSOLE_AUDITOR).await?;
     let records = reader.records(Some(since), true).await?;
     futures::pin_mut!(records);
 
@@ -67,7 +56,6 @@ pub async fn follow(
         })
         .collect();
 
-    let started = Instant::now();
     let mut first_ms: Option<u64> = None;
     let mut ready: BTreeMap<Component, u64> = BTreeMap::new();
     let mut report = BootReport {
@@ -93,7 +81,7 @@ pub async fn follow(
         let line = format!(
             "{:>6.2}s  {}",
             event.at_ms.saturating_sub(first) as f64 / 1000.0,
-            describe(&event.state)
+            event.state.describe()
         );
         if !tty {
             eprintln!("  phase {} {:<13} {line}", c.phase(), c.name());
@@ -133,6 +121,5 @@ pub async fn follow(
             last.saturating_sub(first_ms.unwrap_or(last)),
         ));
     }
-    tracing::debug!(elapsed = ?started.elapsed(), "bootstrap followed");
     Ok(report)
 }

@@ -5,11 +5,10 @@
 
 use crate::components::{read_states, ProcessState};
 use futures::StreamExt;
-use ozone_bus_schemas::phase::{ComponentState, PhaseEvent};
+use ozone_bus_schemas::phase::{ComponentState, Instances, PhaseEvent};
 use ozone_bus_schemas::{Component, Identity, IdentityKind};
 use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::{Connection, NatsSettings};
-use ozone_security::envelope::{auditor_key, DirectoryTrust};
 use ozone_security::pki::CONSOLE_AUDITOR;
 use ozone_security::{tls, Home, SecurityConfig};
 use serde::Serialize;
@@ -92,32 +91,22 @@ pub async fn discover(
 async fn fold(reader: AuditReader) -> anyhow::Result<BTreeMap<String, PhaseEvent>> {
     let records = reader.records(None, false).await?;
     futures::pin_mut!(records);
-    let mut instances: BTreeMap<String, BTreeMap<String, PhaseEvent>> = BTreeMap::new();
+    let mut instances: BTreeMap<String, Instances> = BTreeMap::new();
     let mut latest: BTreeMap<String, PhaseEvent> = BTreeMap::new();
     while let Some(r) = records.next().await {
         let AuditRecord::Phase { event, .. } = r? else {
             continue;
         };
-        let of = instances.entry(event.component.clone()).or_default();
-        if event.instance.starts_with("supervisor:") {
-            for i in of.values_mut().filter(|i| i.pid == event.pid) {
-                i.state = event.state.clone();
-            }
-        } else if event.state == ComponentState::Stopped {
-            of.remove(&event.instance);
-        } else {
-            of.insert(event.instance.clone(), event.clone());
-        }
-        latest.insert(event.component.clone(), event);
+        latest.insert(event.component.clone(), event.clone());
+        instances
+            .entry(event.component.clone())
+            .or_default()
+            .apply(event);
     }
     Ok(latest
         .into_iter()
         .map(|(c, last)| {
-            let ready = instances.get(&c).and_then(|of| {
-                of.values()
-                    .find(|e| e.state == ComponentState::Ready)
-                    .cloned()
-            });
+            let ready = instances.get(&c).and_then(|i| i.ready().cloned());
             (c, ready.unwrap_or(last))
         })
         .collect())
@@ -125,11 +114,8 @@ async fn fold(reader: AuditReader) -> anyhow::Result<BTreeMap<String, PhaseEvent
 
 fn detail(state: &ComponentState) -> Option<String> {
     match state {
-        ComponentState::Waiting { on } => Some(format!("waiting for {}", on.join(", "))),
-        ComponentState::Degraded { reason } | ComponentState::Failed { reason } => {
-            Some(reason.clone())
-        }
-        _ => None,
+        ComponentState::Ready | ComponentState::Starting | ComponentState::Stopped => None,
+        s => Some(s.describe()),
     }
 }
 
@@ -143,9 +129,7 @@ pub async fn gather_with(
     cfg: &SecurityConfig,
     stats_wait: Duration,
 ) -> anyhow::Result<Status> {
-    let conn = console(home, cfg).await?;
-    let key = auditor_key::load(home, &conn.identity)?;
-    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(home)?);
+    let (conn, reader) = crate::audit_cmd::reader(home, cfg, CONSOLE_AUDITOR).await?;
     let events = fold(reader).await?;
     let stats = discover(&conn, "STATS", stats_wait).await?;
     let processes = read_states(home);

@@ -122,3 +122,97 @@ impl Subject {
         Subject::join(&[c.token(), "ping"])
     }
 }
+
+/// Instance ids the supervisor uses when it speaks for a process that died.
+const SUPERVISOR_PREFIX: &str = "supervisor:";
+
+impl PhaseEvent {
+    /// The supervisor's announcement, on a dead process's behalf, that it is gone.
+    pub fn process_died(c: Component, pid: u32, version: &str, at_ms: u64, reason: String) -> Self {
+        PhaseEvent {
+            component: c.name().to_string(),
+            phase: c.phase(),
+            instance: format!("{SUPERVISOR_PREFIX}{pid}"),
+            version: version.to_string(),
+            pid,
+            at_ms,
+            state: ComponentState::Degraded { reason },
+        }
+    }
+}
+
+impl ComponentState {
+    /// The state with its detail, for people: `waiting for spark, cognis`.
+    pub fn describe(&self) -> String {
+        match self {
+            ComponentState::Waiting { on } => format!("waiting for {}", on.join(", ")),
+            ComponentState::Degraded { reason } => format!("degraded: {reason}"),
+            ComponentState::Failed { reason } => format!("failed: {reason}"),
+            s => s.label().to_string(),
+        }
+    }
+}
+
+/// The announced state of each instance of one component, folded from its phase events: an
+/// instance's own announcements, the supervisor's word for a dead process (by pid), and
+/// `stopped` removing the instance. The one rule the components' view and `ozone status` share.
+#[derive(Debug, Clone, Default)]
+pub struct Instances {
+    pub by_instance: std::collections::BTreeMap<String, PhaseEvent>,
+}
+
+impl Instances {
+    pub fn apply(&mut self, ev: PhaseEvent) {
+        if ev.instance.starts_with(SUPERVISOR_PREFIX) {
+            for i in self.by_instance.values_mut().filter(|i| i.pid == ev.pid) {
+                i.state = ev.state.clone();
+            }
+        } else if ev.state == ComponentState::Stopped {
+            self.by_instance.remove(&ev.instance);
+        } else {
+            self.by_instance.insert(ev.instance.clone(), ev);
+        }
+    }
+
+    /// An instance whose last announced state is ready.
+    pub fn ready(&self) -> Option<&PhaseEvent> {
+        self.by_instance
+            .values()
+            .find(|e| e.state == ComponentState::Ready)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(instance: &str, pid: u32, state: ComponentState) -> PhaseEvent {
+        PhaseEvent {
+            component: "forge".into(),
+            phase: 3,
+            instance: instance.into(),
+            version: "0".into(),
+            pid,
+            at_ms: 0,
+            state,
+        }
+    }
+
+    #[test]
+    fn instances_fold_per_process() {
+        let mut i = Instances::default();
+        i.apply(event("a", 1, ComponentState::Ready));
+        i.apply(event("b", 2, ComponentState::Ready));
+        i.apply(event("b", 2, ComponentState::Stopped));
+        assert_eq!(i.ready().map(|e| e.instance.as_str()), Some("a"));
+        i.apply(PhaseEvent::process_died(
+            Component::Forge,
+            1,
+            "0",
+            0,
+            "killed".into(),
+        ));
+        assert!(i.ready().is_none());
+        assert_eq!(i.by_instance["a"].state.describe(), "degraded: killed");
+    }
+}

@@ -115,6 +115,14 @@ pub enum ConfigError {
 const DAY: u64 = 24 * 3600;
 
 impl SecurityConfig {
+    /// Key rotation as configured: `encryption.key_rotation_interval` epochs, 1 h grace.
+    pub fn rotation(&self) -> crate::envelope::Rotation {
+        crate::envelope::Rotation {
+            interval_ms: self.encryption.key_rotation_interval.as_millis() as u64,
+            ..crate::envelope::Rotation::daily()
+        }
+    }
+
     /// The seed's values, with paths under `home`.
     pub fn defaults(home: &Home) -> SecurityConfig {
         SecurityConfig {

@@ -11,7 +11,6 @@ use ozone_bus_schemas::phase::{ComponentState, PhaseTransition, Ping, PingReply,
 use ozone_bus_schemas::{Component, Identity, Subject};
 use ozone_nats::bus::{now_ms, Bus};
 use ozone_nats::NatsSettings;
-use ozone_security::envelope::Rotation;
 use ozone_security::{tls, Home, SecurityConfig};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -95,10 +94,7 @@ pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
     )
     .await
     .map_err(anyhow::Error::from)?;
-    let rotation = Rotation {
-        interval_ms: cfg.encryption.key_rotation_interval.as_millis() as u64,
-        ..Rotation::daily()
-    };
+    let rotation = cfg.rotation();
     let bus = Bus::start(conn.clone(), &home, rotation)
         .await
         .map_err(anyhow::Error::from)?;

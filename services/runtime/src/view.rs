@@ -4,7 +4,7 @@
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use ozone_bus_schemas::phase::{
-    ComponentState, Heartbeat, PhaseEvent, HEARTBEAT_STALE_MS, PHASE_STREAM,
+    ComponentState, Heartbeat, Instances, PhaseEvent, HEARTBEAT_STALE_MS, PHASE_STREAM,
 };
 use ozone_bus_schemas::{Component, Subject};
 use ozone_nats::bus::{Bus, BusError};
@@ -13,55 +13,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// One process of a component (SPARK runs several).
-#[derive(Debug, Clone, Default)]
-struct InstanceView {
-    pid: Option<u32>,
-    /// The last state it announced (or the supervisor announced for it when it died).
-    state: Option<ComponentState>,
-    /// The last heartbeat: whether it said ready, when it arrived.
-    beat: Option<(bool, Instant)>,
-}
-
-impl InstanceView {
-    fn ready(&self) -> bool {
-        let fresh_ready = self.beat.is_some_and(|(ready, at)| {
-            ready && at.elapsed() < Duration::from_millis(HEARTBEAT_STALE_MS)
-        });
-        fresh_ready
-            && self
-                .state
-                .as_ref()
-                .is_none_or(|s| *s == ComponentState::Ready)
-    }
-}
-
-/// Instances of one component, by instance id.
+/// One component: its instances' announced states and their last heartbeats (whether each
+/// said ready, when it arrived).
 #[derive(Debug, Clone, Default)]
 struct Known {
-    instances: HashMap<String, InstanceView>,
+    states: Instances,
+    beats: HashMap<String, (bool, Instant)>,
 }
 
 impl Known {
-    /// Applies an announcement. The supervisor speaks for a dead process by pid.
-    fn apply(&mut self, ev: PhaseEvent) {
-        if ev.instance.starts_with("supervisor:") {
-            for i in self
-                .instances
-                .values_mut()
-                .filter(|i| i.pid == Some(ev.pid))
-            {
-                i.state = Some(ev.state.clone());
-            }
-            return;
-        }
-        if ev.state == ComponentState::Stopped {
-            self.instances.remove(&ev.instance);
-            return;
-        }
-        let i = self.instances.entry(ev.instance).or_default();
-        i.pid = Some(ev.pid);
-        i.state = Some(ev.state);
+    /// Some instance has a fresh heartbeat saying ready, and its last announced state (if we
+    /// have it) is ready too.
+    fn ready(&self) -> bool {
+        self.beats.iter().any(|(instance, (ready, at))| {
+            *ready
+                && at.elapsed() < Duration::from_millis(HEARTBEAT_STALE_MS)
+                && self
+                    .states
+                    .by_instance
+                    .get(instance)
+                    .is_none_or(|e| e.state == ComponentState::Ready)
+        })
     }
 }
 
@@ -128,7 +100,7 @@ impl PhaseView {
                             }
                             if let Some(c) = Component::from_name(&ev.message.component) {
                                 if let Ok(mut k) = k.lock() {
-                                    k.entry(c).or_default().apply(ev.message);
+                                    k.entry(c).or_default().states.apply(ev.message);
                                 }
                             }
                             true
@@ -146,9 +118,9 @@ impl PhaseView {
                             match Component::from_name(&m.component) {
                                 Some(c) => {
                                     let mut k = match k.lock() { Ok(k) => k, Err(_) => break };
-                                    let entry = k.entry(c).or_default().instances.entry(m.instance).or_default();
-                                    let changed = entry.beat.is_none_or(|(r, _)| r != m.ready);
-                                    entry.beat = Some((m.ready, Instant::now()));
+                                    let beats = &mut k.entry(c).or_default().beats;
+                                    let changed = beats.get(&m.instance).is_none_or(|(r, _)| *r != m.ready);
+                                    beats.insert(m.instance, (m.ready, Instant::now()));
                                     changed
                                 }
                                 None => false,
@@ -181,8 +153,7 @@ impl PhaseView {
         let Ok(k) = self.known.lock() else {
             return false;
         };
-        k.get(&c)
-            .is_some_and(|known| known.instances.values().any(InstanceView::ready))
+        k.get(&c).is_some_and(Known::ready)
     }
 
     /// Which of `deps` are not ready.
@@ -240,8 +211,8 @@ async fn load_retained(bus: &Bus, known: &Mutex<HashMap<Component, Known>>) {
                     (Component::from_name(&ev.message.component), known.lock())
                 {
                     let entry = k.entry(c).or_default();
-                    if !entry.instances.contains_key(&ev.message.instance) {
-                        entry.apply(ev.message);
+                    if !entry.states.by_instance.contains_key(&ev.message.instance) {
+                        entry.states.apply(ev.message);
                     }
                 }
             }
