@@ -215,3 +215,25 @@ fn auditor_entries_need_the_auditors_own_certificate() {
     assert!(dir.insert(&trust, &renamed, NOW).is_err());
     assert_eq!(dir.auditors(NOW).len(), 1);
 }
+
+#[test]
+fn a_republished_epoch_replaces_the_previous_key() {
+    // A service whose ring was recreated publishes a new key for the same epoch: senders must
+    // seal to the new one only, and the old key no longer authenticates anything.
+    let (_tmp, home) = fresh_home();
+    let trust = DirectoryTrust::load(&home).unwrap();
+    let spark = signer(&home, Component::Spark);
+    let old = SecretKeyPair::generate().unwrap();
+    let new = SecretKeyPair::generate().unwrap();
+    let mut dir = Directory::default();
+    dir.insert(&trust, &spark.sign(7, LATER, old.public()).unwrap(), NOW)
+        .unwrap();
+    dir.insert(&trust, &spark.sign(7, LATER, new.public()).unwrap(), NOW)
+        .unwrap();
+    assert_eq!(dir.current("spark", NOW), Some(*new.public()));
+    assert_eq!(dir.sender_key("spark", &old.public().kid()), None);
+    assert_eq!(
+        dir.sender_key("spark", &new.public().kid()),
+        Some(*new.public())
+    );
+}

@@ -209,3 +209,11 @@ impl Drop for DownOnDrop {
         let _ = ozone_at(&self.bin, &self.home, &["down"], &[]);
     }
 }
+
+/// Whether a process with this pid is running (a zombie waiting to be reaped is not).
+pub fn process_running(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}

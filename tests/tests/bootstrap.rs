@@ -52,13 +52,6 @@ async fn phase_events(t: &TestHome) -> anyhow::Result<Vec<PhaseEvent>> {
     Ok(out)
 }
 
-fn pid_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leaves_nothing() -> R {
     for c in Component::ALL {
@@ -362,7 +355,10 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     let (ok, out, err) = ozone!(&t.home, &["down"], &env)?;
     assert!(ok, "{out}{err}");
     for pid in pids {
-        assert!(!pid_alive(pid), "pid {pid} still running after ozone down");
+        assert!(
+            !ozone_tests::process_running(pid),
+            "pid {pid} still running after ozone down"
+        );
     }
     Ok(())
 }

@@ -130,13 +130,6 @@ fn pid_in(path: &std::path::Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
-
 #[test]
 fn up_checks_the_security_plane_restarts_a_dead_server_and_down_leaves_nothing() -> R {
     nats_server_binary()?;
@@ -167,7 +160,7 @@ fn up_checks_the_security_plane_restarts_a_dead_server_and_down_leaves_nothing()
         .ok_or_else(|| anyhow::anyhow!("no supervisor pid"))?;
     let first = pid_in(&home.run().join("nats-server.pid"))
         .ok_or_else(|| anyhow::anyhow!("no nats pid"))?;
-    assert!(alive(supervisor) && alive(first));
+    assert!(ozone_tests::process_running(supervisor) && ozone_tests::process_running(first));
 
     // The server dies hard; the supervisor brings it back.
     std::process::Command::new("kill")
@@ -176,8 +169,8 @@ fn up_checks_the_security_plane_restarts_a_dead_server_and_down_leaves_nothing()
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut second = None;
     while Instant::now() < deadline {
-        if let Some(p) =
-            pid_in(&home.run().join("nats-server.pid")).filter(|p| *p != first && alive(*p))
+        if let Some(p) = pid_in(&home.run().join("nats-server.pid"))
+            .filter(|p| *p != first && ozone_tests::process_running(*p))
         {
             second = Some(p);
             break;
@@ -192,7 +185,10 @@ fn up_checks_the_security_plane_restarts_a_dead_server_and_down_leaves_nothing()
     let (ok, out, _) = ozone!(&home, &["down"], &[])?;
     assert!(ok && out.contains("stopped ozone supervisor"), "{out}");
     for pid in [supervisor, second] {
-        assert!(!alive(pid), "pid {pid} still running after down");
+        assert!(
+            !ozone_tests::process_running(pid),
+            "pid {pid} still running after down"
+        );
     }
     Ok(())
 }
