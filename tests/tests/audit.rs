@@ -384,3 +384,49 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
 
     Ok(())
 }
+
+#[tokio::test]
+async fn issuing_an_auditor_publishes_its_key_and_revoking_withdraws_it() -> R {
+    let eco = TestEcosystem::start().await?;
+    let home = &eco.t.home;
+    ozone::audit_cmd::prepare(home, &eco.t.cfg).await?;
+    let (ok, out, err) = ozone_tests::ozone!(home, &["pki", "issue", "auditor", "late"], &[])?;
+    assert!(ok && out.contains("published its key"), "{out}{err}");
+    let late = Identity::new(IdentityKind::Auditor, "late")?;
+    let key_file = auditor_key::path(home, &late);
+    assert_eq!(ozone_security::keyfile::mode_of(&key_file)? & 0o777, 0o600);
+    let core = eco.connect(&Identity::component(Component::Core)).await?;
+    let keydir = KeyDirectory::open(&core.client).await?;
+    assert_eq!(keydir.epochs_of(&late).await?, vec![0]);
+    // A service joining now seals its audit events to the new auditor as well.
+    let spark = Bus::start(
+        eco.connect(&Identity::component(Component::Spark)).await?,
+        home,
+        ROTATION,
+    )
+    .await?;
+    spark.audit(AuditKind::PermissionDenied {
+        subject: "probe".into(),
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !events(&read_all(&eco, "late").await?)
+        .iter()
+        .any(|(_, e)| matches!(e, AuditKind::PermissionDenied { subject } if subject == "probe"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new auditor cannot open the event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (ok, out, err) =
+        ozone_tests::ozone!(home, &["pki", "revoke", "late", "--kind", "auditor"], &[])?;
+    assert!(
+        ok && out.contains("withdrew its recipient key"),
+        "{out}{err}"
+    );
+    assert!(!key_file.exists());
+    assert!(keydir.epochs_of(&late).await?.is_empty());
+    Ok(())
+}
