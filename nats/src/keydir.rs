@@ -15,6 +15,9 @@ use tokio::sync::mpsc;
 /// How long a new follower waits to load the bucket's current entries.
 const CATCH_UP: Duration = Duration::from_secs(10);
 
+/// How long opening the bucket retries a JetStream that is briefly unavailable.
+const JETSTREAM_SETTLE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyDirError {
     #[error("key directory bucket {KEY_BUCKET}: {0}")]
@@ -39,12 +42,41 @@ impl std::fmt::Debug for KeyDirectory {
     }
 }
 
+/// Runs `attempt` until it succeeds or [`JETSTREAM_SETTLE`] has passed. Right after
+/// nats-server reloads its configuration (`ozone pki issue`/`revoke`), the account's JetStream
+/// answers "unavailable" for a moment; the command that caused the reload must not fail on it.
+/// Every operation retried here is idempotent (open, put of the same bytes, purge).
+async fn settled<T, F, Fut>(mut attempt: F) -> Result<T, KeyDirError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, KeyDirError>>,
+{
+    let deadline = tokio::time::Instant::now() + JETSTREAM_SETTLE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!("key directory not reachable yet ({e}); retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(800));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl KeyDirectory {
     /// Opens the bucket, creating it on first use (file storage, the newest entry per key).
     pub async fn open(client: &async_nats::Client) -> Result<KeyDirectory, KeyDirError> {
         let js = jetstream::new(client.clone());
-        let store = match js.get_key_value(KEY_BUCKET).await {
-            Ok(store) => store,
+        let store = settled(|| Self::get_or_create(&js)).await?;
+        Ok(KeyDirectory { store })
+    }
+
+    async fn get_or_create(js: &jetstream::Context) -> Result<kv::Store, KeyDirError> {
+        match js.get_key_value(KEY_BUCKET).await {
+            Ok(store) => Ok(store),
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: KEY_BUCKET.into(),
@@ -54,9 +86,8 @@ impl KeyDirectory {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| KeyDirError::Bucket(e.to_string()))?,
-        };
-        Ok(KeyDirectory { store })
+                .map_err(|e| KeyDirError::Bucket(e.to_string())),
+        }
     }
 
     /// Publishes `identity`'s entry (the caller signed it).
@@ -68,23 +99,30 @@ impl KeyDirectory {
         let key = key_entry_key(identity, entry.epoch);
         let bytes =
             rmp_serde::to_vec_named(entry).map_err(|e| KeyDirError::Encode(e.to_string()))?;
-        self.store
-            .put(&key, bytes.into())
-            .await
-            .map(|_| ())
-            .map_err(|e| KeyDirError::Put {
-                key,
-                detail: e.to_string(),
-            })
+        let bytes = bytes::Bytes::from(bytes);
+        settled(|| async {
+            self.store
+                .put(&key, bytes.clone())
+                .await
+                .map(|_| ())
+                .map_err(|e| KeyDirError::Put {
+                    key: key.clone(),
+                    detail: e.to_string(),
+                })
+        })
+        .await
     }
 
     /// Removes `identity`'s entry for `epoch` (its key was erased).
     pub async fn purge(&self, identity: &Identity, epoch: u64) -> Result<(), KeyDirError> {
         let key = key_entry_key(identity, epoch);
-        self.store.purge(&key).await.map_err(|e| KeyDirError::Put {
-            key,
-            detail: e.to_string(),
+        settled(|| async {
+            self.store.purge(&key).await.map_err(|e| KeyDirError::Put {
+                key: key.clone(),
+                detail: e.to_string(),
+            })
         })
+        .await
     }
 
     /// The epochs for which `identity` has an entry in the bucket now.
