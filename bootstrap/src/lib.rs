@@ -11,6 +11,8 @@ pub mod init;
 pub mod pki_cmd;
 pub mod progress;
 pub mod selfcheck;
+pub mod spark_bench;
+pub mod spark_cmd;
 pub mod status;
 pub mod supervise;
 pub mod systemd;

@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use ozone::cli::{
-    AuditCommand, BenchCommand, Cli, Command, InitArgs, InstallCommand, PkiCommand, SchemaCommand,
+    AuditCommand, BenchCommand, Cli, Command, InitArgs, InstallCommand, ModelsCommand, PkiCommand,
+    SchemaCommand, SparkCommand,
 };
 use ozone_nats::NatsSettings;
 use ozone_security::{Home, SecurityConfig};
@@ -145,6 +146,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let n =
                 ozone::audit_cmd::tail(&home, &load_cfg()?, &auditor, since, follow, keys).await?;
             eprintln!("{n} audit events");
+        }
+        Command::Models(ModelsCommand::Install { dir }) => {
+            let dir = dir.unwrap_or_else(|| ozone::spark_cmd::models_dir(&home));
+            let done = ozone::spark_cmd::install(dir.clone(), true)?;
+            if done.is_empty() {
+                println!("the shipped models are already in {}", dir.display());
+            } else {
+                println!("installed {} into {}", done.join(", "), dir.display());
+            }
+        }
+        Command::Models(ModelsCommand::List { dir }) => {
+            ozone::spark_cmd::list(&dir.unwrap_or_else(|| ozone::spark_cmd::models_dir(&home)));
+        }
+        Command::Ask(a) => {
+            let opts = ozone::spark_cmd::AskOptions {
+                max_tokens: a.max_tokens,
+                temperature: a.temperature,
+                seed: a.seed,
+                stop: a.stop,
+                system: a.system,
+            };
+            ozone::spark_cmd::ask(&home, &a.prompt, &opts).await?;
+        }
+        Command::Spark(SparkCommand::Scale { workers, threads }) => {
+            let n = ozone::spark_cmd::scale(&home, workers, threads)?;
+            println!("{n} SPARK workers on this host");
+        }
+        Command::Bench(BenchCommand::Spark {
+            tokens,
+            embeds,
+            models,
+        }) => {
+            let dir = models.unwrap_or_else(|| ozone::spark_cmd::models_dir(&home));
+            eprintln!("ozone bench spark: SPARK over the bus vs in-process, 2 workers vs 1");
+            let report = ozone::spark_bench::run(&dir, tokens, embeds).await?;
+            ozone::spark_bench::print(&report);
         }
         Command::Supervise => ozone::supervise::run(&home).await?,
     }

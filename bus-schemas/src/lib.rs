@@ -8,6 +8,7 @@ pub mod component;
 pub mod identity;
 pub mod permissions;
 pub mod phase;
+pub mod spark;
 pub mod streams;
 pub mod subject;
 pub mod table;

@@ -16,6 +16,13 @@ pub struct Permissions {
     pub allow_responses: bool,
 }
 
+/// How many messages a component may send to one request's reply inbox, and for how long
+/// after the request: streamed answers (SPARK's tokens, one message each, plus keep-alive
+/// messages) need more than NATS's default of one. Bounded, so a compromised responder still
+/// cannot write to an inbox it was never asked to answer.
+pub const RESPONSES_PER_REQUEST: u32 = 20_000;
+pub const RESPONSE_WINDOW: &str = "15m";
+
 impl Permissions {
     /// The permissions of an identity, read off the subject table; `None` for identities
     /// without a NATS user (people).

@@ -41,9 +41,13 @@ fn user_block(identity: &Identity) -> Option<String> {
         format!("{{ allow: {} }}", list(&p.subscribe))
     };
     let responses = if p.allow_responses {
-        ", allow_responses: true"
+        format!(
+            ", allow_responses: {{ max: {}, expires: {} }}",
+            ozone_bus_schemas::permissions::RESPONSES_PER_REQUEST,
+            q(ozone_bus_schemas::permissions::RESPONSE_WINDOW)
+        )
     } else {
-        ""
+        String::new()
     };
     Some(format!(
         "      # {identity}\n      {{ user: {}, permissions: {{ publish: {publish}, subscribe: {subscribe}{responses} }} }}",

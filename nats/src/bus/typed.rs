@@ -263,6 +263,22 @@ impl Bus {
         msg: &async_nats::Message,
         archived: bool,
     ) -> Result<Received<T>, BusError> {
+        let plain = self.open_plain(msg, archived)?;
+        let message = decode_payload(&plain.subject, &plain.message)?;
+        Ok(Received {
+            subject: plain.subject,
+            sender: plain.sender,
+            reply: plain.reply,
+            message,
+        })
+    }
+
+    /// Authenticates and decrypts, checks the schema version; the payload stays encoded.
+    fn open_plain(
+        &self,
+        msg: &async_nats::Message,
+        archived: bool,
+    ) -> Result<Received<Vec<u8>>, BusError> {
         let subject = msg.subject.to_string();
         let opened = {
             let ring = self.keys.ring.read().map_err(lock_err)?;
@@ -287,15 +303,11 @@ impl Bus {
                 ),
             });
         }
-        let message = rmp_serde::from_slice(&opened.plaintext).map_err(|e| BusError::Invalid {
-            subject: subject.clone(),
-            detail: e.to_string(),
-        })?;
         Ok(Received {
             subject,
             sender: opened.header.sender,
             reply: msg.reply.as_ref().map(|r| r.to_string()),
-            message,
+            message: opened.plaintext,
         })
     }
 
@@ -322,6 +334,37 @@ impl Bus {
             }
         }
         result
+    }
+
+    /// Opens a request for a server that must answer even a malformed one: authentication
+    /// failures are refused (and audited) as usual, but an authenticated message whose
+    /// payload does not decode as `T` comes back as `Ok` with the decoding error, so the
+    /// server can tell its sender what was wrong.
+    pub async fn open_request<T: DeserializeOwned>(
+        &self,
+        msg: &async_nats::Message,
+    ) -> Result<Received<Result<T, String>>, BusError> {
+        let mut plain = self.open_plain(msg, false);
+        if let Err(BusError::Envelope {
+            source: EnvelopeError::UnknownSender { .. },
+            ..
+        }) = &plain
+        {
+            // As in `open_settled`: the sender's new key may reach us just after its message.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            plain = self.open_plain(msg, false);
+        }
+        let plain = plain.map_err(|e| self.rejected(&msg.subject, &msg.payload, e))?;
+        let message = decode_payload(&plain.subject, &plain.message).map_err(|e| match e {
+            BusError::Invalid { detail, .. } => detail,
+            other => other.to_string(),
+        });
+        Ok(Received {
+            subject: plain.subject,
+            sender: plain.sender,
+            reply: plain.reply,
+            message,
+        })
     }
 
     /// Publishes an event, sealed to the subject's subscribers. A denied publish comes back as
@@ -447,6 +490,38 @@ impl Bus {
         }
     }
 
+    /// Sends a sealed request whose answer is a stream of messages (each sealed to us) on a
+    /// fresh inbox of ours. If nobody serves `subject`, the stream yields `NoResponders`.
+    pub async fn request_stream<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: &Subject,
+        request: &Req,
+    ) -> Result<TypedSubscriber<Resp>, BusError> {
+        let sealed = self.seal_for(
+            subject.as_str(),
+            &self.recipients_of(subject.as_str())?,
+            request,
+            SCHEMA_VERSION,
+        )?;
+        let inbox = self.conn.client.new_inbox();
+        let sub = self
+            .conn
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
+        self.conn
+            .client
+            .publish_with_reply(subject.to_string(), inbox, sealed.into())
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
+        Ok(TypedSubscriber {
+            bus: self.clone(),
+            inner: sub,
+            _t: PhantomData,
+        })
+    }
+
     /// Answers a request: sealed to the authenticated requester only, on its reply inbox.
     pub async fn reply<T>(
         &self,
@@ -473,6 +548,13 @@ impl Bus {
     }
 }
 
+fn decode_payload<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T, BusError> {
+    rmp_serde::from_slice(payload).map_err(|e| BusError::Invalid {
+        subject: subject.to_string(),
+        detail: e.to_string(),
+    })
+}
+
 /// A subscription yielding opened messages (or the reason each bad one was refused).
 #[derive(Debug)]
 pub struct TypedSubscriber<T> {
@@ -485,6 +567,10 @@ impl<T: DeserializeOwned> TypedSubscriber<T> {
     /// The next message; `None` when the subscription ends.
     pub async fn next(&mut self) -> Option<Result<Received<T>, BusError>> {
         let msg = self.inner.next().await?;
+        // The server's own "no responders" status (a request nobody serves): not a forgery.
+        if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            return Some(Err(BusError::NoResponders(msg.subject.to_string())));
+        }
         Some(
             self.bus
                 .open_settled(&msg)

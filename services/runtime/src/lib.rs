@@ -9,10 +9,12 @@
 
 mod announce;
 mod args;
+mod capability;
 mod logging;
 mod run;
 mod view;
 
 pub use args::Args;
-pub use run::{main, run, ComponentSpec, RunError};
+pub use capability::{Capability, Serving, StatsFn, StatsSlot};
+pub use run::{main, main_with, run, ComponentSpec, RunError};
 pub use view::PhaseView;

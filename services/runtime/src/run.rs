@@ -3,6 +3,7 @@
 
 use crate::announce::{new_instance_id, Announcer};
 use crate::args::Args;
+use crate::capability::{Capability, Serving, StatsSlot};
 use crate::view::{ensure_phase_stream, PhaseView};
 use async_nats::service::ServiceExt;
 use clap::Parser;
@@ -52,7 +53,16 @@ pub fn dependencies(c: Component) -> Vec<Component> {
 /// The whole binary: parse arguments, run, map the outcome to an exit code (2: a dependency
 /// never became ready).
 pub fn main(spec: ComponentSpec) -> ExitCode {
-    let args = Args::parse();
+    main_with(spec, Args::parse(), None)
+}
+
+/// [`main`] for a component with its own endpoints (and its own arguments, parsed by the
+/// caller with [`Args`] flattened in).
+pub fn main_with(
+    spec: ComponentSpec,
+    args: Args,
+    capability: Option<Box<dyn Capability>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -60,7 +70,7 @@ pub fn main(spec: ComponentSpec) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(spec, args)) {
+    match runtime.block_on(run(spec, args, capability)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ RunError::DependencyTimeout { .. }) => {
             tracing::error!("{e}");
@@ -75,7 +85,11 @@ pub fn main(spec: ComponentSpec) -> ExitCode {
     }
 }
 
-pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
+pub async fn run(
+    spec: ComponentSpec,
+    args: Args,
+    capability: Option<Box<dyn Capability>>,
+) -> Result<(), RunError> {
     let c = spec.component;
     let home = args
         .home
@@ -131,10 +145,15 @@ pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
             }
         })
     };
+    let stats = StatsSlot::default();
     let service = conn
         .client
         .service_builder()
         .description(spec.description)
+        .stats_handler({
+            let stats = stats.clone();
+            move |endpoint, _| stats.data(&endpoint)
+        })
         .start(c.name(), spec.version)
         .await
         .map_err(|e| anyhow::anyhow!("cannot register the {c} micro-service: {e}"))?;
@@ -175,6 +194,29 @@ pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
             }
         }
     }
+    let serving = match capability {
+        Some(cap) => {
+            let serving = Serving {
+                bus: bus.clone(),
+                service: &service,
+                instance: instance.clone(),
+                home: home.clone(),
+                stats: stats.clone(),
+            };
+            match cap.start(serving).await {
+                Ok(tasks) => tasks,
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    let _ = announcer.announce(ComponentState::Failed { reason }).await;
+                    beating.abort();
+                    let _ = conn.client.drain().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        None => Vec::new(),
+    };
+    let _serving = AbortOnDrop(serving);
     announcer
         .announce(ComponentState::Ready)
         .await
@@ -210,6 +252,17 @@ pub async fn run(spec: ComponentSpec, args: Args) -> Result<(), RunError> {
         }
     }
     stop(&announcer, beating, service, &conn).await
+}
+
+/// Stops the capability's tasks however `run` ends.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// Announces `stopped`, stops serving and drains the connection.

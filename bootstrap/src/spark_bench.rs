@@ -1,0 +1,291 @@
+//! `ozone bench spark`: SPARK measured against its own baselines in one run, on a private
+//! nats-server with real `ozone-spark` worker processes:
+//! - decode tokens/s over the bus vs the same model called in-process (same prompt, seed and
+//!   token count; median of 3 rounds each);
+//! - embedding throughput with 2 workers vs 1, each worker on one thread;
+//! - embed latency p50/p99 for one sentence over the bus (in-process latency beside it).
+
+use anyhow::Context;
+use ozone_bus_schemas::spark::ModelKind;
+use ozone_bus_schemas::spark::{GenerateRequest, Prompt};
+use ozone_bus_schemas::{Component, Identity};
+use ozone_nats::bus::Bus;
+use ozone_nats::{find_binary, NatsServer, NatsSettings};
+use ozone_security::{tls, Home};
+use ozone_spark::client::{new_request_id, SparkClient};
+use ozone_spark::engine::{Embedder, TextModel};
+use ozone_spark::models::discover;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub tokens: u32,
+    pub in_process_tok_s: f64,
+    pub bus_tok_s: f64,
+    pub embeds: usize,
+    pub one_worker_per_s: f64,
+    pub two_workers_per_s: f64,
+    pub embed_p50_ms: f64,
+    pub embed_p99_ms: f64,
+    pub in_process_embed_p50_ms: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(0.0)
+}
+
+fn bench_request(tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        request_id: new_request_id(),
+        model: None,
+        prompt: Prompt::Raw("Once upon a time, in a small village by the sea, there lived".into()),
+        max_tokens: tokens,
+        temperature: 0.8,
+        top_p: Some(0.95),
+        top_k: None,
+        repeat_penalty: 1.1,
+        repeat_last_n: 64,
+        seed: 42,
+        stop: Vec::new(),
+    }
+}
+
+/// A worker process serving `models` on the bench home.
+fn start_worker(home: &Home, models: &Path, threads: usize) -> anyhow::Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.logs().join("spark.log"))?;
+    Ok(
+        std::process::Command::new(crate::components::binary(Component::Spark)?)
+            .env("OZONE_STUDIO_HOME", home.root())
+            .env("OZONE_MODELS_DIR", models)
+            .env("OZONE_SPARK_THREADS", threads.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?,
+    )
+}
+
+/// Waits until `n` distinct workers answer `spark.models`.
+async fn wait_for_workers(client: &SparkClient, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {n} SPARK workers came up (see the bench's spark.log)",
+            seen.len()
+        );
+        if let Ok(r) = client.models().await {
+            seen.insert(r.worker);
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Embedding requests/s with `concurrency` in flight.
+async fn embed_throughput(
+    client: &SparkClient,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    use futures::StreamExt;
+    let started = Instant::now();
+    let results: Vec<_> = futures::stream::iter(0..n)
+        .map(|i| {
+            let c = client.clone();
+            async move {
+                c.embed(
+                    None,
+                    vec![format!("sentence number {i} about the weather today")],
+                )
+                .await
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Report> {
+    let found = discover(models);
+    let text_model = found
+        .iter()
+        .find(|m| m.info.served && m.info.kind == ModelKind::Generation)
+        .context("no generation model to bench: `ozone models install`")?;
+    let embed_model = found
+        .iter()
+        .find(|m| m.info.served && m.info.kind == ModelKind::Embedding)
+        .context("no embedding model to bench: `ozone models install`")?;
+
+    let tmp = tempfile::tempdir()?;
+    let home = Home::new(tmp.path().join("bench"));
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+    };
+    let wanted = NatsSettings {
+        port: free()?,
+        monitor_port: free()?,
+        ..NatsSettings::default()
+    };
+    let (_, cfg) = crate::init::run(&home, &wanted, &[])?;
+    let settings = NatsSettings::load(&home)?;
+    let _server = NatsServer::start(
+        &home,
+        &settings,
+        &find_binary(&home.bin())?,
+        Duration::from_secs(20),
+    )
+    .await?;
+    let id = Identity::component(Component::Bridge);
+    let conn =
+        ozone_nats::connect(&settings.url(), &id, tls::client_config(&home, &cfg, &id)?).await?;
+    let client = SparkClient::new(Bus::start(conn, &home, cfg.rotation()).await?);
+
+    // 1. Decode: one worker with every core vs the same model in this process.
+    let mut first = KillOnDrop(start_worker(&home, models, 0)?);
+    wait_for_workers(&client, 1).await?;
+    let model = TextModel::load(
+        &text_model.path,
+        &text_model.info.name,
+        &candle_core::Device::Cpu,
+    )?;
+    let (mut local, mut bus) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        eprintln!("  decode round {}/3", round + 1);
+        let req = bench_request(tokens);
+        let prompt = model
+            .encode_prompt(&req.prompt)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut first_at = None;
+        let g = model
+            .generate(&req, &prompt, &AtomicBool::new(false), &mut |_| {
+                first_at.get_or_insert_with(Instant::now);
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let secs = first_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        local.push(f64::from(g.completion_tokens.saturating_sub(1)) / secs.max(1e-9));
+
+        let mut first_at = None;
+        let done = client
+            .generate(bench_request(tokens), None, |_| {
+                first_at.get_or_insert_with(Instant::now);
+            })
+            .await?;
+        let secs = first_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        bus.push(f64::from(done.usage.completion_tokens.saturating_sub(1)) / secs.max(1e-9));
+    }
+    drop(model);
+    first.stop();
+
+    // 2. Embedding throughput, one thread per worker: 1 worker, then 2.
+    let embedder = Embedder::load(
+        &embed_model.path,
+        &embed_model.info.name,
+        &candle_core::Device::Cpu,
+    )?;
+    let mut local_lat = Vec::new();
+    for i in 0..50 {
+        let t = Instant::now();
+        embedder.embed(&[format!("a short sentence to embed, number {i}")])?;
+        local_lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(embedder);
+    let _a = KillOnDrop(start_worker(&home, models, 1)?);
+    wait_for_workers(&client, 1).await?;
+    embed_throughput(&client, 50, 16).await?; // warm-up
+    let mut one = Vec::new();
+    for _ in 0..3 {
+        one.push(embed_throughput(&client, embeds, 32).await?);
+    }
+    let _b = KillOnDrop(start_worker(&home, models, 1)?);
+    wait_for_workers(&client, 2).await?;
+    embed_throughput(&client, 50, 16).await?;
+    let mut two = Vec::new();
+    for _ in 0..3 {
+        two.push(embed_throughput(&client, embeds, 32).await?);
+    }
+
+    // 3. One sentence at a time over the bus (2 workers up).
+    let mut lat = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        client
+            .embed(None, vec![format!("a short sentence to embed, number {i}")])
+            .await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Report {
+        tokens,
+        in_process_tok_s: median(local),
+        bus_tok_s: median(bus),
+        embeds,
+        one_worker_per_s: median(one),
+        two_workers_per_s: median(two),
+        embed_p50_ms: percentile(lat.clone(), 0.5),
+        embed_p99_ms: percentile(lat, 0.99),
+        in_process_embed_p50_ms: percentile(local_lat, 0.5),
+    })
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn print(r: &Report) {
+    println!(
+        "decode ({} tokens, 1 worker, all cores; median of 3)",
+        r.tokens
+    );
+    println!("  in-process   {:>8.1} tokens/s", r.in_process_tok_s);
+    println!("  over the bus {:>8.1} tokens/s", r.bus_tok_s);
+    println!(
+        "  ratio bus/in-process {:.3} (target >= 0.97)",
+        r.bus_tok_s / r.in_process_tok_s.max(1e-9)
+    );
+    println!("embedding throughput ({} one-sentence requests, 32 in flight, 1 thread per worker; median of 3)", r.embeds);
+    println!("  1 worker  {:>8.1} requests/s", r.one_worker_per_s);
+    println!("  2 workers {:>8.1} requests/s", r.two_workers_per_s);
+    println!(
+        "  ratio 2/1 {:.2} (aim >= 1.7)",
+        r.two_workers_per_s / r.one_worker_per_s.max(1e-9)
+    );
+    println!("embed latency, one sentence over the bus (200 sequential, 2 workers)");
+    println!(
+        "  p50 {:.2} ms  p99 {:.2} ms  (in-process p50 {:.2} ms)",
+        r.embed_p50_ms, r.embed_p99_ms, r.in_process_embed_p50_ms
+    );
+}

@@ -1,0 +1,174 @@
+//! Discovery: every GGUF file and every safetensors model folder (with its `config.json`) in
+//! the models folder, described from its own metadata.
+
+use anyhow::Context;
+use candle_core::quantized::gguf_file;
+use ozone_bus_schemas::spark::{ModelInfo, ModelKind};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A model found on disk and where it lives.
+#[derive(Debug, Clone)]
+pub struct DiscoveredModel {
+    pub info: ModelInfo,
+    pub path: PathBuf,
+}
+
+/// Every model in `dir`, sorted by name. Files that cannot be read are reported in the log
+/// and skipped: one broken file must not hide the others.
+pub fn discover(dir: &Path) -> Vec<DiscoveredModel> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        let found = if path.extension().is_some_and(|e| e == "gguf") {
+            describe_gguf(&path).map(Some)
+        } else if path.join("config.json").is_file() {
+            describe_safetensors(&path)
+        } else {
+            Ok(None)
+        };
+        match found {
+            Ok(Some(m)) => out.push(m),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("skipping {}: {e:#}", path.display()),
+        }
+    }
+    out.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+    out
+}
+
+fn name_of(path: &Path) -> String {
+    let file = path.file_name().unwrap_or_default().to_string_lossy();
+    file.strip_suffix(".gguf").unwrap_or(&file).to_string()
+}
+
+fn describe_gguf(path: &Path) -> anyhow::Result<DiscoveredModel> {
+    let mut f = std::fs::File::open(path)?;
+    let content = gguf_file::Content::read(&mut f).context("not a readable GGUF file")?;
+    let meta = |k: &str| content.metadata.get(k);
+    let architecture = meta("general.architecture")
+        .and_then(|v| v.to_string().ok().cloned())
+        .unwrap_or_else(|| "unknown".into());
+    let context_length = meta(&format!("{architecture}.context_length"))
+        .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+        .unwrap_or(0);
+    let parameters: u64 = content
+        .tensor_infos
+        .values()
+        .map(|t| t.shape.elem_count() as u64)
+        .sum();
+    // The quantisation is the commonest type of the 2-D (matrix) tensors.
+    let mut types: HashMap<String, usize> = HashMap::new();
+    for t in content
+        .tensor_infos
+        .values()
+        .filter(|t| t.shape.rank() == 2)
+    {
+        *types.entry(format!("{:?}", t.ggml_dtype)).or_default() += 1;
+    }
+    let quantization = types
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(t, _)| t)
+        .unwrap_or_else(|| "unknown".into());
+    let has_tokenizer = meta("tokenizer.ggml.tokens").is_some();
+    Ok(DiscoveredModel {
+        info: ModelInfo {
+            name: name_of(path),
+            kind: ModelKind::Generation,
+            format: "gguf".into(),
+            served: has_tokenizer && SERVED_GGUF.contains(&architecture.as_str()),
+            architecture,
+            parameters,
+            quantization,
+            context_length,
+            file: path.display().to_string(),
+            size_bytes: std::fs::metadata(path)?.len(),
+        },
+        path: path.to_path_buf(),
+    })
+}
+
+/// Architectures the generation engine loads (candle's quantized llama covers these).
+const SERVED_GGUF: &[&str] = &["llama"];
+
+#[derive(serde::Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    max_position_embeddings: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct TensorHeader {
+    dtype: String,
+    shape: Vec<u64>,
+}
+
+fn describe_safetensors(dir: &Path) -> anyhow::Result<Option<DiscoveredModel>> {
+    let config: HfConfig = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)
+        .context("config.json is not a model configuration")?;
+    let Some(weights) = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+    else {
+        return Ok(None);
+    };
+    // A safetensors file starts with an 8-byte little-endian header length and a JSON header.
+    use std::io::Read;
+    let mut f = std::fs::File::open(&weights)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)?;
+    let len = u64::from_le_bytes(len);
+    anyhow::ensure!(len < 100 << 20, "safetensors header of {len} bytes");
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)?;
+    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)?;
+    let mut parameters = 0u64;
+    let mut dtypes: HashMap<String, usize> = HashMap::new();
+    for (name, v) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let t: TensorHeader = serde_json::from_value(v)?;
+        parameters += t.shape.iter().product::<u64>();
+        *dtypes.entry(t.dtype).or_default() += 1;
+    }
+    let architecture = config
+        .model_type
+        .or_else(|| config.architectures.and_then(|a| a.into_iter().next()))
+        .unwrap_or_else(|| "unknown".into());
+    let embedding = architecture == "bert";
+    let size_bytes = std::fs::metadata(&weights)?.len();
+    Ok(Some(DiscoveredModel {
+        info: ModelInfo {
+            name: dir.file_name().unwrap_or_default().to_string_lossy().into(),
+            kind: if embedding {
+                ModelKind::Embedding
+            } else {
+                ModelKind::Generation
+            },
+            format: "safetensors".into(),
+            served: embedding && dir.join("tokenizer.json").is_file(),
+            architecture,
+            parameters,
+            quantization: dtypes
+                .into_iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(t, _)| t)
+                .unwrap_or_default(),
+            context_length: config.max_position_embeddings.unwrap_or(0),
+            file: weights.display().to_string(),
+            size_bytes,
+        },
+        path: dir.to_path_buf(),
+    }))
+}
