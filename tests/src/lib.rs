@@ -217,3 +217,77 @@ pub fn process_running(pid: i32) -> bool {
             .unwrap_or_default()
             .contains(") Z ")
 }
+
+/// The models folder the SPARK tests serve from: `$OZONE_MODELS_DIR` (tests/run.sh installs
+/// the shipped models there first), else the per-user cache, installed on first use.
+pub fn models_dir() -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("OZONE_MODELS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .context("HOME is not set")?
+            .join(".cache/ozone-studio/models"),
+    };
+    if !ozone_spark::models::install::installed(&dir) {
+        let mut opts = ozone_spark::models::InstallOptions::new(dir.clone());
+        opts.progress = false;
+        ozone_spark::models::install(&opts)?;
+    }
+    Ok(dir)
+}
+
+/// An `ozone-spark` worker process on a test home; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct SparkProcess {
+    pub child: std::process::Child,
+}
+
+impl SparkProcess {
+    /// Starts a worker next to the test's `ozone-cli` binary with `env` added.
+    pub fn start(cli_bin: &str, home: &Home, env: &[(&str, &str)]) -> anyhow::Result<SparkProcess> {
+        let bin = std::path::Path::new(cli_bin)
+            .parent()
+            .context("no bin dir")?
+            .join("ozone-spark");
+        let mut cmd = std::process::Command::new(bin);
+        cmd.env("OZONE_STUDIO_HOME", home.root())
+            .env("OZONE_MODELS_DIR", models_dir()?)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok(SparkProcess {
+            child: cmd.spawn()?,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Resident memory in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SparkProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -102,6 +102,24 @@ pub fn load_or_create(
     now_ms: u64,
 ) -> Result<KeyRing, KeyRingFileError> {
     let file = path(home, identity);
+    // Several processes of one service (SPARK workers started together) share the ring: the
+    // first creates it, the others must load that one, not race to create their own.
+    let lock_path = file.with_extension("keyring.lock");
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock = std::fs::OpenOptions::new()
+        .mode(0o600)
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| KeyFileError::Io {
+            path: lock_path.display().to_string(),
+            source: e,
+        })?;
+    lock.lock().map_err(|e| KeyFileError::Io {
+        path: lock_path.display().to_string(),
+        source: e,
+    })?;
     let mut ring = match std::fs::read(&file) {
         Ok(raw) => {
             let raw = Zeroizing::new(raw);

@@ -267,6 +267,8 @@ impl SparkClient {
         let mut worker: Option<String> = None;
         let mut keepalive = tokio::time::interval(Duration::from_millis(spark::KEEPALIVE_MS));
         let mut cancelled = false;
+        // Measured from the last message, not per wait: the keepalive ticks must not reset it.
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             let cancel_changed = async {
                 match cancel.as_mut() {
@@ -275,16 +277,20 @@ impl SparkClient {
                 }
             };
             tokio::select! {
-                heard = tokio::time::timeout(self.opts.silence, stream.next()) => {
+                _ = tokio::time::sleep_until(last_heard + self.opts.silence) => {
+                    return Ok(Attempt::Lost { no_workers: false });
+                }
+                heard = stream.next() => {
                     let msg = match heard {
-                        Err(_) | Ok(None) => return Ok(Attempt::Lost { no_workers: false }),
-                        Ok(Some(Err(BusError::NoResponders(_)))) => return Ok(Attempt::Lost { no_workers: true }),
-                        Ok(Some(Err(e))) => {
+                        None => return Ok(Attempt::Lost { no_workers: false }),
+                        Some(Err(BusError::NoResponders(_))) => return Ok(Attempt::Lost { no_workers: true }),
+                        Some(Err(e)) => {
                             tracing::warn!("SPARK answer refused: {e}");
                             continue;
                         }
-                        Ok(Some(Ok(m))) => m.message,
+                        Some(Ok(m)) => m.message,
                     };
+                    last_heard = tokio::time::Instant::now();
                     match msg.heard() {
                         Heard::Accepted(w) => worker = Some(w),
                         Heard::Alive => {}
