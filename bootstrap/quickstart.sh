@@ -2,7 +2,7 @@
 # README command 1: from a fresh clone to the whole ecosystem running.
 # Installs what is missing (nats-server 2.15.1, hash-pinned), builds `ozone` and the eight
 # component binaries, runs `ozone up --detach`: the security plane, then the components phase
-# by phase, then a status table. Safe to re-run: init never replaces a key, and a running
+# by phase, then a status table; fetches the two models on first run; asks SPARK a question. Safe to re-run: init never replaces a key, and a running
 # ecosystem is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +21,9 @@ for b in "${binaries[@]}"; do
 done
 
 "$OZONE_STUDIO_HOME/bin/ozone" up --detach
+echo
+# The main job: a chat generation through SPARK on the encrypted bus, tokens as they stream.
+echo '$ ozone ask "What is the capital of France?"'
+"$OZONE_STUDIO_HOME/bin/ozone" ask "What is the capital of France?" --seed 7 --temperature 0.2 --max-tokens 60
 echo
 echo "ozone is installed at $OZONE_STUDIO_HOME/bin/ozone (add that folder to PATH)."

