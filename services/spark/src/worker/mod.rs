@@ -88,7 +88,9 @@ async fn start(
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let models_dir = args.models.clone().unwrap_or_else(|| serving.home.models());
     let catalog = discover(&models_dir);
-    let device = Device::Cpu;
+    // CUDA when built with `--features cuda` and a GPU is present; the CPU otherwise.
+    let device = Device::cuda_if_available(0)?;
+    tracing::info!(?device, "compute device");
     let mut text = HashMap::new();
     let mut embedders = HashMap::new();
     let mut tasks = Vec::new();
