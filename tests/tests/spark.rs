@@ -394,3 +394,66 @@ async fn bad_input_gets_a_clear_error_and_the_worker_keeps_serving() -> anyhow::
         .any(|m| m.format == "gguf" && m.quantization == "Q8_0"));
     Ok(())
 }
+
+/// `$SRV.STATS.spark` as an auditor sees it (micro-service discovery is the auditors' right).
+async fn spark_stats(eco: &TestEcosystem) -> anyhow::Result<serde_json::Value> {
+    let console = Identity::new(
+        ozone_bus_schemas::IdentityKind::Auditor,
+        ozone_security::pki::CONSOLE_AUDITOR,
+    )?;
+    let conn = eco.connect(&console).await?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        conn.client.request("$SRV.STATS.spark", "".into()),
+    )
+    .await??;
+    Ok(serde_json::from_slice(&reply.payload)?)
+}
+
+fn generate_data(stats: &serde_json::Value) -> serde_json::Value {
+    stats["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["subject"] == "spark.generate"))
+        .map(|e| e["data"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_the_work_and_an_abandoned_generation_stops() -> anyhow::Result<()> {
+    let (eco, _workers, client, _bus) = pool(1, &[], ClientOptions::default()).await?;
+    generate(&client, story(12)).await?;
+    client.embed(None, vec!["one".into(), "two".into()]).await?;
+
+    // The requester goes away after 3 tokens (its future is dropped): no more keepalives.
+    let mut seen = 0;
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::select! {
+        _ = client.generate(story(400), None, |_| {
+            seen += 1;
+            if seen == 3 {
+                let _ = stop_tx.send(());
+            }
+        }) => anyhow::bail!("a 400-token story finished before the requester left"),
+        _ = stop_rx.recv() => {}
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let data = loop {
+        let data = generate_data(&spark_stats(&eco).await?);
+        if data["totals"]["cancelled"] == 1 || Instant::now() > deadline {
+            break data;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("{}", serde_json::to_string_pretty(&data)?);
+    assert_eq!(
+        data["totals"]["cancelled"], 1,
+        "the abandoned generation was not stopped"
+    );
+    assert!(data["tokens_per_s"].as_f64().unwrap_or(0.0) > 1.0);
+    assert!(data["time_to_first_token_ms_avg"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(data["queue_wait_ms_avg"].as_f64().is_some());
+    assert_eq!(data["load"]["generation_slots"], 2);
+    assert_eq!(data["load"]["generations_running"], 0);
+    assert_eq!(data["totals"]["embed_texts"], 2);
+    Ok(())
+}

@@ -230,6 +230,7 @@ impl Worker {
                     t.generations += 1;
                     t.completion_tokens += u64::from(g.completion_tokens);
                     t.prompt_tokens += u64::from(g.prompt_tokens);
+                    t.decode_tokens += u64::from(g.completion_tokens.saturating_sub(1));
                     t.decode_seconds += g.decode_s;
                     t.first_token_ms_sum += ttft_ms;
                     t.queue_wait_ms_sum += queue_wait_ms;

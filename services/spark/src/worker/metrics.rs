@@ -8,6 +8,8 @@ pub struct Totals {
     pub generations: u64,
     pub completion_tokens: u64,
     pub prompt_tokens: u64,
+    /// Tokens after the first of each generation (the ones `decode_seconds` produced).
+    pub decode_tokens: u64,
     pub decode_seconds: f64,
     pub first_token_ms_sum: f64,
     pub queue_wait_ms_sum: f64,
@@ -41,7 +43,7 @@ impl Metrics {
 pub fn summary(t: &Totals, load: serde_json::Value) -> serde_json::Value {
     let per = |sum: f64, n: u64| if n == 0 { 0.0 } else { sum / n as f64 };
     serde_json::json!({
-        "tokens_per_s": if t.decode_seconds > 0.0 { t.completion_tokens as f64 / t.decode_seconds } else { 0.0 },
+        "tokens_per_s": if t.decode_seconds > 0.0 { t.decode_tokens as f64 / t.decode_seconds } else { 0.0 },
         "time_to_first_token_ms_avg": per(t.first_token_ms_sum, t.generations),
         "queue_wait_ms_avg": per(t.queue_wait_ms_sum, t.generations),
         "embed_queue_wait_ms_avg": per(t.embed_queue_wait_ms_sum, t.embed_requests),
