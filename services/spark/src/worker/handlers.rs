@@ -145,15 +145,21 @@ impl Worker {
         };
         let cancel = Arc::new(AtomicBool::new(false));
         if let Ok(mut f) = self.inflight.lock() {
-            f.insert(
+            let previous = f.insert(
                 r.request_id.clone(),
                 InFlight {
+                    requester: req.sender.clone(),
                     cancel: cancel.clone(),
                     last_keepalive: Instant::now(),
                 },
             );
+            // A retry of a request this worker still runs: the requester no longer listens
+            // to the first run.
+            if let Some(p) = previous {
+                p.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
-        let _done = Forget(&self, r.request_id.clone());
+        let _done = Forget(&self, r.request_id.clone(), cancel.clone());
         self.send(
             &req,
             &GenerateEvent::Accepted {
@@ -351,12 +357,17 @@ impl Worker {
 }
 
 /// Removes a request from the in-flight table however its handler ends.
-struct Forget<'a>(&'a Worker, String);
+struct Forget<'a>(&'a Worker, String, Arc<AtomicBool>);
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         if let Ok(mut f) = self.0.inflight.lock() {
-            f.remove(&self.1);
+            // Only this run's entry: a retry with the same id may have replaced it.
+            if f.get(&self.1)
+                .is_some_and(|e| Arc::ptr_eq(&e.cancel, &self.2))
+            {
+                f.remove(&self.1);
+            }
         }
     }
 }

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 /// A request being worked on, as the control subject sees it.
 #[derive(Debug)]
 pub(crate) struct InFlight {
+    /// Only the authenticated requester may cancel or keep alive its request.
+    requester: String,
     cancel: Arc<AtomicBool>,
     last_keepalive: Instant,
 }
@@ -165,7 +167,7 @@ async fn start(
     tasks.push(tokio::spawn(async move {
         while let Some(msg) = control.next().await {
             match msg {
-                Ok(m) => w.control(m.message),
+                Ok(m) => w.control(&m.sender, m.message),
                 Err(e) => tracing::warn!("control message refused: {e}"),
             }
         }
@@ -198,20 +200,20 @@ async fn start(
 }
 
 impl Worker {
-    fn control(&self, c: Control) {
+    fn control(&self, sender: &str, c: Control) {
         let Ok(mut inflight) = self.inflight.lock() else {
             return;
         };
         match c {
             Control::Cancel { request_id } => {
-                if let Some(f) = inflight.get(&request_id) {
+                if let Some(f) = inflight.get(&request_id).filter(|f| f.requester == sender) {
                     f.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             Control::Keepalive { request_ids } => {
                 let now = Instant::now();
                 for id in request_ids {
-                    if let Some(f) = inflight.get_mut(&id) {
+                    if let Some(f) = inflight.get_mut(&id).filter(|f| f.requester == sender) {
                         f.last_keepalive = now;
                     }
                 }
