@@ -192,11 +192,27 @@ impl KeyDirectory {
             while let Some(entry) = watch.next().await {
                 match entry {
                     Ok(entry) => apply(entry),
-                    Err(e) => tracing::warn!("key directory watch: {e}"),
+                    Err(e) => {
+                        tracing::warn!("key directory watch: {e}");
+                        if connection_gone(&e) {
+                            // Polling again would panic inside async-nats (its ordered
+                            // consumer resumes a finished future); the connection is closed.
+                            break;
+                        }
+                    }
                 }
             }
         }))
     }
+}
+
+/// Whether a watch error means the connection itself is gone (closed or drained), rather than
+/// a missed heartbeat or a consumer the watch recreates by itself.
+fn connection_gone(e: &kv::WatcherError) -> bool {
+    use async_nats::jetstream::consumer::push::{OrderedError, OrderedErrorKind};
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<OrderedError>())
+        .is_some_and(|o| o.kind() == OrderedErrorKind::Other)
 }
 
 /// Applies one bucket entry; the error says why it was ignored.

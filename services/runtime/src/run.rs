@@ -189,7 +189,7 @@ pub async fn run(
                 let err = RunError::DependencyTimeout { component: c, waited: args.wait_timeout, waiting_for: missing };
                 let _ = announcer.announce(ComponentState::Failed { reason: err.to_string() }).await;
                 beating.abort();
-                let _ = conn.client.drain().await;
+                let _ = conn.client.flush().await;
                 return Err(err);
             }
         }
@@ -209,7 +209,7 @@ pub async fn run(
                     let reason = format!("{e:#}");
                     let _ = announcer.announce(ComponentState::Failed { reason }).await;
                     beating.abort();
-                    let _ = conn.client.drain().await;
+                    let _ = conn.client.flush().await;
                     return Err(e.into());
                 }
             }
@@ -265,7 +265,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Announces `stopped`, stops serving and drains the connection.
+/// Announces `stopped`, stops serving and flushes what was published. (Flush, not drain: a
+/// drained connection makes async-nats's ordered consumers — the phase view, the key
+/// directory follower — panic as they try to recreate themselves; the process exits next.)
 async fn stop(
     announcer: &Announcer,
     beating: tokio::task::JoinHandle<()>,
@@ -276,7 +278,7 @@ async fn stop(
     let _ = announcer.announce(ComponentState::Stopped).await;
     beating.abort();
     let _ = service.stop().await;
-    let _ = conn.client.drain().await;
+    let _ = conn.client.flush().await;
     Ok(())
 }
 
