@@ -224,32 +224,57 @@ async fn bus_reqrep(
 }
 
 /// Runs the whole comparison on a throw-away home and server.
+/// A throwaway home with its own nats-server on free ports, for a benchmark run.
+#[derive(Debug)]
+pub struct BenchServer {
+    pub home: Home,
+    pub cfg: ozone_security::SecurityConfig,
+    pub settings: NatsSettings,
+    server: NatsServer,
+    _tmp: tempfile::TempDir,
+}
+
+impl BenchServer {
+    pub async fn start(max_payload: Option<u32>) -> anyhow::Result<BenchServer> {
+        let tmp = tempfile::tempdir()?;
+        let home = Home::new(tmp.path().join("bench"));
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+        };
+        let defaults = NatsSettings::default();
+        let wanted = NatsSettings {
+            port: free()?,
+            monitor_port: free()?,
+            max_payload: max_payload.unwrap_or(defaults.max_payload),
+            ..defaults
+        };
+        let (_, cfg) = crate::init::run(&home, &wanted, &[])?;
+        let settings = NatsSettings::load(&home)?;
+        let server = NatsServer::start(
+            &home,
+            &settings,
+            &find_binary(&home.bin())?,
+            Duration::from_secs(20),
+        )
+        .await?;
+        Ok(BenchServer {
+            home,
+            cfg,
+            settings,
+            server,
+            _tmp: tmp,
+        })
+    }
+}
+
 pub async fn run(messages: usize, requests: usize) -> anyhow::Result<Vec<Row>> {
-    let tmp = tempfile::tempdir()?;
-    let home = Home::new(tmp.path().join("bench"));
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-    };
-    let wanted = NatsSettings {
-        port: free()?,
-        monitor_port: free()?,
-        max_payload: 2 * 1024 * 1024,
-        ..NatsSettings::default()
-    };
-    let (_, cfg) = crate::init::run(&home, &wanted, &[])?;
-    let settings = NatsSettings::load(&home)?;
-    let server = NatsServer::start(
-        &home,
-        &settings,
-        &find_binary(&home.bin())?,
-        Duration::from_secs(20),
-    )
-    .await?;
+    let bench = BenchServer::start(Some(2 * 1024 * 1024)).await?;
+    let (home, cfg, settings) = (&bench.home, &bench.cfg, &bench.settings);
     let connect = |c: Component| {
         let id = Identity::component(c);
-        let tls = tls::client_config(&home, &cfg, &id);
+        let tls = tls::client_config(home, cfg, &id);
         let url = settings.url();
         async move { anyhow::Ok(ozone_nats::connect(&url, &id, tls?).await?) }
     };
@@ -257,7 +282,7 @@ pub async fn run(messages: usize, requests: usize) -> anyhow::Result<Vec<Row>> {
         connect(Component::Core).await?,
         connect(Component::Spark).await?,
     );
-    let mut keys = local_keys(&home, &[Component::Core, Component::Spark])?;
+    let mut keys = local_keys(home, &[Component::Core, Component::Spark])?;
     let core = Bus::new(
         core_c.clone(),
         keys.remove(&Component::Core)
@@ -307,7 +332,7 @@ pub async fn run(messages: usize, requests: usize) -> anyhow::Result<Vec<Row>> {
             bus_p99_us: percentile(&bus_lat, 0.99),
         });
     }
-    server.stop().await?;
+    bench.server.stop().await?;
     Ok(rows)
 }
 

@@ -10,7 +10,6 @@ use ozone_bus_schemas::spark::ModelKind;
 use ozone_bus_schemas::spark::{GenerateRequest, Prompt};
 use ozone_bus_schemas::{Component, Identity};
 use ozone_nats::bus::Bus;
-use ozone_nats::{find_binary, NatsServer, NatsSettings};
 use ozone_security::{tls, Home};
 use ozone_spark::client::{new_request_id, SparkClient};
 use ozone_spark::engine::{Embedder, TextModel};
@@ -135,34 +134,15 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
         .find(|m| m.info.served && m.info.kind == ModelKind::Embedding)
         .context("no embedding model to bench: `ozone models install`")?;
 
-    let tmp = tempfile::tempdir()?;
-    let home = Home::new(tmp.path().join("bench"));
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-    };
-    let wanted = NatsSettings {
-        port: free()?,
-        monitor_port: free()?,
-        ..NatsSettings::default()
-    };
-    let (_, cfg) = crate::init::run(&home, &wanted, &[])?;
-    let settings = NatsSettings::load(&home)?;
-    let _server = NatsServer::start(
-        &home,
-        &settings,
-        &find_binary(&home.bin())?,
-        Duration::from_secs(20),
-    )
-    .await?;
+    let bench = crate::bench::BenchServer::start(None).await?;
+    let (home, cfg, settings) = (&bench.home, &bench.cfg, &bench.settings);
     let id = Identity::component(Component::Bridge);
     let conn =
-        ozone_nats::connect(&settings.url(), &id, tls::client_config(&home, &cfg, &id)?).await?;
-    let client = SparkClient::new(Bus::start(conn, &home, cfg.rotation()).await?);
+        ozone_nats::connect(&settings.url(), &id, tls::client_config(home, cfg, &id)?).await?;
+    let client = SparkClient::new(Bus::start(conn, home, cfg.rotation()).await?);
 
     // 1. Decode: one worker with every core vs the same model in this process.
-    let mut first = KillOnDrop(start_worker(&home, models, 0)?);
+    let mut first = KillOnDrop(start_worker(home, models, 0)?);
     wait_for_workers(&client, 1).await?;
     let model = TextModel::load(
         &text_model.path,
@@ -210,14 +190,14 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
         local_lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     drop(embedder);
-    let _a = KillOnDrop(start_worker(&home, models, 1)?);
+    let _a = KillOnDrop(start_worker(home, models, 1)?);
     wait_for_workers(&client, 1).await?;
     embed_throughput(&client, 50, 16).await?; // warm-up
     let mut one = Vec::new();
     for _ in 0..3 {
         one.push(embed_throughput(&client, embeds, 32).await?);
     }
-    let _b = KillOnDrop(start_worker(&home, models, 1)?);
+    let _b = KillOnDrop(start_worker(home, models, 1)?);
     wait_for_workers(&client, 2).await?;
     embed_throughput(&client, 50, 16).await?;
     let mut two = Vec::new();
