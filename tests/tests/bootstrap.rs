@@ -340,6 +340,52 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
         "{out}"
     );
 
+    // `ozone spark scale`: a second worker joins the pool (two SPARK instances answer
+    // discovery), the pool answers `ozone ask`, scaling back stops it; a scaled worker left
+    // running is stopped by `ozone down` below.
+    let spark_instances = || async {
+        let status = ozone::status::gather(&t.home, &t.cfg).await?;
+        anyhow::Ok(
+            status
+                .components
+                .iter()
+                .find(|c| c.component == "spark")
+                .map(|c| c.instances.len())
+                .unwrap_or(0),
+        )
+    };
+    let wait_for_instances = |n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while spark_instances().await? != n {
+            anyhow::ensure!(Instant::now() < deadline, "SPARK never had {n} instances");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        anyhow::Ok(())
+    };
+    let (ok, out, err) = ozone!(&t.home, &["spark", "scale", "2"], &env)?;
+    assert!(
+        ok && out.contains("2 SPARK workers on this host"),
+        "{out}{err}"
+    );
+    wait_for_instances(2).await?;
+    let (ok, out, err) = ozone!(
+        &t.home,
+        &["ask", "Say hello.", "--max-tokens", "4", "--seed", "1"],
+        &env
+    )?;
+    assert!(ok && !out.trim().is_empty(), "{out}{err}");
+    assert!(err.contains("4 completion tokens"), "{err}");
+    let (ok, out, err) = ozone!(&t.home, &["spark", "scale", "1"], &env)?;
+    assert!(ok && out.contains("stopped SPARK worker pid"), "{out}{err}");
+    wait_for_instances(1).await?;
+    let (ok, out, err) = ozone!(&t.home, &["spark", "scale", "2"], &env)?;
+    assert!(ok, "{out}{err}");
+    let extra: i32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("started SPARK worker pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {out}"));
+
     // `ozone down` stops everything: every pid we know of is gone.
     let mut pids: Vec<i32> = read_states(&t.home)
         .values()
@@ -352,6 +398,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
             .parse()?,
     );
     assert_eq!(pids.len(), 10);
+    pids.push(extra);
     let (ok, out, err) = ozone!(&t.home, &["down"], &env)?;
     assert!(ok, "{out}{err}");
     for pid in pids {
