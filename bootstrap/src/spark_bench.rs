@@ -254,7 +254,7 @@ impl Drop for KillOnDrop {
 
 pub fn print(r: &Report) {
     println!(
-        "decode ({} tokens, 1 worker, all cores; median of 3)",
+        "decode ({} tokens, 1 worker, all cores; median of {DECODE_ROUNDS})",
         r.tokens
     );
     println!("  in-process   {:>8.1} tokens/s", r.in_process_tok_s);

@@ -21,6 +21,11 @@ pub struct Args {
     /// Log format of var/log/<component>.log
     #[arg(long, env = "OZONE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Threads for messaging [default: one per core; SPARK: 1]. A compute-heavy component
+    /// does its work on threads of its own; fewer messaging threads means fewer wake-ups
+    /// competing with that work for the cores.
+    #[arg(long, env = "OZONE_ASYNC_THREADS")]
+    pub async_threads: Option<usize>,
     /// Also log to standard error (for running it by hand)
     #[arg(long)]
     pub log_stderr: bool,

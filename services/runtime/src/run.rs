@@ -63,7 +63,17 @@ pub fn main_with(
     args: Args,
     capability: Option<Box<dyn Capability>>,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match args.async_threads.unwrap_or(0) {
+        0 => tokio::runtime::Runtime::new(),
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

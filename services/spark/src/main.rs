@@ -4,7 +4,11 @@ use clap::Parser;
 use ozone_spark::worker::{SparkArgs, SparkCapability};
 
 fn main() -> std::process::ExitCode {
-    let args = SparkArgs::parse();
+    let mut args = SparkArgs::parse();
+    // Messaging on one thread: the cores are for the model (measured with `ozone bench
+    // spark`: fewer threads waking per streamed token keeps decode over the bus at in-process
+    // speed).
+    args.runtime.async_threads.get_or_insert(1);
     if args.worker.threads > 0 {
         // candle sizes its thread pool from this (read at first use).
         std::env::set_var("RAYON_NUM_THREADS", args.worker.threads.to_string());
