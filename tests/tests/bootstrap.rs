@@ -271,7 +271,12 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
                 "the core served at {served_at_ms} while waiting for cognis ({core_waits}..{core_ready})"
             ),
             Ok(PingReply::NotReady { waiting_on, .. }) => {
-                assert_eq!(waiting_on, &vec!["cognis".to_string()]);
+                // Empty in the moment between the core seeing cognis ready again and its own
+                // `ready` announcement going out: still refused, for nothing else.
+                assert!(
+                    waiting_on.is_empty() || waiting_on == &vec!["cognis".to_string()],
+                    "{waiting_on:?}"
+                );
                 refused += 1;
             }
             Err(e) => panic!("ping failed: {e}"),
