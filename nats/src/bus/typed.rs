@@ -241,6 +241,20 @@ impl Bus {
         })
     }
 
+    /// Seals `message` to everyone the subject table says receives `subject`.
+    fn seal_to_subscribers(
+        &self,
+        subject: &Subject,
+        message: &impl Serialize,
+    ) -> Result<Vec<u8>, BusError> {
+        self.seal_for(
+            subject.as_str(),
+            &self.recipients_of(subject.as_str())?,
+            message,
+            SCHEMA_VERSION,
+        )
+    }
+
     /// Opens and decodes one raw message.
     pub fn open<T: DeserializeOwned>(
         &self,
@@ -320,20 +334,31 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
     ) -> Result<Received<T>, BusError> {
-        let mut result = self.open(msg);
-        for wait_ms in [150] {
-            match &result {
-                Err(BusError::Envelope {
-                    source: ozone_security::envelope::EnvelopeError::UnknownSender { .. },
-                    ..
-                }) => {
-                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                    result = self.open(msg);
-                }
-                _ => break,
+        let plain = self.open_plain_settled(msg).await?;
+        let message = decode_payload(&plain.subject, &plain.message)?;
+        Ok(Received {
+            subject: plain.subject,
+            sender: plain.sender,
+            reply: plain.reply,
+            message,
+        })
+    }
+
+    /// [`Bus::open_settled`] without decoding the payload.
+    async fn open_plain_settled(
+        &self,
+        msg: &async_nats::Message,
+    ) -> Result<Received<Vec<u8>>, BusError> {
+        match self.open_plain(msg, false) {
+            Err(BusError::Envelope {
+                source: EnvelopeError::UnknownSender { .. },
+                ..
+            }) => {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                self.open_plain(msg, false)
             }
+            result => result,
         }
-        result
     }
 
     /// Opens a request for a server that must answer even a malformed one: authentication
@@ -344,17 +369,10 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
     ) -> Result<Received<Result<T, String>>, BusError> {
-        let mut plain = self.open_plain(msg, false);
-        if let Err(BusError::Envelope {
-            source: EnvelopeError::UnknownSender { .. },
-            ..
-        }) = &plain
-        {
-            // As in `open_settled`: the sender's new key may reach us just after its message.
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            plain = self.open_plain(msg, false);
-        }
-        let plain = plain.map_err(|e| self.rejected(&msg.subject, &msg.payload, e))?;
+        let plain = self
+            .open_plain_settled(msg)
+            .await
+            .map_err(|e| self.rejected(&msg.subject, &msg.payload, e))?;
         let message = decode_payload(&plain.subject, &plain.message).map_err(|e| match e {
             BusError::Invalid { detail, .. } => detail,
             other => other.to_string(),
@@ -389,12 +407,7 @@ impl Bus {
         subject: &Subject,
         message: &impl Serialize,
     ) -> Result<(), BusError> {
-        let sealed = self.seal_for(
-            subject.as_str(),
-            &self.recipients_of(subject.as_str())?,
-            message,
-            SCHEMA_VERSION,
-        )?;
+        let sealed = self.seal_to_subscribers(subject, message)?;
         self.conn
             .client
             .publish(subject.to_string(), sealed.into())
@@ -456,12 +469,7 @@ impl Bus {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, BusError> {
-        let sealed = self.seal_for(
-            subject.as_str(),
-            &self.recipients_of(subject.as_str())?,
-            request,
-            SCHEMA_VERSION,
-        )?;
+        let sealed = self.seal_to_subscribers(subject, request)?;
         // The client's shared reply subscription (under this identity's private inbox
         // prefix): no SUB/UNSUB round per request.
         let mut events = self.conn.events();
@@ -497,12 +505,7 @@ impl Bus {
         subject: &Subject,
         request: &Req,
     ) -> Result<TypedSubscriber<Resp>, BusError> {
-        let sealed = self.seal_for(
-            subject.as_str(),
-            &self.recipients_of(subject.as_str())?,
-            request,
-            SCHEMA_VERSION,
-        )?;
+        let sealed = self.seal_to_subscribers(subject, request)?;
         let inbox = self.conn.client.new_inbox();
         let sub = self
             .conn
