@@ -35,6 +35,9 @@ pub struct Report {
 /// machine's decode speed varies by ±10 % between runs).
 const DECODE_ROUNDS: usize = 5;
 
+/// How long a started worker may take to load its models and answer.
+const WORKER_START: Duration = Duration::from_secs(60);
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -78,25 +81,6 @@ fn start_worker(home: &Home, models: &Path, threads: usize) -> anyhow::Result<st
             .stderr(log)
             .spawn()?,
     )
-}
-
-/// Waits until `n` distinct workers answer `spark.models`.
-async fn wait_for_workers(client: &SparkClient, n: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < n {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {n} SPARK workers came up (see the bench's spark.log)",
-            seen.len()
-        );
-        if let Ok(r) = client.models().await {
-            seen.insert(r.worker);
-        } else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    Ok(())
 }
 
 /// Embedding requests/s with `concurrency` in flight.
@@ -147,7 +131,7 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
 
     // 1. Decode: one worker with every core vs the same model in this process.
     let mut first = KillOnDrop(start_worker(home, models, 0)?);
-    wait_for_workers(&client, 1).await?;
+    client.wait_for_workers(1, WORKER_START).await?;
     let model = TextModel::load(
         &text_model.path,
         &text_model.info.name,
@@ -198,14 +182,14 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
     }
     drop(embedder);
     let _a = KillOnDrop(start_worker(home, models, 1)?);
-    wait_for_workers(&client, 1).await?;
+    client.wait_for_workers(1, WORKER_START).await?;
     embed_throughput(&client, 50, 16).await?; // warm-up
     let mut one = Vec::new();
     for _ in 0..3 {
         one.push(embed_throughput(&client, embeds, 32).await?);
     }
     let _b = KillOnDrop(start_worker(home, models, 1)?);
-    wait_for_workers(&client, 2).await?;
+    client.wait_for_workers(2, WORKER_START).await?;
     embed_throughput(&client, 50, 16).await?;
     let mut two = Vec::new();
     for _ in 0..3 {

@@ -36,21 +36,9 @@ async fn pool(
     let bus = Bus::start(eco.connect(&bridge).await?, &eco.t.home, ROTATION).await?;
     let client = SparkClient::with_options(bus.clone(), opts);
     // Ready when every worker has answered `spark.models` at least once.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < workers {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{} of {workers} workers came up",
-            seen.len()
-        );
-        match client.models().await {
-            Ok(r) => {
-                seen.insert(r.worker);
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    client
+        .wait_for_workers(workers, Duration::from_secs(90))
+        .await?;
     Ok((eco, procs, client, bus))
 }
 

@@ -28,6 +28,12 @@ pub enum ClientError {
     NoWorkers,
     #[error("SPARK workers stopped answering {attempts} times in a row; giving up")]
     Unanswered { attempts: u32 },
+    #[error("{seen} of {wanted} SPARK workers answered in time (last: {last})")]
+    TooFewWorkers {
+        seen: usize,
+        wanted: usize,
+        last: String,
+    },
     #[error(transparent)]
     Bus(#[from] BusError),
 }
@@ -84,11 +90,15 @@ enum Heard<T> {
 
 trait Event: DeserializeOwned {
     type Done;
+    /// Whether the worker stops this kind of work when the requester goes quiet (only then
+    /// are keepalives worth sending).
+    const KEEPALIVE: bool;
     fn heard(self) -> Heard<Self::Done>;
 }
 
 impl Event for GenerateEvent {
     type Done = Generated;
+    const KEEPALIVE: bool = true;
     fn heard(self) -> Heard<Generated> {
         match self {
             GenerateEvent::Accepted { worker } => Heard::Accepted(worker),
@@ -102,6 +112,7 @@ impl Event for GenerateEvent {
 
 impl Event for EmbedEvent {
     type Done = EmbedResult;
+    const KEEPALIVE: bool = false;
     fn heard(self) -> Heard<EmbedResult> {
         match self {
             EmbedEvent::Accepted { worker } => Heard::Accepted(worker),
@@ -203,6 +214,32 @@ impl SparkClient {
             })
     }
 
+    /// Waits until `n` distinct workers have answered `spark.models` (workers starting up).
+    pub async fn wait_for_workers(&self, n: usize, limit: Duration) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut seen = std::collections::HashSet::new();
+        let mut last = String::from("none answered");
+        while seen.len() < n {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::TooFewWorkers {
+                    seen: seen.len(),
+                    wanted: n,
+                    last,
+                });
+            }
+            match self.models().await {
+                Ok(r) => {
+                    seen.insert(r.worker);
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn call<Req: Serialize, E: Event>(
         &self,
         subject: &ozone_bus_schemas::Subject,
@@ -299,7 +336,7 @@ impl SparkClient {
                         Heard::Failed(e) => return Ok(Attempt::Failed(e)),
                     }
                 }
-                _ = keepalive.tick() => {
+                _ = keepalive.tick(), if E::KEEPALIVE => {
                     if let Some(w) = &worker {
                         let c = Control::Keepalive { request_ids: vec![request_id.to_string()] };
                         if let Err(e) = self.bus.publish_nowait(&spark::worker_control(w), &c).await {

@@ -182,16 +182,17 @@ impl Worker {
             }
         };
         let queue_wait_ms = taken.elapsed().as_secs_f64() * 1e3;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+        // Only pieces cross to the async side: `Alive` is driven by the timer below, so a
+        // step with nothing to stream wakes nobody.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let work = {
             let (r, cancel) = (r.clone(), cancel.clone());
             tokio::task::spawn_blocking(move || {
                 let _slot = slot;
                 model.generate(&r, &prompt, &cancel, &mut |step| {
-                    let _ = tx.send(match step {
-                        Step::Piece(p) => Some(p.to_string()),
-                        Step::Working => None,
-                    });
+                    if let Step::Piece(p) = step {
+                        let _ = tx.send(p.to_string());
+                    }
                 })
             })
         };
@@ -200,12 +201,11 @@ impl Worker {
         loop {
             tokio::select! {
                 step = rx.recv() => match step {
-                    Some(Some(text)) => {
+                    Some(text) => {
                         self.send(&req, &GenerateEvent::Token { index, text }).await;
                         index += 1;
                         last_sent = Instant::now();
                     }
-                    Some(None) => {}
                     None => break, // the generation finished
                 },
                 _ = tokio::time::sleep(ALIVE) => {}

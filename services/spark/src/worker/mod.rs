@@ -59,22 +59,6 @@ pub struct SparkCapability {
     pub args: WorkerArgs,
 }
 
-/// A worker id: lowercase letters and digits only (it is a subject token).
-fn new_worker_id() -> String {
-    let mut b = [0u8; 6];
-    if getrandom(&mut b).is_err() {
-        b = (std::process::id() as u64).to_le_bytes()[..6]
-            .try_into()
-            .unwrap_or_default();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn getrandom(buf: &mut [u8]) -> Result<(), ring::error::Unspecified> {
-    use ring::rand::SecureRandom;
-    ring::rand::SystemRandom::new().fill(buf)
-}
-
 impl Capability for SparkCapability {
     fn start<'a>(
         self: Box<Self>,
@@ -143,7 +127,9 @@ async fn start(
             .map(|m| m.info.name.clone())
     };
     let worker = Arc::new(Worker {
-        id: new_worker_id(),
+        // The runtime's instance id (lowercase hex: a valid subject token), so a worker's
+        // answers, stats and phase announcements name it the same way.
+        id: serving.instance.clone(),
         bus: serving.bus.clone(),
         admission: Admission::new(args.concurrency, args.queue, args.queue_wait),
         default_text: pick(ModelKind::Generation),
