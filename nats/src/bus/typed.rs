@@ -142,7 +142,7 @@ impl Bus {
         let sealed = self.seal_for(subject.as_str(), &auditors, record, schema)?;
         self.conn
             .client
-            .publish(subject.to_string(), sealed.into())
+            .publish(subject.to_string(), sealed)
             .await
             .map_err(|e| BusError::Nats(e.to_string()))
     }
@@ -213,7 +213,8 @@ impl Bus {
         recipients: &[PublicKey],
         message: &impl Serialize,
         schema: u16,
-    ) -> Result<Vec<u8>, BusError> {
+    ) -> Result<bytes::Bytes, BusError> {
+        use bytes::BufMut;
         use std::sync::atomic::Ordering;
         let mut encode_error = None;
         let hint = self.size_hint.load(Ordering::Relaxed);
@@ -221,10 +222,12 @@ impl Bus {
             let mut sealer = self.keys.sealer.lock().map_err(lock_err)?;
             sealer.seal_with(subject, schema, recipients, now_ms(), hint, |out| {
                 let start = out.len();
-                rmp_serde::encode::write_named(out, message).map_err(|e| {
-                    encode_error = Some(e);
-                    EnvelopeError::Malformed("payload encoding failed")
-                })?;
+                rmp_serde::encode::write_named(&mut (&mut *out).writer(), message).map_err(
+                    |e| {
+                        encode_error = Some(e);
+                        EnvelopeError::Malformed("payload encoding failed")
+                    },
+                )?;
                 self.size_hint.store(out.len() - start, Ordering::Relaxed);
                 Ok(())
             })
@@ -246,7 +249,7 @@ impl Bus {
         &self,
         subject: &Subject,
         message: &impl Serialize,
-    ) -> Result<Vec<u8>, BusError> {
+    ) -> Result<bytes::Bytes, BusError> {
         self.seal_for(
             subject.as_str(),
             &self.recipients_of(subject.as_str())?,
@@ -277,51 +280,55 @@ impl Bus {
         msg: &async_nats::Message,
         archived: bool,
     ) -> Result<Received<T>, BusError> {
-        let plain = self.open_plain(msg, archived)?;
-        let message = decode_payload(&plain.subject, &plain.message)?;
-        Ok(Received {
-            subject: plain.subject,
-            sender: plain.sender,
-            reply: plain.reply,
-            message,
-        })
+        decoded(self.open_plain(msg, archived, |p| decode_payload(&msg.subject, p))?)
     }
 
-    /// Authenticates and decrypts, checks the schema version; the payload stays encoded.
-    fn open_plain(
+    /// Authenticates and decrypts, checks the schema version, and hands the plaintext to
+    /// `decode` (it is decrypted into a reused per-thread buffer, so opening allocates nothing
+    /// for it).
+    fn open_plain<R>(
         &self,
         msg: &async_nats::Message,
         archived: bool,
-    ) -> Result<Received<Vec<u8>>, BusError> {
-        let subject = msg.subject.to_string();
-        let opened = {
-            let ring = self.keys.ring.read().map_err(lock_err)?;
-            let dir = self.keys.directory.read().map_err(lock_err)?;
-            let mut opener = self.keys.opener.lock().map_err(lock_err)?;
-            let opened = if archived {
-                opener.open_archived(&subject, &msg.payload, &*ring, &*dir, now_ms())
-            } else {
-                opener.open(&subject, &msg.payload, &*ring, &*dir, now_ms())
-            };
-            opened.map_err(|source| BusError::Envelope {
-                subject: subject.clone(),
-                source,
-            })?
-        };
-        if opened.header.schema != SCHEMA_VERSION {
-            return Err(BusError::Invalid {
-                subject,
-                detail: format!(
-                    "schema {} (expected {SCHEMA_VERSION})",
-                    opened.header.schema
-                ),
-            });
+        decode: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Received<R>, BusError> {
+        thread_local! {
+            static PLAINTEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        Ok(Received {
-            subject,
-            sender: opened.header.sender,
-            reply: msg.reply.as_ref().map(|r| r.to_string()),
-            message: opened.plaintext,
+        let subject = msg.subject.as_str();
+        PLAINTEXT.with_borrow_mut(|plain| {
+            let (sender, schema) = {
+                let ring = self.keys.ring.read().map_err(lock_err)?;
+                let dir = self.keys.directory.read().map_err(lock_err)?;
+                let mut opener = self.keys.opener.lock().map_err(lock_err)?;
+                let opened = if archived {
+                    opener.open_archived_into(subject, &msg.payload, &*ring, &*dir, now_ms(), plain)
+                } else {
+                    opener.open_into(subject, &msg.payload, &*ring, &*dir, now_ms(), plain)
+                };
+                let header = opened.map_err(|source| BusError::Envelope {
+                    subject: subject.to_string(),
+                    source,
+                })?;
+                (header.sender.to_string(), header.schema)
+            };
+            if schema != SCHEMA_VERSION {
+                return Err(BusError::Invalid {
+                    subject: subject.to_string(),
+                    detail: format!("schema {schema} (expected {SCHEMA_VERSION})"),
+                });
+            }
+            let message = decode(plain);
+            // A rare huge message does not pin its buffer's memory to the thread.
+            if plain.capacity() > 256 * 1024 {
+                *plain = Vec::new();
+            }
+            Ok(Received {
+                subject: subject.to_string(),
+                sender,
+                reply: msg.reply.as_ref().map(|r| r.to_string()),
+                message,
+            })
         })
     }
 
@@ -334,28 +341,25 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
     ) -> Result<Received<T>, BusError> {
-        let plain = self.open_plain_settled(msg).await?;
-        let message = decode_payload(&plain.subject, &plain.message)?;
-        Ok(Received {
-            subject: plain.subject,
-            sender: plain.sender,
-            reply: plain.reply,
-            message,
-        })
+        decoded(
+            self.open_plain_settled(msg, |p| decode_payload(&msg.subject, p))
+                .await?,
+        )
     }
 
-    /// [`Bus::open_settled`] without decoding the payload.
-    async fn open_plain_settled(
+    /// [`Bus::open_settled`] handing the plaintext to `decode`.
+    async fn open_plain_settled<R>(
         &self,
         msg: &async_nats::Message,
-    ) -> Result<Received<Vec<u8>>, BusError> {
-        match self.open_plain(msg, false) {
+        decode: impl Fn(&[u8]) -> R,
+    ) -> Result<Received<R>, BusError> {
+        match self.open_plain(msg, false, &decode) {
             Err(BusError::Envelope {
                 source: EnvelopeError::UnknownSender { .. },
                 ..
             }) => {
                 tokio::time::sleep(Duration::from_millis(150)).await;
-                self.open_plain(msg, false)
+                self.open_plain(msg, false, &decode)
             }
             result => result,
         }
@@ -369,20 +373,14 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
     ) -> Result<Received<Result<T, String>>, BusError> {
-        let plain = self
-            .open_plain_settled(msg)
-            .await
-            .map_err(|e| self.rejected(&msg.subject, &msg.payload, e))?;
-        let message = decode_payload(&plain.subject, &plain.message).map_err(|e| match e {
-            BusError::Invalid { detail, .. } => detail,
-            other => other.to_string(),
-        });
-        Ok(Received {
-            subject: plain.subject,
-            sender: plain.sender,
-            reply: plain.reply,
-            message,
+        self.open_plain_settled(msg, |p| {
+            decode_payload(&msg.subject, p).map_err(|e| match e {
+                BusError::Invalid { detail, .. } => detail,
+                other => other.to_string(),
+            })
         })
+        .await
+        .map_err(|e| self.rejected(&msg.subject, &msg.payload, e))
     }
 
     /// Publishes an event, sealed to the subject's subscribers. A denied publish comes back as
@@ -410,7 +408,7 @@ impl Bus {
         let sealed = self.seal_to_subscribers(subject, message)?;
         self.conn
             .client
-            .publish(subject.to_string(), sealed.into())
+            .publish(subject.to_string(), sealed)
             .await
             .map_err(|e| BusError::Nats(e.to_string()))
     }
@@ -474,7 +472,7 @@ impl Bus {
         // prefix): no SUB/UNSUB round per request.
         let mut events = self.conn.events();
         let request = async_nats::Request::new()
-            .payload(sealed.into())
+            .payload(sealed)
             .timeout(Some(timeout));
         let reply = tokio::select! {
             r = self.conn.client.send_request(subject.to_string(), request) => match r {
@@ -515,7 +513,7 @@ impl Bus {
             .map_err(|e| BusError::Nats(e.to_string()))?;
         self.conn
             .client
-            .publish_with_reply(subject.to_string(), inbox, sealed.into())
+            .publish_with_reply(subject.to_string(), inbox, sealed)
             .await
             .map_err(|e| BusError::Nats(e.to_string()))?;
         Ok(TypedSubscriber {
@@ -545,10 +543,26 @@ impl Bus {
         let sealed = self.seal_for(inbox, &[key], response, SCHEMA_VERSION)?;
         self.conn
             .client
-            .publish(inbox.clone(), sealed.into())
+            .publish(inbox.clone(), sealed)
             .await
             .map_err(|e| BusError::Nats(e.to_string()))
     }
+}
+
+/// An opened message whose payload decoded, or the decoding error.
+fn decoded<T>(opened: Received<Result<T, BusError>>) -> Result<Received<T>, BusError> {
+    let Received {
+        subject,
+        sender,
+        reply,
+        message,
+    } = opened;
+    Ok(Received {
+        subject,
+        sender,
+        reply,
+        message: message?,
+    })
 }
 
 fn decode_payload<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T, BusError> {

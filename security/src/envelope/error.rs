@@ -23,6 +23,8 @@ pub enum EnvelopeError {
     LowOrderKey,
     #[error("replayed message {0}")]
     Replay(String),
+    #[error("message {0} is older than its stream's replay window remembers")]
+    BeyondReplayWindow(String),
     #[error("message timestamp is {skew_ms} ms away from now, outside the replay window")]
     OutsideWindow { skew_ms: i64 },
     #[error("no recipients given")]

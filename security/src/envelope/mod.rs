@@ -29,4 +29,4 @@ pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair};
 pub use open::{Opened, Opener, OpenerLimits, SenderKeys};
 pub use replay::ReplayGuard;
 pub use seal::{Sealer, SessionLimits};
-pub use wire::{Envelope, Header, RecipientEntry, MAX_ENVELOPE_LEN, SUITE_V1, VERSION};
+pub use wire::{Envelope, Header, HeaderView, RecipientEntry, MAX_ENVELOPE_LEN, SUITE_V1, VERSION};

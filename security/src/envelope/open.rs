@@ -3,7 +3,7 @@
 
 use super::hpke_wrap::unwrap_data_key;
 use super::seal::wrap_info;
-use super::wire::{Envelope, Header};
+use super::wire::{Header, HeaderView};
 use super::{EnvelopeError, KeyId, PublicKey, ReplayGuard, SecretKeyPair};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::collections::HashMap;
@@ -40,7 +40,9 @@ impl RecipientKeys for super::KeyRing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenerLimits {
     pub replay_window_ms: u64,
+    /// Messages the replay window remembers (one bit each: 2^23 is 1 MiB of bitmap).
     pub max_replay_entries: usize,
+    /// Sessions whose data keys, and message streams whose replay state, are kept.
     pub max_cached_sessions: usize,
 }
 
@@ -48,7 +50,7 @@ impl Default for OpenerLimits {
     fn default() -> Self {
         OpenerLimits {
             replay_window_ms: 2 * 60 * 1000,
-            max_replay_entries: 1 << 20,
+            max_replay_entries: 1 << 23,
             max_cached_sessions: 4096,
         }
     }
@@ -66,10 +68,14 @@ struct CachedKey {
     last_used_ms: u64,
 }
 
+type SessionKey = ([u8; 16], KeyId, KeyId);
+
 /// Opens envelopes addressed to one service's keys; holds the session cache and replay
 /// state, not the keys (they rotate underneath it).
 pub struct Opener {
-    cache: HashMap<([u8; 16], KeyId, KeyId), CachedKey>,
+    // Keys are random session ids and key ids, and entries are added only after a wrap
+    // authenticated: a fast hasher is safe here.
+    cache: HashMap<SessionKey, CachedKey, foldhash::fast::RandomState>,
     replay: ReplayGuard,
     limits: OpenerLimits,
 }
@@ -83,29 +89,37 @@ impl std::fmt::Debug for Opener {
 impl Opener {
     pub fn new(limits: OpenerLimits) -> Opener {
         Opener {
-            cache: HashMap::new(),
-            replay: ReplayGuard::new(limits.replay_window_ms, limits.max_replay_entries),
+            cache: HashMap::default(),
+            replay: ReplayGuard::new(
+                limits.replay_window_ms,
+                limits.max_replay_entries,
+                limits.max_cached_sessions,
+            ),
             limits,
         }
     }
 
     fn data_key(
         &mut self,
-        h: &Header,
+        h: &HeaderView<'_>,
         mine: &(impl RecipientKeys + ?Sized),
         sender: &PublicKey,
         now_ms: u64,
     ) -> Result<&LessSafeKey, EnvelopeError> {
         // A key past its grace window is gone from `mine`, so sessions cached under it are
         // unreachable too.
-        let (me, entry) = h
-            .recipients
-            .iter()
-            .find_map(|r| mine.recipient_key(&r.kid).map(|k| (k, r)))
+        let (position, kid, me) = h
+            .recipient_kids()
+            .enumerate()
+            .find_map(|(i, kid)| mine.recipient_key(&kid).map(|k| (i, kid, k)))
             .ok_or(EnvelopeError::NotARecipient)?;
-        let cache_key = (h.session_id, h.sender_kid, entry.kid);
+        let cache_key = (h.session_id, h.sender_kid, kid);
         if !self.cache.contains_key(&cache_key) {
-            let info = wrap_info(&h.session_id, &h.sender, &entry.kid);
+            let entry = h
+                .recipients()
+                .nth(position)
+                .ok_or(EnvelopeError::NotARecipient)?;
+            let info = wrap_info(&h.session_id, h.sender, &entry.kid);
             let data_key = unwrap_data_key(me, sender, &info, &entry.enc, &entry.wrapped)?;
             let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref())
                 .map_err(|_| EnvelopeError::CannotDecrypt)?;
@@ -145,10 +159,11 @@ impl Opener {
         senders: &impl SenderKeys,
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
-        let opened = self.authenticate(actual_subject, bytes, mine, senders, now_ms)?;
-        self.replay
-            .check(opened.header.msg_id, opened.header.timestamp_ms, now_ms)?;
-        Ok(opened)
+        let mut plaintext = Vec::new();
+        let header = self
+            .open_into(actual_subject, bytes, mine, senders, now_ms, &mut plaintext)?
+            .to_header();
+        Ok(Opened { header, plaintext })
     }
 
     /// Opens an envelope read back from a stream's archive (the audit stream): authenticated
@@ -162,47 +177,95 @@ impl Opener {
         senders: &impl SenderKeys,
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
-        self.authenticate(actual_subject, bytes, mine, senders, now_ms)
+        let mut plaintext = Vec::new();
+        let header = self
+            .open_archived_into(actual_subject, bytes, mine, senders, now_ms, &mut plaintext)?
+            .to_header();
+        Ok(Opened { header, plaintext })
     }
 
-    fn authenticate(
+    /// [`Opener::open`] that decrypts into `plaintext` (cleared first; a buffer the caller
+    /// reuses saves an allocation per message) and returns the header borrowed from `bytes`.
+    /// On an error `plaintext` holds nothing authentic.
+    pub fn open_into<'b>(
         &mut self,
         actual_subject: &str,
-        bytes: &[u8],
+        bytes: &'b [u8],
         mine: &(impl RecipientKeys + ?Sized),
         senders: &impl SenderKeys,
         now_ms: u64,
-    ) -> Result<Opened, EnvelopeError> {
-        let (header, header_end) = Envelope::decode_header(bytes)?;
+        plaintext: &mut Vec<u8>,
+    ) -> Result<HeaderView<'b>, EnvelopeError> {
+        let header = self.authenticate(actual_subject, bytes, mine, senders, now_ms, plaintext)?;
+        let checked = self.replay.check(
+            &header.sender_kid,
+            header.msg_id,
+            header.timestamp_ms,
+            now_ms,
+        );
+        if let Err(e) = checked {
+            plaintext.clear();
+            return Err(e);
+        }
+        Ok(header)
+    }
+
+    /// [`Opener::open_archived`] into a reused buffer, as [`Opener::open_into`].
+    pub fn open_archived_into<'b>(
+        &mut self,
+        actual_subject: &str,
+        bytes: &'b [u8],
+        mine: &(impl RecipientKeys + ?Sized),
+        senders: &impl SenderKeys,
+        now_ms: u64,
+        plaintext: &mut Vec<u8>,
+    ) -> Result<HeaderView<'b>, EnvelopeError> {
+        self.authenticate(actual_subject, bytes, mine, senders, now_ms, plaintext)
+    }
+
+    fn authenticate<'b>(
+        &mut self,
+        actual_subject: &str,
+        bytes: &'b [u8],
+        mine: &(impl RecipientKeys + ?Sized),
+        senders: &impl SenderKeys,
+        now_ms: u64,
+        plaintext: &mut Vec<u8>,
+    ) -> Result<HeaderView<'b>, EnvelopeError> {
+        plaintext.clear();
+        let (header, header_end) = HeaderView::parse(bytes)?;
         if header.subject != actual_subject {
             return Err(EnvelopeError::WrongSubject {
-                sealed: header.subject.clone(),
+                sealed: header.subject.to_string(),
                 actual: actual_subject.to_string(),
             });
         }
         let sender = senders
-            .sender_key(&header.sender, &header.sender_kid)
+            .sender_key(header.sender, &header.sender_kid)
             .ok_or_else(|| EnvelopeError::UnknownSender {
-                sender: header.sender.clone(),
+                sender: header.sender.to_string(),
                 kid: header.sender_kid.to_string(),
             })?;
         let key = self.data_key(&header, mine, &sender, now_ms)?;
-        // The one copy: the body is decrypted in place; the header is authenticated where it
-        // lies in the received bytes.
+        // The one copy: the body is decrypted in place in the caller's buffer; the header is
+        // authenticated where it lies in the received bytes.
         let (aad, body) = bytes.split_at(header_end);
-        let mut buf = body.to_vec();
-        let plain_len = key
-            .open_in_place(
-                Nonce::assume_unique_for_key(header.nonce),
-                Aad::from(aad),
-                &mut buf,
-            )
-            .map_err(|_| EnvelopeError::CannotDecrypt)?
-            .len();
-        buf.truncate(plain_len);
-        Ok(Opened {
-            header,
-            plaintext: buf,
-        })
+        plaintext.extend_from_slice(body);
+        let opened = key.open_in_place(
+            Nonce::assume_unique_for_key(header.nonce),
+            Aad::from(aad),
+            plaintext,
+        );
+        match opened {
+            Ok(plain) => {
+                let plain_len = plain.len();
+                plaintext.truncate(plain_len);
+                Ok(header)
+            }
+            Err(_) => {
+                plaintext.clear();
+                Err(EnvelopeError::CannotDecrypt)
+            }
+        }
     }
 }

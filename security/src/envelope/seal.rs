@@ -4,6 +4,7 @@
 use super::hpke_wrap::wrap_data_key;
 use super::wire::{HeaderRef, RecipientEntry, MAX_ENVELOPE_LEN, SUITE_V1, VERSION};
 use super::{EnvelopeError, KeyId, PublicKey, SecretKeyPair, DATA_KEY_LEN};
+use bytes::{Bytes, BytesMut};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashMap;
@@ -49,8 +50,13 @@ pub struct Sealer {
     sessions: HashMap<Vec<KeyId>, Session>,
     /// The sorted recipient set of the current call (reused: no allocation per message).
     scratch: Vec<KeyId>,
+    /// Envelopes are written here and split off: one allocation per `ARENA_BYTES` of small
+    /// envelopes instead of one per message (the chunk is freed when its last envelope is).
+    arena: BytesMut,
     rng: SystemRandom,
 }
+
+const ARENA_BYTES: usize = 64 * 1024;
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +88,7 @@ impl Sealer {
             limits,
             sessions: HashMap::new(),
             scratch: Vec::new(),
+            arena: BytesMut::new(),
             rng: SystemRandom::new(),
         }
     }
@@ -154,10 +161,11 @@ impl Sealer {
                 Ok(())
             },
         )
+        .map(|sealed| sealed.to_vec())
     }
 
     /// Seals what `write` appends to the buffer (a serializer writes the payload straight
-    /// after the header: no intermediate copy). `size_hint` sizes the buffer.
+    /// after the header: no intermediate copy). `size_hint` is the payload size expected.
     pub fn seal_with(
         &mut self,
         subject: &str,
@@ -165,8 +173,8 @@ impl Sealer {
         recipients: &[PublicKey],
         now_ms: u64,
         size_hint: usize,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<(), EnvelopeError>,
-    ) -> Result<Vec<u8>, EnvelopeError> {
+        write: impl FnOnce(&mut BytesMut) -> Result<(), EnvelopeError>,
+    ) -> Result<Bytes, EnvelopeError> {
         if recipients.is_empty() {
             return Err(EnvelopeError::NoRecipients);
         }
@@ -189,8 +197,8 @@ impl Sealer {
         recipients: &[PublicKey],
         now_ms: u64,
         size_hint: usize,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<(), EnvelopeError>,
-    ) -> Result<Vec<u8>, EnvelopeError> {
+        write: impl FnOnce(&mut BytesMut) -> Result<(), EnvelopeError>,
+    ) -> Result<Bytes, EnvelopeError> {
         let limits = self.limits;
         let fresh = self.sessions.get(set).is_some_and(|s| {
             s.counter < limits.max_messages
@@ -227,11 +235,17 @@ impl Sealer {
             nonce: &nonce,
         };
         let header_len = header.len();
-        let mut out = Vec::with_capacity(header_len + size_hint + 16);
-        header.write(VERSION, SUITE_V1, &mut out)?;
-        write(&mut out)?;
+        let out = &mut self.arena;
+        out.clear();
+        let wanted = header_len + size_hint + 16;
+        if out.capacity() < wanted {
+            out.reserve(wanted.max(ARENA_BYTES));
+        }
+        header.write(VERSION, SUITE_V1, out)?;
+        write(out)?;
         let size = out.len() - header_len;
         if size > limits.max_payload {
+            out.clear();
             return Err(EnvelopeError::TooLarge {
                 size,
                 max: limits.max_payload,
@@ -250,6 +264,6 @@ impl Sealer {
             )
             .map_err(|_| EnvelopeError::Random)?;
         out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        Ok(out.split().freeze())
     }
 }

@@ -13,6 +13,7 @@
 
 use super::hpke_wrap::{ENC_LEN, WRAPPED_LEN};
 use super::{EnvelopeError, KeyId};
+use bytes::BufMut;
 
 pub const VERSION: u8 = 1;
 /// DHKEM(X25519, HKDF-SHA256) + HKDF-SHA256 + AES-256-GCM, HPKE Auth-mode key wrap.
@@ -92,7 +93,7 @@ impl HeaderRef<'_> {
         &self,
         version: u8,
         suite: u8,
-        out: &mut Vec<u8>,
+        out: &mut impl BufMut,
     ) -> Result<(), EnvelopeError> {
         let subject_len = u16::try_from(self.subject.len())
             .map_err(|_| EnvelopeError::Malformed("subject too long"))?;
@@ -100,25 +101,25 @@ impl HeaderRef<'_> {
             .map_err(|_| EnvelopeError::Malformed("sender too long"))?;
         let count = u8::try_from(self.recipients.len())
             .map_err(|_| EnvelopeError::Malformed("too many recipients"))?;
-        out.extend_from_slice(MAGIC);
-        out.push(version);
-        out.push(suite);
-        out.extend_from_slice(&self.schema.to_be_bytes());
-        out.extend_from_slice(&subject_len.to_be_bytes());
-        out.extend_from_slice(self.subject.as_bytes());
-        out.push(sender_len);
-        out.extend_from_slice(self.sender.as_bytes());
-        out.extend_from_slice(&self.sender_kid.0);
-        out.extend_from_slice(self.msg_id);
-        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        out.extend_from_slice(self.session_id);
-        out.push(count);
+        out.put_slice(MAGIC);
+        out.put_u8(version);
+        out.put_u8(suite);
+        out.put_slice(&self.schema.to_be_bytes());
+        out.put_slice(&subject_len.to_be_bytes());
+        out.put_slice(self.subject.as_bytes());
+        out.put_u8(sender_len);
+        out.put_slice(self.sender.as_bytes());
+        out.put_slice(&self.sender_kid.0);
+        out.put_slice(self.msg_id);
+        out.put_slice(&self.timestamp_ms.to_be_bytes());
+        out.put_slice(self.session_id);
+        out.put_u8(count);
         for r in self.recipients {
-            out.extend_from_slice(&r.kid.0);
-            out.extend_from_slice(&r.enc);
-            out.extend_from_slice(&r.wrapped);
+            out.put_slice(&r.kid.0);
+            out.put_slice(&r.enc);
+            out.put_slice(&r.wrapped);
         }
-        out.extend_from_slice(self.nonce);
+        out.put_slice(self.nonce);
         Ok(())
     }
 }
@@ -171,24 +172,35 @@ impl<'a> Reader<'a> {
     fn u16(&mut self, what: &'static str) -> Result<u16, EnvelopeError> {
         Ok(u16::from_be_bytes(self.array(what)?))
     }
-    fn string(&mut self, n: usize, what: &'static str) -> Result<String, EnvelopeError> {
-        String::from_utf8(self.take(n, what)?.to_vec()).map_err(|_| EnvelopeError::Malformed(what))
+    fn str(&mut self, n: usize, what: &'static str) -> Result<&'a str, EnvelopeError> {
+        std::str::from_utf8(self.take(n, what)?).map_err(|_| EnvelopeError::Malformed(what))
     }
 }
 
-impl Envelope {
-    pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        let (header, header_end) = Envelope::decode_header(bytes)?;
-        Ok(Envelope {
-            header,
-            header_bytes: bytes[..header_end].to_vec(),
-            ciphertext: bytes[header_end..].to_vec(),
-        })
-    }
+/// A parsed header borrowing from the received bytes: what opening needs, without copying
+/// strings or recipient entries per message.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderView<'a> {
+    pub version: u8,
+    pub suite: u8,
+    pub schema: u16,
+    pub subject: &'a str,
+    pub sender: &'a str,
+    pub sender_kid: KeyId,
+    pub msg_id: [u8; 16],
+    pub timestamp_ms: u64,
+    pub session_id: [u8; 16],
+    /// `n` entries of `kid ‖ enc ‖ wrapped`, as on the wire.
+    recipients: &'a [u8],
+    pub nonce: [u8; 12],
+}
 
+const ENTRY_LEN: usize = 16 + ENC_LEN + WRAPPED_LEN;
+
+impl<'a> HeaderView<'a> {
     /// Parses the header and checks the ciphertext's minimum length without copying it;
     /// returns the header and where the ciphertext starts.
-    pub(crate) fn decode_header(bytes: &[u8]) -> Result<(Header, usize), EnvelopeError> {
+    pub fn parse(bytes: &'a [u8]) -> Result<(HeaderView<'a>, usize), EnvelopeError> {
         if bytes.len() > MAX_ENVELOPE_LEN {
             return Err(EnvelopeError::TooLarge {
                 size: bytes.len(),
@@ -206,9 +218,9 @@ impl Envelope {
         }
         let schema = r.u16("schema")?;
         let subject_len = r.u16("subject length")? as usize;
-        let subject = r.string(subject_len, "subject")?;
+        let subject = r.str(subject_len, "subject")?;
         let sender_len = r.u8("sender length")? as usize;
-        let sender = r.string(sender_len, "sender")?;
+        let sender = r.str(sender_len, "sender")?;
         let sender_kid = KeyId(r.array("sender key id")?);
         let msg_id = r.array("message id")?;
         let timestamp_ms = u64::from_be_bytes(r.array("timestamp")?);
@@ -217,21 +229,14 @@ impl Envelope {
         if count == 0 {
             return Err(EnvelopeError::Malformed("no recipients"));
         }
-        let mut recipients = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            recipients.push(RecipientEntry {
-                kid: KeyId(r.array("recipient key id")?),
-                enc: r.array("encapsulated key")?,
-                wrapped: r.array("wrapped key")?,
-            });
-        }
+        let recipients = r.take(count as usize * ENTRY_LEN, "recipient entries")?;
         let nonce = r.array("nonce")?;
         let header_end = r.pos;
         if bytes.len() - header_end < TAG_LEN {
             return Err(EnvelopeError::Malformed("ciphertext shorter than its tag"));
         }
         Ok((
-            Header {
+            HeaderView {
                 version,
                 suite,
                 schema,
@@ -246,5 +251,63 @@ impl Envelope {
             },
             header_end,
         ))
+    }
+
+    /// The recipient entries, in order.
+    pub fn recipients(&self) -> impl Iterator<Item = RecipientEntry> + 'a {
+        self.recipients.chunks_exact(ENTRY_LEN).map(|e| {
+            let mut kid = [0u8; 16];
+            let mut enc = [0u8; ENC_LEN];
+            let mut wrapped = [0u8; WRAPPED_LEN];
+            kid.copy_from_slice(&e[..16]);
+            enc.copy_from_slice(&e[16..16 + ENC_LEN]);
+            wrapped.copy_from_slice(&e[16 + ENC_LEN..]);
+            RecipientEntry {
+                kid: KeyId(kid),
+                enc,
+                wrapped,
+            }
+        })
+    }
+
+    /// The recipient key ids, in order (no copy of the wraps).
+    pub fn recipient_kids(&self) -> impl Iterator<Item = KeyId> + 'a {
+        self.recipients.chunks_exact(ENTRY_LEN).map(|e| {
+            let mut kid = [0u8; 16];
+            kid.copy_from_slice(&e[..16]);
+            KeyId(kid)
+        })
+    }
+
+    pub fn to_header(&self) -> Header {
+        Header {
+            version: self.version,
+            suite: self.suite,
+            schema: self.schema,
+            subject: self.subject.to_string(),
+            sender: self.sender.to_string(),
+            sender_kid: self.sender_kid,
+            msg_id: self.msg_id,
+            timestamp_ms: self.timestamp_ms,
+            session_id: self.session_id,
+            recipients: self.recipients().collect(),
+            nonce: self.nonce,
+        }
+    }
+}
+
+impl Envelope {
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let (header, header_end) = Envelope::decode_header(bytes)?;
+        Ok(Envelope {
+            header,
+            header_bytes: bytes[..header_end].to_vec(),
+            ciphertext: bytes[header_end..].to_vec(),
+        })
+    }
+
+    /// Parses the header into an owned [`Header`]; returns it and where the ciphertext starts.
+    pub(crate) fn decode_header(bytes: &[u8]) -> Result<(Header, usize), EnvelopeError> {
+        HeaderView::parse(bytes).map(|(h, end)| (h.to_header(), end))
     }
 }
