@@ -446,3 +446,43 @@ fn oversize_empty_and_garbage_input_get_clear_errors() {
         Err(EnvelopeError::OutsideWindow { .. })
     ));
 }
+
+#[test]
+fn envelopes_sealed_into_the_shared_arena_stay_intact_while_later_ones_are_sealed() {
+    // Small envelopes share arena chunks, large ones get their own; every one kept must open
+    // to its own plaintext after hundreds more were sealed behind it.
+    let mut p = pair();
+    let r = p.recipient;
+    let plaintexts: Vec<Vec<u8>> = (0..600usize)
+        .map(|i| random_bytes(if i % 97 == 0 { 70_000 } else { i % 1500 }))
+        .collect();
+    let sealed: Vec<bytes::Bytes> = plaintexts
+        .iter()
+        .enumerate()
+        .map(|(i, plain)| {
+            p.sealer
+                .seal_with("spark.embed", 1, &[r], NOW + i as u64, 0, |out| {
+                    out.extend_from_slice(plain);
+                    Ok(())
+                })
+                .unwrap()
+        })
+        .collect();
+    let mut opener = p.opener();
+    let mut buf = Vec::new();
+    for (i, (env, plain)) in sealed.iter().zip(&plaintexts).enumerate() {
+        let now = NOW + i as u64;
+        let header = opener
+            .open_into(
+                "spark.embed",
+                env,
+                p.mine().as_slice(),
+                &p.senders,
+                now,
+                &mut buf,
+            )
+            .unwrap();
+        assert_eq!(header.sender, "ozone-studio");
+        assert_eq!(&buf, plain, "envelope {i} changed after it was sealed");
+    }
+}
