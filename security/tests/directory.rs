@@ -68,7 +68,14 @@ fn a_properly_signed_entry_is_accepted_and_used() {
     let kid = dir.insert(&trust, &entry, NOW).unwrap();
     assert_eq!(kid, key.public().kid());
     assert_eq!(dir.current("spark", NOW), Some(*key.public()));
-    assert_eq!(dir.sender_key("spark", &kid), Some(*key.public()));
+    assert_eq!(dir.sender_key("spark", &kid, NOW), Ok(*key.public()));
+    assert!(
+        matches!(
+            dir.sender_key("spark", &kid, LATER),
+            Err(EnvelopeError::SenderKeyExpired { .. })
+        ),
+        "a key past its entry's end authenticates nothing"
+    );
     assert_eq!(
         dir.current("spark", LATER),
         None,
@@ -231,9 +238,51 @@ fn a_republished_epoch_replaces_the_previous_key() {
     dir.insert(&trust, &spark.sign(7, LATER, new.public()).unwrap(), NOW)
         .unwrap();
     assert_eq!(dir.current("spark", NOW), Some(*new.public()));
-    assert_eq!(dir.sender_key("spark", &old.public().kid()), None);
+    assert!(matches!(
+        dir.sender_key("spark", &old.public().kid(), NOW),
+        Err(EnvelopeError::UnknownSender { .. })
+    ));
     assert_eq!(
-        dir.sender_key("spark", &new.public().kid()),
-        Some(*new.public())
+        dir.sender_key("spark", &new.public().kid(), NOW),
+        Ok(*new.public())
     );
+}
+
+#[test]
+fn a_sender_key_past_its_entry_end_authenticates_nothing() {
+    // The entry stays in the directory (its service died before erasing it), but a message
+    // sealed with its key after `not_after_ms` is refused: a key stolen later is worthless.
+    let (_tmp, home) = fresh_home();
+    let trust = DirectoryTrust::load(&home).unwrap();
+    let sender = SecretKeyPair::generate().unwrap();
+    let end = NOW + 60_000;
+    let mut dir = Directory::default();
+    dir.insert(
+        &trust,
+        &signer(&home, Component::Spark)
+            .sign(0, end, sender.public())
+            .unwrap(),
+        NOW,
+    )
+    .unwrap();
+    let me = vec![SecretKeyPair::generate().unwrap()];
+    let mut sealer = ozone_security::envelope::Sealer::new(
+        "spark",
+        sender,
+        ozone_security::envelope::SessionLimits::default(),
+    );
+    let mut opener = ozone_security::envelope::Opener::new(Default::default());
+    let before = sealer
+        .seal("spark.embed", 1, &[*me[0].public()], b"in time", end - 1)
+        .unwrap();
+    assert!(opener
+        .open("spark.embed", &before, me.as_slice(), &dir, end - 1)
+        .is_ok());
+    let after = sealer
+        .seal("spark.embed", 1, &[*me[0].public()], b"too late", end)
+        .unwrap();
+    assert!(matches!(
+        opener.open("spark.embed", &after, me.as_slice(), &dir, end),
+        Err(EnvelopeError::SenderKeyExpired { .. })
+    ));
 }

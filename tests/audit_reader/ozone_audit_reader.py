@@ -170,7 +170,7 @@ def wrap_info(session_id: bytes, sender: str, kid: bytes) -> bytes:
 
 
 class Directory:
-    """Verified keys: (service, kid) -> public key bytes."""
+    """Verified keys: (service, kid) -> (public key bytes, not_after_ms)."""
 
     def __init__(self, roots, ai_app_ca, user_ca):
         self.roots, self.ai_app_ca, self.user_ca = roots, ai_app_ca, user_ca
@@ -230,7 +230,7 @@ class Directory:
         if entry["service"] != expected or entry["epoch"] != int(epoch):
             raise Refused(f"stored under {key} but claims {entry['service']}")
         public = self.verify(entry, at)
-        self.keys[(entry["service"], kid_of(public))] = public
+        self.keys[(entry["service"], kid_of(public))] = (public, entry["not_after_ms"])
 
     def remove(self, key: str):
         kind, name, epoch = key.split(".")
@@ -238,16 +238,22 @@ class Directory:
         # which the archive reader does not need. Kept for symmetry with the Rust reader.
 
 
-def open_event(env: dict, subject: str, my_key: X25519PrivateKey, directory: Directory) -> dict:
+def open_event(
+    env: dict, subject: str, my_key: X25519PrivateKey, directory: Directory, at: datetime.datetime
+) -> dict:
     if env["subject"] != subject:
         raise Refused(f"sealed for {env['subject']} but arrived on {subject}")
     my_kid = kid_of(my_key.public_key().public_bytes_raw())
     mine = [r for r in env["recipients"] if r[0] == my_kid]
     if not mine:
         raise Refused("not a recipient")
-    sender_key = directory.keys.get((env["sender"], env["sender_kid"]))
-    if sender_key is None:
+    published = directory.keys.get((env["sender"], env["sender_kid"]))
+    if published is None:
         raise Refused(f"unknown sender key {env['sender_kid'].hex()} claimed by {env['sender']}")
+    sender_key, not_after_ms = published
+    # A key past its entry's end authenticates nothing (judged at the event's publication).
+    if not_after_ms <= at.timestamp() * 1000:
+        raise Refused(f"sender key {env['sender_kid'].hex()} of {env['sender']} had expired")
     _, enc, wrapped = mine[0]
     try:
         data_key = open_auth(enc, my_key, sender_key, wrap_info(env["session_id"], env["sender"], my_kid), wrapped)
@@ -324,7 +330,7 @@ async def read(args) -> int:
                 else:
                     env = parse_envelope(msg.data)
                     record["sender"] = env["sender"]
-                    record["event"] = open_event(env, msg.subject, my_key, directory)
+                    record["event"] = open_event(env, msg.subject, my_key, directory, at)
                     counts["events"] += 1
             except Refused as e:
                 record["refused"] = str(e)

@@ -338,7 +338,30 @@ impl Directory {
 }
 
 impl SenderKeys for Directory {
-    fn sender_key(&self, sender: &str, kid: &KeyId) -> Option<PublicKey> {
-        self.keys.get(sender)?.get(kid).map(|p| p.key)
+    /// A key past its entry's `not_after_ms` (its epoch's end plus grace) authenticates
+    /// nothing, even while a sender that died before erasing it leaves its entry behind: a key
+    /// stolen later cannot speak for its service.
+    fn sender_key(
+        &self,
+        sender: &str,
+        kid: &KeyId,
+        now_ms: u64,
+    ) -> Result<PublicKey, EnvelopeError> {
+        let published = self
+            .keys
+            .get(sender)
+            .and_then(|keys| keys.get(kid))
+            .ok_or_else(|| EnvelopeError::UnknownSender {
+                sender: sender.to_string(),
+                kid: kid.to_string(),
+            })?;
+        if published.not_after_ms <= now_ms {
+            return Err(EnvelopeError::SenderKeyExpired {
+                sender: sender.to_string(),
+                kid: kid.to_string(),
+                not_after_ms: published.not_after_ms,
+            });
+        }
+        Ok(published.key)
     }
 }

@@ -17,6 +17,12 @@ pub enum EnvelopeError {
     NotARecipient,
     #[error("unknown sender key {kid} claimed by {sender:?}")]
     UnknownSender { sender: String, kid: String },
+    #[error("sender key {kid} of {sender:?} expired at {not_after_ms} (Unix ms)")]
+    SenderKeyExpired {
+        sender: String,
+        kid: String,
+        not_after_ms: u64,
+    },
     #[error("cannot decrypt: the envelope was altered, or not made by its claimed sender")]
     CannotDecrypt,
     #[error("a low-order X25519 public key was refused")]

@@ -8,14 +8,32 @@ use super::{EnvelopeError, KeyId, PublicKey, ReplayGuard, SecretKeyPair};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::collections::HashMap;
 
-/// Where an opener finds a sender's public keys (the key directory, later).
+/// Where an opener finds a sender's public keys (the key directory).
 pub trait SenderKeys {
-    fn sender_key(&self, sender: &str, kid: &KeyId) -> Option<PublicKey>;
+    /// The key `sender` published under `kid`, if it may still authenticate a message at
+    /// `now_ms`: `UnknownSender` when there is none, `SenderKeyExpired` past its entry's end.
+    fn sender_key(
+        &self,
+        sender: &str,
+        kid: &KeyId,
+        now_ms: u64,
+    ) -> Result<PublicKey, EnvelopeError>;
 }
 
+/// Fixed keys that never expire (tests and tools).
 impl SenderKeys for HashMap<(String, KeyId), PublicKey> {
-    fn sender_key(&self, sender: &str, kid: &KeyId) -> Option<PublicKey> {
-        self.get(&(sender.to_string(), *kid)).copied()
+    fn sender_key(
+        &self,
+        sender: &str,
+        kid: &KeyId,
+        _now_ms: u64,
+    ) -> Result<PublicKey, EnvelopeError> {
+        self.get(&(sender.to_string(), *kid))
+            .copied()
+            .ok_or_else(|| EnvelopeError::UnknownSender {
+                sender: sender.to_string(),
+                kid: kid.to_string(),
+            })
     }
 }
 
@@ -240,12 +258,7 @@ impl Opener {
                 actual: actual_subject.to_string(),
             });
         }
-        let sender = senders
-            .sender_key(header.sender, &header.sender_kid)
-            .ok_or_else(|| EnvelopeError::UnknownSender {
-                sender: header.sender.to_string(),
-                kid: header.sender_kid.to_string(),
-            })?;
+        let sender = senders.sender_key(header.sender, &header.sender_kid, now_ms)?;
         let key = self.data_key(&header, mine, &sender, now_ms)?;
         // The one copy: the body is decrypted in place in the caller's buffer; the header is
         // authenticated where it lies in the received bytes.
