@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ozone_security::envelope::{
-    Envelope, EnvelopeError, KeyId, Opener, OpenerLimits, PublicKey, Sealer, SecretKeyPair,
-    SessionLimits,
+    Envelope, EnvelopeError, Freshness, KeyId, Opener, OpenerLimits, PublicKey, Sealer,
+    SecretKeyPair, SessionLimits,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
@@ -474,6 +474,7 @@ fn envelopes_sealed_into_the_shared_arena_stay_intact_while_later_ones_are_seale
         let now = NOW + i as u64;
         let header = opener
             .open_into(
+                Freshness::Live,
                 "spark.embed",
                 env,
                 p.mine().as_slice(),

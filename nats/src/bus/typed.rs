@@ -6,7 +6,7 @@ use crate::client::{ConnEvent, Violation};
 use crate::Connection;
 use futures::StreamExt;
 use ozone_bus_schemas::{table, AuditKind, Identity, Subject};
-use ozone_security::envelope::{Envelope, EnvelopeError, PublicKey};
+use ozone_security::envelope::{Envelope, EnvelopeError, Freshness, PublicKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -301,11 +301,20 @@ impl Bus {
                 let ring = self.keys.ring.read().map_err(lock_err)?;
                 let dir = self.keys.directory.read().map_err(lock_err)?;
                 let mut opener = self.keys.opener.lock().map_err(lock_err)?;
-                let opened = if archived {
-                    opener.open_archived_into(subject, &msg.payload, &*ring, &*dir, now_ms(), plain)
+                let freshness = if archived {
+                    Freshness::Archived
                 } else {
-                    opener.open_into(subject, &msg.payload, &*ring, &*dir, now_ms(), plain)
+                    Freshness::Live
                 };
+                let opened = opener.open_into(
+                    freshness,
+                    subject,
+                    &msg.payload,
+                    &*ring,
+                    &*dir,
+                    now_ms(),
+                    plain,
+                );
                 let header = opened.map_err(|source| BusError::Envelope {
                     subject: subject.to_string(),
                     source,

@@ -26,7 +26,7 @@ pub use error::EnvelopeError;
 pub use hpke_wrap::{unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
 pub use keyring::{KeyRing, Rotation};
 pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair};
-pub use open::{Opened, Opener, OpenerLimits, SenderKeys};
+pub use open::{Freshness, Opened, Opener, OpenerLimits, SenderKeys};
 pub use replay::ReplayGuard;
 pub use seal::{Sealer, SessionLimits};
 pub use wire::{Envelope, Header, HeaderView, RecipientEntry, MAX_ENVELOPE_LEN, SUITE_V1, VERSION};

@@ -74,6 +74,14 @@ impl Default for OpenerLimits {
     }
 }
 
+/// Whether an opening checks freshness and replay (live traffic) or not (a stream's archive,
+/// old by design).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Live,
+    Archived,
+}
+
 /// An authentic, fresh message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
@@ -177,11 +185,14 @@ impl Opener {
         senders: &impl SenderKeys,
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
-        let mut plaintext = Vec::new();
-        let header = self
-            .open_into(actual_subject, bytes, mine, senders, now_ms, &mut plaintext)?
-            .to_header();
-        Ok(Opened { header, plaintext })
+        self.open_owned(
+            Freshness::Live,
+            actual_subject,
+            bytes,
+            mine,
+            senders,
+            now_ms,
+        )
     }
 
     /// Opens an envelope read back from a stream's archive (the audit stream): authenticated
@@ -195,18 +206,47 @@ impl Opener {
         senders: &impl SenderKeys,
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
+        self.open_owned(
+            Freshness::Archived,
+            actual_subject,
+            bytes,
+            mine,
+            senders,
+            now_ms,
+        )
+    }
+
+    fn open_owned(
+        &mut self,
+        freshness: Freshness,
+        actual_subject: &str,
+        bytes: &[u8],
+        mine: &(impl RecipientKeys + ?Sized),
+        senders: &impl SenderKeys,
+        now_ms: u64,
+    ) -> Result<Opened, EnvelopeError> {
         let mut plaintext = Vec::new();
         let header = self
-            .open_archived_into(actual_subject, bytes, mine, senders, now_ms, &mut plaintext)?
+            .open_into(
+                freshness,
+                actual_subject,
+                bytes,
+                mine,
+                senders,
+                now_ms,
+                &mut plaintext,
+            )?
             .to_header();
         Ok(Opened { header, plaintext })
     }
 
-    /// [`Opener::open`] that decrypts into `plaintext` (cleared first; a buffer the caller
-    /// reuses saves an allocation per message) and returns the header borrowed from `bytes`.
-    /// On an error `plaintext` holds nothing authentic.
+    /// [`Opener::open`] or [`Opener::open_archived`], decrypting into `plaintext` (cleared
+    /// first; a buffer the caller reuses saves an allocation per message) and returning the
+    /// header borrowed from `bytes`. On an error `plaintext` holds nothing authentic.
+    #[allow(clippy::too_many_arguments)]
     pub fn open_into<'b>(
         &mut self,
+        freshness: Freshness,
         actual_subject: &str,
         bytes: &'b [u8],
         mine: &(impl RecipientKeys + ?Sized),
@@ -215,30 +255,19 @@ impl Opener {
         plaintext: &mut Vec<u8>,
     ) -> Result<HeaderView<'b>, EnvelopeError> {
         let header = self.authenticate(actual_subject, bytes, mine, senders, now_ms, plaintext)?;
-        let checked = self.replay.check(
-            &header.sender_kid,
-            header.msg_id,
-            header.timestamp_ms,
-            now_ms,
-        );
-        if let Err(e) = checked {
-            plaintext.clear();
-            return Err(e);
+        if freshness == Freshness::Live {
+            let checked = self.replay.check(
+                &header.sender_kid,
+                header.msg_id,
+                header.timestamp_ms,
+                now_ms,
+            );
+            if let Err(e) = checked {
+                plaintext.clear();
+                return Err(e);
+            }
         }
         Ok(header)
-    }
-
-    /// [`Opener::open_archived`] into a reused buffer, as [`Opener::open_into`].
-    pub fn open_archived_into<'b>(
-        &mut self,
-        actual_subject: &str,
-        bytes: &'b [u8],
-        mine: &(impl RecipientKeys + ?Sized),
-        senders: &impl SenderKeys,
-        now_ms: u64,
-        plaintext: &mut Vec<u8>,
-    ) -> Result<HeaderView<'b>, EnvelopeError> {
-        self.authenticate(actual_subject, bytes, mine, senders, now_ms, plaintext)
     }
 
     fn authenticate<'b>(

@@ -55,13 +55,49 @@ impl Stream {
 
     /// Drops leading words whose every counter was sealed before the window began: the
     /// word after them was (counters are sealed in order). The last word always stays.
-    fn expire(&mut self, oldest_fresh_ms: u64) -> usize {
-        let mut dropped = 0;
+    fn expire(&mut self, oldest_fresh_ms: u64) {
         while self.words.len() > 1 && self.sealed_by[1] < oldest_fresh_ms {
             self.pop_front();
-            dropped += 1;
         }
-        dropped
+    }
+
+    /// Marks `counter` (stamped `ts_ms`) accepted unless it already is or lies below the
+    /// window; the stream holds at most `max_words` words, sliding past its oldest.
+    fn accept(
+        &mut self,
+        counter: u64,
+        ts_ms: u64,
+        oldest_fresh_ms: u64,
+        max_words: usize,
+    ) -> Result<(), Refusal> {
+        self.expire(oldest_fresh_ms);
+        if counter < self.base {
+            return Err(Refusal::BelowWindow);
+        }
+        let word = ((counter - self.base) / WORD_BITS) as usize;
+        if word >= max_words {
+            let slide = word + 1 - max_words;
+            if slide >= self.words.len() {
+                self.words.clear();
+                self.sealed_by.clear();
+                self.base = counter - counter % WORD_BITS - (max_words as u64 - 1) * WORD_BITS;
+            } else {
+                (0..slide).for_each(|_| self.pop_front());
+            }
+        }
+        let word = ((counter - self.base) / WORD_BITS) as usize;
+        while self.words.len() <= word {
+            self.words.push_back(0);
+            self.sealed_by.push_back(ts_ms);
+        }
+        let bit = 1u64 << ((counter - self.base) % WORD_BITS);
+        if self.words[word] & bit != 0 {
+            return Err(Refusal::Seen);
+        }
+        self.words[word] |= bit;
+        self.sealed_by[word] = self.sealed_by[word].min(ts_ms);
+        self.newest_ms = self.newest_ms.max(ts_ms);
+        Ok(())
     }
 
     fn pop_front(&mut self) {
@@ -69,6 +105,11 @@ impl Stream {
         self.sealed_by.pop_front();
         self.base += WORD_BITS;
     }
+}
+
+enum Refusal {
+    Seen,
+    BelowWindow,
 }
 
 /// Remembers which messages were accepted inside the window.
@@ -130,45 +171,20 @@ impl ReplayGuard {
             self.evict_least_recent(None);
         }
         self.uses += 1;
-        let (uses, max_words) = (self.uses, self.max_words);
+        let uses = self.uses;
         let stream = self
             .streams
             .entry(key)
             .or_insert_with(|| Stream::new(counter));
         stream.last_use = uses;
         let before = stream.words.len();
-        stream.expire(oldest_fresh_ms);
-        if counter < stream.base {
-            self.words -= before - stream.words.len();
-            return Err(EnvelopeError::BeyondReplayWindow(hex(&id)));
+        let accepted = stream.accept(counter, ts_ms, oldest_fresh_ms, self.max_words);
+        self.words = self.words + stream.words.len() - before;
+        match accepted {
+            Err(Refusal::Seen) => return Err(EnvelopeError::Replay(hex(&id))),
+            Err(Refusal::BelowWindow) => return Err(EnvelopeError::BeyondReplayWindow(hex(&id))),
+            Ok(()) => {}
         }
-        let word = ((counter - stream.base) / WORD_BITS) as usize;
-        // One stream never holds more than the whole budget: slide past its oldest words.
-        if word >= max_words {
-            let slide = word + 1 - max_words;
-            if slide >= stream.words.len() {
-                stream.words.clear();
-                stream.sealed_by.clear();
-                stream.base = counter - counter % WORD_BITS - (max_words as u64 - 1) * WORD_BITS;
-            } else {
-                (0..slide).for_each(|_| stream.pop_front());
-            }
-        }
-        let word = ((counter - stream.base) / WORD_BITS) as usize;
-        while stream.words.len() <= word {
-            stream.words.push_back(0);
-            stream.sealed_by.push_back(ts_ms);
-        }
-        let bit = 1u64 << ((counter - stream.base) % WORD_BITS);
-        let after = stream.words.len();
-        if stream.words[word] & bit != 0 {
-            self.words = self.words + after - before;
-            return Err(EnvelopeError::Replay(hex(&id)));
-        }
-        stream.words[word] |= bit;
-        stream.sealed_by[word] = stream.sealed_by[word].min(ts_ms);
-        stream.newest_ms = stream.newest_ms.max(ts_ms);
-        self.words = self.words + after - before;
         while self.words > self.max_words {
             self.evict_least_recent(Some(key));
         }

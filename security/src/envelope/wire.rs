@@ -298,16 +298,11 @@ impl<'a> HeaderView<'a> {
 
 impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        let (header, header_end) = Envelope::decode_header(bytes)?;
+        let (header, header_end) = HeaderView::parse(bytes)?;
         Ok(Envelope {
-            header,
+            header: header.to_header(),
             header_bytes: bytes[..header_end].to_vec(),
             ciphertext: bytes[header_end..].to_vec(),
         })
-    }
-
-    /// Parses the header into an owned [`Header`]; returns it and where the ciphertext starts.
-    pub(crate) fn decode_header(bytes: &[u8]) -> Result<(Header, usize), EnvelopeError> {
-        HeaderView::parse(bytes).map(|(h, end)| (h.to_header(), end))
     }
 }
