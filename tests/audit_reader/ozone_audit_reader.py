@@ -109,8 +109,38 @@ def selftest(path: str) -> int:
             opened += 1
     if opened == 0:
         raise SystemExit(f"{path}: no mode-Auth vectors for our suite")
-    print(json.dumps({"selftest": "ok", "auth_mode_ciphertexts_opened": opened}))
+    expiry_refused = selftest_sender_key_expiry()
+    print(json.dumps({
+        "selftest": "ok",
+        "auth_mode_ciphertexts_opened": opened,
+        "expired_sender_key_refused": expiry_refused,
+    }))
     return 0
+
+
+def selftest_sender_key_expiry() -> bool:
+    """A sender key past its entry's end is refused before any decryption is tried; before
+    the end the same envelope gets as far as decryption (which its dummy wrap fails)."""
+    me = X25519PrivateKey.generate()
+    sender_pub = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    directory = Directory(None, None, None)
+    end = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    directory.keys[("spark", kid_of(sender_pub))] = (sender_pub, int(end.timestamp() * 1000))
+    env = {
+        "subject": "audit.spark", "sender": "spark", "sender_kid": kid_of(sender_pub),
+        "session_id": bytes(16), "nonce": bytes(12), "header": b"", "ciphertext": bytes(16),
+        "recipients": [(kid_of(me.public_key().public_bytes_raw()), bytes(32), bytes(48))],
+    }
+    outcomes = []
+    for at in (end - datetime.timedelta(seconds=1), end):
+        try:
+            open_event(env, "audit.spark", me, directory, at)
+            outcomes.append("opened")
+        except Refused as e:
+            outcomes.append(str(e))
+    if "expired" in outcomes[0] or "had expired" not in outcomes[1]:
+        raise SystemExit(f"sender key expiry not enforced as specified: {outcomes}")
+    return True
 
 
 # --- The envelope, docs/envelope.md ----------------------------------------------------------
