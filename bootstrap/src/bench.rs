@@ -46,17 +46,16 @@ pub struct Row {
 }
 
 /// The size of a sealed `Blob` of `size` bytes on the bench subject: the MessagePack payload
-/// plus the envelope's header (one recipient, this subject and sender) and tag.
+/// plus the envelope's header (one recipient, this sender) and tag.
 fn envelope_size(size: usize) -> anyhow::Result<usize> {
     let payload = rmp_serde::to_vec_named(&Blob {
         data: vec![0; size],
     })?
     .len();
-    let subject = "spark.bench".len();
     let sender = Component::Core.name().len();
-    // magic, version, suite, schema, subject, sender, sender kid, message id, timestamp,
-    // session, count, one recipient (kid, enc, wrapped), nonce, tag
-    Ok(payload + 2 + 1 + 1 + 2 + 2 + subject + 1 + sender + 16 + 16 + 8 + 16 + 1 + 96 + 12 + 16)
+    // magic, version, suite, schema, sender, sender kid, session, counter, timestamp, count,
+    // one recipient (kid, enc; its data key is exported, not wrapped), tag
+    Ok(payload + 2 + 1 + 1 + 2 + 1 + sender + 8 + 8 + 8 + 8 + 1 + 40 + 16)
 }
 
 /// Rounds of each measurement per size.

@@ -74,11 +74,12 @@ fn a_sealed_message_opens_only_for_its_recipient_on_its_subject() {
     assert_eq!(opened.plaintext, b"capital of France?");
     assert_eq!(opened.header.sender, "ozone-studio");
 
-    assert!(matches!(
+    // The subject is bound, not sent: on another subject the envelope does not authenticate.
+    assert_eq!(
         p.opener()
             .open("spark.embed", &sealed, p.mine().as_slice(), &p.senders, NOW),
-        Err(EnvelopeError::WrongSubject { .. })
-    ));
+        Err(EnvelopeError::CannotDecrypt)
+    );
     let strangers = vec![SecretKeyPair::generate().unwrap()];
     let stranger = Opener::new(OpenerLimits::default()).open(
         "spark.generate",
@@ -172,6 +173,31 @@ fn a_forged_sender_is_refused() {
 }
 
 #[test]
+fn a_forged_first_message_of_a_session_plants_no_key() {
+    // The first recipient's data key is exported, not unwrapped, so deriving it proves
+    // nothing: a forgery that claims a real session id, with another encapsulated key, must
+    // not leave its (wrong) key cached under that session for the genuine messages.
+    let mut p = pair();
+    let genuine = p.seal("spark.generate", b"genuine", NOW);
+    let mut forged = Envelope::decode(&genuine).unwrap();
+    forged.header.recipients[0].enc = *SecretKeyPair::generate().unwrap().public().as_bytes();
+    let mut bytes = forged.header.encode().unwrap();
+    bytes.extend_from_slice(&forged.ciphertext);
+    let mut o = p.opener();
+    let mine = p.mine();
+    assert_eq!(
+        o.open("spark.generate", &bytes, mine.as_slice(), &p.senders, NOW),
+        Err(EnvelopeError::CannotDecrypt)
+    );
+    assert_eq!(
+        o.open("spark.generate", &genuine, mine.as_slice(), &p.senders, NOW)
+            .unwrap()
+            .plaintext,
+        b"genuine"
+    );
+}
+
+#[test]
 fn every_bit_flip_and_truncation_of_a_1_kib_envelope_is_refused() {
     let mut p = pair();
     let sealed = p.seal("spark.generate", &random_bytes(1024), NOW);
@@ -240,10 +266,16 @@ fn changing_subject_sender_key_id_or_version_in_the_header_is_refused() {
         b
     };
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("subject", sealed.clone(), "spark.embed"),
         (
-            "subject",
-            reencode(&|e| e.header.subject = "spark.embed".into()),
-            "spark.embed",
+            "session id",
+            reencode(&|e| e.header.session_id[0] ^= 1),
+            "spark.generate",
+        ),
+        (
+            "counter (the nonce)",
+            reencode(&|e| e.header.counter += 1),
+            "spark.generate",
         ),
         (
             "sender",
@@ -262,7 +294,7 @@ fn changing_subject_sender_key_id_or_version_in_the_header_is_refused() {
         ),
         (
             "version",
-            reencode(&|e| e.header.version = 2),
+            reencode(&|e| e.header.version = 3),
             "spark.generate",
         ),
         (
@@ -331,6 +363,7 @@ fn a_million_seals_use_a_million_distinct_nonces_and_message_ids() {
     let mut p = pair();
     let mut nonces = HashSet::with_capacity(1_000_000);
     let mut ids = HashSet::with_capacity(1_000_000);
+    let mut encs = HashSet::new();
     let limits = SessionLimits {
         max_messages: 300_000,
         ..SessionLimits::default()
@@ -344,15 +377,20 @@ fn a_million_seals_use_a_million_distinct_nonces_and_message_ids() {
             .seal("spark.x", 1, &[r], b"", NOW + i / 1000)
             .unwrap();
         let env = Envelope::decode(&sealed).unwrap();
+        // The nonce is the session's counter under the session's own data key, so
+        // (session, counter) is what must never repeat; each session's key comes from a
+        // fresh ephemeral X25519 key.
         sessions.insert(env.header.session_id);
+        encs.insert(env.header.recipients[0].enc);
         assert!(
-            nonces.insert((env.header.session_id, env.header.nonce)),
+            nonces.insert((env.header.session_id, env.header.counter)),
             "nonce reused at {i}"
         );
-        assert!(ids.insert(env.header.msg_id), "message id reused at {i}");
+        assert!(ids.insert(env.header.msg_id()), "message id reused at {i}");
     }
-    // The data key rotated at the message limit: 4 sessions, each with fresh wraps.
+    // The data key rotated at the message limit: 4 sessions, each with a fresh ephemeral key.
     assert_eq!(sessions.len(), 4);
+    assert_eq!(encs.len(), 4);
     let _ = p.seal("spark.x", b"", NOW);
 }
 
@@ -366,7 +404,11 @@ fn steady_state_reuses_the_session_wraps() {
         a.header.recipients, b.header.recipients,
         "a new X25519 encapsulation per message"
     );
-    assert_ne!(a.header.nonce, b.header.nonce);
+    assert_eq!(
+        (a.header.counter, b.header.counter),
+        (0, 1),
+        "the nonce counts up"
+    );
     // Past the session age a new data key is drawn.
     let c = Envelope::decode(&p.seal("spark.x", b"3", NOW + SessionLimits::default().max_age_ms))
         .unwrap();

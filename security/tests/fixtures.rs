@@ -48,26 +48,31 @@ fn directory_entry_messagepack_is_stable() {
 #[test]
 fn envelope_header_layout_is_stable() {
     let header = ozone_security::envelope::Header {
-        version: 1,
+        version: 2,
         suite: 1,
         schema: 1,
-        subject: "spark.generate".into(),
         sender: "ozone-studio".into(),
-        sender_kid: KeyId([1; 16]),
-        msg_id: [2; 16],
+        sender_kid: KeyId([1; 8]),
+        session_id: [3; 8],
+        counter: 0x0102_0304_0506_0708,
         timestamp_ms: 1_800_000_000_000,
-        session_id: [3; 16],
-        recipients: vec![RecipientEntry {
-            kid: KeyId([4; 16]),
-            enc: [5; 32],
-            wrapped: [6; 48],
-        }],
-        nonce: [7; 12],
+        recipients: vec![
+            RecipientEntry {
+                kid: KeyId([4; 8]),
+                enc: [5; 32],
+                wrapped: None,
+            },
+            RecipientEntry {
+                kid: KeyId([9; 8]),
+                enc: [10; 32],
+                wrapped: Some([6; 48]),
+            },
+        ],
     };
     let mut bytes = header.encode().unwrap();
     bytes.extend_from_slice(&[8; 16]); // an (empty) ciphertext's tag
-    check("envelope_v1.bin", &bytes);
-    let back = Envelope::decode(&std::fs::read(fixture("envelope_v1.bin")).unwrap()).unwrap();
+    check("envelope_v2.bin", &bytes);
+    let back = Envelope::decode(&std::fs::read(fixture("envelope_v2.bin")).unwrap()).unwrap();
     assert_eq!(back.header, header);
     assert_eq!(back.ciphertext, vec![8; 16]);
 }

@@ -5,7 +5,8 @@ It is the proof that the specification is enough for another language: it connec
 nats-server as an auditor (mTLS, TLS first), reads the audit stream, verifies every
 key-directory entry (certificate chain, SAN, ECDSA signature), and opens every audit event
 (HPKE RFC 9180 mode Auth, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM; then the
-AES-256-GCM body with the header as associated data). It prints one JSON object per record.
+AES-256-GCM body with the header and the subject as associated data). It prints one JSON
+object per record.
 
     ozone_audit_reader.py --home ~/.ozone-studio --as console --url tls://127.0.0.1:4222
     ozone_audit_reader.py --selftest ../../shared/testdata/crypto/hpke-x25519-sha256-aes256gcm.json
@@ -80,18 +81,26 @@ def key_schedule(mode: int, shared_secret: bytes, info: bytes):
     secret = labeled_extract(shared_secret, b"secret", b"", HPKE_SUITE)
     key = labeled_expand(secret, b"key", context, 32, HPKE_SUITE)
     base_nonce = labeled_expand(secret, b"base_nonce", context, 12, HPKE_SUITE)
-    return key, base_nonce
+    exporter_secret = labeled_expand(secret, b"exp", context, 32, HPKE_SUITE)
+    return key, base_nonce, exporter_secret
 
 
 def open_auth(enc, sk_r, pk_s, info, ciphertext, aad=b"", seq=0):
-    key, base_nonce = key_schedule(MODE_AUTH, auth_decap(enc, sk_r, pk_s), info)
+    key, base_nonce, _ = key_schedule(MODE_AUTH, auth_decap(enc, sk_r, pk_s), info)
     nonce = (int.from_bytes(base_nonce, "big") ^ seq).to_bytes(12, "big")
     return AESGCM(key).decrypt(nonce, ciphertext, aad)
 
 
+def export_auth(enc, sk_r, pk_s, info, exporter_context: bytes, length: int) -> bytes:
+    """RFC 9180 §5.3 secret export from a mode-Auth receiver context."""
+    _, _, exporter_secret = key_schedule(MODE_AUTH, auth_decap(enc, sk_r, pk_s), info)
+    return labeled_expand(exporter_secret, b"sec", exporter_context, length, HPKE_SUITE)
+
+
 def selftest(path: str) -> int:
-    """Reproduces RFC 9180's mode-Auth vectors for our suite: every ciphertext opens."""
-    opened = 0
+    """Reproduces RFC 9180's mode-Auth vectors for our suite: every ciphertext opens and
+    every exported secret matches."""
+    opened = exported = 0
     for v in json.load(open(path)):
         if (v["mode"], v["kem_id"], v["kdf_id"], v["aead_id"]) != (MODE_AUTH, KEM_ID, KDF_ID, AEAD_ID):
             continue
@@ -101,18 +110,25 @@ def selftest(path: str) -> int:
         info = bytes.fromhex(v["info"])
         ss = auth_decap(enc, sk_r, pk_s)
         assert ss.hex() == v["shared_secret"], "shared secret"
-        key, base_nonce = key_schedule(MODE_AUTH, ss, info)
-        assert (key.hex(), base_nonce.hex()) == (v["key"], v["base_nonce"]), "key schedule"
+        key, base_nonce, exporter_secret = key_schedule(MODE_AUTH, ss, info)
+        assert (key.hex(), base_nonce.hex(), exporter_secret.hex()) == (
+            v["key"], v["base_nonce"], v["exporter_secret"]
+        ), "key schedule"
         for seq, e in enumerate(v["encryptions"]):
             pt = open_auth(enc, sk_r, pk_s, info, bytes.fromhex(e["ct"]), bytes.fromhex(e["aad"]), seq)
             assert pt.hex() == e["pt"], f"encryption {seq}"
             opened += 1
-    if opened == 0:
+        for x in v["exports"]:
+            value = export_auth(enc, sk_r, pk_s, info, bytes.fromhex(x["exporter_context"]), x["L"])
+            assert value.hex() == x["exported_value"], "export"
+            exported += 1
+    if opened == 0 or exported == 0:
         raise SystemExit(f"{path}: no mode-Auth vectors for our suite")
     expiry_refused = selftest_sender_key_expiry()
     print(json.dumps({
         "selftest": "ok",
         "auth_mode_ciphertexts_opened": opened,
+        "auth_mode_exports_reproduced": exported,
         "expired_sender_key_refused": expiry_refused,
     }))
     return 0
@@ -120,16 +136,16 @@ def selftest(path: str) -> int:
 
 def selftest_sender_key_expiry() -> bool:
     """A sender key past its entry's end is refused before any decryption is tried; before
-    the end the same envelope gets as far as decryption (which its dummy wrap fails)."""
+    the end the same envelope gets as far as decryption (which its dummy key fails)."""
     me = X25519PrivateKey.generate()
     sender_pub = X25519PrivateKey.generate().public_key().public_bytes_raw()
     directory = Directory(None, None, None)
     end = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
     directory.keys[("spark", kid_of(sender_pub))] = (sender_pub, int(end.timestamp() * 1000))
     env = {
-        "subject": "audit.spark", "sender": "spark", "sender_kid": kid_of(sender_pub),
-        "session_id": bytes(16), "nonce": bytes(12), "header": b"", "ciphertext": bytes(16),
-        "recipients": [(kid_of(me.public_key().public_bytes_raw()), bytes(32), bytes(48))],
+        "sender": "spark", "sender_kid": kid_of(sender_pub), "session_id": bytes(8),
+        "counter": 0, "header": b"", "ciphertext": bytes(16),
+        "recipients": [(kid_of(me.public_key().public_bytes_raw()), bytes(32), None)],
     }
     outcomes = []
     for at in (end - datetime.timedelta(seconds=1), end):
@@ -151,7 +167,7 @@ class Refused(Exception):
 
 
 def kid_of(public: bytes) -> bytes:
-    return hashlib.sha256(public).digest()[:16]
+    return hashlib.sha256(public).digest()[:8]
 
 
 def parse_envelope(b: bytes):
@@ -167,36 +183,37 @@ def parse_envelope(b: bytes):
     if take(2) != b"OZ":
         raise Refused("malformed: not an OZONE envelope")
     version, suite = take(1)[0], take(1)[0]
-    if (version, suite) != (1, 1):
+    if (version, suite) != (2, 1):
         raise Refused(f"unsupported version {version} suite {suite}")
     (schema,) = struct.unpack(">H", take(2))
-    (n,) = struct.unpack(">H", take(2))
-    subject = take(n).decode()
     n = take(1)[0]
     sender = take(n).decode()
-    sender_kid = take(16)
-    msg_id = take(16)
-    (timestamp_ms,) = struct.unpack(">Q", take(8))
-    session_id = take(16)
+    sender_kid = take(8)
+    session_id = take(8)
+    counter, timestamp_ms = struct.unpack(">QQ", take(16))
     count = take(1)[0]
     if count == 0:
         raise Refused("malformed: no recipients")
-    recipients = [(take(16), take(32), take(48)) for _ in range(count)]
-    nonce = take(12)
+    # The first recipient derives the data key by export; every other one carries a wrap.
+    recipients = [(take(8), take(32), None)]
+    recipients += [(take(8), take(32), take(48)) for _ in range(count - 1)]
     header = b[:at]
     ciphertext = b[at:]
     if len(ciphertext) < 16:
         raise Refused("malformed: ciphertext shorter than its tag")
     return dict(
-        schema=schema, subject=subject, sender=sender, sender_kid=sender_kid, msg_id=msg_id,
-        timestamp_ms=timestamp_ms, session_id=session_id, recipients=recipients, nonce=nonce,
-        header=header, ciphertext=ciphertext,
+        schema=schema, sender=sender, sender_kid=sender_kid, session_id=session_id,
+        counter=counter, timestamp_ms=timestamp_ms, recipients=recipients, header=header,
+        ciphertext=ciphertext,
     )
 
 
 def wrap_info(session_id: bytes, sender: str, kid: bytes) -> bytes:
     s = sender.encode()
-    return b"ozone/envelope/v1/wrap" + session_id + bytes([len(s)]) + s + kid
+    return b"ozone/envelope/v2/wrap" + session_id + bytes([len(s)]) + s + kid
+
+
+DATA_KEY_EXPORT = b"ozone/envelope/v2/data-key"
 
 
 class Directory:
@@ -271,12 +288,11 @@ class Directory:
 def open_event(
     env: dict, subject: str, my_key: X25519PrivateKey, directory: Directory, at: datetime.datetime
 ) -> dict:
-    if env["subject"] != subject:
-        raise Refused(f"sealed for {env['subject']} but arrived on {subject}")
     my_kid = kid_of(my_key.public_key().public_bytes_raw())
     mine = [r for r in env["recipients"] if r[0] == my_kid]
     if not mine:
         raise Refused("not a recipient")
+    _, enc, wrapped = mine[0]
     published = directory.keys.get((env["sender"], env["sender_kid"]))
     if published is None:
         raise Refused(f"unknown sender key {env['sender_kid'].hex()} claimed by {env['sender']}")
@@ -284,10 +300,16 @@ def open_event(
     # A key past its entry's end authenticates nothing (judged at the event's publication).
     if not_after_ms <= at.timestamp() * 1000:
         raise Refused(f"sender key {env['sender_kid'].hex()} of {env['sender']} had expired")
-    _, enc, wrapped = mine[0]
+    info = wrap_info(env["session_id"], env["sender"], my_kid)
+    # The subject is not in the envelope: it is bound as associated data, so an envelope
+    # moved to another subject does not decrypt.
+    nonce = bytes(4) + struct.pack(">Q", env["counter"])
     try:
-        data_key = open_auth(enc, my_key, sender_key, wrap_info(env["session_id"], env["sender"], my_kid), wrapped)
-        plaintext = AESGCM(data_key).decrypt(env["nonce"], env["ciphertext"], env["header"])
+        if wrapped is None:
+            data_key = export_auth(enc, my_key, sender_key, info, DATA_KEY_EXPORT, 32)
+        else:
+            data_key = open_auth(enc, my_key, sender_key, info, wrapped)
+        plaintext = AESGCM(data_key).decrypt(nonce, env["ciphertext"], env["header"] + subject.encode())
     except (InvalidTag, ValueError):
         raise Refused("cannot decrypt")
     event = msgpack.unpackb(plaintext, raw=False)

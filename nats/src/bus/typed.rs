@@ -24,7 +24,8 @@ pub struct Bus {
     keys: BusKeys,
     /// Subject → its recipients' current keys, valid while the directory's generation is
     /// unchanged and until the first key expires (computing it walks the subject table).
-    recipients: Arc<Mutex<HashMap<String, CachedRecipients>>>,
+    /// Looked up per message: hashed with foldhash (randomly seeded per process).
+    recipients: Arc<Mutex<HashMap<String, CachedRecipients, foldhash::fast::RandomState>>>,
     /// Size of the last payload sealed: sizes the next output buffer.
     size_hint: Arc<std::sync::atomic::AtomicUsize>,
     /// Where refusals and key rotations are reported (components only; `None` in the audit
@@ -132,14 +133,15 @@ impl Bus {
         record: &impl Serialize,
         schema: u16,
     ) -> Result<(), BusError> {
+        let now = now_ms();
         let auditors = {
             let dir = self.keys.directory.read().map_err(lock_err)?;
-            dir.auditors(now_ms())
+            dir.auditors(now)
         };
         if auditors.is_empty() {
             return Err(BusError::NoRecipients(subject.to_string()));
         }
-        let sealed = self.seal_for(subject.as_str(), &auditors, record, schema)?;
+        let sealed = self.seal_for(subject.as_str(), &auditors, record, schema, now)?;
         self.conn
             .client
             .publish(subject.to_string(), sealed)
@@ -156,8 +158,7 @@ impl Bus {
     }
 
     /// The current keys of everyone the subject table says receives `subject`.
-    fn recipients_of(&self, subject: &str) -> Result<Arc<Vec<PublicKey>>, BusError> {
-        let now = now_ms();
+    fn recipients_of(&self, subject: &str, now: u64) -> Result<Arc<Vec<PublicKey>>, BusError> {
         let dir = self.keys.directory.read().map_err(lock_err)?;
         let generation = dir.generation();
         let mut cache = self.recipients.lock().map_err(lock_err)?;
@@ -213,6 +214,7 @@ impl Bus {
         recipients: &[PublicKey],
         message: &impl Serialize,
         schema: u16,
+        now: u64,
     ) -> Result<bytes::Bytes, BusError> {
         use bytes::BufMut;
         use std::sync::atomic::Ordering;
@@ -220,7 +222,7 @@ impl Bus {
         let hint = self.size_hint.load(Ordering::Relaxed);
         let sealed = {
             let mut sealer = self.keys.sealer.lock().map_err(lock_err)?;
-            sealer.seal_with(subject, schema, recipients, now_ms(), hint, |out| {
+            sealer.seal_with(subject, schema, recipients, now, hint, |out| {
                 let start = out.len();
                 rmp_serde::encode::write_named(&mut (&mut *out).writer(), message).map_err(
                     |e| {
@@ -250,11 +252,14 @@ impl Bus {
         subject: &Subject,
         message: &impl Serialize,
     ) -> Result<bytes::Bytes, BusError> {
+        // One clock read per message: it is not free in a virtual machine.
+        let now = now_ms();
         self.seal_for(
             subject.as_str(),
-            &self.recipients_of(subject.as_str())?,
+            &self.recipients_of(subject.as_str(), now)?,
             message,
             SCHEMA_VERSION,
+            now,
         )
     }
 
@@ -544,12 +549,13 @@ impl Bus {
                 detail: "no reply subject".into(),
             });
         };
+        let now = now_ms();
         let key = {
             let dir = self.keys.directory.read().map_err(lock_err)?;
-            dir.current(&to.sender, now_ms())
+            dir.current(&to.sender, now)
                 .ok_or_else(|| BusError::NoKey(to.sender.clone()))?
         };
-        let sealed = self.seal_for(inbox, &[key], response, SCHEMA_VERSION)?;
+        let sealed = self.seal_for(inbox, &[key], response, SCHEMA_VERSION, now)?;
         self.conn
             .client
             .publish(inbox.clone(), sealed)

@@ -254,12 +254,14 @@ struct Published {
     not_after_ms: u64,
 }
 
+type FastHash = foldhash::fast::RandomState;
+
 /// The verified keys of every service; bad entries never get in.
 #[derive(Debug, Default, Clone)]
 pub struct Directory {
     /// service → key id → key. Nested so a lookup by `&str` allocates nothing (it runs for
-    /// every message opened).
-    keys: HashMap<String, HashMap<KeyId, Published>>,
+    /// every message opened); hashed with foldhash, since only verified entries get in.
+    keys: HashMap<String, HashMap<KeyId, Published, FastHash>, FastHash>,
     /// Bumped on every change, so callers can cache lookups.
     generation: u64,
 }

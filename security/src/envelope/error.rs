@@ -11,8 +11,6 @@ pub enum EnvelopeError {
     Unsupported { version: u8, suite: u8 },
     #[error("payload of {size} bytes exceeds the limit of {max} bytes")]
     TooLarge { size: usize, max: usize },
-    #[error("envelope for subject {sealed:?} arrived on {actual:?}")]
-    WrongSubject { sealed: String, actual: String },
     #[error("this service holds none of the envelope's recipient keys")]
     NotARecipient,
     #[error("unknown sender key {kid} claimed by {sender:?}")]
@@ -23,7 +21,7 @@ pub enum EnvelopeError {
         kid: String,
         not_after_ms: u64,
     },
-    #[error("cannot decrypt: the envelope was altered, or not made by its claimed sender")]
+    #[error("cannot decrypt: the envelope was altered, moved to another subject, or not made by its claimed sender")]
     CannotDecrypt,
     #[error("a low-order X25519 public key was refused")]
     LowOrderKey,

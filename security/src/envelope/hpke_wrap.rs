@@ -1,6 +1,8 @@
-//! Wrapping a data key for one recipient with HPKE Auth mode (RFC 9180 §5.1.3): only the
-//! recipient can unwrap it, and unwrapping succeeds only with the sender's public key, which
-//! authenticates the sender's key to the recipient.
+//! A session's data key reaches its recipients through HPKE Auth mode (RFC 9180 §5.1.3): the
+//! first recipient's context *exports* it (§5.3, the secret-export interface), and every
+//! other recipient gets it *wrapped* (a single-shot seal). Only the recipient can derive or
+//! unwrap it, and only with the sender's public key, which authenticates the sender's key to
+//! the recipient.
 
 use super::{EnvelopeError, PublicKey, SecretKeyPair};
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
@@ -32,6 +34,54 @@ fn kem_keys(
 fn kem_public(key: &PublicKey) -> Result<<Kem as hpke::Kem>::PublicKey, EnvelopeError> {
     <Kem as hpke::Kem>::PublicKey::from_bytes(key.as_bytes())
         .map_err(|_| EnvelopeError::LowOrderKey)
+}
+
+/// The exporter context of the session's data key (RFC 9180 §5.3).
+const DATA_KEY_EXPORT: &[u8] = b"ozone/envelope/v2/data-key";
+
+/// Sets up an Auth-mode context to `recipient` and exports a new data key from it; returns
+/// (enc, data key). Used for a session's first recipient: no wrap needs to travel.
+pub fn export_data_key(
+    sender: &SecretKeyPair,
+    recipient: &PublicKey,
+    info: &[u8],
+) -> Result<([u8; ENC_LEN], zeroize::Zeroizing<[u8; DATA_KEY_LEN]>), EnvelopeError> {
+    let mode = OpModeS::Auth(kem_keys(sender)?);
+    let (enc, ctx) = hpke::setup_sender::<Aead, Kdf, Kem>(&mode, &kem_public(recipient)?, info)
+        .map_err(|_| EnvelopeError::LowOrderKey)?;
+    let mut key = zeroize::Zeroizing::new([0u8; DATA_KEY_LEN]);
+    ctx.export(DATA_KEY_EXPORT, key.as_mut())
+        .map_err(|_| EnvelopeError::Random)?;
+    let enc: [u8; ENC_LEN] = enc
+        .to_bytes()
+        .as_slice()
+        .try_into()
+        .map_err(|_| EnvelopeError::Malformed("encapsulated key length"))?;
+    Ok((enc, key))
+}
+
+/// The recipient's side of [`export_data_key`]: the same data key, only if `sender` made
+/// `enc` for `me` with this `info`. (A wrong key gives a different data key, which the body's
+/// AEAD then refuses.)
+pub fn import_data_key(
+    me: &SecretKeyPair,
+    sender: &PublicKey,
+    info: &[u8],
+    enc: &[u8; ENC_LEN],
+) -> Result<zeroize::Zeroizing<[u8; DATA_KEY_LEN]>, EnvelopeError> {
+    if super::is_low_order(enc) {
+        return Err(EnvelopeError::LowOrderKey);
+    }
+    let (sk, _) = kem_keys(me)?;
+    let enc =
+        <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| EnvelopeError::LowOrderKey)?;
+    let mode = OpModeR::Auth(kem_public(sender)?);
+    let ctx = hpke::setup_receiver::<Aead, Kdf, Kem>(&mode, &sk, &enc, info)
+        .map_err(|_| EnvelopeError::CannotDecrypt)?;
+    let mut key = zeroize::Zeroizing::new([0u8; DATA_KEY_LEN]);
+    ctx.export(DATA_KEY_EXPORT, key.as_mut())
+        .map_err(|_| EnvelopeError::CannotDecrypt)?;
+    Ok(key)
 }
 
 /// Wraps `data_key` for `recipient`, authenticated as `sender`. `info` binds the wrap to its

@@ -7,15 +7,20 @@ use std::fmt;
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
-/// First 16 bytes of SHA-256 over the public key: names a key in headers and the directory.
+/// First 8 bytes of SHA-256 over the public key: names a key in headers and the directory.
+/// A lookup hint, not a security claim: which key opened a message is proven by the
+/// cryptography, and only a certificate holder can put a key in the directory, so 8 bytes
+/// (no accidental collision among the few keys in play) keep every envelope short.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub [u8; 16]);
+pub struct KeyId(pub [u8; KEY_ID_LEN]);
+
+pub const KEY_ID_LEN: usize = 8;
 
 impl KeyId {
     pub fn of(public: &[u8; 32]) -> KeyId {
         let digest = ring::digest::digest(&ring::digest::SHA256, public);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest.as_ref()[..16]);
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&digest.as_ref()[..KEY_ID_LEN]);
         KeyId(id)
     }
 }

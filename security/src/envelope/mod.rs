@@ -1,10 +1,10 @@
 //! End-to-end payload encryption: every bus payload is sealed to its recipients' X25519 keys,
 //! following HPKE (RFC 9180): DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM.
 //!
-//! A sender draws a random data key per *session* (a recipient set, bounded in time and
-//! message count) and wraps it once per recipient with HPKE in Auth mode, which also proves
-//! which sender key made the wrap. Each message is then AES-256-GCM under the data key with the
-//! whole header as associated data, so steady state costs one AES-GCM, not an X25519
+//! A sender makes a data key per *session* (a recipient set, bounded in time and message
+//! count) with HPKE in Auth mode, which also proves which sender key made it: exported from
+//! the first recipient's context, wrapped for every other one. Each message is then
+//! AES-256-GCM under the data key with the whole header and the subject as associated data, so steady state costs one AES-GCM, not an X25519
 //! operation, per message. `docs/envelope.md` specifies the wire format.
 
 pub mod auditor_key;
@@ -23,10 +23,15 @@ pub use directory::{
     directory_name, Directory, DirectoryEntry, DirectoryError, DirectoryTrust, ServiceSigner,
 };
 pub use error::EnvelopeError;
-pub use hpke_wrap::{unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
+pub use hpke_wrap::{
+    export_data_key, import_data_key, unwrap_data_key, wrap_data_key, DATA_KEY_LEN,
+};
 pub use keyring::{KeyRing, Rotation};
-pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair};
+pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair, KEY_ID_LEN};
 pub use open::{Freshness, Opened, Opener, OpenerLimits, SenderKeys};
 pub use replay::ReplayGuard;
 pub use seal::{Sealer, SessionLimits};
-pub use wire::{Envelope, Header, HeaderView, RecipientEntry, MAX_ENVELOPE_LEN, SUITE_V1, VERSION};
+pub use wire::{
+    message_id, Envelope, Header, HeaderView, RecipientEntry, MAX_ENVELOPE_LEN, SESSION_ID_LEN,
+    SUITE_V1, VERSION,
+};

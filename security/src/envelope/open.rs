@@ -1,9 +1,10 @@
-//! Opening: check the subject, find our copy of the data key (cached per session), decrypt
-//! with the header as associated data, then — only for authentic messages — check replay.
+//! Opening: find our way to the data key (cached per session), decrypt with the header and
+//! the subject the message arrived on as associated data, then — only for authentic
+//! messages — check replay.
 
-use super::hpke_wrap::unwrap_data_key;
+use super::hpke_wrap::{import_data_key, unwrap_data_key};
 use super::seal::wrap_info;
-use super::wire::{Header, HeaderView};
+use super::wire::{body_nonce, Header, HeaderView, SESSION_ID_LEN};
 use super::{EnvelopeError, KeyId, PublicKey, ReplayGuard, SecretKeyPair};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::collections::HashMap;
@@ -94,7 +95,7 @@ struct CachedKey {
     last_used_ms: u64,
 }
 
-type SessionKey = ([u8; 16], KeyId, KeyId);
+type SessionKey = ([u8; SESSION_ID_LEN], KeyId, KeyId);
 
 /// Opens envelopes addressed to one service's keys; holds the session cache and replay
 /// state, not the keys (they rotate underneath it).
@@ -104,6 +105,8 @@ pub struct Opener {
     cache: HashMap<SessionKey, CachedKey, foldhash::fast::RandomState>,
     replay: ReplayGuard,
     limits: OpenerLimits,
+    /// The body's associated data (header ‖ subject) of the current call, reused.
+    aad: Vec<u8>,
 }
 
 impl std::fmt::Debug for Opener {
@@ -122,16 +125,20 @@ impl Opener {
                 limits.max_cached_sessions,
             ),
             limits,
+            aad: Vec::new(),
         }
     }
 
+    /// Finds our entry and, unless the session is cached, derives its data key. A derived key
+    /// enters the cache only once a body authenticated under it (see [`Opener::remember`]):
+    /// an exported key is not authenticated by itself, and a forged envelope must not be
+    /// able to plant a wrong key under a real session's id.
     fn data_key(
-        &mut self,
+        &self,
         h: &HeaderView<'_>,
         mine: &(impl RecipientKeys + ?Sized),
         sender: &PublicKey,
-        now_ms: u64,
-    ) -> Result<&LessSafeKey, EnvelopeError> {
+    ) -> Result<(SessionKey, Option<LessSafeKey>), EnvelopeError> {
         // A key past its grace window is gone from `mine`, so sessions cached under it are
         // unreachable too.
         let (position, kid, me) = h
@@ -140,43 +147,56 @@ impl Opener {
             .find_map(|(i, kid)| mine.recipient_key(&kid).map(|k| (i, kid, k)))
             .ok_or(EnvelopeError::NotARecipient)?;
         let cache_key = (h.session_id, h.sender_kid, kid);
-        if !self.cache.contains_key(&cache_key) {
-            let entry = h
-                .recipients()
-                .nth(position)
-                .ok_or(EnvelopeError::NotARecipient)?;
-            let info = wrap_info(&h.session_id, h.sender, &entry.kid);
-            let data_key = unwrap_data_key(me, sender, &info, &entry.enc, &entry.wrapped)?;
-            let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref())
-                .map_err(|_| EnvelopeError::CannotDecrypt)?;
-            if self.cache.len() >= self.limits.max_cached_sessions {
-                // Evict the least recently used session: bounded memory under any load.
-                if let Some(oldest) = self
-                    .cache
-                    .iter()
-                    .min_by_key(|(_, c)| c.last_used_ms)
-                    .map(|(k, _)| *k)
-                {
-                    self.cache.remove(&oldest);
-                }
-            }
-            self.cache.insert(
-                cache_key,
-                CachedKey {
-                    key: LessSafeKey::new(key),
-                    last_used_ms: now_ms,
-                },
-            );
+        if self.cache.contains_key(&cache_key) {
+            return Ok((cache_key, None));
         }
-        let cached = self
-            .cache
-            .get_mut(&cache_key)
-            .ok_or(EnvelopeError::CannotDecrypt)?;
-        cached.last_used_ms = now_ms;
-        Ok(&cached.key)
+        let entry = h
+            .recipients()
+            .nth(position)
+            .ok_or(EnvelopeError::NotARecipient)?;
+        let info = wrap_info(&h.session_id, h.sender, &entry.kid);
+        let data_key = match &entry.wrapped {
+            None => import_data_key(me, sender, &info, &entry.enc)?,
+            Some(wrapped) => unwrap_data_key(me, sender, &info, &entry.enc, wrapped)?,
+        };
+        let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref())
+            .map_err(|_| EnvelopeError::CannotDecrypt)?;
+        Ok((cache_key, Some(LessSafeKey::new(key))))
     }
 
-    /// Opens an envelope that arrived on `actual_subject`.
+    /// Marks a session used, caching its key if it was just derived.
+    fn remember(&mut self, cache_key: SessionKey, fresh: Option<LessSafeKey>, now_ms: u64) {
+        match fresh {
+            None => {
+                if let Some(cached) = self.cache.get_mut(&cache_key) {
+                    cached.last_used_ms = now_ms;
+                }
+            }
+            Some(key) => {
+                if self.cache.len() >= self.limits.max_cached_sessions {
+                    // Evict the least recently used session: bounded memory under any load.
+                    if let Some(oldest) = self
+                        .cache
+                        .iter()
+                        .min_by_key(|(_, c)| c.last_used_ms)
+                        .map(|(k, _)| *k)
+                    {
+                        self.cache.remove(&oldest);
+                    }
+                }
+                self.cache.insert(
+                    cache_key,
+                    CachedKey {
+                        key,
+                        last_used_ms: now_ms,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Opens an envelope that arrived on `actual_subject` (an envelope sealed for another
+    /// subject does not authenticate).
     pub fn open(
         &mut self,
         actual_subject: &str,
@@ -258,7 +278,7 @@ impl Opener {
         if freshness == Freshness::Live {
             let checked = self.replay.check(
                 &header.sender_kid,
-                header.msg_id,
+                header.msg_id(),
                 header.timestamp_ms,
                 now_ms,
             );
@@ -281,32 +301,47 @@ impl Opener {
     ) -> Result<HeaderView<'b>, EnvelopeError> {
         plaintext.clear();
         let (header, header_end) = HeaderView::parse(bytes)?;
-        if header.subject != actual_subject {
-            return Err(EnvelopeError::WrongSubject {
-                sealed: header.subject.to_string(),
-                actual: actual_subject.to_string(),
-            });
-        }
         let sender = senders.sender_key(header.sender, &header.sender_kid, now_ms)?;
-        let key = self.data_key(&header, mine, &sender, now_ms)?;
-        // The one copy: the body is decrypted in place in the caller's buffer; the header is
-        // authenticated where it lies in the received bytes.
-        let (aad, body) = bytes.split_at(header_end);
-        plaintext.extend_from_slice(body);
-        let opened = key.open_in_place(
-            Nonce::assume_unique_for_key(header.nonce),
-            Aad::from(aad),
-            plaintext,
-        );
+        let (head, body) = bytes.split_at(header_end);
+        let mut aad = std::mem::take(&mut self.aad);
+        aad.clear();
+        aad.extend_from_slice(head);
+        aad.extend_from_slice(actual_subject.as_bytes());
+        let opened = self
+            .data_key(&header, mine, &sender)
+            .and_then(|(cache_key, fresh)| {
+                let key = match &fresh {
+                    Some(key) => key,
+                    None => {
+                        &self
+                            .cache
+                            .get(&cache_key)
+                            .ok_or(EnvelopeError::CannotDecrypt)?
+                            .key
+                    }
+                };
+                // The one copy of the body: decrypted in place in the caller's buffer.
+                plaintext.extend_from_slice(body);
+                let plain_len = key
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(body_nonce(header.counter)),
+                        Aad::from(&aad[..]),
+                        plaintext,
+                    )
+                    .map_err(|_| EnvelopeError::CannotDecrypt)?
+                    .len();
+                Ok((cache_key, fresh, plain_len))
+            });
+        self.aad = aad;
         match opened {
-            Ok(plain) => {
-                let plain_len = plain.len();
+            Ok((cache_key, fresh, plain_len)) => {
+                self.remember(cache_key, fresh, now_ms);
                 plaintext.truncate(plain_len);
                 Ok(header)
             }
-            Err(_) => {
+            Err(e) => {
                 plaintext.clear();
-                Err(EnvelopeError::CannotDecrypt)
+                Err(e)
             }
         }
     }

@@ -252,7 +252,7 @@ fn hex(id: &[u8; 16]) -> String {
 mod tests {
     use super::*;
 
-    const K: KeyId = KeyId([7; 16]);
+    const K: KeyId = KeyId([7; 8]);
 
     fn id(stream: u8, counter: u64) -> [u8; 16] {
         let mut id = [stream; 16];
@@ -270,7 +270,7 @@ mod tests {
         ));
         // The same counter in another stream, or from another sender, is another message.
         assert!(g.check(&K, id(2, 0), 10_000, 10_001).is_ok());
-        assert!(g.check(&KeyId([8; 16]), id(1, 0), 10_000, 10_001).is_ok());
+        assert!(g.check(&KeyId([8; 8]), id(1, 0), 10_000, 10_001).is_ok());
         assert!(matches!(
             g.check(&K, id(1, 1), 8_000, 10_000),
             Err(EnvelopeError::OutsideWindow { .. })

@@ -1,50 +1,98 @@
-//! The envelope's byte layout (version 1), parsed strictly: every length is checked, nothing
-//! trails, and the header bytes are exactly what the body's AEAD authenticates.
+//! The envelope's byte layout (version 2), parsed strictly: every length is checked, nothing
+//! trails, and the header bytes plus the subject are exactly what the body's AEAD
+//! authenticates.
 //!
 //! ```text
 //! "OZ" version:u8 suite:u8 schema:u16
-//! subject_len:u16 subject   sender_len:u8 sender   sender_kid:16
-//! msg_id:16 timestamp_ms:u64 session_id:16
-//! n:u8 n × (kid:16 enc:32 wrapped:48)
-//! nonce:12
+//! sender_len:u8 sender   sender_kid:8
+//! session_id:8 counter:u64 timestamp_ms:u64
+//! n:u8   kid:8 enc:32   (n−1) × (kid:8 enc:32 wrapped:48)
 //! ciphertext‖tag (the rest, ≥ 16)
 //! ```
-//! Integers are big-endian. Associated data of the body = every byte before the ciphertext.
+//! Integers are big-endian. Associated data of the body = every byte before the ciphertext,
+//! followed by the subject the message travels on (the subject is bound, not sent: NATS
+//! carries it). The body's nonce is `u32 0 ‖ u64be(counter)` and the message id is
+//! `session_id ‖ u64be(counter)`; neither is sent. Every byte left out of the header is a byte
+//! the broker, TLS and the kernel do not move twice per message.
 
 use super::hpke_wrap::{ENC_LEN, WRAPPED_LEN};
+use super::keys::KEY_ID_LEN;
 use super::{EnvelopeError, KeyId};
 use bytes::BufMut;
 
-pub const VERSION: u8 = 1;
-/// DHKEM(X25519, HKDF-SHA256) + HKDF-SHA256 + AES-256-GCM, HPKE Auth-mode key wrap.
+pub const VERSION: u8 = 2;
+/// DHKEM(X25519, HKDF-SHA256) + HKDF-SHA256 + AES-256-GCM: HPKE Auth mode, the data key
+/// exported from the first recipient's context and wrapped for the others.
 pub const SUITE_V1: u8 = 1;
 const MAGIC: &[u8; 2] = b"OZ";
 /// Largest envelope accepted (the NATS max_payload is 1 MiB).
 pub const MAX_ENVELOPE_LEN: usize = 1024 * 1024;
 const TAG_LEN: usize = 16;
+pub const SESSION_ID_LEN: usize = 8;
+/// The first recipient's entry: its key id and encapsulated key (its data key is exported).
+const FIRST_ENTRY_LEN: usize = KEY_ID_LEN + ENC_LEN;
+/// Every further recipient's entry: key id, encapsulated key, wrapped data key.
+const ENTRY_LEN: usize = KEY_ID_LEN + ENC_LEN + WRAPPED_LEN;
 
-/// One recipient's copy of the session's data key.
+/// One recipient's way to the session's data key: the first recipient exports it from its
+/// HPKE context (`wrapped` is `None`), every other one unwraps its copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientEntry {
     pub kid: KeyId,
     pub enc: [u8; ENC_LEN],
-    pub wrapped: [u8; WRAPPED_LEN],
+    pub wrapped: Option<[u8; WRAPPED_LEN]>,
 }
 
-/// Everything the body's AEAD authenticates.
+/// Everything the body's AEAD authenticates, besides the subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub version: u8,
     pub suite: u8,
     pub schema: u16,
-    pub subject: String,
     pub sender: String,
     pub sender_kid: KeyId,
-    pub msg_id: [u8; 16],
+    pub session_id: [u8; SESSION_ID_LEN],
+    pub counter: u64,
     pub timestamp_ms: u64,
-    pub session_id: [u8; 16],
     pub recipients: Vec<RecipientEntry>,
-    pub nonce: [u8; 12],
+}
+
+/// A message's id: its session and its number in it.
+pub fn message_id(session_id: &[u8; SESSION_ID_LEN], counter: u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..SESSION_ID_LEN].copy_from_slice(session_id);
+    id[SESSION_ID_LEN..].copy_from_slice(&counter.to_be_bytes());
+    id
+}
+
+/// The body's nonce: the counter, unique under the session's data key by construction.
+pub(crate) fn body_nonce(counter: u64) -> [u8; 12] {
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&counter.to_be_bytes());
+    nonce
+}
+
+impl Header {
+    pub fn msg_id(&self) -> [u8; 16] {
+        message_id(&self.session_id, self.counter)
+    }
+
+    /// Serialises the header; fails on fields too long for their length prefixes or
+    /// recipient entries that break the layout's rule (only the first one without a wrap).
+    pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
+        let h = HeaderRef {
+            schema: self.schema,
+            sender: &self.sender,
+            sender_kid: &self.sender_kid,
+            session_id: &self.session_id,
+            counter: self.counter,
+            timestamp_ms: self.timestamp_ms,
+            recipients: &self.recipients,
+        };
+        let mut out = Vec::with_capacity(h.len());
+        h.write(self.version, self.suite, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// A parsed envelope: header, its exact bytes, and the ciphertext.
@@ -60,14 +108,12 @@ pub struct Envelope {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeaderRef<'a> {
     pub schema: u16,
-    pub subject: &'a str,
     pub sender: &'a str,
     pub sender_kid: &'a KeyId,
-    pub msg_id: &'a [u8; 16],
+    pub session_id: &'a [u8; SESSION_ID_LEN],
+    pub counter: u64,
     pub timestamp_ms: u64,
-    pub session_id: &'a [u8; 16],
     pub recipients: &'a [RecipientEntry],
-    pub nonce: &'a [u8; 12],
 }
 
 impl HeaderRef<'_> {
@@ -75,72 +121,61 @@ impl HeaderRef<'_> {
         2 + 1
             + 1
             + 2
-            + 2
-            + self.subject.len()
             + 1
             + self.sender.len()
-            + 16
-            + 16
+            + KEY_ID_LEN
+            + SESSION_ID_LEN
             + 8
-            + 16
+            + 8
             + 1
-            + self.recipients.len() * 96
-            + 12
+            + self.recipients.len().saturating_sub(1) * ENTRY_LEN
+            + if self.recipients.is_empty() {
+                0
+            } else {
+                FIRST_ENTRY_LEN
+            }
     }
 
-    /// Appends the encoded header (version 1, suite 1) to `out`.
+    /// Appends the encoded header to `out`.
     pub(crate) fn write(
         &self,
         version: u8,
         suite: u8,
         out: &mut impl BufMut,
     ) -> Result<(), EnvelopeError> {
-        let subject_len = u16::try_from(self.subject.len())
-            .map_err(|_| EnvelopeError::Malformed("subject too long"))?;
         let sender_len = u8::try_from(self.sender.len())
             .map_err(|_| EnvelopeError::Malformed("sender too long"))?;
         let count = u8::try_from(self.recipients.len())
             .map_err(|_| EnvelopeError::Malformed("too many recipients"))?;
+        if count == 0 {
+            return Err(EnvelopeError::Malformed("no recipients"));
+        }
         out.put_slice(MAGIC);
         out.put_u8(version);
         out.put_u8(suite);
-        out.put_slice(&self.schema.to_be_bytes());
-        out.put_slice(&subject_len.to_be_bytes());
-        out.put_slice(self.subject.as_bytes());
+        out.put_u16(self.schema);
         out.put_u8(sender_len);
         out.put_slice(self.sender.as_bytes());
         out.put_slice(&self.sender_kid.0);
-        out.put_slice(self.msg_id);
-        out.put_slice(&self.timestamp_ms.to_be_bytes());
         out.put_slice(self.session_id);
+        out.put_u64(self.counter);
+        out.put_u64(self.timestamp_ms);
         out.put_u8(count);
-        for r in self.recipients {
+        for (i, r) in self.recipients.iter().enumerate() {
             out.put_slice(&r.kid.0);
             out.put_slice(&r.enc);
-            out.put_slice(&r.wrapped);
+            match (i, &r.wrapped) {
+                (0, None) => {}
+                (0, Some(_)) => {
+                    return Err(EnvelopeError::Malformed(
+                        "the first recipient carries a wrap",
+                    ))
+                }
+                (_, Some(w)) => out.put_slice(w),
+                (_, None) => return Err(EnvelopeError::Malformed("a recipient lacks its wrap")),
+            }
         }
-        out.put_slice(self.nonce);
         Ok(())
-    }
-}
-
-impl Header {
-    /// Serialises the header; fails on fields too long for their length prefixes.
-    pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
-        let h = HeaderRef {
-            schema: self.schema,
-            subject: &self.subject,
-            sender: &self.sender,
-            sender_kid: &self.sender_kid,
-            msg_id: &self.msg_id,
-            timestamp_ms: self.timestamp_ms,
-            session_id: &self.session_id,
-            recipients: &self.recipients,
-            nonce: &self.nonce,
-        };
-        let mut out = Vec::with_capacity(h.len());
-        h.write(self.version, self.suite, &mut out)?;
-        Ok(out)
     }
 }
 
@@ -184,18 +219,37 @@ pub struct HeaderView<'a> {
     pub version: u8,
     pub suite: u8,
     pub schema: u16,
-    pub subject: &'a str,
     pub sender: &'a str,
     pub sender_kid: KeyId,
-    pub msg_id: [u8; 16],
+    pub session_id: [u8; SESSION_ID_LEN],
+    pub counter: u64,
     pub timestamp_ms: u64,
-    pub session_id: [u8; 16],
-    /// `n` entries of `kid ‖ enc ‖ wrapped`, as on the wire.
-    recipients: &'a [u8],
-    pub nonce: [u8; 12],
+    /// The first entry (`kid ‖ enc`), as on the wire.
+    first: &'a [u8],
+    /// The other entries (`kid ‖ enc ‖ wrapped` each), as on the wire.
+    rest: &'a [u8],
 }
 
-const ENTRY_LEN: usize = 16 + ENC_LEN + WRAPPED_LEN;
+fn key_id(bytes: &[u8]) -> KeyId {
+    let mut kid = [0u8; KEY_ID_LEN];
+    kid.copy_from_slice(&bytes[..KEY_ID_LEN]);
+    KeyId(kid)
+}
+
+fn entry_of(bytes: &[u8]) -> RecipientEntry {
+    let mut enc = [0u8; ENC_LEN];
+    enc.copy_from_slice(&bytes[KEY_ID_LEN..FIRST_ENTRY_LEN]);
+    let wrapped = (bytes.len() == ENTRY_LEN).then(|| {
+        let mut w = [0u8; WRAPPED_LEN];
+        w.copy_from_slice(&bytes[FIRST_ENTRY_LEN..]);
+        w
+    });
+    RecipientEntry {
+        kid: key_id(bytes),
+        enc,
+        wrapped,
+    }
+}
 
 impl<'a> HeaderView<'a> {
     /// Parses the header and checks the ciphertext's minimum length without copying it;
@@ -217,20 +271,18 @@ impl<'a> HeaderView<'a> {
             return Err(EnvelopeError::Unsupported { version, suite });
         }
         let schema = r.u16("schema")?;
-        let subject_len = r.u16("subject length")? as usize;
-        let subject = r.str(subject_len, "subject")?;
         let sender_len = r.u8("sender length")? as usize;
         let sender = r.str(sender_len, "sender")?;
-        let sender_kid = KeyId(r.array("sender key id")?);
-        let msg_id = r.array("message id")?;
-        let timestamp_ms = u64::from_be_bytes(r.array("timestamp")?);
+        let sender_kid = key_id(r.take(KEY_ID_LEN, "sender key id")?);
         let session_id = r.array("session id")?;
+        let counter = u64::from_be_bytes(r.array("counter")?);
+        let timestamp_ms = u64::from_be_bytes(r.array("timestamp")?);
         let count = r.u8("recipient count")?;
         if count == 0 {
             return Err(EnvelopeError::Malformed("no recipients"));
         }
-        let recipients = r.take(count as usize * ENTRY_LEN, "recipient entries")?;
-        let nonce = r.array("nonce")?;
+        let first = r.take(FIRST_ENTRY_LEN, "recipient entries")?;
+        let rest = r.take((count as usize - 1) * ENTRY_LEN, "recipient entries")?;
         let header_end = r.pos;
         if bytes.len() - header_end < TAG_LEN {
             return Err(EnvelopeError::Malformed("ciphertext shorter than its tag"));
@@ -240,43 +292,34 @@ impl<'a> HeaderView<'a> {
                 version,
                 suite,
                 schema,
-                subject,
                 sender,
                 sender_kid,
-                msg_id,
-                timestamp_ms,
                 session_id,
-                recipients,
-                nonce,
+                counter,
+                timestamp_ms,
+                first,
+                rest,
             },
             header_end,
         ))
     }
 
-    /// The recipient entries, in order.
-    pub fn recipients(&self) -> impl Iterator<Item = RecipientEntry> + 'a {
-        self.recipients.chunks_exact(ENTRY_LEN).map(|e| {
-            let mut kid = [0u8; 16];
-            let mut enc = [0u8; ENC_LEN];
-            let mut wrapped = [0u8; WRAPPED_LEN];
-            kid.copy_from_slice(&e[..16]);
-            enc.copy_from_slice(&e[16..16 + ENC_LEN]);
-            wrapped.copy_from_slice(&e[16 + ENC_LEN..]);
-            RecipientEntry {
-                kid: KeyId(kid),
-                enc,
-                wrapped,
-            }
-        })
+    pub fn msg_id(&self) -> [u8; 16] {
+        message_id(&self.session_id, self.counter)
     }
 
-    /// The recipient key ids, in order (no copy of the wraps).
+    fn entries(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        std::iter::once(self.first).chain(self.rest.chunks_exact(ENTRY_LEN))
+    }
+
+    /// The recipient entries, in order.
+    pub fn recipients(&self) -> impl Iterator<Item = RecipientEntry> + 'a {
+        self.entries().map(entry_of)
+    }
+
+    /// The recipient key ids, in order (no copy of the keys and wraps).
     pub fn recipient_kids(&self) -> impl Iterator<Item = KeyId> + 'a {
-        self.recipients.chunks_exact(ENTRY_LEN).map(|e| {
-            let mut kid = [0u8; 16];
-            kid.copy_from_slice(&e[..16]);
-            KeyId(kid)
-        })
+        self.entries().map(key_id)
     }
 
     pub fn to_header(&self) -> Header {
@@ -284,14 +327,12 @@ impl<'a> HeaderView<'a> {
             version: self.version,
             suite: self.suite,
             schema: self.schema,
-            subject: self.subject.to_string(),
             sender: self.sender.to_string(),
             sender_kid: self.sender_kid,
-            msg_id: self.msg_id,
-            timestamp_ms: self.timestamp_ms,
             session_id: self.session_id,
+            counter: self.counter,
+            timestamp_ms: self.timestamp_ms,
             recipients: self.recipients().collect(),
-            nonce: self.nonce,
         }
     }
 }
