@@ -39,6 +39,45 @@ fn kem_public(key: &PublicKey) -> Result<<Kem as hpke::Kem>::PublicKey, Envelope
 /// The exporter context of the session's data key (RFC 9180 §5.3).
 const DATA_KEY_EXPORT: &[u8] = b"ozone/envelope/v2/data-key";
 
+type SenderContext = hpke::aead::AeadCtxS<Aead, Kdf, Kem>;
+type ReceiverContext = hpke::aead::AeadCtxR<Aead, Kdf, Kem>;
+
+/// An Auth-mode context from `sender` to `recipient`, bound to `info`; returns (enc, context).
+fn sender_context(
+    sender: &SecretKeyPair,
+    recipient: &PublicKey,
+    info: &[u8],
+) -> Result<([u8; ENC_LEN], SenderContext), EnvelopeError> {
+    let mode = OpModeS::Auth(kem_keys(sender)?);
+    let (enc, ctx) = hpke::setup_sender::<Aead, Kdf, Kem>(&mode, &kem_public(recipient)?, info)
+        .map_err(|_| EnvelopeError::LowOrderKey)?;
+    let enc: [u8; ENC_LEN] = enc
+        .to_bytes()
+        .as_slice()
+        .try_into()
+        .map_err(|_| EnvelopeError::Malformed("encapsulated key length"))?;
+    Ok((enc, ctx))
+}
+
+/// The recipient's side of [`sender_context`]. Setting it up authenticates nothing by itself:
+/// a wrong sender key or `enc` gives a different context, which the AEAD then refuses.
+fn receiver_context(
+    me: &SecretKeyPair,
+    sender: &PublicKey,
+    info: &[u8],
+    enc: &[u8; ENC_LEN],
+) -> Result<ReceiverContext, EnvelopeError> {
+    if super::is_low_order(enc) {
+        return Err(EnvelopeError::LowOrderKey);
+    }
+    let (sk, _) = kem_keys(me)?;
+    let enc =
+        <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| EnvelopeError::LowOrderKey)?;
+    let mode = OpModeR::Auth(kem_public(sender)?);
+    hpke::setup_receiver::<Aead, Kdf, Kem>(&mode, &sk, &enc, info)
+        .map_err(|_| EnvelopeError::CannotDecrypt)
+}
+
 /// Sets up an Auth-mode context to `recipient` and exports a new data key from it; returns
 /// (enc, data key). Used for a session's first recipient: no wrap needs to travel.
 pub fn export_data_key(
@@ -46,17 +85,10 @@ pub fn export_data_key(
     recipient: &PublicKey,
     info: &[u8],
 ) -> Result<([u8; ENC_LEN], zeroize::Zeroizing<[u8; DATA_KEY_LEN]>), EnvelopeError> {
-    let mode = OpModeS::Auth(kem_keys(sender)?);
-    let (enc, ctx) = hpke::setup_sender::<Aead, Kdf, Kem>(&mode, &kem_public(recipient)?, info)
-        .map_err(|_| EnvelopeError::LowOrderKey)?;
+    let (enc, ctx) = sender_context(sender, recipient, info)?;
     let mut key = zeroize::Zeroizing::new([0u8; DATA_KEY_LEN]);
     ctx.export(DATA_KEY_EXPORT, key.as_mut())
         .map_err(|_| EnvelopeError::Random)?;
-    let enc: [u8; ENC_LEN] = enc
-        .to_bytes()
-        .as_slice()
-        .try_into()
-        .map_err(|_| EnvelopeError::Malformed("encapsulated key length"))?;
     Ok((enc, key))
 }
 
@@ -69,43 +101,26 @@ pub fn import_data_key(
     info: &[u8],
     enc: &[u8; ENC_LEN],
 ) -> Result<zeroize::Zeroizing<[u8; DATA_KEY_LEN]>, EnvelopeError> {
-    if super::is_low_order(enc) {
-        return Err(EnvelopeError::LowOrderKey);
-    }
-    let (sk, _) = kem_keys(me)?;
-    let enc =
-        <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| EnvelopeError::LowOrderKey)?;
-    let mode = OpModeR::Auth(kem_public(sender)?);
-    let ctx = hpke::setup_receiver::<Aead, Kdf, Kem>(&mode, &sk, &enc, info)
-        .map_err(|_| EnvelopeError::CannotDecrypt)?;
+    let ctx = receiver_context(me, sender, info, enc)?;
     let mut key = zeroize::Zeroizing::new([0u8; DATA_KEY_LEN]);
     ctx.export(DATA_KEY_EXPORT, key.as_mut())
         .map_err(|_| EnvelopeError::CannotDecrypt)?;
     Ok(key)
 }
 
-/// Wraps `data_key` for `recipient`, authenticated as `sender`. `info` binds the wrap to its
-/// context (session, sender, recipient); returns (enc, wrapped).
+/// Wraps `data_key` for `recipient`, authenticated as `sender` (the context's first seal,
+/// empty AAD: RFC 9180's single-shot seal). `info` binds the wrap to its context (session,
+/// sender, recipient); returns (enc, wrapped).
 pub fn wrap_data_key(
     sender: &SecretKeyPair,
     recipient: &PublicKey,
     info: &[u8],
     data_key: &[u8; DATA_KEY_LEN],
 ) -> Result<([u8; ENC_LEN], [u8; WRAPPED_LEN]), EnvelopeError> {
-    let mode = OpModeS::Auth(kem_keys(sender)?);
-    let (enc, wrapped) = hpke::single_shot_seal::<Aead, Kdf, Kem>(
-        &mode,
-        &kem_public(recipient)?,
-        info,
-        data_key,
-        b"",
-    )
-    .map_err(|_| EnvelopeError::LowOrderKey)?;
-    let enc: [u8; ENC_LEN] = enc
-        .to_bytes()
-        .as_slice()
-        .try_into()
-        .map_err(|_| EnvelopeError::Malformed("encapsulated key length"))?;
+    let (enc, mut ctx) = sender_context(sender, recipient, info)?;
+    let wrapped = ctx
+        .seal(data_key, b"")
+        .map_err(|_| EnvelopeError::LowOrderKey)?;
     let wrapped: [u8; WRAPPED_LEN] = wrapped
         .as_slice()
         .try_into()
@@ -121,14 +136,9 @@ pub fn unwrap_data_key(
     enc: &[u8; ENC_LEN],
     wrapped: &[u8; WRAPPED_LEN],
 ) -> Result<zeroize::Zeroizing<[u8; DATA_KEY_LEN]>, EnvelopeError> {
-    if super::is_low_order(enc) {
-        return Err(EnvelopeError::LowOrderKey);
-    }
-    let (sk, _) = kem_keys(me)?;
-    let enc =
-        <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| EnvelopeError::LowOrderKey)?;
-    let mode = OpModeR::Auth(kem_public(sender)?);
-    let plain = hpke::single_shot_open::<Aead, Kdf, Kem>(&mode, &sk, &enc, info, wrapped, b"")
+    let mut ctx = receiver_context(me, sender, info, enc)?;
+    let plain = ctx
+        .open(wrapped, b"")
         .map_err(|_| EnvelopeError::CannotDecrypt)?;
     let plain = zeroize::Zeroizing::new(plain);
     let mut key = zeroize::Zeroizing::new([0u8; DATA_KEY_LEN]);
