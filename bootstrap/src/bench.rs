@@ -5,6 +5,7 @@ use futures::StreamExt;
 use ozone_bus_schemas::{Component, Identity, Subject};
 use ozone_nats::bus::{local_keys, Bus};
 use ozone_nats::{find_binary, Connection, NatsServer, NatsSettings};
+use ozone_security::envelope::{Sealer, SecretKeyPair, SessionLimits};
 use ozone_security::{tls, Home};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -32,8 +33,8 @@ pub struct Row {
     pub size: usize,
     pub raw_msgs_per_s: f64,
     pub bus_msgs_per_s: f64,
-    /// Median over rounds of sealed / raw measured back to back in the same round: this
-    /// machine's speed drifts between rounds (other tenants), and pairing cancels the drift.
+    /// Median over rounds of sealed / raw measured back to back in the same round: a shared
+    /// machine's speed drifts between rounds, and pairing cancels the drift.
     pub pubsub_ratio: f64,
     /// Raw publish→subscribe of payloads as large as the sealed envelopes: separates what the
     /// extra bytes cost (in TLS, the server, the kernel) from what sealing and opening cost.
@@ -48,17 +49,21 @@ pub struct Row {
     pub bus_p99_us: f64,
 }
 
-/// The size of a sealed `Blob` of `size` bytes on the bench subject: the MessagePack payload
-/// plus the envelope's header (one recipient, this sender) and tag.
+/// The size of a sealed `Blob` of `size` bytes from the core to one recipient: sealed with
+/// throwaway keys and measured, not computed from the layout.
 fn envelope_size(size: usize) -> anyhow::Result<usize> {
     let payload = rmp_serde::to_vec_named(&Blob {
         data: vec![0; size],
-    })?
-    .len();
-    let sender = Component::Core.name().len();
-    // magic, version, suite, schema, sender, sender kid, session, counter, timestamp, count,
-    // one recipient (kid, enc; its data key is exported, not wrapped), tag
-    Ok(payload + 2 + 1 + 1 + 2 + 1 + sender + 8 + 8 + 8 + 8 + 1 + 40 + 16)
+    })?;
+    let recipient = SecretKeyPair::generate()?;
+    let mut sealer = Sealer::new(
+        Component::Core.name(),
+        SecretKeyPair::generate()?,
+        SessionLimits::default(),
+    );
+    Ok(sealer
+        .seal("spark.bench", 1, &[*recipient.public()], &payload, 0)?
+        .len())
 }
 
 /// Rounds of each measurement per size.

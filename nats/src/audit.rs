@@ -13,7 +13,8 @@ use ozone_bus_schemas::phase::{PhaseEvent, PhaseTransition};
 use ozone_bus_schemas::streams::{parse_key_entry_key, AUDIT_STREAM};
 use ozone_bus_schemas::{AuditEvent, Identity, Subject, AUDIT_SCHEMA};
 use ozone_security::envelope::{
-    directory_name, Directory, DirectoryEntry, DirectoryTrust, Opener, OpenerLimits, SecretKeyPair,
+    directory_name, Directory, DirectoryEntry, DirectoryTrust, Freshness, Opener, OpenerLimits,
+    SecretKeyPair,
 };
 use std::time::SystemTime;
 
@@ -258,7 +259,8 @@ impl AuditReader {
                 verdict,
             };
         }
-        let opened = self.opener.open_archived(
+        let opened = self.opener.open_with(
+            Freshness::Archived,
             &subject,
             &msg.payload,
             std::slice::from_ref(&self.key),

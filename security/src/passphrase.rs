@@ -83,7 +83,7 @@ fn generate(path: &std::path::Path) -> Result<(), PassphraseError> {
     SystemRandom::new()
         .fill(raw.as_mut())
         .map_err(|_| PassphraseError::Random)?;
-    let hex: Zeroizing<String> = Zeroizing::new(raw.iter().map(|b| format!("{b:02x}")).collect());
+    let hex: Zeroizing<String> = Zeroizing::new(hex::encode(raw.as_ref()));
     write_secret(path, hex.as_bytes())?;
     Ok(())
 }

@@ -334,6 +334,7 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
     // each auditor and opens exactly the events the Rust reader opened. An audit event is
     // sealed to the auditors in turn: the first derives the data key by HPKE export, the
     // second unwraps it, so reading as both covers both ways.
+    // (The last reading, as `siem`, is checked further below.)
     let mut python = Vec::new();
     for auditor in ["console", "siem"] {
         python = python_reader(&eco, auditor)?;

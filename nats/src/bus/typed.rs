@@ -268,7 +268,7 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
     ) -> Result<Received<T>, BusError> {
-        self.open_with(msg, false)
+        self.open_with(msg, Freshness::Live)
     }
 
     /// Opens a message read back from a stream (retained state): authenticated like
@@ -277,15 +277,15 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
     ) -> Result<Received<T>, BusError> {
-        self.open_with(msg, true)
+        self.open_with(msg, Freshness::Archived)
     }
 
     fn open_with<T: DeserializeOwned>(
         &self,
         msg: &async_nats::Message,
-        archived: bool,
+        freshness: Freshness,
     ) -> Result<Received<T>, BusError> {
-        decoded(self.open_plain(msg, archived, |p| decode_payload(&msg.subject, p))?)
+        decoded(self.open_plain(msg, freshness, |p| decode_payload(&msg.subject, p))?)
     }
 
     /// Authenticates and decrypts, checks the schema version, and hands the plaintext to
@@ -294,55 +294,61 @@ impl Bus {
     fn open_plain<R>(
         &self,
         msg: &async_nats::Message,
-        archived: bool,
+        freshness: Freshness,
         decode: impl FnOnce(&[u8]) -> R,
     ) -> Result<Received<R>, BusError> {
         thread_local! {
             static PLAINTEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let subject = msg.subject.as_str();
         PLAINTEXT.with_borrow_mut(|plain| {
-            let (sender, schema) = {
-                let ring = self.keys.ring.read().map_err(lock_err)?;
-                let dir = self.keys.directory.read().map_err(lock_err)?;
-                let mut opener = self.keys.opener.lock().map_err(lock_err)?;
-                let freshness = if archived {
-                    Freshness::Archived
-                } else {
-                    Freshness::Live
-                };
-                let opened = opener.open_into(
-                    freshness,
-                    subject,
-                    &msg.payload,
-                    &*ring,
-                    &*dir,
-                    now_ms(),
-                    plain,
-                );
-                let header = opened.map_err(|source| BusError::Envelope {
-                    subject: subject.to_string(),
-                    source,
-                })?;
-                (header.sender.to_string(), header.schema)
-            };
-            if schema != SCHEMA_VERSION {
-                return Err(BusError::Invalid {
-                    subject: subject.to_string(),
-                    detail: format!("schema {schema} (expected {SCHEMA_VERSION})"),
-                });
-            }
-            let message = decode(plain);
-            // A rare huge message does not pin its buffer's memory to the thread.
+            let opened = self.open_in(msg, freshness, plain, decode);
+            // A rare huge message (opened or refused) does not pin its buffer to the thread.
             if plain.capacity() > 256 * 1024 {
                 *plain = Vec::new();
             }
-            Ok(Received {
+            opened
+        })
+    }
+
+    /// [`Bus::open_plain`] with the plaintext buffer given.
+    fn open_in<R>(
+        &self,
+        msg: &async_nats::Message,
+        freshness: Freshness,
+        plain: &mut Vec<u8>,
+        decode: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Received<R>, BusError> {
+        let subject = msg.subject.as_str();
+        let (sender, schema) = {
+            let ring = self.keys.ring.read().map_err(lock_err)?;
+            let dir = self.keys.directory.read().map_err(lock_err)?;
+            let mut opener = self.keys.opener.lock().map_err(lock_err)?;
+            let opened = opener.open_into(
+                freshness,
+                subject,
+                &msg.payload,
+                &*ring,
+                &*dir,
+                now_ms(),
+                plain,
+            );
+            let header = opened.map_err(|source| BusError::Envelope {
                 subject: subject.to_string(),
-                sender,
-                reply: msg.reply.as_ref().map(|r| r.to_string()),
-                message,
-            })
+                source,
+            })?;
+            (header.sender.to_string(), header.schema)
+        };
+        if schema != SCHEMA_VERSION {
+            return Err(BusError::Invalid {
+                subject: subject.to_string(),
+                detail: format!("schema {schema} (expected {SCHEMA_VERSION})"),
+            });
+        }
+        Ok(Received {
+            subject: subject.to_string(),
+            sender,
+            reply: msg.reply.as_ref().map(|r| r.to_string()),
+            message: decode(plain),
         })
     }
 
@@ -367,13 +373,13 @@ impl Bus {
         msg: &async_nats::Message,
         decode: impl Fn(&[u8]) -> R,
     ) -> Result<Received<R>, BusError> {
-        match self.open_plain(msg, false, &decode) {
+        match self.open_plain(msg, Freshness::Live, &decode) {
             Err(BusError::Envelope {
                 source: EnvelopeError::UnknownSender { .. },
                 ..
             }) => {
                 tokio::time::sleep(Duration::from_millis(150)).await;
-                self.open_plain(msg, false, &decode)
+                self.open_plain(msg, Freshness::Live, &decode)
             }
             result => result,
         }

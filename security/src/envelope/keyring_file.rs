@@ -52,15 +52,13 @@ impl Drop for Stored {
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
-    let bytes: Vec<u8> = (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-        .collect::<Option<_>>()?;
-    bytes.try_into().ok()
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
 }
 
 fn to_hex(b: &[u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 /// The ring file of a service.

@@ -4,8 +4,9 @@
 //! A sender makes a data key per *session* (a recipient set, bounded in time and message
 //! count) with HPKE in Auth mode, which also proves which sender key made it: exported from
 //! the first recipient's context, wrapped for every other one. Each message is then
-//! AES-256-GCM under the data key with the whole header and the subject as associated data, so steady state costs one AES-GCM, not an X25519
-//! operation, per message. `docs/envelope.md` specifies the wire format.
+//! AES-256-GCM under the data key with the whole header and the subject as associated data,
+//! so steady state costs one AES-GCM, not an X25519 operation, per message.
+//! `docs/envelope.md` specifies the wire format.
 
 pub mod auditor_key;
 mod directory;
@@ -23,9 +24,7 @@ pub use directory::{
     directory_name, Directory, DirectoryEntry, DirectoryError, DirectoryTrust, ServiceSigner,
 };
 pub use error::EnvelopeError;
-pub use hpke_wrap::{
-    export_data_key, import_data_key, unwrap_data_key, wrap_data_key, DATA_KEY_LEN,
-};
+pub use hpke_wrap::{unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
 pub use keyring::{KeyRing, Rotation};
 pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair, KEY_ID_LEN};
 pub use open::{Freshness, Opened, Opener, OpenerLimits, SenderKeys};

@@ -4,7 +4,7 @@
 
 use super::hpke_wrap::{import_data_key, unwrap_data_key};
 use super::seal::wrap_info;
-use super::wire::{body_nonce, Header, HeaderView, SESSION_ID_LEN};
+use super::wire::{body_aad, body_nonce, Header, HeaderView, SESSION_ID_LEN};
 use super::{EnvelopeError, KeyId, PublicKey, ReplayGuard, SecretKeyPair};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::collections::HashMap;
@@ -205,7 +205,7 @@ impl Opener {
         senders: &impl SenderKeys,
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
-        self.open_owned(
+        self.open_with(
             Freshness::Live,
             actual_subject,
             bytes,
@@ -215,28 +215,11 @@ impl Opener {
         )
     }
 
-    /// Opens an envelope read back from a stream's archive (the audit stream): authenticated
-    /// and decrypted exactly like [`Opener::open`], but with no freshness or replay check —
-    /// archived messages are old by design, and the stream's sequence numbers order them.
-    pub fn open_archived(
-        &mut self,
-        actual_subject: &str,
-        bytes: &[u8],
-        mine: &(impl RecipientKeys + ?Sized),
-        senders: &impl SenderKeys,
-        now_ms: u64,
-    ) -> Result<Opened, EnvelopeError> {
-        self.open_owned(
-            Freshness::Archived,
-            actual_subject,
-            bytes,
-            mine,
-            senders,
-            now_ms,
-        )
-    }
-
-    fn open_owned(
+    /// [`Opener::open`] with a choice of freshness: a message read back from a stream's
+    /// archive (the audit stream) is authenticated and decrypted exactly like a live one, but
+    /// with no freshness or replay check — archived messages are old by design, and the
+    /// stream's sequence numbers order them.
+    pub fn open_with(
         &mut self,
         freshness: Freshness,
         actual_subject: &str,
@@ -260,7 +243,7 @@ impl Opener {
         Ok(Opened { header, plaintext })
     }
 
-    /// [`Opener::open`] or [`Opener::open_archived`], decrypting into `plaintext` (cleared
+    /// [`Opener::open_with`], decrypting into `plaintext` (cleared
     /// first; a buffer the caller reuses saves an allocation per message) and returning the
     /// header borrowed from `bytes`. On an error `plaintext` holds nothing authentic.
     #[allow(clippy::too_many_arguments)]
@@ -278,7 +261,8 @@ impl Opener {
         if freshness == Freshness::Live {
             let checked = self.replay.check(
                 &header.sender_kid,
-                header.msg_id(),
+                header.session_id,
+                header.counter,
                 header.timestamp_ms,
                 now_ms,
             );
@@ -304,9 +288,7 @@ impl Opener {
         let sender = senders.sender_key(header.sender, &header.sender_kid, now_ms)?;
         let (head, body) = bytes.split_at(header_end);
         let mut aad = std::mem::take(&mut self.aad);
-        aad.clear();
-        aad.extend_from_slice(head);
-        aad.extend_from_slice(actual_subject.as_bytes());
+        body_aad(&mut aad, head, actual_subject);
         let opened = self
             .data_key(&header, mine, &sender)
             .and_then(|(cache_key, fresh)| {

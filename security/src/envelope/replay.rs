@@ -142,12 +142,14 @@ impl ReplayGuard {
         }
     }
 
-    /// Accepts message `id` from the sender key `sender`, stamped `ts_ms`, once; call only
-    /// after the message authenticated, so a forger cannot fill the memory.
+    /// Accepts message `counter` of stream `stream_id` from the sender key `sender`, stamped
+    /// `ts_ms`, once; call only after the message authenticated, so a forger cannot fill the
+    /// memory.
     pub fn check(
         &mut self,
         sender: &KeyId,
-        id: [u8; 16],
+        stream_id: [u8; 8],
+        counter: u64,
         ts_ms: u64,
         now_ms: u64,
     ) -> Result<(), EnvelopeError> {
@@ -163,9 +165,6 @@ impl ReplayGuard {
             self.last_sweep_ms = now_ms;
             self.forget_idle(oldest_fresh_ms);
         }
-        let mut stream_id = [0u8; 8];
-        stream_id.copy_from_slice(&id[..8]);
-        let counter = u64::from_be_bytes(id[8..].try_into().unwrap_or_default());
         let key = (*sender, stream_id);
         if !self.streams.contains_key(&key) && self.streams.len() >= self.max_streams {
             self.evict_least_recent(None);
@@ -180,9 +179,10 @@ impl ReplayGuard {
         let before = stream.words.len();
         let accepted = stream.accept(counter, ts_ms, oldest_fresh_ms, self.max_words);
         self.words = self.words + stream.words.len() - before;
+        let id = || hex::encode(super::message_id(&stream_id, counter));
         match accepted {
-            Err(Refusal::Seen) => return Err(EnvelopeError::Replay(hex(&id))),
-            Err(Refusal::BelowWindow) => return Err(EnvelopeError::BeyondReplayWindow(hex(&id))),
+            Err(Refusal::Seen) => return Err(EnvelopeError::Replay(id())),
+            Err(Refusal::BelowWindow) => return Err(EnvelopeError::BeyondReplayWindow(id())),
             Ok(()) => {}
         }
         while self.words > self.max_words {
@@ -244,40 +244,30 @@ impl ReplayGuard {
     }
 }
 
-fn hex(id: &[u8; 16]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const K: KeyId = KeyId([7; 8]);
 
-    fn id(stream: u8, counter: u64) -> [u8; 16] {
-        let mut id = [stream; 16];
-        id[8..].copy_from_slice(&counter.to_be_bytes());
-        id
-    }
-
     #[test]
     fn duplicates_and_stale_messages_are_refused() {
         let mut g = ReplayGuard::new(1_000, 1 << 16, 16);
-        assert!(g.check(&K, id(1, 0), 10_000, 10_000).is_ok());
+        assert!(g.check(&K, [1; 8], 0, 10_000, 10_000).is_ok());
         assert!(matches!(
-            g.check(&K, id(1, 0), 10_000, 10_001),
+            g.check(&K, [1; 8], 0, 10_000, 10_001),
             Err(EnvelopeError::Replay(_))
         ));
         // The same counter in another stream, or from another sender, is another message.
-        assert!(g.check(&K, id(2, 0), 10_000, 10_001).is_ok());
-        assert!(g.check(&KeyId([8; 8]), id(1, 0), 10_000, 10_001).is_ok());
+        assert!(g.check(&K, [2; 8], 0, 10_000, 10_001).is_ok());
+        assert!(g.check(&KeyId([8; 8]), [1; 8], 0, 10_000, 10_001).is_ok());
         assert!(matches!(
-            g.check(&K, id(1, 1), 8_000, 10_000),
+            g.check(&K, [1; 8], 1, 8_000, 10_000),
             Err(EnvelopeError::OutsideWindow { .. })
         ));
         // After the window the stream is forgotten, and its timestamps are refused anyway.
-        assert!(g.check(&K, id(3, 0), 12_000, 12_000).is_ok());
-        assert!(g.check(&K, id(1, 0), 10_000, 12_000).is_err());
+        assert!(g.check(&K, [3; 8], 0, 12_000, 12_000).is_ok());
+        assert!(g.check(&K, [1; 8], 0, 10_000, 12_000).is_err());
     }
 
     #[test]
@@ -289,10 +279,10 @@ mod tests {
         order.swap(11, 900);
         for (i, c) in order.iter().enumerate() {
             let t = 1_000_000 + i as u64;
-            assert!(g.check(&K, id(1, *c), t, t).is_ok(), "counter {c}");
+            assert!(g.check(&K, [1; 8], *c, t, t).is_ok(), "counter {c}");
         }
         for c in order {
-            assert!(g.check(&K, id(1, c), 1_002_000, 1_002_000).is_err());
+            assert!(g.check(&K, [1; 8], c, 1_002_000, 1_002_000).is_err());
         }
     }
 
@@ -301,17 +291,17 @@ mod tests {
         let mut g = ReplayGuard::new(1_000, 1 << 16, 16);
         // Counter 1 is older than the window's start by now, but counter 2 was sealed after it
         // (before counter 100) and may still be in flight: its word must still be there.
-        assert!(g.check(&K, id(1, 1), 10_000, 10_000).is_ok());
-        assert!(g.check(&K, id(1, 100), 10_500, 10_500).is_ok());
-        assert!(g.check(&K, id(1, 2), 10_400, 11_200).is_ok());
-        assert!(g.check(&K, id(1, 2), 10_400, 11_201).is_err());
+        assert!(g.check(&K, [1; 8], 1, 10_000, 10_000).is_ok());
+        assert!(g.check(&K, [1; 8], 100, 10_500, 10_500).is_ok());
+        assert!(g.check(&K, [1; 8], 2, 10_400, 11_200).is_ok());
+        assert!(g.check(&K, [1; 8], 2, 10_400, 11_201).is_err());
         // A stream quiet for longer than the window is forgotten; when it speaks again, late
         // counters below its new first one are accepted once, and its old ones stay refused.
-        assert!(g.check(&K, id(2, 10), 20_000, 20_000).is_ok());
-        assert!(g.check(&K, id(2, 500), 23_000, 23_000).is_ok());
-        assert!(g.check(&K, id(2, 499), 22_990, 23_001).is_ok());
-        assert!(g.check(&K, id(2, 499), 22_990, 23_002).is_err());
-        assert!(g.check(&K, id(2, 10), 20_000, 23_003).is_err());
+        assert!(g.check(&K, [2; 8], 10, 20_000, 20_000).is_ok());
+        assert!(g.check(&K, [2; 8], 500, 23_000, 23_000).is_ok());
+        assert!(g.check(&K, [2; 8], 499, 22_990, 23_001).is_ok());
+        assert!(g.check(&K, [2; 8], 499, 22_990, 23_002).is_err());
+        assert!(g.check(&K, [2; 8], 10, 20_000, 23_003).is_err());
     }
 
     #[test]
@@ -320,17 +310,17 @@ mod tests {
         let mut g = ReplayGuard::new(600_000, 4_096, 4);
         for c in 0..100_000u64 {
             let t = 1_000_000 + c / 100;
-            assert!(g.check(&K, id(1, c), t, t).is_ok());
+            assert!(g.check(&K, [1; 8], c, t, t).is_ok());
             assert!(g.capacity_in_use() <= 4_096);
         }
-        assert!(g.check(&K, id(1, 5), 1_000_000, 1_001_000).is_err());
-        assert!(g.check(&K, id(1, 99_999), 1_000_999, 1_001_000).is_err());
+        assert!(g.check(&K, [1; 8], 5, 1_000_000, 1_001_000).is_err());
+        assert!(g.check(&K, [1; 8], 99_999, 1_000_999, 1_001_000).is_err());
         for s in 2..40u8 {
             let t = 1_001_000 + u64::from(s);
-            assert!(g.check(&K, id(s, 0), t, t).is_ok());
+            assert!(g.check(&K, [s; 8], 0, t, t).is_ok());
             assert!(g.streams() <= 4);
         }
         // Stream 2 was evicted: its message stays refused (the floor rose past it).
-        assert!(g.check(&K, id(2, 0), 1_001_002, 1_001_050).is_err());
+        assert!(g.check(&K, [2; 8], 0, 1_001_002, 1_001_050).is_err());
     }
 }

@@ -3,7 +3,8 @@
 
 use super::hpke_wrap::{export_data_key, wrap_data_key};
 use super::wire::{
-    body_nonce, HeaderRef, RecipientEntry, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1, VERSION,
+    body_aad, body_nonce, HeaderRef, RecipientEntry, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1,
+    VERSION,
 };
 use super::{EnvelopeError, KeyId, PublicKey, SecretKeyPair, DATA_KEY_LEN};
 use bytes::{Bytes, BytesMut};
@@ -262,9 +263,7 @@ impl Sealer {
         // Counted only once the message is certain to be sealed: a nonce is never reused.
         session.counter += 1;
         let (head, body) = out.split_at_mut(header_len);
-        self.aad.clear();
-        self.aad.extend_from_slice(head);
-        self.aad.extend_from_slice(subject.as_bytes());
+        body_aad(&mut self.aad, head, subject);
         // Counter nonces under a per-session key: unique by construction.
         let tag = session
             .key

@@ -65,6 +65,14 @@ pub fn message_id(session_id: &[u8; SESSION_ID_LEN], counter: u64) -> [u8; 16] {
     id
 }
 
+/// The body's associated data, written into `aad` (a buffer the caller reuses): the header
+/// bytes, then the subject the message travels on.
+pub(crate) fn body_aad(aad: &mut Vec<u8>, header: &[u8], subject: &str) {
+    aad.clear();
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(subject.as_bytes());
+}
+
 /// The body's nonce: the counter, unique under the session's data key by construction.
 pub(crate) fn body_nonce(counter: u64) -> [u8; 12] {
     let mut nonce = [0u8; 12];
@@ -302,10 +310,6 @@ impl<'a> HeaderView<'a> {
             },
             header_end,
         ))
-    }
-
-    pub fn msg_id(&self) -> [u8; 16] {
-        message_id(&self.session_id, self.counter)
     }
 
     fn entries(&self) -> impl Iterator<Item = &'a [u8]> + 'a {

@@ -127,11 +127,7 @@ fn sign_and_write(
         params.not_before = params.not_after - Duration::days(1);
     }
     let serial = random_serial()?;
-    let serial_hex = serial
-        .to_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let serial_hex = hex::encode(serial.to_bytes());
     params.serial_number = Some(serial);
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
