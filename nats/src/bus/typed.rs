@@ -57,10 +57,11 @@ impl Drop for TaskGuard {
 /// An opened, verified message.
 #[derive(Debug, Clone)]
 pub struct Received<T> {
-    pub subject: String,
+    /// The subject it arrived on (shares the message's buffer: no copy per message).
+    pub subject: async_nats::Subject,
     /// The authenticated sender (from the envelope, verified through the key directory).
     pub sender: String,
-    pub reply: Option<String>,
+    pub reply: Option<async_nats::Subject>,
     pub message: T,
 }
 
@@ -345,9 +346,9 @@ impl Bus {
             });
         }
         Ok(Received {
-            subject: subject.to_string(),
+            subject: msg.subject.clone(),
             sender,
-            reply: msg.reply.as_ref().map(|r| r.to_string()),
+            reply: msg.reply.clone(),
             message: decode(plain),
         })
     }
@@ -551,7 +552,7 @@ impl Bus {
     ) -> Result<(), BusError> {
         let Some(inbox) = &to.reply else {
             return Err(BusError::Invalid {
-                subject: to.subject.clone(),
+                subject: to.subject.to_string(),
                 detail: "no reply subject".into(),
             });
         };
@@ -561,7 +562,7 @@ impl Bus {
             dir.current(&to.sender, now)
                 .ok_or_else(|| BusError::NoKey(to.sender.clone()))?
         };
-        let sealed = self.seal_for(inbox, &[key], response, SCHEMA_VERSION, now)?;
+        let sealed = self.seal_for(inbox.as_str(), &[key], response, SCHEMA_VERSION, now)?;
         self.conn
             .client
             .publish(inbox.clone(), sealed)

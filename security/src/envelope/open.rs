@@ -129,70 +129,59 @@ impl Opener {
         }
     }
 
-    /// Finds our entry and, unless the session is cached, derives its data key. A derived key
-    /// enters the cache only once a body authenticated under it (see [`Opener::remember`]):
-    /// an exported key is not authenticated by itself, and a forged envelope must not be
-    /// able to plant a wrong key under a real session's id.
-    fn data_key(
-        &self,
+    /// Finds our entry among the recipients: its position, key id and our secret key.
+    fn locate<'k>(
         h: &HeaderView<'_>,
-        mine: &(impl RecipientKeys + ?Sized),
-        sender: &PublicKey,
-    ) -> Result<(SessionKey, Option<LessSafeKey>), EnvelopeError> {
+        mine: &'k (impl RecipientKeys + ?Sized),
+    ) -> Result<(usize, KeyId, &'k SecretKeyPair), EnvelopeError> {
         // A key past its grace window is gone from `mine`, so sessions cached under it are
         // unreachable too.
-        let (position, kid, me) = h
-            .recipient_kids()
+        h.recipient_kids()
             .enumerate()
             .find_map(|(i, kid)| mine.recipient_key(&kid).map(|k| (i, kid, k)))
-            .ok_or(EnvelopeError::NotARecipient)?;
-        let cache_key = (h.session_id, h.sender_kid, kid);
-        if self.cache.contains_key(&cache_key) {
-            return Ok((cache_key, None));
-        }
+            .ok_or(EnvelopeError::NotARecipient)
+    }
+
+    /// Derives a session's data key from our recipient entry (an HPKE export or unwrap).
+    fn derive_key(
+        h: &HeaderView<'_>,
+        (position, kid, me): (usize, KeyId, &SecretKeyPair),
+        sender: &PublicKey,
+    ) -> Result<LessSafeKey, EnvelopeError> {
         let entry = h
             .recipients()
             .nth(position)
             .ok_or(EnvelopeError::NotARecipient)?;
-        let info = wrap_info(&h.session_id, h.sender, &entry.kid);
+        let info = wrap_info(&h.session_id, h.sender, &kid);
         let data_key = match &entry.wrapped {
             None => import_data_key(me, sender, &info, &entry.enc)?,
             Some(wrapped) => unwrap_data_key(me, sender, &info, &entry.enc, wrapped)?,
         };
         let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref())
             .map_err(|_| EnvelopeError::CannotDecrypt)?;
-        Ok((cache_key, Some(LessSafeKey::new(key))))
+        Ok(LessSafeKey::new(key))
     }
 
-    /// Marks a session used, caching its key if it was just derived.
-    fn remember(&mut self, cache_key: SessionKey, fresh: Option<LessSafeKey>, now_ms: u64) {
-        match fresh {
-            None => {
-                if let Some(cached) = self.cache.get_mut(&cache_key) {
-                    cached.last_used_ms = now_ms;
-                }
-            }
-            Some(key) => {
-                if self.cache.len() >= self.limits.max_cached_sessions {
-                    // Evict the least recently used session: bounded memory under any load.
-                    if let Some(oldest) = self
-                        .cache
-                        .iter()
-                        .min_by_key(|(_, c)| c.last_used_ms)
-                        .map(|(k, _)| *k)
-                    {
-                        self.cache.remove(&oldest);
-                    }
-                }
-                self.cache.insert(
-                    cache_key,
-                    CachedKey {
-                        key,
-                        last_used_ms: now_ms,
-                    },
-                );
+    /// Caches the key of a session whose first body just authenticated.
+    fn remember(&mut self, cache_key: SessionKey, key: LessSafeKey, now_ms: u64) {
+        if self.cache.len() >= self.limits.max_cached_sessions {
+            // Evict the least recently used session: bounded memory under any load.
+            if let Some(oldest) = self
+                .cache
+                .iter()
+                .min_by_key(|(_, c)| c.last_used_ms)
+                .map(|(k, _)| *k)
+            {
+                self.cache.remove(&oldest);
             }
         }
+        self.cache.insert(
+            cache_key,
+            CachedKey {
+                key,
+                last_used_ms: now_ms,
+            },
+        );
     }
 
     /// Opens an envelope that arrived on `actual_subject` (an envelope sealed for another
@@ -286,45 +275,53 @@ impl Opener {
         plaintext.clear();
         let (header, header_end) = HeaderView::parse(bytes)?;
         let sender = senders.sender_key(header.sender, &header.sender_kid, now_ms)?;
+        let ours = Self::locate(&header, mine)?;
+        let cache_key = (header.session_id, header.sender_kid, ours.1);
         let (head, body) = bytes.split_at(header_end);
         let mut aad = std::mem::take(&mut self.aad);
         body_aad(&mut aad, head, actual_subject);
-        let opened = self
-            .data_key(&header, mine, &sender)
-            .and_then(|(cache_key, fresh)| {
-                let key = match &fresh {
-                    Some(key) => key,
-                    None => {
-                        &self
-                            .cache
-                            .get(&cache_key)
-                            .ok_or(EnvelopeError::CannotDecrypt)?
-                            .key
-                    }
-                };
-                // The one copy of the body: decrypted in place in the caller's buffer.
-                plaintext.extend_from_slice(body);
-                let plain_len = key
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(body_nonce(header.counter)),
-                        Aad::from(&aad[..]),
-                        plaintext,
-                    )
-                    .map_err(|_| EnvelopeError::CannotDecrypt)?
-                    .len();
-                Ok((cache_key, fresh, plain_len))
-            });
+        let nonce = body_nonce(header.counter);
+        // One lookup per message on a cached session. A derived key enters the cache only
+        // once a body authenticated under it: an exported key is not authenticated by
+        // itself, and a forged envelope must not plant a wrong key under a real session's id.
+        let opened = match self.cache.get_mut(&cache_key) {
+            Some(cached) => open_body(&cached.key, nonce, &aad, body, plaintext).map(|()| {
+                cached.last_used_ms = now_ms;
+            }),
+            None => Self::derive_key(&header, ours, &sender).and_then(|key| {
+                open_body(&key, nonce, &aad, body, plaintext)?;
+                self.remember(cache_key, key, now_ms);
+                Ok(())
+            }),
+        };
         self.aad = aad;
         match opened {
-            Ok((cache_key, fresh, plain_len)) => {
-                self.remember(cache_key, fresh, now_ms);
-                plaintext.truncate(plain_len);
-                Ok(header)
-            }
+            Ok(()) => Ok(header),
             Err(e) => {
                 plaintext.clear();
                 Err(e)
             }
         }
     }
+}
+
+/// Decrypts `body` into `plaintext` (the one copy of the body, decrypted in place there).
+fn open_body(
+    key: &LessSafeKey,
+    nonce: [u8; 12],
+    aad: &[u8],
+    body: &[u8],
+    plaintext: &mut Vec<u8>,
+) -> Result<(), EnvelopeError> {
+    plaintext.extend_from_slice(body);
+    let plain_len = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            plaintext,
+        )
+        .map_err(|_| EnvelopeError::CannotDecrypt)?
+        .len();
+    plaintext.truncate(plain_len);
+    Ok(())
 }
