@@ -8,12 +8,16 @@ use futures::StreamExt;
 use ozone_bus_schemas::streams::{key_entry_key, parse_key_entry_key, KEY_BUCKET};
 use ozone_bus_schemas::{AuditKind, Identity, IdentityKind};
 use ozone_security::envelope::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
-use std::sync::{Arc, RwLock};
+use ozone_security::Home;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long a new follower waits to load the bucket's current entries.
 const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// How often a follower looks for new revocations in the identity registry.
+const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 
 /// How long opening the bucket retries a JetStream that is briefly unavailable.
 const JETSTREAM_SETTLE: Duration = Duration::from_secs(10);
@@ -147,9 +151,11 @@ impl KeyDirectory {
 
     /// Loads every current entry into `directory`, then keeps following the bucket in a
     /// background task. Entries that fail verification are reported on `rejected` (to be
-    /// audited) and never used.
+    /// audited) and never used. Every [`REVOCATION_CHECK`] the task also re-reads `home`'s
+    /// identity registry and drops (and reports) the keys of identities revoked since.
     pub async fn follow(
         &self,
+        home: Home,
         trust: DirectoryTrust,
         directory: Arc<RwLock<Directory>>,
         rejected: mpsc::Sender<AuditKind>,
@@ -164,8 +170,19 @@ impl KeyDirectory {
             .watch_with_history(">")
             .await
             .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        let trust = Arc::new(Mutex::new(trust));
+        let revocations = Revocations {
+            home,
+            trust: trust.clone(),
+            directory: directory.clone(),
+            rejected: rejected.clone(),
+        };
         let apply = move |entry: kv::Entry| {
-            if let Err(reason) = apply(&trust, &directory, &entry) {
+            let applied = match trust.lock() {
+                Ok(trust) => apply(&trust, &directory, &entry),
+                Err(_) => Err("directory trust lock poisoned".to_string()),
+            };
+            if let Err(reason) = applied {
                 let _ = rejected.try_send(AuditKind::DirectoryEntryRejected {
                     key: entry.key.clone(),
                     reason,
@@ -189,7 +206,17 @@ impl KeyDirectory {
                 .map_err(|_| KeyDirError::Watch(format!("no catch-up within {CATCH_UP:?}")))??;
         }
         Ok(tokio::spawn(async move {
-            while let Some(entry) = watch.next().await {
+            let mut check = tokio::time::interval(REVOCATION_CHECK);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let entry = tokio::select! {
+                    entry = watch.next() => entry,
+                    _ = check.tick() => {
+                        revocations.check();
+                        continue;
+                    }
+                };
+                let Some(entry) = entry else { break };
                 match entry {
                     Ok(entry) => apply(entry),
                     Err(e) => {
@@ -203,6 +230,41 @@ impl KeyDirectory {
                 }
             }
         }))
+    }
+}
+
+/// What a follower needs to act on revocations.
+struct Revocations {
+    home: Home,
+    trust: Arc<Mutex<DirectoryTrust>>,
+    directory: Arc<RwLock<Directory>>,
+    rejected: mpsc::Sender<AuditKind>,
+}
+
+impl Revocations {
+    /// Drops the keys of identities revoked since the last check and reports each.
+    fn check(&self) {
+        let Ok(mut trust) = self.trust.lock() else {
+            return;
+        };
+        match trust.refresh_revocations(&self.home) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!("cannot re-read revocations: {e}");
+                return;
+            }
+        }
+        let Ok(mut dir) = self.directory.write() else {
+            return;
+        };
+        for (service, epoch) in dir.drop_revoked(&trust) {
+            tracing::warn!(%service, epoch, "key dropped: its certificate is revoked");
+            let _ = self.rejected.try_send(AuditKind::DirectoryEntryRejected {
+                key: format!("{service} epoch {epoch}"),
+                reason: "its certificate is revoked".into(),
+            });
+        }
     }
 }
 

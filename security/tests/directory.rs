@@ -286,3 +286,51 @@ fn a_sender_key_past_its_entry_end_authenticates_nothing() {
         Err(EnvelopeError::SenderKeyExpired { .. })
     ));
 }
+
+#[test]
+fn a_revoked_services_entries_are_refused_and_dropped() {
+    let (_t, home) = fresh_home();
+    let mut trust = DirectoryTrust::load(&home).unwrap();
+    let (spark_key, core_key) = (
+        SecretKeyPair::generate().unwrap(),
+        SecretKeyPair::generate().unwrap(),
+    );
+    let spark_entry = signer(&home, Component::Spark)
+        .sign(0, LATER, spark_key.public())
+        .unwrap();
+    let core_entry = signer(&home, Component::Core)
+        .sign(0, LATER, core_key.public())
+        .unwrap();
+    let mut dir = Directory::default();
+    let spark_kid = dir.insert(&trust, &spark_entry, NOW).unwrap();
+    dir.insert(&trust, &core_entry, NOW).unwrap();
+    assert!(
+        !trust.refresh_revocations(&home).unwrap(),
+        "an unchanged registry changes nothing"
+    );
+
+    pki::revoke(&home, &Identity::component(Component::Spark)).unwrap();
+    assert!(trust.refresh_revocations(&home).unwrap());
+    let generation = dir.generation();
+    assert_eq!(dir.drop_revoked(&trust), vec![("spark".to_string(), 0)]);
+    assert_ne!(
+        dir.generation(),
+        generation,
+        "cached recipients are recomputed"
+    );
+    assert!(matches!(
+        dir.sender_key("spark", &spark_kid, NOW),
+        Err(EnvelopeError::UnknownSender { .. })
+    ));
+    assert_eq!(dir.current("spark", NOW), None, "nothing is sealed to it");
+    assert_eq!(dir.current("ozone-studio", NOW), Some(*core_key.public()));
+    // Re-published, or seen by a process that starts after the revocation: refused.
+    for t in [&trust, &DirectoryTrust::load(&home).unwrap()] {
+        assert!(matches!(
+            dir.insert(t, &spark_entry, NOW),
+            Err(DirectoryError::Revoked { ref service, .. }) if service == "spark"
+        ));
+    }
+    assert!(dir.drop_revoked(&trust).is_empty());
+    assert!(!trust.refresh_revocations(&home).unwrap());
+}

@@ -9,8 +9,8 @@ use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::bus::{now_ms, Bus};
 use ozone_nats::KeyDirectory;
 use ozone_security::envelope::{
-    auditor_key, keyring_file, DirectoryEntry, DirectoryTrust, Rotation, SecretKeyPair,
-    ServiceSigner,
+    auditor_key, keyring_file, DirectoryEntry, DirectoryTrust, EnvelopeError, Rotation,
+    SecretKeyPair, ServiceSigner,
 };
 use ozone_security::Home;
 use ozone_tests::TestEcosystem;
@@ -438,5 +438,78 @@ async fn issuing_an_auditor_publishes_its_key_and_revoking_withdraws_it() -> R {
     );
     assert!(!key_file.exists());
     assert!(keydir.epochs_of(&late).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_revoked_services_keys_leave_every_directory_within_seconds() -> R {
+    let eco = TestEcosystem::start().await?;
+    let home = &eco.t.home;
+    ozone::audit_cmd::prepare(home, &eco.t.cfg).await?;
+    let spark_id = Identity::component(Component::Spark);
+    let spark = Bus::start(eco.connect(&spark_id).await?, home, ROTATION).await?;
+    let core = Bus::start(
+        eco.connect(&Identity::component(Component::Core)).await?,
+        home,
+        ROTATION,
+    )
+    .await?;
+    let generate = Subject::component_request(Component::Spark, "generate")?;
+    let mut work = spark.subscribe::<Ask>(&generate, Some("spark")).await?;
+    let asker = core.clone();
+    let pending = tokio::spawn(async move {
+        asker
+            .request::<Ask, Ask>(&generate, &Ask { n: 1 }, Duration::from_secs(20))
+            .await
+    });
+    let held = tokio::time::timeout(Duration::from_secs(10), work.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("subscription ended"))??;
+
+    // Revoked in the registry only, without reloading nats-server: spark's connection stays
+    // up, so what follows is the key directory's own doing.
+    assert!(ozone_security::pki::revoke(home, &spark_id)?);
+    let generate = Subject::component_request(Component::Spark, "generate")?;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        match core
+            .request::<Ask, Ask>(&generate, &Ask { n: 2 }, Duration::from_secs(2))
+            .await
+        {
+            Err(ozone_nats::bus::BusError::NoKey(who)) if who == "spark" => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still sealing to a revoked service: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // A reply sealed with the revoked service's key no longer authenticates.
+    spark.reply(&held, &Ask { n: 3 }).await?;
+    let answer = pending.await?;
+    assert!(
+        matches!(
+            answer,
+            Err(ozone_nats::bus::BusError::Envelope {
+                source: EnvelopeError::UnknownSender { ref sender, .. },
+                ..
+            }) if sender == "spark"
+        ),
+        "{answer:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !events(&read_all(&eco, "console").await?)
+        .iter()
+        .any(|(by, e)| {
+            by == "ozone-studio"
+                && matches!(e, AuditKind::DirectoryEntryRejected { key, reason }
+                if key.starts_with("spark") && reason.contains("revoked"))
+        })
+    {
+        assert!(Instant::now() < deadline, "the drop is not audited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }

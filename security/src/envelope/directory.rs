@@ -6,7 +6,7 @@
 //! public:32`, ECDSA P-256 with SHA-256 (ASN.1 DER signature).
 
 use super::{EnvelopeError, KeyId, PublicKey, SenderKeys};
-use crate::pki::{CaKind, CertificateAuthorities, IdentityFiles};
+use crate::pki::{CaKind, CertificateAuthorities, IdentityFiles, Registry};
 use crate::Home;
 use ozone_bus_schemas::Identity;
 use ring::rand::SystemRandom;
@@ -14,7 +14,9 @@ use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 /// One published key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +50,8 @@ pub enum DirectoryError {
     },
     #[error("directory entry for {0} has expired")]
     Expired(String),
+    #[error("directory entry for {service}: its certificate (serial {serial}) is revoked")]
+    Revoked { service: String, serial: String },
     #[error("directory entry for {0}: {1}")]
     BadKey(String, EnvelopeError),
     #[error("cannot load signing material: {0}")]
@@ -132,13 +136,64 @@ impl ServiceSigner {
     }
 }
 
-/// What entries are checked against: the trusted roots, the AI-App intermediate (services)
-/// and the User intermediate (auditors).
+/// What entries are checked against: the trusted roots, the AI-App intermediate (services),
+/// the User intermediate (auditors), and the serials `ozone pki revoke` has revoked (read from
+/// the identity registry, and re-read when it changes: see
+/// [`DirectoryTrust::refresh_revocations`]).
 #[derive(Debug, Clone)]
 pub struct DirectoryTrust {
     anchors: Vec<TrustAnchor<'static>>,
     intermediate: CertificateDer<'static>,
     user_intermediate: CertificateDer<'static>,
+    registry: PathBuf,
+    /// Revoked certificate serials, lowercase hex without leading zero bytes.
+    revoked: HashSet<String>,
+    /// The registry file's identity when `revoked` was read (`None`: no registry).
+    registry_stamp: Option<FileStamp>,
+}
+
+/// A serial as compared here: hex of its bytes without leading zero bytes (DER may add one
+/// to keep an integer positive; the registry writes the bytes as issued).
+fn serial_key(bytes: &[u8]) -> String {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    hex::encode(&bytes[first..])
+}
+
+/// Tells one version of the registry file from the next. The registry is replaced by a
+/// rename on every save, so the inode changes even when two saves fall in the same tick of
+/// the file system's clock (which a modification time alone would miss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    modified_ns: i128,
+    len: u64,
+}
+
+fn stamp_of(path: &std::path::Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        inode: m.ino(),
+        modified_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        len: m.len(),
+    })
+}
+
+/// The revoked serials in the registry at `path`, and the file's stamp.
+fn read_revoked(
+    home: &Home,
+    path: &std::path::Path,
+) -> Result<(HashSet<String>, Option<FileStamp>), DirectoryError> {
+    // The stamp is taken first: a change racing this read is seen by the next refresh.
+    let stamp = stamp_of(path);
+    let registry = Registry::load(home).map_err(|e| DirectoryError::Load(e.to_string()))?;
+    let revoked = registry
+        .identities
+        .iter()
+        .filter(|r| !r.is_active())
+        .filter_map(|r| hex::decode(&r.serial).ok())
+        .map(|bytes| serial_key(&bytes))
+        .collect();
+    Ok((revoked, stamp))
 }
 
 impl DirectoryTrust {
@@ -159,17 +214,49 @@ impl DirectoryTrust {
             .map_err(|e| load(e.to_string()))?;
         let user_intermediate = CertificateDer::from_pem_file(cas.cert_path(CaKind::User))
             .map_err(|e| load(e.to_string()))?;
+        let registry = Registry::path(home);
+        let (revoked, registry_stamp) = read_revoked(home, &registry)?;
         Ok(DirectoryTrust {
             anchors,
             intermediate,
             user_intermediate,
+            registry,
+            revoked,
+            registry_stamp,
         })
+    }
+
+    /// Re-reads the revoked serials if the identity registry changed since the last read;
+    /// true when the set changed (the caller then drops entries it no longer trusts: see
+    /// [`Directory::drop_revoked`]). A registry that cannot be read keeps the set as it was.
+    pub fn refresh_revocations(&mut self, home: &Home) -> Result<bool, DirectoryError> {
+        if stamp_of(&self.registry) == self.registry_stamp {
+            return Ok(false);
+        }
+        let (revoked, stamp) = read_revoked(home, &self.registry)?;
+        self.registry_stamp = stamp;
+        let changed = revoked != self.revoked;
+        self.revoked = revoked;
+        Ok(changed)
+    }
+
+    fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked.contains(serial)
     }
 
     /// Checks an entry; returns its key only if every check passes. A service's entry must be
     /// certified by the AI-App CA for `<service>.local`; an auditor's (`urn:ozone:auditor:…`)
     /// by the User CA for exactly that URN.
     pub fn verify(&self, entry: &DirectoryEntry, now_ms: u64) -> Result<PublicKey, DirectoryError> {
+        self.verify_entry(entry, now_ms).map(|(key, _)| key)
+    }
+
+    /// [`DirectoryTrust::verify`], also giving the certificate's serial (as `serial_key`).
+    fn verify_entry(
+        &self,
+        entry: &DirectoryEntry,
+        now_ms: u64,
+    ) -> Result<(PublicKey, String), DirectoryError> {
         let service = entry.service.clone();
         if entry.signature.is_empty() {
             return Err(DirectoryError::Unsigned(service));
@@ -203,7 +290,10 @@ impl DirectoryTrust {
             None,
         )
         .map_err(|e| untrusted(format!("{e:?}")))?;
-        let certified = certified_names(&entry.certificate);
+        let (certified, serial) = certified_names_and_serial(&entry.certificate);
+        if self.is_revoked(&serial) {
+            return Err(DirectoryError::Revoked { service, serial });
+        }
         let expected = if auditor {
             entry.service.clone()
         } else {
@@ -223,19 +313,23 @@ impl DirectoryTrust {
         );
         ee.verify_signature(webpki::ring::ECDSA_P256_SHA256, &msg, &entry.signature)
             .map_err(|_| DirectoryError::BadSignature(service.clone()))?;
-        PublicKey::from_bytes(entry.public).map_err(|e| DirectoryError::BadKey(service, e))
+        let key =
+            PublicKey::from_bytes(entry.public).map_err(|e| DirectoryError::BadKey(service, e))?;
+        Ok((key, serial))
     }
 }
 
-/// DNS names and URIs in the certificate's subjectAltName.
-fn certified_names(der: &[u8]) -> Vec<String> {
+/// DNS names and URIs in the certificate's subjectAltName, and its serial (as `serial_key`).
+fn certified_names_and_serial(der: &[u8]) -> (Vec<String>, String) {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
+        return (Vec::new(), String::new());
     };
+    let serial = serial_key(cert.tbs_certificate.raw_serial());
     let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
+        return (Vec::new(), serial);
     };
-    san.value
+    let names = san
+        .value
         .general_names
         .iter()
         .filter_map(|n| match n {
@@ -243,15 +337,18 @@ fn certified_names(der: &[u8]) -> Vec<String> {
             x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
             _ => None,
         })
-        .collect()
+        .collect();
+    (names, serial)
 }
 
-/// A verified key: its epoch, the key, and when it stops opening anything.
-#[derive(Debug, Clone, Copy)]
+/// A verified key: its epoch, the key, when it stops opening anything, and the serial of the
+/// certificate that vouched for it (checked again when revocations change).
+#[derive(Debug, Clone)]
 struct Published {
     epoch: u64,
     key: PublicKey,
     not_after_ms: u64,
+    serial: String,
 }
 
 type FastHash = foldhash::fast::RandomState;
@@ -274,7 +371,7 @@ impl Directory {
         entry: &DirectoryEntry,
         now_ms: u64,
     ) -> Result<KeyId, DirectoryError> {
-        let key = trust.verify(entry, now_ms)?;
+        let (key, serial) = trust.verify_entry(entry, now_ms)?;
         self.generation += 1;
         let keys = self.keys.entry(entry.service.clone()).or_default();
         // One key per service and epoch: a re-published epoch (a recreated ring) replaces it.
@@ -285,9 +382,31 @@ impl Directory {
                 epoch: entry.epoch,
                 key,
                 not_after_ms: entry.not_after_ms,
+                serial,
             },
         );
         Ok(key.kid())
+    }
+
+    /// Forgets every key whose certificate `trust` now holds revoked; returns each dropped
+    /// (service, epoch). A revoked service's keys then neither authenticate its messages nor
+    /// receive new ones, even before their entries expire or leave the bucket.
+    pub fn drop_revoked(&mut self, trust: &DirectoryTrust) -> Vec<(String, u64)> {
+        let mut dropped = Vec::new();
+        for (service, keys) in &mut self.keys {
+            keys.retain(|_, p| {
+                let revoked = trust.is_revoked(&p.serial);
+                if revoked {
+                    dropped.push((service.clone(), p.epoch));
+                }
+                !revoked
+            });
+        }
+        if !dropped.is_empty() {
+            self.generation += 1;
+        }
+        dropped.sort();
+        dropped
     }
 
     /// Forgets a service's key of one epoch (its entry was deleted from the bucket).
