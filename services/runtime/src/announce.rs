@@ -21,7 +21,7 @@ pub struct Announcer {
 pub fn new_instance_id() -> String {
     let mut b = [0u8; 6];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 impl Announcer {

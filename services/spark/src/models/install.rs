@@ -122,12 +122,7 @@ fn sha256_of(path: &Path) -> anyhow::Result<String> {
         }
         ctx.update(&buf[..n]);
     }
-    Ok(ctx
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex::encode(ctx.finish()))
 }
 
 /// Checks `wheel` against the package's pinned SHA-256; a mismatching file is deleted.
