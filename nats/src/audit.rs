@@ -27,7 +27,16 @@ pub enum AuditError {
          its retention is not changed by `ozone up` — check etc/nats.toml"
     )]
     Mismatch(String),
+    #[error(
+        "audit stream {AUDIT_STREAM} needs {needed} bytes reserved on disk, more than nats-server \
+         has left for JetStream on this file system ({detail}); free disk space, or lower \
+         `audit_max_bytes` in etc/nats.toml (the oldest events are dropped past it)"
+    )]
+    NoStorage { needed: u64, detail: String },
 }
+
+/// JetStream's error code for a stream whose size cap exceeds the storage left to it.
+const INSUFFICIENT_STORAGE: u64 = 10047;
 
 /// The stream's configuration from the settings.
 pub fn stream_config(settings: &NatsSettings) -> stream::Config {
@@ -59,10 +68,9 @@ pub async fn ensure_stream(
 ) -> Result<stream::Info, AuditError> {
     let js = jetstream::new(conn.client.clone());
     let want = stream_config(settings);
-    let mut stream = js
-        .get_or_create_stream(want.clone())
-        .await
-        .map_err(|e| AuditError::Stream(e.to_string()))?;
+    let mut stream = js.get_or_create_stream(want.clone()).await.map_err(|e| {
+        no_storage(&e, settings).unwrap_or_else(|| AuditError::Stream(e.to_string()))
+    })?;
     let info = stream
         .info()
         .await
@@ -80,6 +88,22 @@ pub async fn ensure_stream(
         )));
     }
     Ok(info)
+}
+
+/// The out-of-storage refusal, told apart so the operator learns what to change.
+fn no_storage(
+    e: &jetstream::context::CreateStreamError,
+    settings: &NatsSettings,
+) -> Option<AuditError> {
+    let jetstream::context::CreateStreamErrorKind::JetStream(source) = e.kind() else {
+        return None;
+    };
+    (source.error_code() == jetstream::ErrorCode(INSUFFICIENT_STORAGE)).then(|| {
+        AuditError::NoStorage {
+            needed: settings.audit_max_bytes,
+            detail: source.to_string(),
+        }
+    })
 }
 
 /// One record read back from the audit stream.

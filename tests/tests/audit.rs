@@ -513,3 +513,26 @@ async fn a_revoked_services_keys_leave_every_directory_within_seconds() -> R {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_audit_cap_beyond_the_disk_says_what_to_change() -> R {
+    let eco = TestEcosystem::start().await?;
+    let console = Identity::new(IdentityKind::Auditor, "console")?;
+    let conn = eco.connect(&console).await?;
+    let settings = ozone_nats::NatsSettings {
+        audit_max_bytes: 1 << 60,
+        ..eco.t.settings.clone()
+    };
+    let refused = ozone_nats::audit::ensure_stream(&conn, &settings).await;
+    let Err(e @ ozone_nats::audit::AuditError::NoStorage { .. }) = refused else {
+        panic!("expected NoStorage, got {refused:?}");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("free disk space") && text.contains("audit_max_bytes"),
+        "{text}"
+    );
+    // With the default cap the same call succeeds.
+    ozone_nats::audit::ensure_stream(&conn, &eco.t.settings).await?;
+    Ok(())
+}
