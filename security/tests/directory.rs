@@ -333,4 +333,16 @@ fn a_revoked_services_entries_are_refused_and_dropped() {
     }
     assert!(dir.drop_revoked(&trust).is_empty());
     assert!(!trust.refresh_revocations(&home).unwrap());
+
+    // A registry that cannot be read is reported once and keeps what was known.
+    std::fs::write(pki::Registry::path(&home), b"not json").unwrap();
+    assert!(matches!(
+        trust.refresh_revocations(&home),
+        Err(DirectoryError::Load(_))
+    ));
+    assert!(!trust.refresh_revocations(&home).unwrap(), "reported once");
+    assert!(matches!(
+        dir.insert(&trust, &spark_entry, NOW),
+        Err(DirectoryError::Revoked { .. })
+    ));
 }

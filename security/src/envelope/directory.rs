@@ -228,13 +228,16 @@ impl DirectoryTrust {
 
     /// Re-reads the revoked serials if the identity registry changed since the last read;
     /// true when the set changed (the caller then drops entries it no longer trusts: see
-    /// [`Directory::drop_revoked`]). A registry that cannot be read keeps the set as it was.
+    /// [`Directory::drop_revoked`]). A registry that cannot be read keeps the set as it was
+    /// and is reported once, then read again when it next changes.
     pub fn refresh_revocations(&mut self, home: &Home) -> Result<bool, DirectoryError> {
-        if stamp_of(&self.registry) == self.registry_stamp {
+        let now = stamp_of(&self.registry);
+        if now == self.registry_stamp {
             return Ok(false);
         }
-        let (revoked, stamp) = read_revoked(home, &self.registry)?;
-        self.registry_stamp = stamp;
+        let read = read_revoked(home, &self.registry);
+        self.registry_stamp = now;
+        let (revoked, _) = read?;
         let changed = revoked != self.revoked;
         self.revoked = revoked;
         Ok(changed)
