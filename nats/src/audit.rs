@@ -28,15 +28,12 @@ pub enum AuditError {
     )]
     Mismatch(String),
     #[error(
-        "audit stream {AUDIT_STREAM} needs {needed} bytes reserved on disk, more than nats-server \
-         has left for JetStream on this file system ({detail}); free disk space, or lower \
-         `audit_max_bytes` in etc/nats.toml (the oldest events are dropped past it)"
+        "audit stream {AUDIT_STREAM} needs {needed} bytes reserved, more than the storage \
+         JetStream has left ({detail}); free disk space under the home's data/jetstream, or \
+         lower `audit_max_bytes` in etc/nats.toml (the oldest events are dropped past it)"
     )]
     NoStorage { needed: u64, detail: String },
 }
-
-/// JetStream's error code for a stream whose size cap exceeds the storage left to it.
-const INSUFFICIENT_STORAGE: u64 = 10047;
 
 /// The stream's configuration from the settings.
 pub fn stream_config(settings: &NatsSettings) -> stream::Config {
@@ -98,7 +95,7 @@ fn no_storage(
     let jetstream::context::CreateStreamErrorKind::JetStream(source) = e.kind() else {
         return None;
     };
-    (source.error_code() == jetstream::ErrorCode(INSUFFICIENT_STORAGE)).then(|| {
+    (source.error_code() == jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED).then(|| {
         AuditError::NoStorage {
             needed: settings.audit_max_bytes,
             detail: source.to_string(),

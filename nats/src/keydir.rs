@@ -8,7 +8,6 @@ use futures::StreamExt;
 use ozone_bus_schemas::streams::{key_entry_key, parse_key_entry_key, KEY_BUCKET};
 use ozone_bus_schemas::{AuditKind, Identity, IdentityKind};
 use ozone_security::envelope::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
-use ozone_security::Home;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -151,11 +150,11 @@ impl KeyDirectory {
 
     /// Loads every current entry into `directory`, then keeps following the bucket in a
     /// background task. Entries that fail verification are reported on `rejected` (to be
-    /// audited) and never used. Every [`REVOCATION_CHECK`] the task also re-reads `home`'s
-    /// identity registry and drops (and reports) the keys of identities revoked since.
+    /// audited) and never used. Every [`REVOCATION_CHECK`] the task also re-reads the
+    /// identity registry `trust` was loaded from and drops (and reports) the keys of
+    /// certificates revoked since.
     pub async fn follow(
         &self,
-        home: Home,
         trust: DirectoryTrust,
         directory: Arc<RwLock<Directory>>,
         rejected: mpsc::Sender<AuditKind>,
@@ -172,7 +171,6 @@ impl KeyDirectory {
             .map_err(|e| KeyDirError::Watch(e.to_string()))?;
         let trust = Arc::new(Mutex::new(trust));
         let revocations = Revocations {
-            home,
             trust: trust.clone(),
             directory: directory.clone(),
             rejected: rejected.clone(),
@@ -235,7 +233,6 @@ impl KeyDirectory {
 
 /// What a follower needs to act on revocations.
 struct Revocations {
-    home: Home,
     trust: Arc<Mutex<DirectoryTrust>>,
     directory: Arc<RwLock<Directory>>,
     rejected: mpsc::Sender<AuditKind>,
@@ -245,9 +242,10 @@ impl Revocations {
     /// Drops the keys of identities revoked since the last check and reports each.
     fn check(&self) {
         let Ok(mut trust) = self.trust.lock() else {
+            tracing::warn!("directory trust lock poisoned: revocations not checked");
             return;
         };
-        match trust.refresh_revocations(&self.home) {
+        match trust.refresh_revocations() {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -258,10 +256,10 @@ impl Revocations {
         let Ok(mut dir) = self.directory.write() else {
             return;
         };
-        for (service, epoch) in dir.drop_revoked(&trust) {
+        for (service, epoch) in dir.drop_revoked(&trust, crate::bus::now_ms()) {
             tracing::warn!(%service, epoch, "key dropped: its certificate is revoked");
             let _ = self.rejected.try_send(AuditKind::DirectoryEntryRejected {
-                key: format!("{service} epoch {epoch}"),
+                key: format!("{service} (epoch {epoch})"),
                 reason: "its certificate is revoked".into(),
             });
         }

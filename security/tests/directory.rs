@@ -305,14 +305,17 @@ fn a_revoked_services_entries_are_refused_and_dropped() {
     let spark_kid = dir.insert(&trust, &spark_entry, NOW).unwrap();
     dir.insert(&trust, &core_entry, NOW).unwrap();
     assert!(
-        !trust.refresh_revocations(&home).unwrap(),
+        !trust.refresh_revocations().unwrap(),
         "an unchanged registry changes nothing"
     );
 
     pki::revoke(&home, &Identity::component(Component::Spark)).unwrap();
-    assert!(trust.refresh_revocations(&home).unwrap());
+    assert!(trust.refresh_revocations().unwrap());
     let generation = dir.generation();
-    assert_eq!(dir.drop_revoked(&trust), vec![("spark".to_string(), 0)]);
+    assert_eq!(
+        dir.drop_revoked(&trust, NOW),
+        vec![("spark".to_string(), 0)]
+    );
     assert_ne!(
         dir.generation(),
         generation,
@@ -331,18 +334,82 @@ fn a_revoked_services_entries_are_refused_and_dropped() {
             Err(DirectoryError::Revoked { ref service, .. }) if service == "spark"
         ));
     }
-    assert!(dir.drop_revoked(&trust).is_empty());
-    assert!(!trust.refresh_revocations(&home).unwrap());
+    assert!(dir.drop_revoked(&trust, NOW).is_empty());
+    assert!(!trust.refresh_revocations().unwrap());
 
     // A registry that cannot be read is reported once and keeps what was known.
     std::fs::write(pki::Registry::path(&home), b"not json").unwrap();
     assert!(matches!(
-        trust.refresh_revocations(&home),
+        trust.refresh_revocations(),
         Err(DirectoryError::Load(_))
     ));
-    assert!(!trust.refresh_revocations(&home).unwrap(), "reported once");
+    assert!(!trust.refresh_revocations().unwrap(), "reported once");
     assert!(matches!(
         dir.insert(&trust, &spark_entry, NOW),
         Err(DirectoryError::Revoked { .. })
     ));
+}
+
+#[test]
+fn revocation_covers_renewed_certificates_outlives_reissue_and_spares_the_archive() {
+    let (_t, home) = fresh_home();
+    let pass = ozone_security::passphrase::resolve(&home, false).unwrap();
+    let spark_id = Identity::component(Component::Spark);
+    let key = SecretKeyPair::generate().unwrap();
+    // Signed with the certificate a running service holds…
+    let old_entry = signer(&home, Component::Spark)
+        .sign(0, LATER, key.public())
+        .unwrap();
+    // …then the certificate is renewed (the service keeps the old one until it restarts).
+    let opts = pki::IssueOptions::valid_for(std::time::Duration::from_secs(400 * 86_400));
+    pki::issue(&home, &spark_id, &opts, &pass).unwrap();
+    let mut trust = DirectoryTrust::load(&home).unwrap();
+    let mut dir = Directory::default();
+    dir.insert(&trust, &old_entry, NOW).unwrap();
+
+    pki::revoke(&home, &spark_id).unwrap();
+    assert!(trust.refresh_revocations().unwrap());
+    assert_eq!(
+        dir.drop_revoked(&trust, NOW),
+        vec![("spark".to_string(), 0)],
+        "the renewed-away certificate is revoked too"
+    );
+    // Issued again: the new certificate works, the old ones stay revoked.
+    pki::issue(&home, &spark_id, &opts, &pass).unwrap();
+    assert!(trust.refresh_revocations().is_ok());
+    let fresh = DirectoryTrust::load(&home).unwrap();
+    for t in [&trust, &fresh] {
+        assert!(matches!(
+            dir.insert(t, &old_entry, NOW),
+            Err(DirectoryError::Revoked { .. })
+        ));
+    }
+    let new_key = SecretKeyPair::generate().unwrap();
+    let new_entry = signer(&home, Component::Spark)
+        .sign(1, LATER, new_key.public())
+        .unwrap();
+    dir.insert(&fresh, &new_entry, NOW).unwrap();
+    // Read back from the audit archive as of its publication, before the revocation, the old
+    // entry still verifies: events sealed while it was current stay authentic.
+    let before = wall_clock_ms() - 60_000;
+    assert!(fresh.verify(&old_entry, before).is_ok());
+
+    // A registry that disappears keeps the revocations read before.
+    std::fs::remove_file(pki::Registry::path(&home)).unwrap();
+    assert!(matches!(
+        trust.refresh_revocations(),
+        Err(DirectoryError::Load(_))
+    ));
+    assert!(matches!(
+        dir.insert(&trust, &old_entry, NOW),
+        Err(DirectoryError::Revoked { .. })
+    ));
+}
+
+/// The wall clock in Unix milliseconds.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

@@ -45,7 +45,7 @@ impl Bus {
             .audit_sender()
             .ok_or_else(|| keys_err("no audit channel"))?;
         let follower = keydir
-            .follow(home.clone(), trust, directory, audit.clone())
+            .follow(trust, directory, audit.clone())
             .await
             .map_err(keys_err)?;
         let rotator = Rotator {

@@ -14,7 +14,7 @@ use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -145,18 +145,23 @@ pub struct DirectoryTrust {
     anchors: Vec<TrustAnchor<'static>>,
     intermediate: CertificateDer<'static>,
     user_intermediate: CertificateDer<'static>,
+    home: Home,
     registry: PathBuf,
-    /// Revoked certificate serials, lowercase hex without leading zero bytes.
-    revoked: HashSet<String>,
+    /// Revoked certificate serials (as `serial_key`) → when, in Unix milliseconds.
+    revoked: HashMap<String, u64>,
     /// The registry file's identity when `revoked` was read (`None`: no registry).
     registry_stamp: Option<FileStamp>,
 }
 
-/// A serial as compared here: hex of its bytes without leading zero bytes (DER may add one
-/// to keep an integer positive; the registry writes the bytes as issued).
-fn serial_key(bytes: &[u8]) -> String {
-    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    hex::encode(&bytes[first..])
+/// A serial as compared here: lowercase hex without leading zero bytes (DER may add one to
+/// keep an integer positive; the registry writes the bytes as issued). Works on the text, so
+/// a malformed registry serial is compared as written rather than skipped.
+fn serial_key(hex_text: &str) -> String {
+    let mut s = hex_text.trim().to_ascii_lowercase();
+    while s.len() > 2 && s.starts_with("00") {
+        s.drain(..2);
+    }
+    s
 }
 
 /// Tells one version of the registry file from the next. The registry is replaced by a
@@ -178,22 +183,16 @@ fn stamp_of(path: &std::path::Path) -> Option<FileStamp> {
     })
 }
 
-/// The revoked serials in the registry at `path`, and the file's stamp.
-fn read_revoked(
-    home: &Home,
-    path: &std::path::Path,
-) -> Result<(HashSet<String>, Option<FileStamp>), DirectoryError> {
-    // The stamp is taken first: a change racing this read is seen by the next refresh.
-    let stamp = stamp_of(path);
+/// The revoked serials in `home`'s registry with when each was revoked (Unix ms).
+fn read_revoked(home: &Home) -> Result<HashMap<String, u64>, DirectoryError> {
     let registry = Registry::load(home).map_err(|e| DirectoryError::Load(e.to_string()))?;
-    let revoked = registry
-        .identities
-        .iter()
-        .filter(|r| !r.is_active())
-        .filter_map(|r| hex::decode(&r.serial).ok())
-        .map(|bytes| serial_key(&bytes))
-        .collect();
-    Ok((revoked, stamp))
+    let mut revoked = HashMap::new();
+    for (serial, at_s) in registry.revoked() {
+        let at_ms = u64::try_from(at_s).unwrap_or(0).saturating_mul(1000);
+        let earliest = revoked.entry(serial_key(serial)).or_insert(at_ms);
+        *earliest = (*earliest).min(at_ms);
+    }
+    Ok(revoked)
 }
 
 impl DirectoryTrust {
@@ -215,11 +214,14 @@ impl DirectoryTrust {
         let user_intermediate = CertificateDer::from_pem_file(cas.cert_path(CaKind::User))
             .map_err(|e| load(e.to_string()))?;
         let registry = Registry::path(home);
-        let (revoked, registry_stamp) = read_revoked(home, &registry)?;
+        // The stamp is taken first: a change racing the read is seen by the next refresh.
+        let registry_stamp = stamp_of(&registry);
+        let revoked = read_revoked(home)?;
         Ok(DirectoryTrust {
             anchors,
             intermediate,
             user_intermediate,
+            home: home.clone(),
             registry,
             revoked,
             registry_stamp,
@@ -228,23 +230,33 @@ impl DirectoryTrust {
 
     /// Re-reads the revoked serials if the identity registry changed since the last read;
     /// true when the set changed (the caller then drops entries it no longer trusts: see
-    /// [`Directory::drop_revoked`]). A registry that cannot be read keeps the set as it was
-    /// and is reported once, then read again when it next changes.
-    pub fn refresh_revocations(&mut self, home: &Home) -> Result<bool, DirectoryError> {
+    /// [`Directory::drop_revoked`]). A registry that cannot be read, or that vanished after
+    /// it was seen, keeps the set as it was and is reported once, then read again when it
+    /// next changes.
+    pub fn refresh_revocations(&mut self) -> Result<bool, DirectoryError> {
         let now = stamp_of(&self.registry);
         if now == self.registry_stamp {
             return Ok(false);
         }
-        let read = read_revoked(home, &self.registry);
+        let seen_before = self.registry_stamp.is_some();
         self.registry_stamp = now;
-        let (revoked, _) = read?;
+        if now.is_none() && seen_before {
+            return Err(DirectoryError::Load(format!(
+                "{} is gone; the revocations read before are kept",
+                self.registry.display()
+            )));
+        }
+        let revoked = read_revoked(&self.home)?;
         let changed = revoked != self.revoked;
         self.revoked = revoked;
         Ok(changed)
     }
 
-    fn is_revoked(&self, serial: &str) -> bool {
-        self.revoked.contains(serial)
+    /// Whether the certificate with this serial was revoked at or before `at_ms`. Entries
+    /// published before a revocation stay verifiable when read back from the audit stream's
+    /// archive (`at_ms` = when they were published); live use passes the current time.
+    fn is_revoked(&self, serial: &str, at_ms: u64) -> bool {
+        self.revoked.get(serial).is_some_and(|&when| when <= at_ms)
     }
 
     /// Checks an entry; returns its key only if every check passes. A service's entry must be
@@ -294,7 +306,7 @@ impl DirectoryTrust {
         )
         .map_err(|e| untrusted(format!("{e:?}")))?;
         let (certified, serial) = certified_names_and_serial(&entry.certificate);
-        if self.is_revoked(&serial) {
+        if self.is_revoked(&serial, now_ms) {
             return Err(DirectoryError::Revoked { service, serial });
         }
         let expected = if auditor {
@@ -327,7 +339,7 @@ fn certified_names_and_serial(der: &[u8]) -> (Vec<String>, String) {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return (Vec::new(), String::new());
     };
-    let serial = serial_key(cert.tbs_certificate.raw_serial());
+    let serial = serial_key(&hex::encode(cert.tbs_certificate.raw_serial()));
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return (Vec::new(), serial);
     };
@@ -394,11 +406,11 @@ impl Directory {
     /// Forgets every key whose certificate `trust` now holds revoked; returns each dropped
     /// (service, epoch). A revoked service's keys then neither authenticate its messages nor
     /// receive new ones, even before their entries expire or leave the bucket.
-    pub fn drop_revoked(&mut self, trust: &DirectoryTrust) -> Vec<(String, u64)> {
+    pub fn drop_revoked(&mut self, trust: &DirectoryTrust, now_ms: u64) -> Vec<(String, u64)> {
         let mut dropped = Vec::new();
         for (service, keys) in &mut self.keys {
             keys.retain(|_, p| {
-                let revoked = trust.is_revoked(&p.serial);
+                let revoked = trust.is_revoked(&p.serial, now_ms);
                 if revoked {
                     dropped.push((service.clone(), p.epoch));
                 }

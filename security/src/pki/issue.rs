@@ -210,6 +210,7 @@ impl<'a> Signers<'a> {
             serial,
             not_after,
             revoked_at: None,
+            earlier_serials: Vec::new(),
         };
         registry.record(record.clone());
         Ok(Issued { files, record })

@@ -14,7 +14,7 @@ pub use ca::{CaKind, CertificateAuthorities};
 pub use files::IdentityFiles;
 pub use issue::{issue, IssueOptions, Issued};
 pub use lifecycle::{ensure, renew, revoke, EnsureReport, CONSOLE_AUDITOR};
-pub use registry::{IdentityRecord, Registry};
+pub use registry::{IdentityRecord, Registry, RevokedSerial};
 pub use verify::{verify, Finding, Severity};
 
 use crate::keyfile::KeyFileError;

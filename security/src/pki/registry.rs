@@ -1,5 +1,6 @@
 //! `security/identities.json`: every identity ever issued, its current serial and expiry,
-//! and whether it is revoked. The NATS user list is generated from it.
+//! and whether it is revoked, plus every certificate serial ever revoked. The NATS user list
+//! and the key directory's revocation check are derived from it.
 
 use super::{io_err, PkiError};
 use crate::Home;
@@ -17,6 +18,18 @@ pub struct IdentityRecord {
     /// When it was revoked, Unix seconds; a revoked identity has no NATS user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
+    /// Serials issued to this identity before the current one (renewals) and not yet
+    /// revoked: a running service may still hold such a certificate, so a revocation covers
+    /// them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_serials: Vec<String>,
+}
+
+/// A revoked certificate serial and when it was revoked (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedSerial {
+    pub serial: String,
+    pub revoked_at: i64,
 }
 
 impl IdentityRecord {
@@ -29,6 +42,10 @@ impl IdentityRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
     pub identities: Vec<IdentityRecord>,
+    /// Every serial ever revoked: kept when the identity is issued again, so an old
+    /// certificate stays revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_serials: Vec<RevokedSerial>,
 }
 
 impl Registry {
@@ -63,8 +80,17 @@ impl Registry {
         self.identities.iter().find(|r| &r.identity == identity)
     }
 
-    /// Records a newly issued certificate, replacing (and un-revoking) an earlier one.
-    pub fn record(&mut self, record: IdentityRecord) {
+    /// Records a newly issued certificate, replacing (and un-revoking) an earlier one. The
+    /// serials of an active predecessor are remembered for a later revocation; a revoked
+    /// predecessor's are in `revoked_serials` already.
+    pub fn record(&mut self, mut record: IdentityRecord) {
+        if let Some(old) = self.get(&record.identity).filter(|old| old.is_active()) {
+            let mut earlier = old.earlier_serials.clone();
+            earlier.push(old.serial.clone());
+            earlier.retain(|s| *s != record.serial);
+            earlier.dedup();
+            record.earlier_serials = earlier;
+        }
         self.identities.retain(|r| r.identity != record.identity);
         self.identities.push(record);
         self.identities.sort_by(|a, b| a.identity.cmp(&b.identity));
@@ -83,7 +109,32 @@ impl Registry {
             return Ok(false);
         }
         rec.revoked_at = Some(at);
+        let serials: Vec<String> = std::iter::once(rec.serial.clone())
+            .chain(std::mem::take(&mut rec.earlier_serials))
+            .collect();
+        for serial in serials {
+            if !self.revoked_serials.iter().any(|r| r.serial == serial) {
+                self.revoked_serials.push(RevokedSerial {
+                    serial,
+                    revoked_at: at,
+                });
+            }
+        }
         Ok(true)
+    }
+
+    /// Every revoked serial with when it was revoked (also from records written before
+    /// `revoked_serials` existed).
+    pub fn revoked(&self) -> impl Iterator<Item = (&str, i64)> {
+        let listed = self
+            .revoked_serials
+            .iter()
+            .map(|r| (r.serial.as_str(), r.revoked_at));
+        let marked = self
+            .identities
+            .iter()
+            .filter_map(|r| r.revoked_at.map(|at| (r.serial.as_str(), at)));
+        listed.chain(marked)
     }
 
     /// Identities that should have a NATS user: active, and not people.
