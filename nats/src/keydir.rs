@@ -8,7 +8,7 @@ use futures::StreamExt;
 use ozone_bus_schemas::streams::{key_entry_key, parse_key_entry_key, KEY_BUCKET};
 use ozone_bus_schemas::{AuditKind, Identity, IdentityKind};
 use ozone_security::envelope::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -169,30 +169,18 @@ impl KeyDirectory {
             .watch_with_history(">")
             .await
             .map_err(|e| KeyDirError::Watch(e.to_string()))?;
-        let trust = Arc::new(Mutex::new(trust));
-        let revocations = Revocations {
-            trust: trust.clone(),
-            directory: directory.clone(),
-            rejected: rejected.clone(),
-        };
-        let apply = move |entry: kv::Entry| {
-            let applied = match trust.lock() {
-                Ok(trust) => apply(&trust, &directory, &entry),
-                Err(_) => Err("directory trust lock poisoned".to_string()),
-            };
-            if let Err(reason) = applied {
-                let _ = rejected.try_send(AuditKind::DirectoryEntryRejected {
-                    key: entry.key.clone(),
-                    reason,
-                });
-            }
+        // One owner for the trust: the catch-up below, then the follower task.
+        let mut follower = Follower {
+            trust,
+            directory,
+            rejected,
         };
         if initial > 0 {
             let caught_up = tokio::time::timeout(CATCH_UP, async {
                 while let Some(entry) = watch.next().await {
                     let entry = entry.map_err(|e| KeyDirError::Watch(e.to_string()))?;
                     let done = entry.seen_current;
-                    apply(entry);
+                    follower.apply(&entry);
                     if done {
                         break;
                     }
@@ -210,13 +198,13 @@ impl KeyDirectory {
                 let entry = tokio::select! {
                     entry = watch.next() => entry,
                     _ = check.tick() => {
-                        revocations.check();
+                        follower.check_revocations();
                         continue;
                     }
                 };
                 let Some(entry) = entry else { break };
                 match entry {
-                    Ok(entry) => apply(entry),
+                    Ok(entry) => follower.apply(&entry),
                     Err(e) => {
                         tracing::warn!("key directory watch: {e}");
                         if connection_gone(&e) {
@@ -231,21 +219,28 @@ impl KeyDirectory {
     }
 }
 
-/// What a follower needs to act on revocations.
-struct Revocations {
-    trust: Arc<Mutex<DirectoryTrust>>,
+/// A follower's state: what entries are checked against, where they go, where refusals are
+/// reported.
+struct Follower {
+    trust: DirectoryTrust,
     directory: Arc<RwLock<Directory>>,
     rejected: mpsc::Sender<AuditKind>,
 }
 
-impl Revocations {
-    /// Drops the keys of identities revoked since the last check and reports each.
-    fn check(&self) {
-        let Ok(mut trust) = self.trust.lock() else {
-            tracing::warn!("directory trust lock poisoned: revocations not checked");
-            return;
-        };
-        match trust.refresh_revocations() {
+impl Follower {
+    /// Applies one bucket entry, reporting it if it is ignored.
+    fn apply(&self, entry: &kv::Entry) {
+        if let Err(reason) = apply(&self.trust, &self.directory, entry) {
+            let _ = self.rejected.try_send(AuditKind::DirectoryEntryRejected {
+                key: entry.key.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Drops the keys of certificates revoked since the last check and reports each.
+    fn check_revocations(&mut self) {
+        match self.trust.refresh_revocations() {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -256,7 +251,7 @@ impl Revocations {
         let Ok(mut dir) = self.directory.write() else {
             return;
         };
-        for (service, epoch) in dir.drop_revoked(&trust, crate::bus::now_ms()) {
+        for (service, epoch) in dir.drop_revoked(&self.trust, crate::bus::now_ms()) {
             tracing::warn!(%service, epoch, "key dropped: its certificate is revoked");
             let _ = self.rejected.try_send(AuditKind::DirectoryEntryRejected {
                 key: format!("{service} (epoch {epoch})"),

@@ -33,6 +33,15 @@ const ROTATION: Rotation = Rotation {
     grace_ms: 1_000,
 };
 
+/// SPARK and the core joined to the bus: keys published, directories followed.
+async fn spark_and_core(eco: &TestEcosystem) -> anyhow::Result<(Bus, Bus)> {
+    let join = |c: Component| async move {
+        let conn = eco.connect(&Identity::component(c)).await?;
+        anyhow::Ok(Bus::start(conn, &eco.t.home, ROTATION).await?)
+    };
+    Ok((join(Component::Spark).await?, join(Component::Core).await?))
+}
+
 /// Every record in the audit stream, read as `auditor`.
 async fn read_all(eco: &TestEcosystem, auditor: &str) -> anyhow::Result<Vec<AuditRecord>> {
     let id = Identity::new(IdentityKind::Auditor, auditor)?;
@@ -118,13 +127,7 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
     assert_eq!(prepared.auditors, vec!["console", "siem"]);
 
     let spark_id = Identity::component(Component::Spark);
-    let spark = Bus::start(eco.connect(&spark_id).await?, home, ROTATION).await?;
-    let core = Bus::start(
-        eco.connect(&Identity::component(Component::Core)).await?,
-        home,
-        ROTATION,
-    )
-    .await?;
+    let (spark, core) = spark_and_core(&eco).await?;
     let generate = Subject::component_request(Component::Spark, "generate")?;
     // A copy of every sealed request, to replay one later. (On its own connection: a second
     // subscription to the same subject on the worker's connection makes nats-server drop the
@@ -447,13 +450,7 @@ async fn a_revoked_services_keys_leave_every_directory_within_seconds() -> R {
     let home = &eco.t.home;
     ozone::audit_cmd::prepare(home, &eco.t.cfg).await?;
     let spark_id = Identity::component(Component::Spark);
-    let spark = Bus::start(eco.connect(&spark_id).await?, home, ROTATION).await?;
-    let core = Bus::start(
-        eco.connect(&Identity::component(Component::Core)).await?,
-        home,
-        ROTATION,
-    )
-    .await?;
+    let (spark, core) = spark_and_core(&eco).await?;
     let generate = Subject::component_request(Component::Spark, "generate")?;
     let mut work = spark.subscribe::<Ask>(&generate, Some("spark")).await?;
     let asker = core.clone();

@@ -16,7 +16,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
 /// One published key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,8 +144,8 @@ pub struct DirectoryTrust {
     anchors: Vec<TrustAnchor<'static>>,
     intermediate: CertificateDer<'static>,
     user_intermediate: CertificateDer<'static>,
+    /// Where the identity registry is (`Registry::path`).
     home: Home,
-    registry: PathBuf,
     /// Revoked certificate serials (as `serial_key`) → when, in Unix milliseconds.
     revoked: HashMap<String, u64>,
     /// The registry file's identity when `revoked` was read (`None`: no registry).
@@ -222,7 +221,6 @@ impl DirectoryTrust {
             intermediate,
             user_intermediate,
             home: home.clone(),
-            registry,
             revoked,
             registry_stamp,
         })
@@ -234,7 +232,8 @@ impl DirectoryTrust {
     /// it was seen, keeps the set as it was and is reported once, then read again when it
     /// next changes.
     pub fn refresh_revocations(&mut self) -> Result<bool, DirectoryError> {
-        let now = stamp_of(&self.registry);
+        let path = Registry::path(&self.home);
+        let now = stamp_of(&path);
         if now == self.registry_stamp {
             return Ok(false);
         }
@@ -243,7 +242,7 @@ impl DirectoryTrust {
         if now.is_none() && seen_before {
             return Err(DirectoryError::Load(format!(
                 "{} is gone; the revocations read before are kept",
-                self.registry.display()
+                path.display()
             )));
         }
         let revoked = read_revoked(&self.home)?;
