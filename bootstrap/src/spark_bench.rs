@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// Where the models ran (the workers and the in-process baseline alike).
+    pub device: String,
     pub tokens: u32,
     pub in_process_tok_s: f64,
     pub bus_tok_s: f64,
@@ -122,6 +124,9 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
         .find(|m| m.info.served && m.info.kind == ModelKind::Embedding)
         .context("no embedding model to bench: `ozone models install`")?;
 
+    // The device the workers pick too: the baseline runs where they run.
+    let device = ozone_spark::engine::compute_device()?;
+    eprintln!("  compute device: {}", device_name(&device));
     let bench = crate::bench::BenchServer::start(None).await?;
     let (home, cfg, settings) = (&bench.home, &bench.cfg, &bench.settings);
     let id = Identity::component(Component::Bridge);
@@ -132,11 +137,7 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
     // 1. Decode: one worker with every core vs the same model in this process.
     let mut first = KillOnDrop(start_worker(home, models, 0)?);
     client.wait_for_workers(1, WORKER_START).await?;
-    let model = TextModel::load(
-        &text_model.path,
-        &text_model.info.name,
-        &candle_core::Device::Cpu,
-    )?;
+    let model = TextModel::load(&text_model.path, &text_model.info.name, &device)?;
     let (mut local, mut bus) = (Vec::new(), Vec::new());
     for round in 0..DECODE_ROUNDS {
         eprintln!("  decode round {}/{DECODE_ROUNDS}", round + 1);
@@ -169,11 +170,7 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
     first.stop();
 
     // 2. Embedding throughput, one thread per worker: 1 worker, then 2.
-    let embedder = Embedder::load(
-        &embed_model.path,
-        &embed_model.info.name,
-        &candle_core::Device::Cpu,
-    )?;
+    let embedder = Embedder::load(&embed_model.path, &embed_model.info.name, &device)?;
     let mut local_lat = Vec::new();
     for i in 0..50 {
         let t = Instant::now();
@@ -206,6 +203,7 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(Report {
+        device: device_name(&device),
         tokens,
         in_process_tok_s: median(local),
         bus_tok_s: median(bus),
@@ -236,7 +234,17 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The device as an operator reads it: `cpu` or `cuda:0`.
+fn device_name(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
 pub fn print(r: &Report) {
+    println!("compute device: {}", r.device);
     println!(
         "decode ({} tokens, 1 worker, all cores; median of {DECODE_ROUNDS})",
         r.tokens

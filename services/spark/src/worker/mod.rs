@@ -16,7 +16,6 @@ use crate::engine::{Embedder, TextModel};
 use crate::models::{discover, DiscoveredModel};
 use admission::Admission;
 use batcher::Batcher;
-use candle_core::Device;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use metrics::Metrics;
@@ -74,8 +73,7 @@ async fn start(
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let models_dir = args.models.clone().unwrap_or_else(|| serving.home.models());
     let catalog = discover(&models_dir);
-    // CUDA when built with `--features cuda` and a GPU is present; the CPU otherwise.
-    let device = Device::cuda_if_available(0)?;
+    let device = crate::engine::compute_device()?;
     tracing::info!(?device, "compute device");
     let mut text = HashMap::new();
     let mut embedders = HashMap::new();
