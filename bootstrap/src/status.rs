@@ -89,7 +89,7 @@ pub async fn discover(
 /// a stopped extra instance does not make the component stopped): ready when any instance
 /// is, else the latest state announced.
 async fn fold(reader: AuditReader) -> anyhow::Result<BTreeMap<String, PhaseEvent>> {
-    let records = reader.records(None, false).await?;
+    let records = reader.phase_records().await?;
     futures::pin_mut!(records);
     let mut instances: BTreeMap<String, Instances> = BTreeMap::new();
     let mut latest: BTreeMap<String, PhaseEvent> = BTreeMap::new();

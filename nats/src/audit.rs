@@ -216,7 +216,37 @@ impl AuditReader {
 
     /// Every record from `since` (or the beginning); ends when caught up unless `follow`.
     pub async fn records(
+        self,
+        since: Option<SystemTime>,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<AuditRecord, AuditError>>, AuditError> {
+        self.records_on(
+            vec![
+                Subject::audit_all().to_string(),
+                Subject::key_entries_all().to_string(),
+                Subject::phase_all().to_string(),
+                Subject::phase_transitions().to_string(),
+            ],
+            since,
+            follow,
+        )
+        .await
+    }
+
+    /// The phase events only (what `ozone status` folds): the server filters the stream, so
+    /// a long audit history of other events costs nothing to skip.
+    pub async fn phase_records(
+        self,
+    ) -> Result<impl Stream<Item = Result<AuditRecord, AuditError>>, AuditError> {
+        self.records_on(vec![Subject::phase_all().to_string()], None, false)
+            .await
+    }
+
+    /// [`AuditReader::records`] on `subjects` of the stream (the key directory is read in
+    /// full first, so any of them can be opened).
+    async fn records_on(
         mut self,
+        subjects: Vec<String>,
         since: Option<SystemTime>,
         follow: bool,
     ) -> Result<impl Stream<Item = Result<AuditRecord, AuditError>>, AuditError> {
@@ -227,17 +257,7 @@ impl AuditReader {
             },
             None => consumer::DeliverPolicy::All,
         };
-        let (messages, pending) = self
-            .consumer(
-                vec![
-                    Subject::audit_all().to_string(),
-                    Subject::key_entries_all().to_string(),
-                    Subject::phase_all().to_string(),
-                    Subject::phase_transitions().to_string(),
-                ],
-                deliver_policy,
-            )
-            .await?;
+        let (messages, pending) = self.consumer(subjects, deliver_policy).await?;
         let done = !follow && pending == 0;
         Ok(futures::stream::unfold(
             (self, messages, done),
