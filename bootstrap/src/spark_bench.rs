@@ -246,8 +246,13 @@ fn device_name(device: &candle_core::Device) -> String {
 pub fn print(r: &Report) {
     println!("compute device: {}", r.device);
     println!(
-        "decode ({} tokens, 1 worker, all cores; median of {DECODE_ROUNDS})",
-        r.tokens
+        "decode ({} tokens, 1 worker, {}; median of {DECODE_ROUNDS})",
+        r.tokens,
+        if r.device == "cpu" {
+            "all cores"
+        } else {
+            r.device.as_str()
+        }
     );
     println!("  in-process   {:>8.1} tokens/s", r.in_process_tok_s);
     println!("  over the bus {:>8.1} tokens/s", r.bus_tok_s);
