@@ -126,7 +126,8 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
 
     // The device the workers pick too: the baseline runs where they run.
     let device = ozone_spark::engine::compute_device()?;
-    eprintln!("  compute device: {}", device_name(&device));
+    let device_label = ozone_spark::engine::device_label(&device);
+    eprintln!("  compute device: {device_label}");
     let bench = crate::bench::BenchServer::start(None).await?;
     let (home, cfg, settings) = (&bench.home, &bench.cfg, &bench.settings);
     let id = Identity::component(Component::Bridge);
@@ -203,7 +204,7 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(Report {
-        device: device_name(&device),
+        device: device_label,
         tokens,
         in_process_tok_s: median(local),
         bus_tok_s: median(bus),
@@ -231,15 +232,6 @@ impl KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// The device as an operator reads it: `cpu` or `cuda:0`.
-fn device_name(device: &candle_core::Device) -> String {
-    match device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }
 

@@ -15,3 +15,12 @@ pub use textgen::{Generation, Step, TextModel};
 pub fn compute_device() -> candle_core::Result<candle_core::Device> {
     candle_core::Device::cuda_if_available(0)
 }
+
+/// A device as an operator reads it: `cpu`, `cuda:0`.
+pub fn device_label(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}

@@ -74,7 +74,7 @@ async fn start(
     let models_dir = args.models.clone().unwrap_or_else(|| serving.home.models());
     let catalog = discover(&models_dir);
     let device = crate::engine::compute_device()?;
-    tracing::info!(?device, "compute device");
+    tracing::info!(device = %crate::engine::device_label(&device), "compute device");
     let mut text = HashMap::new();
     let mut embedders = HashMap::new();
     let mut tasks = Vec::new();
