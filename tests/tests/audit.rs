@@ -533,3 +533,89 @@ async fn an_audit_cap_beyond_the_disk_says_what_to_change() -> R {
     ozone_nats::audit::ensure_stream(&conn, &eco.t.settings).await?;
     Ok(())
 }
+
+/// `ozone status` folds the phase events alone, and the server does the filtering: a long
+/// history of other audit events never reaches it.
+#[tokio::test]
+async fn status_reads_the_phase_events_and_nothing_else() -> R {
+    use ozone_bus_schemas::phase::{ComponentState, PhaseEvent};
+    let eco = TestEcosystem::start_with(|_| Ok(()), |c| c).await?;
+    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    let (spark, _core) = spark_and_core(&eco).await?;
+    let raw = eco.connect(&Identity::component(Component::Spark)).await?;
+    const OTHERS: usize = 200;
+    for _ in 0..OTHERS {
+        raw.client
+            .publish("audit.spark.rejected", "not an envelope".into())
+            .await?;
+    }
+    raw.client.flush().await?;
+    let ready = PhaseEvent {
+        component: Component::Spark.name().into(),
+        phase: Component::Spark.phase(),
+        instance: "a1".into(),
+        version: "test".into(),
+        pid: std::process::id(),
+        at_ms: now_ms(),
+        state: ComponentState::Ready,
+    };
+    spark
+        .publish(&Subject::phase_announce(Component::Spark), &ready)
+        .await?;
+
+    // The whole stream holds the other events (once stored)…
+    let started = Instant::now();
+    loop {
+        let all = read_all(&eco, "console").await?;
+        let unreadable = all
+            .iter()
+            .filter(|r| matches!(r, AuditRecord::Unreadable { .. }))
+            .count();
+        let phases = all
+            .iter()
+            .filter(|r| matches!(r, AuditRecord::Phase { .. }))
+            .count();
+        if unreadable >= OTHERS && phases == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{unreadable} other events and {phases} phase events stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // …and the phase reader is handed the phase event alone.
+    let id = Identity::new(IdentityKind::Auditor, "console")?;
+    let conn = eco.connect(&id).await?;
+    let reader = AuditReader::new(
+        &conn,
+        auditor_key::load(&eco.t.home, &id)?,
+        DirectoryTrust::load(&eco.t.home)?,
+    );
+    let records = reader.phase_records().await?;
+    futures::pin_mut!(records);
+    let mut read = Vec::new();
+    while let Some(r) = futures::StreamExt::next(&mut records).await {
+        read.push(r?);
+    }
+    assert_eq!(
+        read.len(),
+        1,
+        "{} records read: the other events reached the reader",
+        read.len()
+    );
+    let AuditRecord::Phase { event, .. } = &read[0] else {
+        panic!("not a phase event: {:?}", read[0]);
+    };
+    assert_eq!(event, &ready);
+
+    let status =
+        ozone::status::gather_with(&eco.t.home, &eco.t.cfg, Duration::from_millis(50)).await?;
+    let spark_row = status
+        .components
+        .iter()
+        .find(|c| c.component == Component::Spark.name())
+        .unwrap();
+    assert_eq!(spark_row.state, "ready");
+    Ok(())
+}
