@@ -5,7 +5,7 @@ use futures::StreamExt;
 use ozone_bus_schemas::{Component, Identity, Subject};
 use ozone_nats::bus::{local_keys, Bus};
 use ozone_nats::{find_binary, Connection, NatsServer, NatsSettings};
-use ozone_security::envelope::{Sealer, SecretKeyPair, SessionLimits};
+use ozone_security::envelope::{Form, Sealer, SecretKeyPair, SessionLimits};
 use ozone_security::{tls, Home};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -49,21 +49,31 @@ pub struct Row {
     pub bus_p99_us: f64,
 }
 
-/// The size of a sealed `Blob` of `size` bytes from the core to one recipient: sealed with
-/// throwaway keys and measured, not computed from the layout.
+/// The size of a sealed `Blob` of `size` bytes from the core to one recipient in steady
+/// state (a compact envelope, its session's record published): sealed with throwaway keys and
+/// measured, not computed from the layout.
 fn envelope_size(size: usize) -> anyhow::Result<usize> {
     let payload = rmp_serde::to_vec_named(&Blob {
         data: vec![0; size],
     })?;
-    let recipient = SecretKeyPair::generate()?;
+    let recipient = *SecretKeyPair::generate()?.public();
     let mut sealer = Sealer::new(
         Component::Core.name(),
         SecretKeyPair::generate()?,
         SessionLimits::default(),
     );
-    Ok(sealer
-        .seal("spark.bench", 1, &[*recipient.public()], &payload, 0)?
-        .len())
+    let seal = |sealer: &mut Sealer| {
+        let form = Form::CompactWhenPublished;
+        sealer.seal_with("spark.bench", 1, &[recipient], form, 0, size, |out| {
+            out.extend_from_slice(&payload);
+            Ok(())
+        })
+    };
+    seal(&mut sealer)?;
+    for record in sealer.new_records() {
+        sealer.mark_published(&record.session_id);
+    }
+    Ok(seal(&mut sealer)?.len())
 }
 
 /// Rounds of each measurement per size.

@@ -7,6 +7,11 @@ use crate::{Identity, IdentityKind, Subject};
 pub const KEY_BUCKET: &str = "ozone-keys";
 /// The stream behind [`KEY_BUCKET`].
 pub const KEY_STREAM: &str = "KV_ozone-keys";
+/// The key-value bucket of session records (in the OZONE account): what a compact envelope
+/// leaves out, fetched once per session by a recipient that did not see a full envelope of it.
+pub const SESSION_BUCKET: &str = "ozone-sessions";
+/// The stream behind [`SESSION_BUCKET`].
+pub const SESSION_STREAM: &str = "KV_ozone-sessions";
 /// The audit stream (in the AUDIT account): `audit.>` plus a copy of every key-directory put.
 pub const AUDIT_STREAM: &str = "OZONE_AUDIT";
 
@@ -28,7 +33,23 @@ pub fn parse_key_entry_key(key: &str) -> Option<(IdentityKind, String, u64)> {
     parts.next().is_none().then_some((kind, name, epoch))
 }
 
+/// The bucket key of a session record: `<sender>.<session id, hex>`.
+pub fn session_record_key(sender: &str, session_id: &[u8]) -> String {
+    let mut key = String::with_capacity(sender.len() + 1 + 2 * session_id.len());
+    key.push_str(sender);
+    key.push('.');
+    for b in session_id {
+        key.push_str(&format!("{b:02x}"));
+    }
+    key
+}
+
 impl Subject {
+    /// Every session record a component puts: `$KV.ozone-sessions.<name>.>`.
+    pub fn session_records_of(identity: &Identity) -> Subject {
+        Subject(format!("$KV.{SESSION_BUCKET}.{}.>", identity.name))
+    }
+
     /// Every key entry of one identity: `$KV.ozone-keys.<kind>.<name>.>`.
     pub fn key_entries_of(identity: &Identity) -> Subject {
         Subject(format!(

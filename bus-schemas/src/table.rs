@@ -3,7 +3,7 @@
 //! recipients ([`recipients`]) and of `docs/subjects.md` ([`markdown`]).
 
 use crate::phase::PHASE_STREAM;
-use crate::streams::{AUDIT_STREAM, KEY_STREAM};
+use crate::streams::{AUDIT_STREAM, KEY_STREAM, SESSION_STREAM};
 use crate::{Component, Identity, IdentityKind, Subject};
 
 /// How a subject is used on the bus.
@@ -229,15 +229,34 @@ pub const ROUTES: &[Route] = &[
         audited: false,
     },
     Route {
-        name: "key directory and phase state API",
-        template: "$JS.API.*.KV_ozone-keys…, $JS.API.*.OZONE_PHASE…",
+        name: "session records",
+        template: "$KV.ozone-sessions.{component}.{session}",
+        kind: Kind::Store,
+        owner: Some(IdentityKind::Component),
+        publishers: Party::Owner,
+        subscribers: Party::Nobody,
+        doc: "what the component's compact envelopes leave out (docs/envelope.md); a recipient \
+              that has not seen a full envelope of the session reads it through the bucket's \
+              JetStream API",
+        subjects: |id| vec![Subject::session_records_of(id)],
+        all_owners: None,
+        audited: false,
+    },
+    Route {
+        name: "key directory, session records and phase state API",
+        template: "$JS.API.*.KV_ozone-keys…, $JS.API.*.KV_ozone-sessions…, $JS.API.*.OZONE_PHASE…",
         kind: Kind::JetStream,
         owner: None,
         publishers: Party::AllComponents,
         subscribers: Party::Nobody,
-        doc: "create the bucket and the phase stream if absent, watch and read them; never delete or reconfigure",
+        doc: "create the buckets and the phase stream if absent, watch and read them; never delete or reconfigure",
         subjects: |_| {
             let mut s = Subject::jetstream_client_api(KEY_STREAM);
+            s.extend(
+                Subject::jetstream_client_api(SESSION_STREAM)
+                    .into_iter()
+                    .filter(|x| x.as_str() != "$JS.API.INFO"),
+            );
             s.extend(
                 Subject::jetstream_client_api(PHASE_STREAM)
                     .into_iter()

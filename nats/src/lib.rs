@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod keydir;
 pub mod server;
+pub mod sessions;
 pub mod settings;
 pub mod version;
 
@@ -14,5 +15,6 @@ pub use client::{connect, ConnectError, Connection, Violation};
 pub use config::render as render_config;
 pub use keydir::{KeyDirError, KeyDirectory};
 pub use server::{NatsServer, ServerError};
+pub use sessions::{SessionStore, SessionStoreError};
 pub use settings::NatsSettings;
 pub use version::{check_version, find_binary, MIN_VERSION};

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ozone_security::envelope::{
-    Envelope, EnvelopeError, Freshness, KeyId, Opener, OpenerLimits, PublicKey, Sealer,
-    SecretKeyPair, SessionLimits,
+    Envelope, EnvelopeError, Form, Freshness, KeyId, Opener, OpenerLimits, PublicKey, Sealer,
+    SecretKeyPair, SessionLimits, COMPACT_HEADER_LEN, VERSION_COMPACT,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
@@ -503,10 +503,18 @@ fn envelopes_sealed_into_the_shared_arena_stay_intact_while_later_ones_are_seale
         .enumerate()
         .map(|(i, plain)| {
             p.sealer
-                .seal_with("spark.embed", 1, &[r], NOW + i as u64, 0, |out| {
-                    out.extend_from_slice(plain);
-                    Ok(())
-                })
+                .seal_with(
+                    "spark.embed",
+                    1,
+                    &[r],
+                    Form::Full,
+                    NOW + i as u64,
+                    0,
+                    |out| {
+                        out.extend_from_slice(plain);
+                        Ok(())
+                    },
+                )
                 .unwrap()
         })
         .collect();
@@ -523,9 +531,198 @@ fn envelopes_sealed_into_the_shared_arena_stay_intact_while_later_ones_are_seale
                 &p.senders,
                 now,
                 &mut buf,
+                None,
             )
             .unwrap();
-        assert_eq!(header.sender, "ozone-studio");
+        assert_eq!(&*header.sender, "ozone-studio");
         assert_eq!(&buf, plain, "envelope {i} changed after it was sealed");
     }
+}
+
+/// Seals `plaintext` as the bus does in steady state: the session's record published, so the
+/// envelope is compact. Returns the envelope and the session's record.
+/// (The record is `None` for a session whose record was handed out before.)
+fn seal_compact(
+    p: &mut Pair,
+    subject: &str,
+    plaintext: &[u8],
+    now: u64,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let r = p.recipient;
+    let seal = |sealer: &mut Sealer| {
+        sealer
+            .seal_with(
+                subject,
+                1,
+                &[r],
+                Form::CompactWhenPublished,
+                now,
+                0,
+                |out| {
+                    out.extend_from_slice(plaintext);
+                    Ok(())
+                },
+            )
+            .unwrap()
+    };
+    let mut envelope = seal(&mut p.sealer);
+    let mut record = None;
+    for r in p.sealer.new_records() {
+        p.sealer.mark_published(&r.session_id);
+        record = Some(r.record.to_vec());
+    }
+    if envelope[2] != VERSION_COMPACT {
+        envelope = seal(&mut p.sealer);
+    }
+    (envelope.to_vec(), record)
+}
+
+#[test]
+fn a_session_turns_compact_once_its_record_is_published_and_opens_from_cache_or_record() {
+    let mut p = pair();
+    let r = p.recipient;
+    // Before its record is published, a session's envelopes are full (version 2).
+    let full = p
+        .sealer
+        .seal_with(
+            "spark.embed",
+            1,
+            &[r],
+            Form::CompactWhenPublished,
+            NOW,
+            0,
+            |out| {
+                out.extend_from_slice(b"first");
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(full[2], 2);
+    let (compact, record) = seal_compact(&mut p, "spark.embed", b"second", NOW);
+    let record = record.unwrap();
+    assert_eq!(compact[2], VERSION_COMPACT);
+    assert_eq!(compact.len(), COMPACT_HEADER_LEN + b"second".len() + 16);
+    // `Form::Full` stays full even then (for messages kept in streams).
+    assert_eq!(p.seal("spark.embed", b"kept", NOW)[2], 2);
+
+    // A recipient that opened a full envelope of the session opens compact ones from its cache.
+    let mine = p.mine();
+    let mut saw_full = p.opener();
+    saw_full
+        .open("spark.embed", &full, mine.as_slice(), &p.senders, NOW)
+        .unwrap();
+    let opened = saw_full
+        .open("spark.embed", &compact, mine.as_slice(), &p.senders, NOW)
+        .unwrap();
+    assert_eq!(
+        (opened.plaintext.as_slice(), opened.header.sender.as_str()),
+        (&b"second"[..], "ozone-studio")
+    );
+
+    // One that never saw the session needs its record, and caches the session after.
+    let (next, _) = seal_compact(&mut p, "spark.embed", b"third", NOW);
+    let mut late = p.opener();
+    let open = |o: &mut Opener, env: &[u8], record: Option<&[u8]>| {
+        let mut plain = Vec::new();
+        o.open_into(
+            Freshness::Live,
+            "spark.embed",
+            env,
+            mine.as_slice(),
+            &p.senders,
+            NOW,
+            &mut plain,
+            record,
+        )
+        .map(|_| plain)
+    };
+    assert!(matches!(
+        open(&mut late, &compact, None),
+        Err(EnvelopeError::UnknownSession { .. })
+    ));
+    // A record tampered with, or another session's, opens nothing and is not cached.
+    let mut bad = record.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(open(&mut late, &compact, Some(&bad)).is_err());
+    let mut other = pair();
+    let other_record = seal_compact(&mut other, "spark.embed", b"x", NOW)
+        .1
+        .unwrap();
+    assert_eq!(
+        open(&mut late, &compact, Some(&other_record)),
+        Err(EnvelopeError::Malformed(
+            "the session record is another session's"
+        ))
+    );
+    assert!(matches!(
+        open(&mut late, &compact, None),
+        Err(EnvelopeError::UnknownSession { .. })
+    ));
+    assert_eq!(open(&mut late, &compact, Some(&record)).unwrap(), b"second");
+    assert_eq!(open(&mut late, &next, None).unwrap(), b"third");
+    // Replays of compact envelopes are refused like any other.
+    assert!(matches!(
+        open(&mut late, &next, None),
+        Err(EnvelopeError::Replay(_))
+    ));
+    // Someone else's keys open nothing with the record either.
+    let stranger = [SecretKeyPair::generate().unwrap()];
+    let mut plain = Vec::new();
+    assert_eq!(
+        p.opener().open_into(
+            Freshness::Live,
+            "spark.embed",
+            &compact,
+            stranger.as_slice(),
+            &p.senders,
+            NOW,
+            &mut plain,
+            Some(&record),
+        ),
+        Err(EnvelopeError::NotARecipient)
+    );
+}
+
+#[test]
+fn every_bit_flip_and_truncation_of_a_compact_envelope_is_refused() {
+    let mut p = pair();
+    let plaintext = random_bytes(1024);
+    let (compact, record) = seal_compact(&mut p, "spark.embed", &plaintext, NOW);
+    let record = record.unwrap();
+    let mine = p.mine();
+    let try_open = |env: &[u8], subject: &str| {
+        let mut plain = Vec::new();
+        p.opener()
+            .open_into(
+                Freshness::Live,
+                subject,
+                env,
+                mine.as_slice(),
+                &p.senders,
+                NOW,
+                &mut plain,
+                Some(&record),
+            )
+            .map(|_| plain)
+    };
+    for bit in 0..compact.len() * 8 {
+        let mut flipped = compact.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            try_open(&flipped, "spark.embed").is_err(),
+            "bit {bit} flipped opened"
+        );
+    }
+    for len in 0..compact.len() {
+        assert!(
+            try_open(&compact[..len], "spark.embed").is_err(),
+            "cut to {len} opened"
+        );
+    }
+    assert_eq!(
+        try_open(&compact, "spark.generate"),
+        Err(EnvelopeError::CannotDecrypt)
+    );
+    assert_eq!(try_open(&compact, "spark.embed").unwrap(), plaintext);
 }

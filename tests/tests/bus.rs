@@ -3,6 +3,7 @@
 
 use ozone_bus_schemas::{Component, Identity, IdentityKind, Subject};
 use ozone_nats::bus::{Bus, BusError};
+use ozone_security::envelope::Rotation;
 use ozone_tests::{bus_keys, with_permissions, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -219,5 +220,122 @@ async fn permission_violations_become_access_denied() -> R {
         Err(BusError::AccessDenied(_)) => {}
         other => anyhow::bail!("expected access denied, got {other:?}"),
     }
+    Ok(())
+}
+
+/// Serves `spark.generate` in SPARK's queue group, answering with `label`, until aborted.
+/// Returns once the subscription is live.
+async fn serve(
+    bus: Bus,
+    label: &'static str,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let generate = Subject::component_request(Component::Spark, "generate")?;
+    let mut work = bus.subscribe::<Ask>(&generate, Some("spark")).await?;
+    Ok(tokio::spawn(async move {
+        while let Some(next) = work.next().await {
+            // Refused input (reported and audited by the bus) does not stop the worker.
+            let Ok(req) = next else { continue };
+            let answer = Answer {
+                text: format!("{label}: {}", req.message.prompt),
+                tokens: 1,
+            };
+            bus.reply(&req, &answer).await?;
+        }
+        Ok(())
+    }))
+}
+
+#[tokio::test]
+async fn a_worker_started_later_opens_compact_envelopes_through_the_session_record() -> R {
+    let eco = TestEcosystem::start().await?;
+    let join = |c: Component| {
+        let eco = &eco;
+        async move {
+            let conn = eco.connect(&Identity::component(c)).await?;
+            anyhow::Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
+        }
+    };
+    let core = join(Component::Core).await?;
+    let generate = Subject::component_request(Component::Spark, "generate")?;
+    // A tap with SPARK's identity (outside the queue group) sees every request's envelope.
+    let tap_conn = eco.connect(&Identity::component(Component::Spark)).await?;
+    let mut tap = tap_conn.client.subscribe(generate.to_string()).await?;
+    tap_conn.sync().await?;
+    let version = |m: &async_nats::Message| m.payload.get(2).copied();
+
+    let first = serve(join(Component::Spark).await?, "first").await?;
+    let ask = |prompt: &str| Ask {
+        prompt: prompt.into(),
+    };
+    // The session's first requests are full envelopes; once its record is stored they turn
+    // compact (38 + 16 bytes of envelope instead of 92 + 16).
+    let mut compact = None;
+    for i in 0..100 {
+        let answer: Answer = core
+            .request(&generate, &ask(&format!("q{i}")), Duration::from_secs(5))
+            .await?;
+        assert_eq!(answer.text, format!("first: q{i}"));
+        let seen = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut tap))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("tap closed"))?;
+        if i == 0 {
+            assert_eq!(
+                version(&seen),
+                Some(2),
+                "a session starts with a full envelope"
+            );
+        }
+        if version(&seen) == Some(3) {
+            compact = Some(seen);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let compact = compact.ok_or_else(|| anyhow::anyhow!("requests never turned compact"))?;
+    assert!(
+        compact.payload.len() < 120,
+        "{} bytes for a short request",
+        compact.payload.len()
+    );
+
+    // The first worker leaves; a second one joins with the same keys and an empty session
+    // cache, as a process started a minute later would.
+    first.abort();
+    let _ = first.await;
+    let second = join(Component::Spark).await?;
+    let second_serving = serve(second, "second").await?;
+    let answer: Answer = core
+        .request(&generate, &ask("late"), Duration::from_secs(5))
+        .await?;
+    assert_eq!(answer.text, "second: late");
+    let seen = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut tap))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("tap closed"))?;
+    assert_eq!(
+        version(&seen),
+        Some(3),
+        "the late worker got a compact envelope"
+    );
+
+    // A compact envelope with one bit flipped, and one naming a session nobody stored, are
+    // refused; the worker keeps serving.
+    let mut flipped = compact.payload.to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let mut unknown = compact.payload.to_vec();
+    unknown[14] ^= 0xff; // inside the session id
+    for bad in [flipped, unknown] {
+        core.connection()
+            .client
+            .publish(generate.to_string(), bad.into())
+            .await?;
+    }
+    core.connection().sync().await?;
+    let answer: Answer = core
+        .request(&generate, &ask("still"), Duration::from_secs(5))
+        .await?;
+    assert_eq!(answer.text, "second: still");
+    assert!(!second_serving.is_finished());
+    second_serving.abort();
     Ok(())
 }

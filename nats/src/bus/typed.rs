@@ -4,9 +4,12 @@ use super::audit_sink::{self, AuditSink};
 use super::{now_ms, BusError, BusKeys};
 use crate::client::{ConnEvent, Violation};
 use crate::Connection;
+use crate::SessionStore;
 use futures::StreamExt;
 use ozone_bus_schemas::{table, AuditKind, Identity, Subject};
-use ozone_security::envelope::{Envelope, EnvelopeError, Freshness, PublicKey};
+use ozone_security::envelope::{
+    CompactHeader, Envelope, EnvelopeError, Form, Freshness, PublicKey, SessionRecord,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -33,6 +36,9 @@ pub struct Bus {
     audit: Option<AuditSink>,
     /// Background tasks (directory follower, key rotation) stopped with the last handle.
     tasks: Option<Arc<TaskGuard>>,
+    /// The session-record bucket, opened on first use; `None` inside when it cannot be (then
+    /// every envelope stays full).
+    sessions: Arc<tokio::sync::OnceCell<Option<SessionStore>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +46,9 @@ struct CachedRecipients {
     generation: u64,
     valid_until_ms: u64,
     keys: Arc<Vec<PublicKey>>,
+    /// Full envelopes for subjects kept in streams (read back later by whoever holds the
+    /// keys, without the session bucket); compact ones elsewhere.
+    form: Form,
 }
 
 /// Aborts its tasks when dropped.
@@ -80,6 +89,7 @@ impl Bus {
             size_hint: Arc::default(),
             audit: None,
             tasks: None,
+            sessions: Arc::default(),
         };
         if let Some(c) = bus.conn.identity.as_component() {
             bus.audit = Some(audit_sink::start(bus.clone(), c));
@@ -109,7 +119,10 @@ impl Bus {
 
     /// Reports a refused message and passes the error on.
     fn rejected(&self, subject: &str, payload: &[u8], error: BusError) -> BusError {
-        let claimed_sender = Envelope::decode(payload).ok().map(|e| e.header.sender);
+        let claimed_sender = Envelope::decode(payload)
+            .ok()
+            .map(|e| e.header.sender)
+            .or_else(|| self.compact_sender(payload));
         self.audit(AuditKind::MessageRejected {
             subject: subject.to_string(),
             reason: error.to_string(),
@@ -142,7 +155,7 @@ impl Bus {
         if auditors.is_empty() {
             return Err(BusError::NoRecipients(subject.to_string()));
         }
-        let sealed = self.seal_for(subject.as_str(), &auditors, record, schema, now)?;
+        let sealed = self.seal_for(subject.as_str(), &auditors, Form::Full, record, schema, now)?;
         self.conn
             .client
             .publish(subject.to_string(), sealed)
@@ -159,13 +172,17 @@ impl Bus {
     }
 
     /// The current keys of everyone the subject table says receives `subject`.
-    fn recipients_of(&self, subject: &str, now: u64) -> Result<Arc<Vec<PublicKey>>, BusError> {
+    fn recipients_of(
+        &self,
+        subject: &str,
+        now: u64,
+    ) -> Result<(Arc<Vec<PublicKey>>, Form), BusError> {
         let dir = self.keys.directory.read().map_err(lock_err)?;
         let generation = dir.generation();
         let mut cache = self.recipients.lock().map_err(lock_err)?;
         if let Some(c) = cache.get(subject) {
             if c.generation == generation && now < c.valid_until_ms {
-                return Ok(c.keys.clone());
+                return Ok((c.keys.clone(), c.form));
             }
         }
         let ids = table::recipients(subject);
@@ -189,7 +206,9 @@ impl Bus {
             .min()
             .unwrap_or(now);
         let mut keys: Vec<PublicKey> = present.into_iter().map(|(_, k)| k).collect();
+        let mut form = Form::CompactWhenPublished;
         if table::audited(subject) {
+            form = Form::Full;
             // Kept in the audit stream: every auditor can open it too.
             keys.extend(dir.auditors(now));
             valid_until_ms = valid_until_ms.min(now + 60_000);
@@ -204,15 +223,17 @@ impl Bus {
                 generation,
                 valid_until_ms,
                 keys: keys.clone(),
+                form,
             },
         );
-        Ok(keys)
+        Ok((keys, form))
     }
 
     fn seal_for(
         &self,
         subject: &str,
         recipients: &[PublicKey],
+        form: Form,
         message: &impl Serialize,
         schema: u16,
         now: u64,
@@ -223,7 +244,7 @@ impl Bus {
         let hint = self.size_hint.load(Ordering::Relaxed);
         let sealed = {
             let mut sealer = self.keys.sealer.lock().map_err(lock_err)?;
-            sealer.seal_with(subject, schema, recipients, now, hint, |out| {
+            let sealed = sealer.seal_with(subject, schema, recipients, form, now, hint, |out| {
                 let start = out.len();
                 rmp_serde::encode::write_named(&mut (&mut *out).writer(), message).map_err(
                     |e| {
@@ -233,7 +254,18 @@ impl Bus {
                 )?;
                 self.size_hint.store(out.len() - start, Ordering::Relaxed);
                 Ok(())
-            })
+            });
+            // A new session: its record goes to the bucket, and its messages stay full
+            // envelopes until the record is stored.
+            let records = if form == Form::CompactWhenPublished {
+                sealer.new_records()
+            } else {
+                Vec::new()
+            };
+            if !records.is_empty() {
+                self.publish_records(records);
+            }
+            sealed
         };
         sealed.map_err(|source| match encode_error.take() {
             Some(e) => BusError::Invalid {
@@ -255,13 +287,78 @@ impl Bus {
     ) -> Result<bytes::Bytes, BusError> {
         // One clock read per message: it is not free in a virtual machine.
         let now = now_ms();
+        let (recipients, form) = self.recipients_of(subject.as_str(), now)?;
         self.seal_for(
             subject.as_str(),
-            &self.recipients_of(subject.as_str(), now)?,
+            &recipients,
+            form,
             message,
             SCHEMA_VERSION,
             now,
         )
+    }
+
+    /// The session-record bucket (opened once; `None` if it cannot be).
+    async fn session_store(&self) -> Option<SessionStore> {
+        self.sessions
+            .get_or_init(|| async {
+                match SessionStore::open(&self.conn.client).await {
+                    Ok(store) => Some(store),
+                    Err(e) => {
+                        tracing::warn!("{e}; sealing full envelopes only");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// Stores new sessions' records in the background; each session's messages turn compact
+    /// once its record is stored. (Outside a Tokio runtime they stay full.)
+    fn publish_records(&self, records: Vec<SessionRecord>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let bus = self.clone();
+        runtime.spawn(async move {
+            let Some(store) = bus.session_store().await else {
+                return;
+            };
+            let sender = bus.conn.identity.name.clone();
+            for r in records {
+                match store.put(&sender, &r.session_id, r.record).await {
+                    Ok(()) => {
+                        if let Ok(mut sealer) = bus.keys.sealer.lock() {
+                            sealer.mark_published(&r.session_id);
+                        }
+                    }
+                    Err(e) => tracing::warn!("{e}; that session's envelopes stay full"),
+                }
+            }
+        });
+    }
+
+    /// The sender a compact envelope's key id belongs to, per the key directory.
+    fn compact_sender(&self, payload: &[u8]) -> Option<String> {
+        let (header, _) = CompactHeader::parse(payload).ok()?;
+        let dir = self.keys.directory.read().ok()?;
+        dir.service_of(&header.sender_kid).map(str::to_string)
+    }
+
+    /// The record of the session a compact envelope belongs to, from the bucket (a sender
+    /// stores it before sealing the session's first compact envelope).
+    async fn fetch_record(&self, payload: &[u8]) -> Option<bytes::Bytes> {
+        let (header, _) = CompactHeader::parse(payload).ok()?;
+        let sender = self.compact_sender(payload)?;
+        let store = self.session_store().await?;
+        match store.get(&sender, &header.session_id).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        }
     }
 
     /// Opens and decodes one raw message.
@@ -286,7 +383,7 @@ impl Bus {
         msg: &async_nats::Message,
         freshness: Freshness,
     ) -> Result<Received<T>, BusError> {
-        decoded(self.open_plain(msg, freshness, |p| decode_payload(&msg.subject, p))?)
+        decoded(self.open_plain(msg, freshness, None, |p| decode_payload(&msg.subject, p))?)
     }
 
     /// Authenticates and decrypts, checks the schema version, and hands the plaintext to
@@ -296,13 +393,14 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
         freshness: Freshness,
+        record: Option<&[u8]>,
         decode: impl FnOnce(&[u8]) -> R,
     ) -> Result<Received<R>, BusError> {
         thread_local! {
             static PLAINTEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         PLAINTEXT.with_borrow_mut(|plain| {
-            let opened = self.open_in(msg, freshness, plain, decode);
+            let opened = self.open_in(msg, freshness, record, plain, decode);
             // A rare huge message (opened or refused) does not pin its buffer to the thread.
             if plain.capacity() > 256 * 1024 {
                 *plain = Vec::new();
@@ -316,6 +414,7 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
         freshness: Freshness,
+        record: Option<&[u8]>,
         plain: &mut Vec<u8>,
         decode: impl FnOnce(&[u8]) -> R,
     ) -> Result<Received<R>, BusError> {
@@ -332,6 +431,7 @@ impl Bus {
                 &*dir,
                 now_ms(),
                 plain,
+                record,
             );
             let header = opened.map_err(|source| BusError::Envelope {
                 subject: subject.to_string(),
@@ -374,16 +474,33 @@ impl Bus {
         msg: &async_nats::Message,
         decode: impl Fn(&[u8]) -> R,
     ) -> Result<Received<R>, BusError> {
-        match self.open_plain(msg, Freshness::Live, &decode) {
-            Err(BusError::Envelope {
-                source: EnvelopeError::UnknownSender { .. },
-                ..
-            }) => {
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                self.open_plain(msg, Freshness::Live, &decode)
-            }
-            result => result,
+        let unknown = |r: &Result<Received<R>, BusError>, sender: bool| {
+            matches!(r, Err(BusError::Envelope { source, .. }) if match source {
+                EnvelopeError::UnknownSender { .. } => sender,
+                EnvelopeError::UnknownSession { .. } => !sender,
+                _ => false,
+            })
+        };
+        let mut result = self.open_plain(msg, Freshness::Live, None, &decode);
+        let mut waited = false;
+        if unknown(&result, true) {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            waited = true;
+            result = self.open_plain(msg, Freshness::Live, None, &decode);
         }
+        if unknown(&result, false) {
+            // A compact envelope of a session we have not seen: its record is in the bucket.
+            // A sender key we do not know yet gets the directory the same moment to catch up.
+            let mut record = self.fetch_record(&msg.payload).await;
+            if record.is_none() && !waited {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                record = self.fetch_record(&msg.payload).await;
+            }
+            if let Some(record) = record {
+                result = self.open_plain(msg, Freshness::Live, Some(&record), &decode);
+            }
+        }
+        result
     }
 
     /// Opens a request for a server that must answer even a malformed one: authentication
@@ -562,7 +679,14 @@ impl Bus {
             dir.current(&to.sender, now)
                 .ok_or_else(|| BusError::NoKey(to.sender.clone()))?
         };
-        let sealed = self.seal_for(inbox.as_str(), &[key], response, SCHEMA_VERSION, now)?;
+        let sealed = self.seal_for(
+            inbox.as_str(),
+            &[key],
+            Form::CompactWhenPublished,
+            response,
+            SCHEMA_VERSION,
+            now,
+        )?;
         self.conn
             .client
             .publish(inbox.clone(), sealed)

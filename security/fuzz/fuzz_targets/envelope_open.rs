@@ -2,12 +2,18 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ozone_security::envelope::{Envelope, KeyId, Opener, OpenerLimits, PublicKey, SecretKeyPair, Sealer, SessionLimits};
+use ozone_security::envelope::{
+    CompactHeader, Envelope, Establishment, Form, Freshness, KeyId, Opener, OpenerLimits,
+    PublicKey, Sealer, SecretKeyPair, SessionLimits,
+};
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
 struct Fixture {
     genuine: Vec<u8>,
+    /// A compact envelope of the same session, and the session's record.
+    compact: Vec<u8>,
+    record: Vec<u8>,
     mine: Vec<SecretKeyPair>,
     senders: HashMap<(String, KeyId), PublicKey>,
     opener: Mutex<Opener>,
@@ -21,10 +27,21 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     // envelopes (from the corpus) reach the AEAD path too.
     let mut sealer = Sealer::new("ozone-studio", sender, SessionLimits::default());
     let genuine = sealer.seal("spark.generate", 1, &[*me.public()], b"seed", 1).expect("seal");
+    let recipient = *me.public();
+    let record = sealer.new_records().pop().expect("a new session").record.to_vec();
     let mut opener = Opener::new(OpenerLimits::default());
     let mine = vec![me];
     let _ = opener.open("spark.generate", &genuine, mine.as_slice(), &senders, 1);
-    Fixture { genuine, mine, senders, opener: Mutex::new(opener) }
+    let session = Establishment::parse_record(&record).expect("record").session_id;
+    sealer.mark_published(&session);
+    let compact = sealer
+        .seal_with("spark.generate", 1, &[recipient], Form::CompactWhenPublished, 1, 4, |out| {
+            out.extend_from_slice(b"next");
+            Ok(())
+        })
+        .expect("seal")
+        .to_vec();
+    Fixture { genuine, compact, record, mine, senders, opener: Mutex::new(opener) }
 });
 
 fuzz_target!(|data: &[u8]| {
@@ -32,16 +49,37 @@ fuzz_target!(|data: &[u8]| {
     // Raw bytes, and a genuine envelope whose tail from an offset (the first two bytes) is
     // replaced by the rest: the splice reaches every field past the magic, the key unwrap
     // and the AEAD, which random bytes alone rarely do.
-    let mut spliced = Vec::new();
-    if let [a, b, rest @ ..] = data {
-        let at = usize::from(u16::from_le_bytes([*a, *b])) % (f.genuine.len() + 1);
-        spliced.extend_from_slice(&f.genuine[..at]);
-        spliced.extend_from_slice(rest);
-    }
-    for input in [data, spliced.as_slice()] {
+    // The same for a compact envelope and a session record.
+    let splice = |genuine: &[u8]| {
+        let mut spliced = Vec::new();
+        if let [a, b, rest @ ..] = data {
+            let at = usize::from(u16::from_le_bytes([*a, *b])) % (genuine.len() + 1);
+            spliced.extend_from_slice(&genuine[..at]);
+            spliced.extend_from_slice(rest);
+        }
+        spliced
+    };
+    let (spliced, compact, record) = (splice(&f.genuine), splice(&f.compact), splice(&f.record));
+    for input in [data, spliced.as_slice(), compact.as_slice()] {
         let _ = Envelope::decode(input);
+        let _ = CompactHeader::parse(input);
         if let Ok(mut opener) = f.opener.lock() {
             let _ = opener.open("spark.generate", input, f.mine.as_slice(), &f.senders, 1);
         }
+        // A compact envelope of a session the opener has not seen, with its genuine record.
+        let mut plain = Vec::new();
+        let _ = Opener::new(OpenerLimits::default()).open_into(
+            Freshness::Live, "spark.generate", input, f.mine.as_slice(), &f.senders, 1,
+            &mut plain, Some(&f.record),
+        );
+    }
+    // A genuine compact envelope with an arbitrary or spliced record.
+    for input in [data, record.as_slice()] {
+        let _ = Establishment::parse_record(input);
+        let mut plain = Vec::new();
+        let _ = Opener::new(OpenerLimits::default()).open_into(
+            Freshness::Live, "spark.generate", &f.compact, f.mine.as_slice(), &f.senders, 1,
+            &mut plain, Some(input),
+        );
     }
 });

@@ -434,6 +434,15 @@ impl Directory {
         before != keys.len()
     }
 
+    /// The service that published key `kid` (a compact envelope names its sender by key id
+    /// alone; the session's record, authenticated by HPKE, then names the sender).
+    pub fn service_of(&self, kid: &KeyId) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(_, keys)| keys.contains_key(kid))
+            .map(|(service, _)| service.as_str())
+    }
+
     /// Changes with every insert or removal.
     pub fn generation(&self) -> u64 {
         self.generation

@@ -21,6 +21,8 @@ pub enum EnvelopeError {
         kid: String,
         not_after_ms: u64,
     },
+    #[error("unknown session {session} of sender key {kid}: a compact envelope, and its session record is not at hand")]
+    UnknownSession { kid: String, session: String },
     #[error("cannot decrypt: the envelope was altered, moved to another subject, or not made by its claimed sender")]
     CannotDecrypt,
     #[error("a low-order X25519 public key was refused")]

@@ -27,10 +27,11 @@ pub use error::EnvelopeError;
 pub use hpke_wrap::{unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
 pub use keyring::{KeyRing, Rotation};
 pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair, KEY_ID_LEN};
-pub use open::{Freshness, Opened, Opener, OpenerLimits, SenderKeys};
+pub use open::{Freshness, MessageMeta, Opened, Opener, OpenerLimits, SenderKeys};
 pub use replay::ReplayGuard;
-pub use seal::{Sealer, SessionLimits};
+pub use seal::{Form, Sealer, SessionLimits, SessionRecord};
 pub use wire::{
-    message_id, Envelope, Header, HeaderView, RecipientEntry, MAX_ENVELOPE_LEN, SESSION_ID_LEN,
-    SUITE_V1, VERSION,
+    envelope_version, message_id, record_digest, CompactHeader, Envelope, Establishment, Header,
+    HeaderView, RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1,
+    VERSION, VERSION_COMPACT,
 };

@@ -4,10 +4,14 @@
 
 use super::hpke_wrap::{import_data_key, unwrap_data_key};
 use super::seal::wrap_info;
-use super::wire::{body_aad, body_nonce, Header, HeaderView, SESSION_ID_LEN};
+use super::wire::{
+    body_aad, body_nonce, compact_aad, envelope_version, record_digest, CompactHeader,
+    Establishment, Header, HeaderView, SESSION_ID_LEN, SUITE_V1, VERSION_COMPACT,
+};
 use super::{EnvelopeError, KeyId, PublicKey, ReplayGuard, SecretKeyPair};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Where an opener finds a sender's public keys (the key directory).
 pub trait SenderKeys {
@@ -90,19 +94,39 @@ pub struct Opened {
     pub plaintext: Vec<u8>,
 }
 
-struct CachedKey {
+/// What an authentic message's header says, full envelope or compact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub version: u8,
+    pub schema: u16,
+    /// The sender, authenticated through its session's key (shared by the session's messages).
+    pub sender: Arc<str>,
+    pub sender_kid: KeyId,
+    pub session_id: [u8; SESSION_ID_LEN],
+    pub counter: u64,
+    pub timestamp_ms: u64,
+}
+
+/// A session whose data key authenticated a body.
+struct CachedSession {
     key: LessSafeKey,
+    /// Which of our keys the session reached us under: once it is erased, so is the session.
+    own_kid: KeyId,
+    sender: Arc<str>,
+    /// SHA-256 of the session record: a compact envelope's associated data.
+    digest: [u8; 32],
     last_used_ms: u64,
 }
 
-type SessionKey = ([u8; SESSION_ID_LEN], KeyId, KeyId);
+/// (session id, sender key id): a compact envelope names its session by these alone.
+type SessionKey = ([u8; SESSION_ID_LEN], KeyId);
 
 /// Opens envelopes addressed to one service's keys; holds the session cache and replay
 /// state, not the keys (they rotate underneath it).
 pub struct Opener {
     // Keys are random session ids and key ids, and entries are added only after a wrap
     // authenticated: a fast hasher is safe here.
-    cache: HashMap<SessionKey, CachedKey, foldhash::fast::RandomState>,
+    cache: HashMap<SessionKey, CachedSession, foldhash::fast::RandomState>,
     replay: ReplayGuard,
     limits: OpenerLimits,
     /// The body's associated data (header ‖ subject) of the current call, reused.
@@ -131,7 +155,7 @@ impl Opener {
 
     /// Finds our entry among the recipients: its position, key id and our secret key.
     fn locate<'k>(
-        h: &HeaderView<'_>,
+        h: &Establishment<'_>,
         mine: &'k (impl RecipientKeys + ?Sized),
     ) -> Result<(usize, KeyId, &'k SecretKeyPair), EnvelopeError> {
         // A key past its grace window is gone from `mine`, so sessions cached under it are
@@ -144,7 +168,7 @@ impl Opener {
 
     /// Derives a session's data key from our recipient entry (an HPKE export or unwrap).
     fn derive_key(
-        h: &HeaderView<'_>,
+        h: &Establishment<'_>,
         (position, kid, me): (usize, KeyId, &SecretKeyPair),
         sender: &PublicKey,
     ) -> Result<LessSafeKey, EnvelopeError> {
@@ -163,7 +187,7 @@ impl Opener {
     }
 
     /// Caches the key of a session whose first body just authenticated.
-    fn remember(&mut self, cache_key: SessionKey, key: LessSafeKey, now_ms: u64) {
+    fn remember(&mut self, cache_key: SessionKey, session: CachedSession) {
         if self.cache.len() >= self.limits.max_cached_sessions {
             // Evict the least recently used session: bounded memory under any load.
             if let Some(oldest) = self
@@ -175,13 +199,7 @@ impl Opener {
                 self.cache.remove(&oldest);
             }
         }
-        self.cache.insert(
-            cache_key,
-            CachedKey {
-                key,
-                last_used_ms: now_ms,
-            },
-        );
+        self.cache.insert(cache_key, session);
     }
 
     /// Opens an envelope that arrived on `actual_subject` (an envelope sealed for another
@@ -218,35 +236,70 @@ impl Opener {
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
         let mut plaintext = Vec::new();
-        let header = self
-            .open_into(
-                freshness,
-                actual_subject,
-                bytes,
-                mine,
-                senders,
-                now_ms,
-                &mut plaintext,
-            )?
-            .to_header();
+        let meta = self.open_into(
+            freshness,
+            actual_subject,
+            bytes,
+            mine,
+            senders,
+            now_ms,
+            &mut plaintext,
+            None,
+        )?;
+        let header = match meta.version {
+            VERSION_COMPACT => Header {
+                version: meta.version,
+                suite: SUITE_V1,
+                schema: meta.schema,
+                sender: meta.sender.to_string(),
+                sender_kid: meta.sender_kid,
+                session_id: meta.session_id,
+                counter: meta.counter,
+                timestamp_ms: meta.timestamp_ms,
+                recipients: Vec::new(),
+            },
+            _ => HeaderView::parse(bytes)?.0.to_header(),
+        };
         Ok(Opened { header, plaintext })
     }
 
     /// [`Opener::open_with`], decrypting into `plaintext` (cleared
     /// first; a buffer the caller reuses saves an allocation per message) and returning the
-    /// header borrowed from `bytes`. On an error `plaintext` holds nothing authentic.
+    /// header's facts. A compact envelope of a session not cached yet opens only with its
+    /// session `record` (else `UnknownSession`). On an error `plaintext` holds nothing
+    /// authentic.
     #[allow(clippy::too_many_arguments)]
-    pub fn open_into<'b>(
+    pub fn open_into(
         &mut self,
         freshness: Freshness,
         actual_subject: &str,
-        bytes: &'b [u8],
+        bytes: &[u8],
         mine: &(impl RecipientKeys + ?Sized),
         senders: &impl SenderKeys,
         now_ms: u64,
         plaintext: &mut Vec<u8>,
-    ) -> Result<HeaderView<'b>, EnvelopeError> {
-        let header = self.authenticate(actual_subject, bytes, mine, senders, now_ms, plaintext)?;
+        record: Option<&[u8]>,
+    ) -> Result<MessageMeta, EnvelopeError> {
+        plaintext.clear();
+        let authentic = match envelope_version(bytes)? {
+            VERSION_COMPACT => self.authenticate_compact(
+                actual_subject,
+                bytes,
+                mine,
+                senders,
+                now_ms,
+                plaintext,
+                record,
+            ),
+            _ => self.authenticate(actual_subject, bytes, mine, senders, now_ms, plaintext),
+        };
+        let header = match authentic {
+            Ok(h) => h,
+            Err(e) => {
+                plaintext.clear();
+                return Err(e);
+            }
+        };
         if freshness == Freshness::Live {
             let checked = self.replay.check(
                 &header.sender_kid,
@@ -263,20 +316,20 @@ impl Opener {
         Ok(header)
     }
 
-    fn authenticate<'b>(
+    fn authenticate(
         &mut self,
         actual_subject: &str,
-        bytes: &'b [u8],
+        bytes: &[u8],
         mine: &(impl RecipientKeys + ?Sized),
         senders: &impl SenderKeys,
         now_ms: u64,
         plaintext: &mut Vec<u8>,
-    ) -> Result<HeaderView<'b>, EnvelopeError> {
-        plaintext.clear();
+    ) -> Result<MessageMeta, EnvelopeError> {
         let (header, header_end) = HeaderView::parse(bytes)?;
         let sender = senders.sender_key(header.sender, &header.sender_kid, now_ms)?;
-        let ours = Self::locate(&header, mine)?;
-        let cache_key = (header.session_id, header.sender_kid, ours.1);
+        let establishment = header.establishment();
+        let ours = Self::locate(&establishment, mine)?;
+        let cache_key = (header.session_id, header.sender_kid);
         let (head, body) = bytes.split_at(header_end);
         let mut aad = std::mem::take(&mut self.aad);
         body_aad(&mut aad, head, actual_subject);
@@ -285,23 +338,133 @@ impl Opener {
         // once a body authenticated under it: an exported key is not authenticated by
         // itself, and a forged envelope must not plant a wrong key under a real session's id.
         let opened = match self.cache.get_mut(&cache_key) {
-            Some(cached) => open_body(&cached.key, nonce, &aad, body, plaintext).map(|()| {
-                cached.last_used_ms = now_ms;
-            }),
-            None => Self::derive_key(&header, ours, &sender).and_then(|key| {
+            Some(cached) if cached.own_kid == ours.1 && *cached.sender == *header.sender => {
+                open_body(&cached.key, nonce, &aad, body, plaintext).map(|()| {
+                    cached.last_used_ms = now_ms;
+                    cached.sender.clone()
+                })
+            }
+            _ => Self::derive_key(&establishment, ours, &sender).and_then(|key| {
                 open_body(&key, nonce, &aad, body, plaintext)?;
-                self.remember(cache_key, key, now_ms);
-                Ok(())
+                let sender: Arc<str> = header.sender.into();
+                self.remember(
+                    cache_key,
+                    CachedSession {
+                        key,
+                        own_kid: ours.1,
+                        sender: sender.clone(),
+                        digest: record_digest(&establishment.record()),
+                        last_used_ms: now_ms,
+                    },
+                );
+                Ok(sender)
             }),
         };
         self.aad = aad;
-        match opened {
-            Ok(()) => Ok(header),
-            Err(e) => {
-                plaintext.clear();
-                Err(e)
+        Ok(MessageMeta {
+            version: header.version,
+            schema: header.schema,
+            sender: opened?,
+            sender_kid: header.sender_kid,
+            session_id: header.session_id,
+            counter: header.counter,
+            timestamp_ms: header.timestamp_ms,
+        })
+    }
+
+    /// A compact envelope: its session's key from the cache, or derived from the session
+    /// `record` (fetched by the caller) and cached once the body authenticates.
+    #[allow(clippy::too_many_arguments)]
+    fn authenticate_compact(
+        &mut self,
+        actual_subject: &str,
+        bytes: &[u8],
+        mine: &(impl RecipientKeys + ?Sized),
+        senders: &impl SenderKeys,
+        now_ms: u64,
+        plaintext: &mut Vec<u8>,
+        record: Option<&[u8]>,
+    ) -> Result<MessageMeta, EnvelopeError> {
+        let (header, header_end) = CompactHeader::parse(bytes)?;
+        let cache_key = (header.session_id, header.sender_kid);
+        let (head, body) = bytes.split_at(header_end);
+        let nonce = body_nonce(header.counter);
+        let mut aad = std::mem::take(&mut self.aad);
+        let opened = match self.cache.get_mut(&cache_key) {
+            Some(cached) => {
+                if mine.recipient_key(&cached.own_kid).is_none() {
+                    // Our key it reached us under is erased: so is what it opened.
+                    Err(EnvelopeError::NotARecipient)
+                } else {
+                    senders
+                        .sender_key(&cached.sender, &header.sender_kid, now_ms)
+                        .and_then(|_| {
+                            compact_aad(&mut aad, head, &cached.digest, actual_subject);
+                            open_body(&cached.key, nonce, &aad, body, plaintext)
+                        })
+                        .map(|()| {
+                            cached.last_used_ms = now_ms;
+                            cached.sender.clone()
+                        })
+                }
             }
+            None => match record {
+                None => Err(EnvelopeError::UnknownSession {
+                    kid: header.sender_kid.to_string(),
+                    session: hex::encode(header.session_id),
+                }),
+                Some(record) => {
+                    let learned = self.learn_session(&header, record, mine, senders, now_ms);
+                    learned.and_then(|session| {
+                        compact_aad(&mut aad, head, &session.digest, actual_subject);
+                        open_body(&session.key, nonce, &aad, body, plaintext)?;
+                        let sender = session.sender.clone();
+                        self.remember(cache_key, session);
+                        Ok(sender)
+                    })
+                }
+            },
+        };
+        self.aad = aad;
+        Ok(MessageMeta {
+            version: VERSION_COMPACT,
+            schema: header.schema,
+            sender: opened?,
+            sender_kid: header.sender_kid,
+            session_id: header.session_id,
+            counter: header.counter,
+            timestamp_ms: header.timestamp_ms,
+        })
+    }
+
+    /// The session a compact envelope belongs to, from its record: the record must be that
+    /// session's, its sender's key known and valid, and one of its recipients us. The key is
+    /// not authenticated until a body opens under it.
+    fn learn_session(
+        &self,
+        header: &CompactHeader,
+        record: &[u8],
+        mine: &(impl RecipientKeys + ?Sized),
+        senders: &impl SenderKeys,
+        now_ms: u64,
+    ) -> Result<CachedSession, EnvelopeError> {
+        let establishment = Establishment::parse_record(record)?;
+        if establishment.session_id != header.session_id
+            || establishment.sender_kid != header.sender_kid
+        {
+            return Err(EnvelopeError::Malformed(
+                "the session record is another session's",
+            ));
         }
+        let sender = senders.sender_key(establishment.sender, &establishment.sender_kid, now_ms)?;
+        let ours = Self::locate(&establishment, mine)?;
+        Ok(CachedSession {
+            key: Self::derive_key(&establishment, ours, &sender)?,
+            own_kid: ours.1,
+            sender: establishment.sender.into(),
+            digest: record_digest(record),
+            last_used_ms: now_ms,
+        })
     }
 }
 

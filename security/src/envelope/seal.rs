@@ -3,8 +3,8 @@
 
 use super::hpke_wrap::{export_data_key, wrap_data_key};
 use super::wire::{
-    body_aad, body_nonce, HeaderRef, RecipientEntry, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1,
-    VERSION,
+    body_aad, body_nonce, compact_aad, record_digest, session_record, CompactHeader, HeaderRef,
+    RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1, VERSION,
 };
 use super::{EnvelopeError, KeyId, PublicKey, SecretKeyPair, DATA_KEY_LEN};
 use bytes::{Bytes, BytesMut};
@@ -42,6 +42,32 @@ struct Session {
     entries: Vec<RecipientEntry>,
     counter: u64,
     created_ms: u64,
+    /// The session record (what a compact envelope leaves out) and its digest.
+    record: Bytes,
+    digest: [u8; 32],
+    /// Handed to the caller to publish ([`Sealer::new_records`]).
+    handed_out: bool,
+    /// The caller confirmed the record is where every recipient can fetch it: from now on
+    /// messages that may be compact are.
+    published: bool,
+}
+
+/// Which envelope a message may be sealed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Always a full envelope (version 2): opens with nothing but the recipient's keys and
+    /// the key directory — for messages kept in streams and read back later.
+    Full,
+    /// A compact envelope (version 3) once the session's record is published, a full one
+    /// before.
+    CompactWhenPublished,
+}
+
+/// A new session's record, for the caller to publish where recipients can fetch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub session_id: [u8; SESSION_ID_LEN],
+    pub record: Bytes,
 }
 
 /// Seals payloads from one sender. Not shared between threads: each publisher owns one.
@@ -142,13 +168,42 @@ impl Sealer {
         }
         let key =
             UnboundKey::new(&AES_256_GCM, data_key.as_ref()).map_err(|_| EnvelopeError::Random)?;
+        let record = session_record(&self.sender, &self.sender_kid, &id, &entries)?;
         Ok(Session {
             id,
             key: LessSafeKey::new(key),
             entries,
             counter: 0,
             created_ms: now_ms,
+            digest: record_digest(&record),
+            record: record.into(),
+            handed_out: false,
+            published: false,
         })
+    }
+
+    /// Records of sessions started since the last call: publish each, then
+    /// [`Sealer::mark_published`] it.
+    pub fn new_records(&mut self) -> Vec<SessionRecord> {
+        self.sessions
+            .values_mut()
+            .filter(|s| !s.handed_out)
+            .map(|s| {
+                s.handed_out = true;
+                SessionRecord {
+                    session_id: s.id,
+                    record: s.record.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The session's record can now be fetched by every recipient: its messages may be
+    /// compact. (A session already replaced is not affected.)
+    pub fn mark_published(&mut self, session_id: &[u8; SESSION_ID_LEN]) {
+        if let Some(s) = self.sessions.values_mut().find(|s| s.id == *session_id) {
+            s.published = true;
+        }
     }
 
     /// Seals `plaintext` for `recipients` (each gets the data key) on `subject`.
@@ -170,6 +225,7 @@ impl Sealer {
             subject,
             schema,
             recipients,
+            Form::Full,
             now_ms,
             plaintext.len(),
             |out| {
@@ -182,11 +238,13 @@ impl Sealer {
 
     /// Seals what `write` appends to the buffer (a serializer writes the payload straight
     /// after the header: no intermediate copy). `size_hint` is the payload size expected.
+    #[allow(clippy::too_many_arguments)]
     pub fn seal_with(
         &mut self,
         subject: &str,
         schema: u16,
         recipients: &[PublicKey],
+        form: Form,
         now_ms: u64,
         size_hint: usize,
         write: impl FnOnce(&mut BytesMut) -> Result<(), EnvelopeError>,
@@ -199,7 +257,9 @@ impl Sealer {
         set.extend(recipients.iter().map(PublicKey::kid));
         set.sort_unstable();
         set.dedup();
-        let result = self.seal_to_set(&set, subject, schema, recipients, now_ms, size_hint, write);
+        let result = self.seal_to_set(
+            &set, subject, schema, recipients, form, now_ms, size_hint, write,
+        );
         self.scratch = set;
         result
     }
@@ -211,6 +271,7 @@ impl Sealer {
         subject: &str,
         schema: u16,
         recipients: &[PublicKey],
+        form: Form,
         now_ms: u64,
         size_hint: usize,
         write: impl FnOnce(&mut BytesMut) -> Result<(), EnvelopeError>,
@@ -231,6 +292,7 @@ impl Sealer {
             .sessions
             .get_mut(set)
             .ok_or(EnvelopeError::NoRecipients)?;
+        let compact = form == Form::CompactWhenPublished && session.published;
         // The message id (session ‖ counter) and the nonce (the counter) are derived, not
         // sent: unique without a system call per message.
         let header = HeaderRef {
@@ -242,14 +304,29 @@ impl Sealer {
             timestamp_ms: now_ms,
             recipients: &session.entries,
         };
-        let header_len = header.len();
+        let header_len = if compact {
+            COMPACT_HEADER_LEN
+        } else {
+            header.len()
+        };
         let out = &mut self.arena;
         out.clear();
         let wanted = header_len + size_hint + 16;
         if out.capacity() < wanted {
             out.reserve(wanted.max(ARENA_BYTES));
         }
-        header.write(VERSION, SUITE_V1, out)?;
+        if compact {
+            CompactHeader {
+                schema,
+                sender_kid: self.sender_kid,
+                session_id: session.id,
+                counter: session.counter,
+                timestamp_ms: now_ms,
+            }
+            .write(SUITE_V1, out);
+        } else {
+            header.write(VERSION, SUITE_V1, out)?;
+        }
         write(out)?;
         let size = out.len() - header_len;
         if size > limits.max_payload {
@@ -263,7 +340,11 @@ impl Sealer {
         // Counted only once the message is certain to be sealed: a nonce is never reused.
         session.counter += 1;
         let (head, body) = out.split_at_mut(header_len);
-        body_aad(&mut self.aad, head, subject);
+        if compact {
+            compact_aad(&mut self.aad, head, &session.digest, subject);
+        } else {
+            body_aad(&mut self.aad, head, subject);
+        }
         // Counter nonces under a per-session key: unique by construction.
         let tag = session
             .key

@@ -21,10 +21,17 @@ use super::{EnvelopeError, KeyId};
 use bytes::BufMut;
 
 pub const VERSION: u8 = 2;
+/// A compact envelope: the session's establishment (sender, recipient entries) left out and
+/// bound through the digest of its session record, which every recipient holds or can fetch.
+pub const VERSION_COMPACT: u8 = 3;
 /// DHKEM(X25519, HKDF-SHA256) + HKDF-SHA256 + AES-256-GCM: HPKE Auth mode, the data key
 /// exported from the first recipient's context and wrapped for the others.
 pub const SUITE_V1: u8 = 1;
 const MAGIC: &[u8; 2] = b"OZ";
+/// A session record starts `"OZS"`: never mistaken for an envelope.
+const RECORD_MAGIC: &[u8; 3] = b"OZS";
+/// magic, version, suite, schema, sender_kid, session_id, counter, timestamp_ms.
+pub const COMPACT_HEADER_LEN: usize = 2 + 1 + 1 + 2 + KEY_ID_LEN + SESSION_ID_LEN + 8 + 8;
 /// Largest envelope accepted (the NATS max_payload is 1 MiB).
 pub const MAX_ENVELOPE_LEN: usize = 1024 * 1024;
 const TAG_LEN: usize = 16;
@@ -312,18 +319,26 @@ impl<'a> HeaderView<'a> {
         ))
     }
 
-    fn entries(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        std::iter::once(self.first).chain(self.rest.chunks_exact(ENTRY_LEN))
+    /// How its session was established (the part a session record repeats).
+    pub fn establishment(&self) -> Establishment<'a> {
+        Establishment {
+            suite: self.suite,
+            sender: self.sender,
+            sender_kid: self.sender_kid,
+            session_id: self.session_id,
+            first: self.first,
+            rest: self.rest,
+        }
     }
 
     /// The recipient entries, in order.
     pub fn recipients(&self) -> impl Iterator<Item = RecipientEntry> + 'a {
-        self.entries().map(entry_of)
+        self.establishment().recipients()
     }
 
     /// The recipient key ids, in order (no copy of the keys and wraps).
     pub fn recipient_kids(&self) -> impl Iterator<Item = KeyId> + 'a {
-        self.entries().map(key_id)
+        self.establishment().recipient_kids()
     }
 
     pub fn to_header(&self) -> Header {
@@ -350,4 +365,207 @@ impl Envelope {
             ciphertext: bytes[header_end..].to_vec(),
         })
     }
+}
+
+/// The version byte of an envelope, after checking its magic (before any other parsing).
+pub fn envelope_version(bytes: &[u8]) -> Result<u8, EnvelopeError> {
+    if bytes.len() > MAX_ENVELOPE_LEN {
+        return Err(EnvelopeError::TooLarge {
+            size: bytes.len(),
+            max: MAX_ENVELOPE_LEN,
+        });
+    }
+    match bytes {
+        [b'O', b'Z', version, ..] => Ok(*version),
+        _ => Err(EnvelopeError::Malformed("not an OZONE envelope")),
+    }
+}
+
+/// The header of a compact envelope (version 3): everything a message of a known session
+/// needs. Its sender and recipients are the session record's, bound through the record's
+/// digest in the body's associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactHeader {
+    pub schema: u16,
+    pub sender_kid: KeyId,
+    pub session_id: [u8; SESSION_ID_LEN],
+    pub counter: u64,
+    pub timestamp_ms: u64,
+}
+
+impl CompactHeader {
+    pub(crate) fn write(&self, suite: u8, out: &mut impl BufMut) {
+        out.put_slice(MAGIC);
+        out.put_u8(VERSION_COMPACT);
+        out.put_u8(suite);
+        out.put_u16(self.schema);
+        out.put_slice(&self.sender_kid.0);
+        out.put_slice(&self.session_id);
+        out.put_u64(self.counter);
+        out.put_u64(self.timestamp_ms);
+    }
+
+    /// Parses a compact envelope's header; returns it and where the ciphertext starts.
+    pub fn parse(bytes: &[u8]) -> Result<(CompactHeader, usize), EnvelopeError> {
+        let version = envelope_version(bytes)?;
+        let mut r = Reader { buf: bytes, pos: 2 };
+        let _ = r.u8("version")?;
+        let suite = r.u8("suite")?;
+        if version != VERSION_COMPACT || suite != SUITE_V1 {
+            return Err(EnvelopeError::Unsupported { version, suite });
+        }
+        let schema = r.u16("schema")?;
+        let sender_kid = key_id(r.take(KEY_ID_LEN, "sender key id")?);
+        let session_id = r.array("session id")?;
+        let counter = u64::from_be_bytes(r.array("counter")?);
+        let timestamp_ms = u64::from_be_bytes(r.array("timestamp")?);
+        if bytes.len() - r.pos < TAG_LEN {
+            return Err(EnvelopeError::Malformed("ciphertext shorter than its tag"));
+        }
+        Ok((
+            CompactHeader {
+                schema,
+                sender_kid,
+                session_id,
+                counter,
+                timestamp_ms,
+            },
+            r.pos,
+        ))
+    }
+}
+
+/// How a session was established: who made it and each recipient's way to its data key.
+/// It is the same in every full envelope of the session and in its session record.
+#[derive(Debug, Clone, Copy)]
+pub struct Establishment<'a> {
+    pub suite: u8,
+    pub sender: &'a str,
+    pub sender_kid: KeyId,
+    pub session_id: [u8; SESSION_ID_LEN],
+    first: &'a [u8],
+    rest: &'a [u8],
+}
+
+impl<'a> Establishment<'a> {
+    fn entries(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        std::iter::once(self.first).chain(self.rest.chunks_exact(ENTRY_LEN))
+    }
+
+    /// The recipient entries, in order.
+    pub fn recipients(&self) -> impl Iterator<Item = RecipientEntry> + 'a {
+        self.entries().map(entry_of)
+    }
+
+    /// The recipient key ids, in order.
+    pub fn recipient_kids(&self) -> impl Iterator<Item = KeyId> + 'a {
+        self.entries().map(key_id)
+    }
+
+    /// The session record: `"OZS" version:u8(3) suite:u8 sender_len:u8 sender sender_kid:8
+    /// session_id:8 n:u8 entries` (entries exactly as in the full envelope's header).
+    pub fn record(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            RECORD_MAGIC.len()
+                + 3
+                + self.sender.len()
+                + KEY_ID_LEN
+                + SESSION_ID_LEN
+                + 1
+                + self.first.len()
+                + self.rest.len(),
+        );
+        out.extend_from_slice(RECORD_MAGIC);
+        out.push(VERSION_COMPACT);
+        out.push(self.suite);
+        out.push(self.sender.len() as u8);
+        out.extend_from_slice(self.sender.as_bytes());
+        out.extend_from_slice(&self.sender_kid.0);
+        out.extend_from_slice(&self.session_id);
+        out.push((1 + self.rest.len() / ENTRY_LEN) as u8);
+        out.extend_from_slice(self.first);
+        out.extend_from_slice(self.rest);
+        out
+    }
+
+    /// Parses a session record strictly (nothing may trail).
+    pub fn parse_record(bytes: &'a [u8]) -> Result<Establishment<'a>, EnvelopeError> {
+        if bytes.len() > MAX_ENVELOPE_LEN {
+            return Err(EnvelopeError::TooLarge {
+                size: bytes.len(),
+                max: MAX_ENVELOPE_LEN,
+            });
+        }
+        let mut r = Reader { buf: bytes, pos: 0 };
+        if r.take(RECORD_MAGIC.len(), "record magic")? != RECORD_MAGIC {
+            return Err(EnvelopeError::Malformed("not an OZONE session record"));
+        }
+        let version = r.u8("version")?;
+        let suite = r.u8("suite")?;
+        if version != VERSION_COMPACT || suite != SUITE_V1 {
+            return Err(EnvelopeError::Unsupported { version, suite });
+        }
+        let sender_len = r.u8("sender length")? as usize;
+        let sender = r.str(sender_len, "sender")?;
+        let sender_kid = key_id(r.take(KEY_ID_LEN, "sender key id")?);
+        let session_id = r.array("session id")?;
+        let count = r.u8("recipient count")?;
+        if count == 0 {
+            return Err(EnvelopeError::Malformed("no recipients"));
+        }
+        let first = r.take(FIRST_ENTRY_LEN, "recipient entries")?;
+        let rest = r.take((count as usize - 1) * ENTRY_LEN, "recipient entries")?;
+        if r.pos != bytes.len() {
+            return Err(EnvelopeError::Malformed("bytes after the session record"));
+        }
+        Ok(Establishment {
+            suite,
+            sender,
+            sender_kid,
+            session_id,
+            first,
+            rest,
+        })
+    }
+}
+
+/// What a compact envelope's associated data carries in place of the establishment:
+/// SHA-256 over the session record.
+pub fn record_digest(record: &[u8]) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    d.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, record).as_ref());
+    d
+}
+
+/// A compact envelope's associated data: its header, the session record's digest, the subject.
+pub(crate) fn compact_aad(aad: &mut Vec<u8>, header: &[u8], digest: &[u8; 32], subject: &str) {
+    aad.clear();
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(digest);
+    aad.extend_from_slice(subject.as_bytes());
+}
+
+/// The session record of a session the sealer holds (same bytes as
+/// [`Establishment::record`] gives for any of its full envelopes).
+pub(crate) fn session_record(
+    sender: &str,
+    sender_kid: &KeyId,
+    session_id: &[u8; SESSION_ID_LEN],
+    recipients: &[RecipientEntry],
+) -> Result<Vec<u8>, EnvelopeError> {
+    let header = HeaderRef {
+        schema: 0,
+        sender,
+        sender_kid,
+        session_id,
+        counter: 0,
+        timestamp_ms: 0,
+        recipients,
+    };
+    let mut full = Vec::with_capacity(header.len());
+    header.write(VERSION, SUITE_V1, &mut full)?;
+    // A header parses only with a tag's worth of body after it.
+    full.extend_from_slice(&[0u8; TAG_LEN]);
+    let (view, _) = HeaderView::parse(&full)?;
+    Ok(view.establishment().record())
 }

@@ -1,0 +1,99 @@
+//! Session records on the bus: the part of a session's envelopes that compact envelopes leave
+//! out (sender, sender key id, each recipient's encapsulated key and wrap), one per session in
+//! a JetStream KV bucket (`ozone-sessions`). A sender publishes a session's record before it
+//! seals any compact envelope of it; a recipient that never saw a full envelope of the session
+//! (a worker started a minute ago, a queue member that got none of the full ones) reads the
+//! record once and caches the session. The bucket is not trusted: a record opens nothing unless
+//! HPKE authenticates its sender and the body authenticates under the key it yields.
+
+use async_nats::jetstream::{self, kv};
+use ozone_bus_schemas::streams::{session_record_key, SESSION_BUCKET};
+use ozone_security::envelope::SESSION_ID_LEN;
+use std::time::Duration;
+
+/// Records outlive the keys they lead to: a key opens nothing after its epoch and grace
+/// window (25 h by default), and neither does its record after this.
+const RECORD_MAX_AGE: Duration = Duration::from_secs(26 * 3600);
+/// A cap on the bucket's disk use (a record is 100–300 bytes; sessions last 10 minutes).
+const BUCKET_MAX_BYTES: i64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionStoreError {
+    #[error("session record bucket {SESSION_BUCKET}: {0}")]
+    Bucket(String),
+    #[error("cannot put session record {key}: {detail}")]
+    Put { key: String, detail: String },
+    #[error("cannot read session record {key}: {detail}")]
+    Get { key: String, detail: String },
+}
+
+/// The `ozone-sessions` bucket, opened (and created when absent) by one connection.
+#[derive(Clone)]
+pub struct SessionStore {
+    store: kv::Store,
+}
+
+impl std::fmt::Debug for SessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionStore({SESSION_BUCKET})")
+    }
+}
+
+impl SessionStore {
+    /// Opens the bucket, creating it on first use (file storage: records must survive a
+    /// server restart as long as senders keep sealing compact envelopes of their sessions).
+    pub async fn open(client: &async_nats::Client) -> Result<SessionStore, SessionStoreError> {
+        let js = jetstream::new(client.clone());
+        let store = match js.get_key_value(SESSION_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: SESSION_BUCKET.into(),
+                    description: "OZONE STUDIO session records: what compact envelopes leave out"
+                        .into(),
+                    history: 1,
+                    max_age: RECORD_MAX_AGE,
+                    max_bytes: BUCKET_MAX_BYTES,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| SessionStoreError::Bucket(e.to_string()))?,
+        };
+        Ok(SessionStore { store })
+    }
+
+    /// Puts `sender`'s record of a session; returns once JetStream stored it.
+    pub async fn put(
+        &self,
+        sender: &str,
+        session_id: &[u8; SESSION_ID_LEN],
+        record: bytes::Bytes,
+    ) -> Result<(), SessionStoreError> {
+        let key = session_record_key(sender, session_id);
+        self.store
+            .put(&key, record)
+            .await
+            .map(|_| ())
+            .map_err(|e| SessionStoreError::Put {
+                key,
+                detail: e.to_string(),
+            })
+    }
+
+    /// `sender`'s record of a session, if the bucket holds one.
+    pub async fn get(
+        &self,
+        sender: &str,
+        session_id: &[u8; SESSION_ID_LEN],
+    ) -> Result<Option<bytes::Bytes>, SessionStoreError> {
+        let key = session_record_key(sender, session_id);
+        self.store
+            .get(&key)
+            .await
+            .map_err(|e| SessionStoreError::Get {
+                key,
+                detail: e.to_string(),
+            })
+    }
+}
