@@ -12,6 +12,22 @@ pub fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// Milliseconds since the Unix epoch from the kernel's coarse clock, for the per-message paths
+/// (sealing, opening): it advances with the scheduler tick (1–4 ms) and costs a few
+/// nanoseconds to read, where the precise clock cost ~150 ns per call in a virtual machine
+/// (measured: ~1.5 % of bus throughput at 1 KiB). What the envelope checks against it is
+/// minutes (replay window) or key lifetimes with hour-long grace.
+pub(crate) fn coarse_now_ms() -> u64 {
+    #[cfg(target_os = "linux")]
+    if let Ok(t) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {
+        let (secs, nanos) = (t.tv_sec(), t.tv_nsec());
+        if let (Ok(secs), Ok(nanos)) = (u64::try_from(secs), u64::try_from(nanos)) {
+            return secs * 1000 + nanos / 1_000_000;
+        }
+    }
+    now_ms()
+}
+
 /// Keys and crypto state of one bus connection.
 #[derive(Debug, Clone)]
 pub struct BusKeys {

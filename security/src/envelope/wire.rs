@@ -1,6 +1,7 @@
-//! The envelope's byte layout (version 2), parsed strictly: every length is checked, nothing
-//! trails, and the header bytes plus the subject are exactly what the body's AEAD
-//! authenticates.
+//! The envelope's byte layout (version 2, and the compact version 3 with its session record),
+//! parsed strictly: every length is checked, nothing trails, and the header bytes plus the
+//! subject (plus, for a compact envelope, the session record's digest) are exactly what the
+//! body's AEAD authenticates.
 //!
 //! ```text
 //! "OZ" version:u8 suite:u8 schema:u16
@@ -8,6 +9,10 @@
 //! session_id:8 counter:u64 timestamp_ms:u64
 //! n:u8   kid:8 enc:32   (n−1) × (kid:8 enc:32 wrapped:48)
 //! ciphertext‖tag (the rest, ≥ 16)
+//!
+//! compact: "OZ" 3 suite:u8 schema:u16 sender_kid:8 session_id:8 counter:u64 timestamp_ms:u64
+//!          ciphertext‖tag        (aad = header ‖ SHA-256(session record) ‖ subject)
+//! record:  "OZS" 3 suite:u8 sender_len:u8 sender sender_kid:8 session_id:8 n:u8 entries
 //! ```
 //! Integers are big-endian. Associated data of the body = every byte before the ciphertext,
 //! followed by the subject the message travels on (the subject is bound, not sent: NATS
