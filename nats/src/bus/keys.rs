@@ -14,9 +14,9 @@ pub fn now_ms() -> u64 {
 
 /// Milliseconds since the Unix epoch from the kernel's coarse clock, for the per-message paths
 /// (sealing, opening): it advances with the scheduler tick (1–4 ms) and costs a few
-/// nanoseconds to read, where the precise clock cost ~150 ns per call in a virtual machine
-/// (measured: ~1.5 % of bus throughput at 1 KiB). What the envelope checks against it is
-/// minutes (replay window) or key lifetimes with hour-long grace.
+/// nanoseconds to read, where the precise clock cost ~150 ns per call in this virtual machine
+/// (perf: `__vdso_clock_gettime` at 0.15 µs per message opened). What the envelope checks
+/// against it is minutes (replay window) or key lifetimes with hour-long grace.
 pub(crate) fn coarse_now_ms() -> u64 {
     #[cfg(target_os = "linux")]
     if let Ok(t) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {

@@ -347,11 +347,10 @@ impl Bus {
         dir.service_of(&header.sender_kid).map(str::to_string)
     }
 
-    /// The record of the session a compact envelope belongs to, from the bucket (a sender
-    /// stores it before sealing the session's first compact envelope).
-    async fn fetch_record(&self, payload: &[u8]) -> Option<bytes::Bytes> {
+    /// The record of the session a compact envelope of `sender` belongs to, from the bucket.
+    async fn fetch_record(&self, payload: &[u8], sender: Option<String>) -> Option<bytes::Bytes> {
         let (header, _) = CompactHeader::parse(payload).ok()?;
-        let sender = self.compact_sender(payload)?;
+        let sender = sender?;
         let store = self.session_store().await?;
         match store.get(&sender, &header.session_id).await {
             Ok(record) => record,
@@ -475,29 +474,28 @@ impl Bus {
         msg: &async_nats::Message,
         decode: impl Fn(&[u8]) -> R,
     ) -> Result<Received<R>, BusError> {
-        let unknown = |r: &Result<Received<R>, BusError>, sender: bool| {
-            matches!(r, Err(BusError::Envelope { source, .. }) if match source {
-                EnvelopeError::UnknownSender { .. } => sender,
-                EnvelopeError::UnknownSession { .. } => !sender,
-                _ => false,
-            })
+        let refusal = |r: &Result<Received<R>, BusError>| match r {
+            Err(BusError::Envelope { source, .. }) => Some(source.clone()),
+            _ => None,
         };
         let mut result = self.open_plain(msg, Freshness::Live, None, &decode);
         let mut waited = false;
-        if unknown(&result, true) {
+        if let Some(EnvelopeError::UnknownSender { .. }) = refusal(&result) {
             tokio::time::sleep(Duration::from_millis(150)).await;
             waited = true;
             result = self.open_plain(msg, Freshness::Live, None, &decode);
         }
-        if unknown(&result, false) {
-            // A compact envelope of a session we have not seen: its record is in the bucket.
-            // A sender key we do not know yet gets the directory the same moment to catch up.
-            let mut record = self.fetch_record(&msg.payload).await;
-            if record.is_none() && !waited {
+        if let Some(EnvelopeError::UnknownSession { .. }) = refusal(&result) {
+            // A compact envelope of a session we have not seen: its record is in the bucket
+            // (stored before the sender sealed any compact envelope of it), found under the
+            // sender the key directory names for its key id — given the same moment to catch
+            // up as above if it names none yet.
+            let mut sender = self.compact_sender(&msg.payload);
+            if sender.is_none() && !waited {
                 tokio::time::sleep(Duration::from_millis(150)).await;
-                record = self.fetch_record(&msg.payload).await;
+                sender = self.compact_sender(&msg.payload);
             }
-            if let Some(record) = record {
+            if let Some(record) = self.fetch_record(&msg.payload, sender).await {
                 result = self.open_plain(msg, Freshness::Live, Some(&record), &decode);
             }
         }

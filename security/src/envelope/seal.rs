@@ -86,6 +86,9 @@ pub struct Sealer {
     /// envelopes instead of one per message (the chunk is freed when its last envelope is).
     arena: BytesMut,
     rng: SystemRandom,
+    /// A session was started whose record is not handed out yet: lets [`Sealer::new_records`],
+    /// called after every seal, return at once in steady state.
+    records_pending: bool,
 }
 
 /// 16 KiB: with 64 KiB chunks, sealing 1 KiB while the last 1,000 envelopes were still held
@@ -131,6 +134,7 @@ impl Sealer {
             aad: Vec::new(),
             arena: BytesMut::new(),
             rng: SystemRandom::new(),
+            records_pending: false,
         }
     }
 
@@ -185,6 +189,9 @@ impl Sealer {
     /// Records of sessions started since the last call: publish each, then
     /// [`Sealer::mark_published`] it.
     pub fn new_records(&mut self) -> Vec<SessionRecord> {
+        if !std::mem::take(&mut self.records_pending) {
+            return Vec::new();
+        }
         self.sessions
             .values_mut()
             .filter(|s| !s.handed_out)
@@ -287,6 +294,7 @@ impl Sealer {
             self.sessions
                 .retain(|_, s| now_ms.saturating_sub(s.created_ms) < limits.max_age_ms);
             self.sessions.insert(set.to_vec(), session);
+            self.records_pending = true;
         }
         let session = self
             .sessions

@@ -181,22 +181,31 @@ impl HeaderRef<'_> {
         out.put_u64(self.counter);
         out.put_u64(self.timestamp_ms);
         out.put_u8(count);
-        for (i, r) in self.recipients.iter().enumerate() {
-            out.put_slice(&r.kid.0);
-            out.put_slice(&r.enc);
-            match (i, &r.wrapped) {
-                (0, None) => {}
-                (0, Some(_)) => {
-                    return Err(EnvelopeError::Malformed(
-                        "the first recipient carries a wrap",
-                    ))
-                }
-                (_, Some(w)) => out.put_slice(w),
-                (_, None) => return Err(EnvelopeError::Malformed("a recipient lacks its wrap")),
-            }
-        }
-        Ok(())
+        write_entries(self.recipients, out)
     }
+}
+
+/// The recipient entries as on the wire; fails on entries that break the layout's rule (only
+/// the first one without a wrap).
+fn write_entries(
+    recipients: &[RecipientEntry],
+    out: &mut impl BufMut,
+) -> Result<(), EnvelopeError> {
+    for (i, r) in recipients.iter().enumerate() {
+        out.put_slice(&r.kid.0);
+        out.put_slice(&r.enc);
+        match (i, &r.wrapped) {
+            (0, None) => {}
+            (0, Some(_)) => {
+                return Err(EnvelopeError::Malformed(
+                    "the first recipient carries a wrap",
+                ))
+            }
+            (_, Some(w)) => out.put_slice(w),
+            (_, None) => return Err(EnvelopeError::Malformed("a recipient lacks its wrap")),
+        }
+    }
+    Ok(())
 }
 
 /// A cursor that never reads past the end.
@@ -550,27 +559,38 @@ pub(crate) fn compact_aad(aad: &mut Vec<u8>, header: &[u8], digest: &[u8; 32], s
     aad.extend_from_slice(subject.as_bytes());
 }
 
-/// The session record of a session the sealer holds (same bytes as
-/// [`Establishment::record`] gives for any of its full envelopes).
+/// The session record of a session the sealer holds: the same bytes [`Establishment::record`]
+/// gives for any of its full envelopes (checked by the compact-envelope tests, where an opener
+/// that saw a full envelope and one given this record must agree).
 pub(crate) fn session_record(
     sender: &str,
     sender_kid: &KeyId,
     session_id: &[u8; SESSION_ID_LEN],
     recipients: &[RecipientEntry],
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let header = HeaderRef {
-        schema: 0,
-        sender,
-        sender_kid,
-        session_id,
-        counter: 0,
-        timestamp_ms: 0,
-        recipients,
-    };
-    let mut full = Vec::with_capacity(header.len());
-    header.write(VERSION, SUITE_V1, &mut full)?;
-    // A header parses only with a tag's worth of body after it.
-    full.extend_from_slice(&[0u8; TAG_LEN]);
-    let (view, _) = HeaderView::parse(&full)?;
-    Ok(view.establishment().record())
+    let sender_len =
+        u8::try_from(sender.len()).map_err(|_| EnvelopeError::Malformed("sender too long"))?;
+    let count = u8::try_from(recipients.len())
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(EnvelopeError::Malformed("recipient count out of range"))?;
+    let mut out = Vec::with_capacity(
+        RECORD_MAGIC.len()
+            + 3
+            + sender.len()
+            + KEY_ID_LEN
+            + SESSION_ID_LEN
+            + 1
+            + recipients.len() * ENTRY_LEN,
+    );
+    out.extend_from_slice(RECORD_MAGIC);
+    out.push(VERSION_COMPACT);
+    out.push(SUITE_V1);
+    out.push(sender_len);
+    out.extend_from_slice(sender.as_bytes());
+    out.extend_from_slice(&sender_kid.0);
+    out.extend_from_slice(session_id);
+    out.push(count);
+    write_entries(recipients, &mut out)?;
+    Ok(out)
 }
