@@ -36,9 +36,8 @@ pub struct Bus {
     audit: Option<AuditSink>,
     /// Background tasks (directory follower, key rotation) stopped with the last handle.
     tasks: Option<Arc<TaskGuard>>,
-    /// The session-record bucket, opened on first use; `None` inside when it cannot be (then
-    /// every envelope stays full).
-    sessions: Arc<tokio::sync::OnceCell<Option<SessionStore>>>,
+    /// The session-record bucket, once opened.
+    sessions: Arc<tokio::sync::OnceCell<SessionStore>>,
 }
 
 #[derive(Debug, Clone)]
@@ -299,20 +298,21 @@ impl Bus {
         )
     }
 
-    /// The session-record bucket (opened once; `None` if it cannot be).
+    /// The session-record bucket, opened on first success (`None`, and tried again next time,
+    /// while it cannot be: a failure right after a server reload must not leave this service
+    /// unable to open other senders' compact envelopes for good).
     async fn session_store(&self) -> Option<SessionStore> {
-        self.sessions
-            .get_or_init(|| async {
-                match SessionStore::open(&self.conn.client).await {
-                    Ok(store) => Some(store),
-                    Err(e) => {
-                        tracing::warn!("{e}; sealing full envelopes only");
-                        None
-                    }
-                }
-            })
-            .await
-            .clone()
+        let opened = self
+            .sessions
+            .get_or_try_init(|| SessionStore::open(&self.conn.client))
+            .await;
+        match opened {
+            Ok(store) => Some(store.clone()),
+            Err(e) => {
+                tracing::warn!("{e}; sealing full envelopes meanwhile");
+                None
+            }
+        }
     }
 
     /// Stores new sessions' records in the background; each session's messages turn compact
