@@ -339,3 +339,79 @@ async fn a_worker_started_later_opens_compact_envelopes_through_the_session_reco
     second_serving.abort();
     Ok(())
 }
+
+#[tokio::test]
+async fn a_burst_is_opened_in_order_with_each_bad_message_refused_in_its_place() -> R {
+    let eco = TestEcosystem::start().await?;
+    let join = |c: Component| {
+        let eco = &eco;
+        async move {
+            let conn = eco.connect(&Identity::component(c)).await?;
+            anyhow::Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
+        }
+    };
+    let core = join(Component::Core).await?;
+    let spark = join(Component::Spark).await?;
+    let generate = Subject::component_request(Component::Spark, "generate")?;
+    let tap_conn = eco.connect(&Identity::component(Component::Spark)).await?;
+    let mut tap = tap_conn.client.subscribe(generate.to_string()).await?;
+    tap_conn.sync().await?;
+    let ask = |prompt: String| Ask { prompt };
+
+    // Warm up until the core's session to SPARK is compact (its record stored).
+    let mut warm = spark.subscribe::<Ask>(&generate, None).await?;
+    let mut compact = false;
+    for i in 0..100 {
+        core.publish(&generate, &ask(format!("warm{i}"))).await?;
+        warm.next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("closed"))??;
+        let seen = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut tap))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("tap closed"))?;
+        if seen.payload.get(2) == Some(&3) {
+            compact = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(compact, "the session never turned compact");
+
+    // A second SPARK process with an empty session cache subscribes; a burst arrives before
+    // it reads, with garbage at three places. Its first batch opens only through the
+    // session record, every later message of the batch waits on that, and the garbage is
+    // refused where it stood.
+    let late = join(Component::Spark).await?;
+    let mut sub = late.subscribe::<Ask>(&generate, None).await?;
+    let garbage_at = [10, 50, 90];
+    for i in 0..103 {
+        if garbage_at.contains(&i) {
+            core.connection()
+                .client
+                .publish(generate.to_string(), format!("garbage {i}").into())
+                .await?;
+        } else {
+            core.publish_nowait(&generate, &ask(format!("q{i}")))
+                .await?;
+        }
+    }
+    core.connection().sync().await?;
+    for i in 0..103 {
+        let next = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("closed"))?;
+        if garbage_at.contains(&i) {
+            let err = next
+                .err()
+                .ok_or_else(|| anyhow::anyhow!("garbage {i} opened"))?;
+            assert!(matches!(err, BusError::Envelope { .. }), "{err}");
+        } else {
+            let got = next?;
+            assert_eq!(
+                (got.sender.as_str(), got.message.prompt.as_str()),
+                ("ozone-studio", format!("q{i}").as_str())
+            );
+        }
+    }
+    Ok(())
+}
