@@ -346,6 +346,7 @@ impl Opener {
             }
             _ => Self::derive_key(&establishment, ours, &sender).and_then(|key| {
                 open_body(&key, nonce, &aad, body, plaintext)?;
+                let digest = record_digest(&establishment.record()?);
                 let sender: Arc<str> = header.sender.into();
                 self.remember(
                     cache_key,
@@ -353,7 +354,7 @@ impl Opener {
                         key,
                         own_kid: ours.1,
                         sender: sender.clone(),
-                        digest: record_digest(&establishment.record()),
+                        digest,
                         last_used_ms: now_ms,
                     },
                 );

@@ -478,28 +478,20 @@ impl<'a> Establishment<'a> {
 
     /// The session record: `"OZS" version:u8(3) suite:u8 sender_len:u8 sender sender_kid:8
     /// session_id:8 n:u8 entries` (entries exactly as in the full envelope's header).
-    pub fn record(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            RECORD_MAGIC.len()
-                + 3
-                + self.sender.len()
-                + KEY_ID_LEN
-                + SESSION_ID_LEN
-                + 1
-                + self.first.len()
-                + self.rest.len(),
-        );
-        out.extend_from_slice(RECORD_MAGIC);
-        out.push(VERSION_COMPACT);
-        out.push(self.suite);
-        out.push(self.sender.len() as u8);
-        out.extend_from_slice(self.sender.as_bytes());
-        out.extend_from_slice(&self.sender_kid.0);
-        out.extend_from_slice(&self.session_id);
-        out.push((1 + self.rest.len() / ENTRY_LEN) as u8);
-        out.extend_from_slice(self.first);
-        out.extend_from_slice(self.rest);
-        out
+    pub fn record(&self) -> Result<Vec<u8>, EnvelopeError> {
+        let count = 1 + self.rest.len() / ENTRY_LEN;
+        let entries_len = self.first.len() + self.rest.len();
+        let head = RecordHead {
+            suite: self.suite,
+            sender: self.sender,
+            sender_kid: &self.sender_kid,
+            session_id: &self.session_id,
+        };
+        head.record(count, entries_len, |out| {
+            out.extend_from_slice(self.first);
+            out.extend_from_slice(self.rest);
+            Ok(())
+        })
     }
 
     /// Parses a session record strictly (nothing may trail).
@@ -568,29 +560,58 @@ pub(crate) fn session_record(
     session_id: &[u8; SESSION_ID_LEN],
     recipients: &[RecipientEntry],
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let sender_len =
-        u8::try_from(sender.len()).map_err(|_| EnvelopeError::Malformed("sender too long"))?;
-    let count = u8::try_from(recipients.len())
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or(EnvelopeError::Malformed("recipient count out of range"))?;
-    let mut out = Vec::with_capacity(
-        RECORD_MAGIC.len()
-            + 3
-            + sender.len()
-            + KEY_ID_LEN
-            + SESSION_ID_LEN
-            + 1
-            + recipients.len() * ENTRY_LEN,
-    );
-    out.extend_from_slice(RECORD_MAGIC);
-    out.push(VERSION_COMPACT);
-    out.push(SUITE_V1);
-    out.push(sender_len);
-    out.extend_from_slice(sender.as_bytes());
-    out.extend_from_slice(&sender_kid.0);
-    out.extend_from_slice(session_id);
-    out.push(count);
-    write_entries(recipients, &mut out)?;
-    Ok(out)
+    let head = RecordHead {
+        suite: SUITE_V1,
+        sender,
+        sender_kid,
+        session_id,
+    };
+    let entries_len = recipients.len() * ENTRY_LEN;
+    head.record(recipients.len(), entries_len, |out| {
+        write_entries(recipients, out)
+    })
+}
+
+/// What a session record says before its recipient entries.
+struct RecordHead<'a> {
+    suite: u8,
+    sender: &'a str,
+    sender_kid: &'a KeyId,
+    session_id: &'a [u8; SESSION_ID_LEN],
+}
+
+impl RecordHead<'_> {
+    /// The record of `count` entries (`entries_len` bytes) that `write_entries` appends.
+    fn record(
+        &self,
+        count: usize,
+        entries_len: usize,
+        write_entries: impl FnOnce(&mut Vec<u8>) -> Result<(), EnvelopeError>,
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        let sender_len = u8::try_from(self.sender.len())
+            .map_err(|_| EnvelopeError::Malformed("sender too long"))?;
+        let count = u8::try_from(count)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(EnvelopeError::Malformed("recipient count out of range"))?;
+        let mut out = Vec::with_capacity(
+            RECORD_MAGIC.len()
+                + 3
+                + self.sender.len()
+                + KEY_ID_LEN
+                + SESSION_ID_LEN
+                + 1
+                + entries_len,
+        );
+        out.extend_from_slice(RECORD_MAGIC);
+        out.push(VERSION_COMPACT);
+        out.push(self.suite);
+        out.push(sender_len);
+        out.extend_from_slice(self.sender.as_bytes());
+        out.extend_from_slice(&self.sender_kid.0);
+        out.extend_from_slice(self.session_id);
+        out.push(count);
+        write_entries(&mut out)?;
+        Ok(out)
+    }
 }
