@@ -107,6 +107,20 @@ pub struct MessageMeta {
     pub timestamp_ms: u64,
 }
 
+impl MessageMeta {
+    fn of(version: u8, header: &CompactHeader, sender: Arc<str>) -> MessageMeta {
+        MessageMeta {
+            version,
+            schema: header.schema,
+            sender,
+            sender_kid: header.sender_kid,
+            session_id: header.session_id,
+            counter: header.counter,
+            timestamp_ms: header.timestamp_ms,
+        }
+    }
+}
+
 /// A session whose data key authenticated a body.
 struct CachedSession {
     key: LessSafeKey,
@@ -362,15 +376,7 @@ impl Opener {
             }),
         };
         self.aad = aad;
-        Ok(MessageMeta {
-            version: header.version,
-            schema: header.schema,
-            sender: opened?,
-            sender_kid: header.sender_kid,
-            session_id: header.session_id,
-            counter: header.counter,
-            timestamp_ms: header.timestamp_ms,
-        })
+        Ok(MessageMeta::of(header.version, &header.compact(), opened?))
     }
 
     /// A compact envelope: its session's key from the cache, or derived from the session
@@ -427,15 +433,7 @@ impl Opener {
             },
         };
         self.aad = aad;
-        Ok(MessageMeta {
-            version: VERSION_COMPACT,
-            schema: header.schema,
-            sender: opened?,
-            sender_kid: header.sender_kid,
-            session_id: header.session_id,
-            counter: header.counter,
-            timestamp_ms: header.timestamp_ms,
-        })
+        Ok(MessageMeta::of(VERSION_COMPACT, &header, opened?))
     }
 
     /// The session a compact envelope belongs to, from its record: the record must be that

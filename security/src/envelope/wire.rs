@@ -333,6 +333,17 @@ impl<'a> HeaderView<'a> {
         ))
     }
 
+    /// What a compact envelope's header would say of this message.
+    pub fn compact(&self) -> CompactHeader {
+        CompactHeader {
+            schema: self.schema,
+            sender_kid: self.sender_kid,
+            session_id: self.session_id,
+            counter: self.counter,
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+
     /// How its session was established (the part a session record repeats).
     pub fn establishment(&self) -> Establishment<'a> {
         Establishment {
