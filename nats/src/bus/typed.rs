@@ -8,7 +8,8 @@ use crate::SessionStore;
 use futures::StreamExt;
 use ozone_bus_schemas::{table, AuditKind, Identity, Subject};
 use ozone_security::envelope::{
-    CompactHeader, Envelope, EnvelopeError, Form, Freshness, PublicKey, SessionRecord,
+    CompactHeader, Envelope, EnvelopeError, Form, Freshness, KeyId, PublicKey, SessionRecord,
+    SESSION_ID_LEN,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -343,16 +344,23 @@ impl Bus {
     /// The sender a compact envelope's key id belongs to, per the key directory.
     fn compact_sender(&self, payload: &[u8]) -> Option<String> {
         let (header, _) = CompactHeader::parse(payload).ok()?;
-        let dir = self.keys.directory.read().ok()?;
-        dir.service_of(&header.sender_kid).map(str::to_string)
+        self.service_of(&header.sender_kid)
     }
 
-    /// The record of the session a compact envelope of `sender` belongs to, from the bucket.
-    async fn fetch_record(&self, payload: &[u8], sender: Option<String>) -> Option<bytes::Bytes> {
-        let (header, _) = CompactHeader::parse(payload).ok()?;
-        let sender = sender?;
+    /// The service that published key `kid`, per the key directory.
+    fn service_of(&self, kid: &KeyId) -> Option<String> {
+        let dir = self.keys.directory.read().ok()?;
+        dir.service_of(kid).map(str::to_string)
+    }
+
+    /// `sender`'s record of a session, from the bucket.
+    async fn fetch_record(
+        &self,
+        sender: &str,
+        session_id: &[u8; SESSION_ID_LEN],
+    ) -> Option<bytes::Bytes> {
         let store = self.session_store().await?;
-        match store.get(&sender, &header.session_id).await {
+        match store.get(sender, session_id).await {
             Ok(record) => record,
             Err(e) => {
                 tracing::warn!("{e}");
@@ -490,13 +498,17 @@ impl Bus {
             // (stored before the sender sealed any compact envelope of it), found under the
             // sender the key directory names for its key id — given the same moment to catch
             // up as above if it names none yet.
-            let mut sender = self.compact_sender(&msg.payload);
-            if sender.is_none() && !waited {
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                sender = self.compact_sender(&msg.payload);
-            }
-            if let Some(record) = self.fetch_record(&msg.payload, sender).await {
-                result = self.open_plain(msg, Freshness::Live, Some(&record), &decode);
+            if let Ok((header, _)) = CompactHeader::parse(&msg.payload) {
+                let mut sender = self.service_of(&header.sender_kid);
+                if sender.is_none() && !waited {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    sender = self.service_of(&header.sender_kid);
+                }
+                if let Some(sender) = sender {
+                    if let Some(record) = self.fetch_record(&sender, &header.session_id).await {
+                        result = self.open_plain(msg, Freshness::Live, Some(&record), &decode);
+                    }
+                }
             }
         }
         result
