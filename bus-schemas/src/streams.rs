@@ -35,13 +35,7 @@ pub fn parse_key_entry_key(key: &str) -> Option<(IdentityKind, String, u64)> {
 
 /// The bucket key of a session record: `<sender>.<session id, hex>`.
 pub fn session_record_key(sender: &str, session_id: &[u8]) -> String {
-    let mut key = String::with_capacity(sender.len() + 1 + 2 * session_id.len());
-    key.push_str(sender);
-    key.push('.');
-    for b in session_id {
-        key.push_str(&format!("{b:02x}"));
-    }
-    key
+    format!("{sender}.{}", hex::encode(session_id))
 }
 
 impl Subject {
