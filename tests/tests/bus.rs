@@ -245,25 +245,40 @@ async fn serve(
     }))
 }
 
+/// Joins the bus as component `c` the way its process does (key directory, rotation).
+async fn join(eco: &TestEcosystem, c: Component) -> anyhow::Result<Bus> {
+    let conn = eco.connect(&Identity::component(c)).await?;
+    Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
+}
+
+/// A tap with SPARK's identity, outside any queue group: it sees every envelope on `subject`.
+/// The connection is returned to be kept alive with the subscription.
+async fn tap(
+    eco: &TestEcosystem,
+    subject: &Subject,
+) -> anyhow::Result<(ozone_nats::Connection, async_nats::Subscriber)> {
+    let conn = eco.connect(&Identity::component(Component::Spark)).await?;
+    let sub = conn.client.subscribe(subject.to_string()).await?;
+    conn.sync().await?;
+    Ok((conn, sub))
+}
+
+/// The next envelope the tap saw.
+async fn next_tapped(tap: &mut async_nats::Subscriber) -> anyhow::Result<async_nats::Message> {
+    tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(tap))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("tap closed"))
+}
+
 #[tokio::test]
 async fn a_worker_started_later_opens_compact_envelopes_through_the_session_record() -> R {
     let eco = TestEcosystem::start().await?;
-    let join = |c: Component| {
-        let eco = &eco;
-        async move {
-            let conn = eco.connect(&Identity::component(c)).await?;
-            anyhow::Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
-        }
-    };
-    let core = join(Component::Core).await?;
+    let core = join(&eco, Component::Core).await?;
     let generate = Subject::component_request(Component::Spark, "generate")?;
-    // A tap with SPARK's identity (outside the queue group) sees every request's envelope.
-    let tap_conn = eco.connect(&Identity::component(Component::Spark)).await?;
-    let mut tap = tap_conn.client.subscribe(generate.to_string()).await?;
-    tap_conn.sync().await?;
+    let (_tap_conn, mut tap) = tap(&eco, &generate).await?;
     let version = |m: &async_nats::Message| m.payload.get(2).copied();
 
-    let first = serve(join(Component::Spark).await?, "first").await?;
+    let first = serve(join(&eco, Component::Spark).await?, "first").await?;
     let ask = |prompt: &str| Ask {
         prompt: prompt.into(),
     };
@@ -275,9 +290,7 @@ async fn a_worker_started_later_opens_compact_envelopes_through_the_session_reco
             .request(&generate, &ask(&format!("q{i}")), Duration::from_secs(5))
             .await?;
         assert_eq!(answer.text, format!("first: q{i}"));
-        let seen = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut tap))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("tap closed"))?;
+        let seen = next_tapped(&mut tap).await?;
         if i == 0 {
             assert_eq!(
                 version(&seen),
@@ -302,15 +315,13 @@ async fn a_worker_started_later_opens_compact_envelopes_through_the_session_reco
     // cache, as a process started a minute later would.
     first.abort();
     let _ = first.await;
-    let second = join(Component::Spark).await?;
+    let second = join(&eco, Component::Spark).await?;
     let second_serving = serve(second, "second").await?;
     let answer: Answer = core
         .request(&generate, &ask("late"), Duration::from_secs(5))
         .await?;
     assert_eq!(answer.text, "second: late");
-    let seen = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut tap))
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("tap closed"))?;
+    let seen = next_tapped(&mut tap).await?;
     assert_eq!(
         version(&seen),
         Some(3),
@@ -343,19 +354,10 @@ async fn a_worker_started_later_opens_compact_envelopes_through_the_session_reco
 #[tokio::test]
 async fn a_burst_is_opened_in_order_with_each_bad_message_refused_in_its_place() -> R {
     let eco = TestEcosystem::start().await?;
-    let join = |c: Component| {
-        let eco = &eco;
-        async move {
-            let conn = eco.connect(&Identity::component(c)).await?;
-            anyhow::Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
-        }
-    };
-    let core = join(Component::Core).await?;
-    let spark = join(Component::Spark).await?;
+    let core = join(&eco, Component::Core).await?;
+    let spark = join(&eco, Component::Spark).await?;
     let generate = Subject::component_request(Component::Spark, "generate")?;
-    let tap_conn = eco.connect(&Identity::component(Component::Spark)).await?;
-    let mut tap = tap_conn.client.subscribe(generate.to_string()).await?;
-    tap_conn.sync().await?;
+    let (_tap_conn, mut tap) = tap(&eco, &generate).await?;
     let ask = |prompt: String| Ask { prompt };
 
     // Warm up until the core's session to SPARK is compact (its record stored).
@@ -366,9 +368,7 @@ async fn a_burst_is_opened_in_order_with_each_bad_message_refused_in_its_place()
         warm.next()
             .await
             .ok_or_else(|| anyhow::anyhow!("closed"))??;
-        let seen = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut tap))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("tap closed"))?;
+        let seen = next_tapped(&mut tap).await?;
         if seen.payload.get(2) == Some(&3) {
             compact = true;
             break;
@@ -381,7 +381,7 @@ async fn a_burst_is_opened_in_order_with_each_bad_message_refused_in_its_place()
     // it reads, with garbage at three places. Its first batch opens only through the
     // session record, every later message of the batch waits on that, and the garbage is
     // refused where it stood.
-    let late = join(Component::Spark).await?;
+    let late = join(&eco, Component::Spark).await?;
     let mut sub = late.subscribe::<Ask>(&generate, None).await?;
     let garbage_at = [10, 50, 90];
     for i in 0..103 {
