@@ -163,13 +163,7 @@ impl HeaderRef<'_> {
         suite: u8,
         out: &mut impl BufMut,
     ) -> Result<(), EnvelopeError> {
-        let sender_len = u8::try_from(self.sender.len())
-            .map_err(|_| EnvelopeError::Malformed("sender too long"))?;
-        let count = u8::try_from(self.recipients.len())
-            .map_err(|_| EnvelopeError::Malformed("too many recipients"))?;
-        if count == 0 {
-            return Err(EnvelopeError::Malformed("no recipients"));
-        }
+        let (sender_len, count) = length_bytes(self.sender, self.recipients.len())?;
         out.put_slice(MAGIC);
         out.put_u8(version);
         out.put_u8(suite);
@@ -183,6 +177,19 @@ impl HeaderRef<'_> {
         out.put_u8(count);
         write_entries(self.recipients, out)
     }
+}
+
+/// The one-byte sender length and recipient count that a header and a session record carry:
+/// both must fit a byte, and a message has at least one recipient.
+fn length_bytes(sender: &str, recipients: usize) -> Result<(u8, u8), EnvelopeError> {
+    let sender_len =
+        u8::try_from(sender.len()).map_err(|_| EnvelopeError::Malformed("sender too long"))?;
+    let count =
+        u8::try_from(recipients).map_err(|_| EnvelopeError::Malformed("too many recipients"))?;
+    if count == 0 {
+        return Err(EnvelopeError::Malformed("no recipients"));
+    }
+    Ok((sender_len, count))
 }
 
 /// The recipient entries as on the wire; fails on entries that break the layout's rule (only
@@ -599,12 +606,7 @@ impl RecordHead<'_> {
         entries_len: usize,
         write_entries: impl FnOnce(&mut Vec<u8>) -> Result<(), EnvelopeError>,
     ) -> Result<Vec<u8>, EnvelopeError> {
-        let sender_len = u8::try_from(self.sender.len())
-            .map_err(|_| EnvelopeError::Malformed("sender too long"))?;
-        let count = u8::try_from(count)
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or(EnvelopeError::Malformed("recipient count out of range"))?;
+        let (sender_len, count) = length_bytes(self.sender, count)?;
         let mut out = Vec::with_capacity(
             RECORD_MAGIC.len()
                 + 3
