@@ -108,7 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let within = within
                         .map(|d| Duration::from_secs(d * 86_400))
                         .unwrap_or(cfg.certificate_authority.renew_before_expiry);
-                    ozone::pki_cmd::renew(&home, &cfg, within)?;
+                    ozone::pki_cmd::renew(&home, &cfg, within).await?;
                 }
                 PkiCommand::Revoke { name, kind } => {
                     ozone::pki_cmd::revoke(&home, &cfg, kind.map(Into::into), &name).await?

@@ -95,7 +95,7 @@ pub async fn run(
     } else {
         eprintln!("      already initialised");
     }
-    renew_if_enabled(home, &cfg)?;
+    renew_if_enabled(home, &cfg).await?;
     let models = crate::spark_cmd::models_dir(home);
     if !ozone_spark::models::install::installed(&models) {
         // SPARK serves nothing without them; fetching is a one-time step (kept in the wheel
@@ -202,7 +202,7 @@ async fn settled_status(home: &Home, cfg: &SecurityConfig) -> Option<crate::stat
     }
 }
 
-fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
+async fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
     if !cfg.certificate_authority.auto_renewal_enabled {
         step(
             2,
@@ -225,7 +225,7 @@ fn renew_if_enabled(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<()> {
     } else {
         step(2, 6, &format!("renewed {}", renewed.join(", ")));
         ozone_nats::config::write(home, &NatsSettings::load(home)?)?;
-        let _ = ozone_nats::server::reload(home);
+        let _ = ozone_nats::server::reload(home).await;
     }
     Ok(())
 }

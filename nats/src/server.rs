@@ -7,7 +7,6 @@ use ozone_security::Home;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, oneshot, watch};
 
@@ -36,6 +35,10 @@ pub enum ServerError {
     Signal { pid: i32, detail: String },
     #[error("nats-server died {restarts} times in a row; giving up. last error: {last}")]
     GaveUp { restarts: u32, last: String },
+    #[error("nats-server (pid {pid}) refused the new configuration: {line}")]
+    ReloadFailed { pid: i32, line: String },
+    #[error("nats-server (pid {pid}) did not confirm the reload within {waited:?}; see var/log/nats-server.log")]
+    ReloadUnconfirmed { pid: i32, waited: Duration },
 }
 
 /// A running nats-server child process.
@@ -51,6 +54,15 @@ pub struct NatsServer {
 }
 
 const READY_LINE: &str = "Server is ready";
+/// What nats-server logs once a reload has been applied in full (accounts and their
+/// JetStream state included).
+const RELOADED_LINE: &str = "Reloaded server configuration";
+/// How long [`reload`] waits for that line.
+const RELOAD_WAIT: Duration = Duration::from_secs(15);
+
+fn log_file(home: &Home) -> PathBuf {
+    home.logs().join("nats-server.log")
+}
 
 fn pid_file(home: &Home) -> PathBuf {
     home.run().join("nats-server.pid")
@@ -84,13 +96,22 @@ impl NatsServer {
         let (tail_tx, tail_rx) = watch::channel(String::new());
         let (security, _) = broadcast::channel(256);
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(tee_log(
-                stderr,
-                home.logs().join("nats-server.log"),
-                ready_tx,
-                tail_tx,
-                security.clone(),
-            ));
+            let stderr = std::fs::File::from(stderr.into_owned_fd().map_err(|source| {
+                ServerError::Spawn {
+                    binary: binary.to_path_buf(),
+                    source,
+                }
+            })?);
+            let (log, security) = (log_file(home), security.clone());
+            // Its own thread: the pipe is drained (and the log written) even while this
+            // process's runtime is busy or blocked, so the server never stalls on a full pipe.
+            std::thread::Builder::new()
+                .name("nats-server-log".into())
+                .spawn(move || tee_log(stderr, &log, ready_tx, tail_tx, security))
+                .map_err(|source| ServerError::Spawn {
+                    binary: binary.to_path_buf(),
+                    source,
+                })?;
         }
         let started = Instant::now();
         tokio::select! {
@@ -162,9 +183,67 @@ fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<(), ServerError> {
     })
 }
 
-/// Tells the running server (found by its pid file) to re-read its configuration. Users
-/// removed from the configuration are disconnected by the server during the reload.
-pub fn reload(home: &Home) -> Result<i32, ServerError> {
+/// Tells the running server (found by its pid file) to re-read its configuration, and waits
+/// until its log says the reload is applied: nats-server reloads asynchronously, and while it
+/// re-registers accounts their JetStream requests can fail ("requested JetStream resource does
+/// not exist"), so a caller must not go on before that. Users removed from the configuration
+/// are disconnected by the server during the reload. (A server whose log is not ours to read —
+/// not started by `ozone up` — is signalled without the wait.)
+pub async fn reload(home: &Home) -> Result<i32, ServerError> {
+    let log = log_file(home);
+    let log_end = tokio::fs::metadata(&log).await.map(|m| m.len()).ok();
+    let pid = signal_reload(home)?;
+    if let Some(from) = log_end {
+        wait_for_reload(&log, from, pid, RELOAD_WAIT).await?;
+    }
+    Ok(pid)
+}
+
+/// Watches the server log past byte `from` for the reload's outcome.
+async fn wait_for_reload(
+    log: &Path,
+    from: u64,
+    pid: i32,
+    wait: Duration,
+) -> Result<(), ServerError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        // The log is appended to, never rewritten while the server runs: what lies past
+        // `from` was written after the signal.
+        let written = tokio::fs::read(log)
+            .await
+            .ok()
+            .and_then(|all| {
+                all.get(from as usize..)
+                    .map(|new| String::from_utf8_lossy(new).into_owned())
+            })
+            .unwrap_or_default();
+        if let Some(outcome) = reload_outcome(&written) {
+            return outcome.map_err(|line| ServerError::ReloadFailed { pid, line });
+        }
+        if Instant::now() >= deadline {
+            return Err(ServerError::ReloadUnconfirmed { pid, waited: wait });
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The outcome of a reload in log lines written since it was asked for: `Ok` once applied,
+/// `Err(line)` when the server refused it, `None` while neither is logged.
+fn reload_outcome(written: &str) -> Option<Result<(), String>> {
+    written.lines().find_map(|line| {
+        if line.contains(RELOADED_LINE) {
+            Some(Ok(()))
+        } else if line.contains("[ERR]") && line.to_ascii_lowercase().contains("reload") {
+            Some(Err(line.to_string()))
+        } else {
+            None
+        }
+    })
+}
+
+/// Sends the reload signal to the server named by the pid file.
+fn signal_reload(home: &Home) -> Result<i32, ServerError> {
     let path = pid_file(home);
     let pid: i32 = std::fs::read_to_string(&path)
         .ok()
@@ -199,25 +278,29 @@ pub fn parse_auth_failure(line: &str) -> (String, String) {
 
 /// Copies the server's log to `log_path`, keeps the last lines for error messages, and fires
 /// `ready` on the server's own readiness line. Dropping `ready` unfired means "never ready".
-async fn tee_log(
-    stderr: tokio::process::ChildStderr,
-    log_path: PathBuf,
+/// Blocking: runs on a thread of its own until the server closes its stderr.
+fn tee_log(
+    stderr: std::fs::File,
+    log_path: &Path,
     ready: oneshot::Sender<()>,
     tail: watch::Sender<String>,
     security: broadcast::Sender<String>,
 ) {
-    let mut file = tokio::fs::OpenOptions::new()
+    use std::io::{BufRead, Write};
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
-        .await
+        .open(log_path)
         .ok();
-    let mut lines = BufReader::new(stderr).lines();
+    let mut reader = std::io::BufReader::new(stderr);
     let mut ready = Some(ready);
     let mut last: Vec<String> = Vec::new();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut raw = Vec::new();
+    while matches!(reader.read_until(b'\n', &mut raw), Ok(n) if n > 0) {
+        let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+        raw.clear();
         if let Some(f) = file.as_mut() {
-            let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+            let _ = writeln!(f, "{line}");
         }
         if is_auth_failure(&line) {
             // Nobody listening is fine.
@@ -323,5 +406,53 @@ mod tests {
         let violation = "[1] 2026/11/26 09:28:04.024141 [ERR] 127.0.0.1:50556 - cid:95 - \"v0.51.0:rust:scribe\" - \"OZONE/user:scribe.local\" - Publish Violation - Subject \"cognis.selfcheck\"";
         assert!(!is_auth_failure(violation));
         assert!(!is_auth_failure("[1] [INF] Server is ready"));
+    }
+
+    #[test]
+    fn a_reload_is_done_when_the_server_says_so() {
+        // Lines nats-server 2.15 writes on SIGHUP, the last once all is applied.
+        let partial = "[20211] 2026/11/27 06:34:47.962714 [INF] Reloaded: authorization users\n\
+                       [20211] 2026/11/27 06:34:47.962748 [INF] Reloaded: accounts\n";
+        assert_eq!(reload_outcome(partial), None);
+        let done = format!("{partial}[20211] 2026/11/27 06:34:47.963763 [INF] Reloaded server configuration (sha256:c4ca77)\n");
+        assert_eq!(reload_outcome(&done), Some(Ok(())));
+        let refused = "[7] 2026/11/27 06:40:00.000000 [ERR] Failed to reload server configuration: config reload not supported for jetstream storage directory";
+        assert!(
+            matches!(reload_outcome(refused), Some(Err(line)) if line.contains("storage directory"))
+        );
+        assert_eq!(reload_outcome(""), None);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_reload_reads_only_what_came_after_the_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("nats-server.log");
+        std::fs::write(
+            &log,
+            "[1] [INF] Reloaded server configuration (an earlier one)\n",
+        )
+        .unwrap();
+        let from = std::fs::metadata(&log).unwrap().len();
+        let waited = wait_for_reload(&log, from, 1, Duration::from_millis(200)).await;
+        assert!(
+            matches!(waited, Err(ServerError::ReloadUnconfirmed { pid: 1, .. })),
+            "{waited:?}"
+        );
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                std::io::Write::write_all(
+                    &mut f,
+                    b"[1] [INF] Reloaded server configuration (sha256:x)\n",
+                )
+                .unwrap();
+            })
+        };
+        wait_for_reload(&log, from, 1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        writer.await.unwrap();
     }
 }
