@@ -141,7 +141,7 @@ impl TestEcosystem {
     }
 }
 
-/// Bus keys for every component sharing one in-process directory.
+/// Bus keys for every component, each with its own copy of the key directory.
 pub fn bus_keys(
     home: &Home,
 ) -> anyhow::Result<std::collections::HashMap<ozone_bus_schemas::Component, ozone_nats::bus::BusKeys>>

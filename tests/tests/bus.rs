@@ -80,7 +80,7 @@ async fn sealed_request_reply_and_events_leave_no_plaintext_on_the_wire() -> R {
         while let Some(next) = work.next().await {
             match next {
                 Ok(req) => {
-                    assert_eq!(req.sender, "ozone-studio");
+                    assert_eq!(&*req.sender, "ozone-studio");
                     let answer = Answer {
                         text: format!("Paris ({})", req.message.prompt),
                         tokens: 3,
@@ -128,7 +128,7 @@ async fn sealed_request_reply_and_events_leave_no_plaintext_on_the_wire() -> R {
         .await?
         .ok_or_else(|| anyhow::anyhow!("closed"))??;
     assert_eq!(
-        (got.sender.as_str(), got.message.prompt.as_str()),
+        (&*got.sender, got.message.prompt.as_str()),
         ("ozone-studio", MARKER)
     );
 
@@ -408,7 +408,7 @@ async fn a_burst_is_opened_in_order_with_each_bad_message_refused_in_its_place()
         } else {
             let got = next?;
             assert_eq!(
-                (got.sender.as_str(), got.message.prompt.as_str()),
+                (&*got.sender, got.message.prompt.as_str()),
                 ("ozone-studio", format!("q{i}").as_str())
             );
         }

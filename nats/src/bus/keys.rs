@@ -60,24 +60,24 @@ pub enum LocalKeysError {
     Envelope(#[from] ozone_security::envelope::EnvelopeError),
     #[error("the system random generator failed")]
     Random,
-    #[error("internal lock poisoned")]
-    Lock,
 }
 
 /// Fresh key rings for `components` running in this one process, their entries signed with
-/// each component's certificate key and verified into one shared directory. (Services in
-/// separate processes load their own ring and receive entries through the key directory;
-/// this is for benchmarks and tests that host several services in one process.)
+/// each component's certificate key and verified into a directory of each component's own,
+/// as separate processes hold. (Services in separate processes load their own ring and
+/// receive entries through the key directory; this is for benchmarks and tests that host
+/// several services in one process. One shared directory would also put one lock that every
+/// component takes per message on every core, which separate processes never pay.)
 pub fn local_keys(
     home: &ozone_security::Home,
     components: &[ozone_bus_schemas::Component],
 ) -> Result<std::collections::HashMap<ozone_bus_schemas::Component, BusKeys>, LocalKeysError> {
     use ozone_security::envelope::{DirectoryTrust, Rotation, ServiceSigner};
     let trust = DirectoryTrust::load(home)?;
-    let directory = Arc::new(RwLock::new(Directory::default()));
+    let mut directory = Directory::default();
     let now = now_ms();
     let rotation = Rotation::daily();
-    let mut out = std::collections::HashMap::new();
+    let mut rings = Vec::new();
     for c in components {
         let mut chain = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut chain)
@@ -91,14 +91,13 @@ pub fn local_keys(
             rotation.retire_at(epoch),
             &public,
         )?;
-        directory
-            .write()
-            .map_err(|_| LocalKeysError::Lock)?
-            .insert(&trust, &entry, now)?;
-        out.insert(
-            *c,
-            BusKeys::new(keyring, directory.clone()).ok_or(LocalKeysError::Random)?,
-        );
+        directory.insert(&trust, &entry, now)?;
+        rings.push((*c, keyring));
+    }
+    let mut out = std::collections::HashMap::new();
+    for (c, keyring) in rings {
+        let own = Arc::new(RwLock::new(directory.clone()));
+        out.insert(c, BusKeys::new(keyring, own).ok_or(LocalKeysError::Random)?);
     }
     Ok(out)
 }

@@ -68,8 +68,9 @@ impl Drop for TaskGuard {
 pub struct Received<T> {
     /// The subject it arrived on (shares the message's buffer: no copy per message).
     pub subject: async_nats::Subject,
-    /// The authenticated sender (from the envelope, verified through the key directory).
-    pub sender: String,
+    /// The authenticated sender (from the envelope, verified through the key directory;
+    /// shared with its session's other messages: no allocation per message).
+    pub sender: Arc<str>,
     pub reply: Option<async_nats::Subject>,
     pub message: T,
 }
@@ -391,7 +392,8 @@ impl Bus {
         msg: &async_nats::Message,
         freshness: Freshness,
     ) -> Result<Received<T>, BusError> {
-        decoded(self.open_plain(msg, freshness, None, |p| decode_payload(&msg.subject, p))?)
+        let opened = self.open_plain(msg, freshness, None, |p| decode_payload(&msg.subject, p))?;
+        decoded(received(msg, opened))
     }
 
     /// Authenticates and decrypts, checks the schema version, and hands the plaintext to
@@ -403,7 +405,7 @@ impl Bus {
         freshness: Freshness,
         record: Option<&[u8]>,
         decode: impl FnOnce(&[u8]) -> R,
-    ) -> Result<Received<R>, BusError> {
+    ) -> Result<Plain<R>, BusError> {
         thread_local! {
             static PLAINTEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -425,7 +427,7 @@ impl Bus {
         record: Option<&[u8]>,
         plain: &mut Vec<u8>,
         decode: impl FnOnce(&[u8]) -> R,
-    ) -> Result<Received<R>, BusError> {
+    ) -> Result<Plain<R>, BusError> {
         let subject = msg.subject.as_str();
         let (sender, schema) = {
             let ring = self.keys.ring.read().map_err(lock_err)?;
@@ -445,7 +447,7 @@ impl Bus {
                 subject: subject.to_string(),
                 source,
             })?;
-            (header.sender.to_string(), header.schema)
+            (header.sender, header.schema)
         };
         if schema != SCHEMA_VERSION {
             return Err(BusError::Invalid {
@@ -453,12 +455,7 @@ impl Bus {
                 detail: format!("schema {schema} (expected {SCHEMA_VERSION})"),
             });
         }
-        Ok(Received {
-            subject: msg.subject.clone(),
-            sender,
-            reply: msg.reply.clone(),
-            message: decode(plain),
-        })
+        Ok((sender, decode(plain)))
     }
 
     /// Opens a message, giving the key directory a moment when the sender's key is not known
@@ -470,10 +467,10 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
     ) -> Result<Received<T>, BusError> {
-        decoded(
-            self.open_plain_settled(msg, |p| decode_payload(&msg.subject, p))
-                .await?,
-        )
+        let opened = self
+            .open_plain_settled(msg, |p| decode_payload(&msg.subject, p))
+            .await?;
+        decoded(received(msg, opened))
     }
 
     /// [`Bus::open_settled`] handing the plaintext to `decode`.
@@ -481,8 +478,8 @@ impl Bus {
         &self,
         msg: &async_nats::Message,
         decode: impl Fn(&[u8]) -> R,
-    ) -> Result<Received<R>, BusError> {
-        let refusal = |r: &Result<Received<R>, BusError>| match r {
+    ) -> Result<Plain<R>, BusError> {
+        let refusal = |r: &Result<Plain<R>, BusError>| match r {
             Err(BusError::Envelope { source, .. }) => Some(source.clone()),
             _ => None,
         };
@@ -529,6 +526,7 @@ impl Bus {
             })
         })
         .await
+        .map(|opened| received(msg, opened))
         .map_err(|e| self.rejected(&msg.subject, &msg.payload, e))
     }
 
@@ -688,7 +686,7 @@ impl Bus {
         let key = {
             let dir = self.keys.directory.read().map_err(lock_err)?;
             dir.current(&to.sender, now)
-                .ok_or_else(|| BusError::NoKey(to.sender.clone()))?
+                .ok_or_else(|| BusError::NoKey(to.sender.to_string()))?
         };
         let sealed = self.seal_for(
             inbox.as_str(),
@@ -703,6 +701,19 @@ impl Bus {
             .publish(inbox.clone(), sealed)
             .await
             .map_err(|e| BusError::Nats(e.to_string()))
+    }
+}
+
+/// An opened message's authenticated sender and what its plaintext decoded to.
+type Plain<R> = (Arc<str>, R);
+
+/// An opened message, its subject and reply inbox shared with `msg`'s buffer.
+fn received<R>(msg: &async_nats::Message, (sender, message): Plain<R>) -> Received<R> {
+    Received {
+        subject: msg.subject.clone(),
+        sender,
+        reply: msg.reply.clone(),
+        message,
     }
 }
 
@@ -745,11 +756,19 @@ impl<T: DeserializeOwned> TypedSubscriber<T> {
         if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
             return Some(Err(BusError::NoResponders(msg.subject.to_string())));
         }
-        Some(
-            self.bus
-                .open_settled(&msg)
-                .await
-                .map_err(|e| self.bus.rejected(&msg.subject, &msg.payload, e)),
-        )
+        let opened = self
+            .bus
+            .open_plain_settled(&msg, |p| decode_payload(&msg.subject, p))
+            .await;
+        Some(match opened {
+            // The message is ours: its subject and reply inbox move into what we hand out.
+            Ok((sender, message)) => message.map(|message| Received {
+                subject: msg.subject,
+                sender,
+                reply: msg.reply,
+                message,
+            }),
+            Err(e) => Err(self.bus.rejected(&msg.subject, &msg.payload, e)),
+        })
     }
 }

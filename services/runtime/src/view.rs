@@ -90,7 +90,7 @@ impl PhaseView {
                     ev = phases.next() => match ev {
                         // Only a component speaks for itself (the supervisor does so as that
                         // component): the authenticated sender must match the payload.
-                        Some(Ok(ev)) if ev.sender != ev.message.component => {
+                        Some(Ok(ev)) if *ev.sender != *ev.message.component => {
                             tracing::warn!(sender = %ev.sender, claims = %ev.message.component, "phase event in another component's name ignored");
                             false
                         }
@@ -109,7 +109,7 @@ impl PhaseView {
                         None => break,
                     },
                     hb = beats.next() => match hb {
-                        Some(Ok(hb)) if hb.sender != hb.message.component => {
+                        Some(Ok(hb)) if *hb.sender != *hb.message.component => {
                             tracing::warn!(sender = %hb.sender, claims = %hb.message.component, "heartbeat in another component's name ignored");
                             false
                         }
@@ -205,7 +205,7 @@ async fn load_retained(bus: &Bus, known: &Mutex<HashMap<Component, Known>>) {
         let Some(Ok(msg)) = msg else { break };
         let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
         match bus.open_archived::<PhaseEvent>(&msg) {
-            Ok(ev) if ev.sender != ev.message.component => {}
+            Ok(ev) if *ev.sender != *ev.message.component => {}
             Ok(ev) => {
                 if let (Some(c), Ok(mut k)) =
                     (Component::from_name(&ev.message.component), known.lock())

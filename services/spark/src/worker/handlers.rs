@@ -148,7 +148,7 @@ impl Worker {
             let previous = f.insert(
                 r.request_id.clone(),
                 InFlight {
-                    requester: req.sender.clone(),
+                    requester: req.sender.to_string(),
                     cancel: cancel.clone(),
                     last_keepalive: Instant::now(),
                 },
