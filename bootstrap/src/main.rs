@@ -134,7 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Bus { messages, requests }) => {
             eprintln!("ozone bench bus: raw async-nats vs the encrypted bus on one nats-server");
-            let rows = ozone::bench::run(messages, requests).await?;
+            let rows = until_interrupted(ozone::bench::run(messages, requests)).await?;
             ozone::bench::print(&rows);
         }
         Command::Audit(AuditCommand::Tail {
@@ -180,12 +180,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             let dir = models.unwrap_or_else(|| ozone::spark_cmd::models_dir(&home));
             eprintln!("ozone bench spark: SPARK over the bus vs in-process, 2 workers vs 1");
-            let report = ozone::spark_bench::run(&dir, tokens, embeds).await?;
+            let report = until_interrupted(ozone::spark_bench::run(&dir, tokens, embeds)).await?;
             ozone::spark_bench::print(&report);
         }
         Command::Supervise => ozone::supervise::run(&home).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a command that starts its own servers (the benchmarks) until it ends or the process is
+/// told to stop (Ctrl-C, SIGTERM). On a signal the work is dropped first, and with it every
+/// server and worker it started (they are killed on drop), so none outlives the command.
+async fn until_interrupted<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    tokio::select! {
+        done = work => done,
+        _ = term.recv() => anyhow::bail!("stopped by SIGTERM; the benchmark's servers are stopped"),
+        _ = int.recv() => anyhow::bail!("interrupted; the benchmark's servers are stopped"),
+    }
 }
 
 #[tokio::main]

@@ -192,3 +192,76 @@ fn up_checks_the_security_plane_restarts_a_dead_server_and_down_leaves_nothing()
     }
     Ok(())
 }
+
+/// The processes whose parent is `parent`, with their command names.
+fn children_of(parent: u32) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid …: the name may hold spaces, so split after its ')'.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_string();
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some((pid, comm))
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie waiting to be reaped does not).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+#[test]
+fn a_benchmark_stopped_midway_leaves_no_server_behind() -> R {
+    // `ozone bench bus` runs its own nats-server; Ctrl-C or SIGTERM must not orphan it.
+    for signal in [nix::sys::signal::SIGTERM, nix::sys::signal::SIGINT] {
+        let mut bench = std::process::Command::new(env!("CARGO_BIN_EXE_ozone-cli"))
+            .args(["bench", "bus", "--messages", "5000000"])
+            .env("OZONE_NATS_SERVER", nats_server_binary()?)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let server = loop {
+            if let Some((pid, _)) = children_of(bench.id())
+                .into_iter()
+                .find(|(_, comm)| comm == "nats-server")
+            {
+                break pid;
+            }
+            if Instant::now() > deadline {
+                let _ = bench.kill();
+                anyhow::bail!("the benchmark started no nats-server within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(bench.id() as i32), signal)?;
+        let out = bench.wait_with_output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{signal}: exited as if it had finished: {err}"
+        );
+        assert!(err.contains("servers are stopped"), "{signal}: {err}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(server) {
+            assert!(
+                Instant::now() < deadline,
+                "{signal}: nats-server {server} still runs after the benchmark stopped"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
