@@ -208,16 +208,7 @@ async fn wait_for_reload(
 ) -> Result<(), ServerError> {
     let deadline = Instant::now() + wait;
     loop {
-        // The log is appended to, never rewritten while the server runs: what lies past
-        // `from` was written after the signal.
-        let written = tokio::fs::read(log)
-            .await
-            .ok()
-            .and_then(|all| {
-                all.get(from as usize..)
-                    .map(|new| String::from_utf8_lossy(new).into_owned())
-            })
-            .unwrap_or_default();
+        let written = read_from(log, from).await;
         if let Some(outcome) = reload_outcome(&written) {
             return outcome.map_err(|line| ServerError::ReloadFailed { pid, line });
         }
@@ -226,6 +217,19 @@ async fn wait_for_reload(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// What `log` holds past byte `from` (the log is appended to while the server runs: that is
+/// what was written after the signal), or nothing when it cannot be read.
+async fn read_from(log: &Path, from: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut new = Vec::new();
+    if let Ok(mut f) = tokio::fs::File::open(log).await {
+        if f.seek(std::io::SeekFrom::Start(from)).await.is_ok() {
+            let _ = f.read_to_end(&mut new).await;
+        }
+    }
+    String::from_utf8_lossy(&new).into_owned()
 }
 
 /// The outcome of a reload in log lines written since it was asked for: `Ok` once applied,
