@@ -199,17 +199,30 @@ pub async fn reload(home: &Home) -> Result<i32, ServerError> {
     Ok(pid)
 }
 
-/// Watches the server log past byte `from` for the reload's outcome.
+/// Watches the server log past byte `from` for the reload's outcome, reading only what was
+/// appended since the last look.
 async fn wait_for_reload(
     log: &Path,
     from: u64,
     pid: i32,
     wait: Duration,
 ) -> Result<(), ServerError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let deadline = Instant::now() + wait;
+    let mut file = None;
+    let mut written = Vec::new();
     loop {
-        let written = read_from(log, from).await;
-        if let Some(outcome) = reload_outcome(&written) {
+        if file.is_none() {
+            if let Ok(mut f) = tokio::fs::File::open(log).await {
+                if f.seek(std::io::SeekFrom::Start(from)).await.is_ok() {
+                    file = Some(f);
+                }
+            }
+        }
+        if let Some(f) = file.as_mut() {
+            let _ = f.read_to_end(&mut written).await;
+        }
+        if let Some(outcome) = reload_outcome(&String::from_utf8_lossy(&written)) {
             return outcome.map_err(|line| ServerError::ReloadFailed { pid, line });
         }
         if Instant::now() >= deadline {
@@ -217,19 +230,6 @@ async fn wait_for_reload(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// What `log` holds past byte `from` (the log is appended to while the server runs: that is
-/// what was written after the signal), or nothing when it cannot be read.
-async fn read_from(log: &Path, from: u64) -> String {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut new = Vec::new();
-    if let Ok(mut f) = tokio::fs::File::open(log).await {
-        if f.seek(std::io::SeekFrom::Start(from)).await.is_ok() {
-            let _ = f.read_to_end(&mut new).await;
-        }
-    }
-    String::from_utf8_lossy(&new).into_owned()
 }
 
 /// The outcome of a reload in log lines written since it was asked for: `Ok` once applied,

@@ -3,7 +3,7 @@
 use ozone_bus_schemas::{Component, Identity};
 use ozone_security::pki::IdentityFiles;
 use ozone_security::Home;
-use ozone_tests::{free_port, nats_server_binary, ozone};
+use ozone_tests::{free_port, nats_server_binary, ozone, process_running};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -211,17 +211,6 @@ fn children_of(parent: u32) -> Vec<(i32, String)> {
         .collect()
 }
 
-/// Whether `pid` still runs (a zombie waiting to be reaped does not).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().to_string())
-        })
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
-}
-
 #[test]
 fn a_benchmark_stopped_midway_leaves_no_server_behind() -> R {
     // `ozone bench bus` runs its own nats-server; Ctrl-C or SIGTERM must not orphan it.
@@ -255,7 +244,7 @@ fn a_benchmark_stopped_midway_leaves_no_server_behind() -> R {
         );
         assert!(err.contains("servers are stopped"), "{signal}: {err}");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while running(server) {
+        while process_running(server) {
             assert!(
                 Instant::now() < deadline,
                 "{signal}: nats-server {server} still runs after the benchmark stopped"

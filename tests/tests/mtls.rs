@@ -171,3 +171,23 @@ async fn revoking_an_identity_cuts_off_its_live_connection_within_two_seconds() 
         "",
     )
 }
+
+#[tokio::test]
+async fn a_reload_returns_once_the_server_has_applied_it() -> R {
+    // nats-server reloads in the background after SIGHUP; callers go on to JetStream requests
+    // that fail while it re-registers accounts, so `reload` must not return before it is done.
+    let eco = TestEcosystem::start().await?;
+    let log = eco.t.home.logs().join("nats-server.log");
+    for _ in 0..3 {
+        let before = std::fs::metadata(&log)?.len();
+        ozone_nats::server::reload(&eco.t.home).await?;
+        // Read at once, with no await in between: the line must be there already.
+        let all = std::fs::read(&log)?;
+        let since = String::from_utf8_lossy(&all[before as usize..]);
+        assert!(
+            since.contains("Reloaded server configuration"),
+            "reload returned before the server applied it; log since the signal:\n{since}"
+        );
+    }
+    Ok(())
+}
