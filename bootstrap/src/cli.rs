@@ -237,6 +237,13 @@ pub enum BenchCommand {
         /// Sequential requests per request/reply run
         #[arg(long, default_value_t = 2_000)]
         requests: usize,
+        /// Payload sizes in bytes, comma-separated (at most 512 KiB)
+        #[arg(long, value_delimiter = ',', default_values_t = [256, 1024, 65536],
+              value_parser = clap::value_parser!(u32).range(1..=524_288))]
+        sizes: Vec<u32>,
+        /// Paired raw/sealed rounds per size (the figures are their medians)
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rounds: u32,
     },
     /// SPARK on its own nats-server: decode over the bus vs in-process, embedding throughput
     /// with 2 workers vs 1, embed latency p50/p99

@@ -132,10 +132,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{} is up to date", out.display());
             }
         }
-        Command::Bench(BenchCommand::Bus { messages, requests }) => {
+        Command::Bench(BenchCommand::Bus {
+            messages,
+            requests,
+            sizes,
+            rounds,
+        }) => {
             eprintln!("ozone bench bus: raw async-nats vs the encrypted bus on one nats-server");
-            let rows = until_interrupted(ozone::bench::run(messages, requests)).await?;
-            ozone::bench::print(&rows);
+            let plan = ozone::bench::Plan {
+                messages,
+                requests,
+                sizes: sizes.into_iter().map(|s| s as usize).collect(),
+                rounds: rounds as usize,
+            };
+            let rows = until_interrupted(ozone::bench::run(&plan)).await?;
+            ozone::bench::print(&rows, &plan);
         }
         Command::Audit(AuditCommand::Tail {
             follow,

@@ -254,3 +254,62 @@ fn a_benchmark_stopped_midway_leaves_no_server_behind() -> R {
     }
     Ok(())
 }
+
+#[test]
+fn the_bus_benchmark_prints_a_row_per_chosen_size_with_its_ratios() -> R {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ozone-cli"))
+            .args(["bench", "bus"])
+            .args(args)
+            .env("OZONE_NATS_SERVER", nats_server_binary()?)
+            .output()
+            .map_err(anyhow::Error::from)
+    };
+    let out = run(&[
+        "--sizes",
+        "300,5000",
+        "--rounds",
+        "2",
+        "--messages",
+        "400",
+        "--requests",
+        "20",
+    ])?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for size in ["300", "5000"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.split('|').next().map(str::trim) == Some(size))
+            .ok_or_else(|| anyhow::anyhow!("no row for {size} B in:\n{stdout}"))?;
+        // raw msg/s, sealed msg/s, ratio: all measured, none zero.
+        let pubsub: Vec<f64> = row
+            .split('|')
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        assert!(
+            pubsub.len() == 3 && pubsub.iter().all(|v| v.is_finite() && *v > 0.0),
+            "{row}"
+        );
+        assert!(
+            stderr.contains(&format!("{size} B: a warm-up, then 2 rounds")),
+            "{stderr}"
+        );
+    }
+    assert_eq!(stderr.matches("round 2/2:").count(), 2, "{stderr}");
+    assert!(!stdout.lines().any(|l| l.trim_start().starts_with("256 |")));
+
+    let refused = run(&["--sizes", "0"])?;
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("--sizes"),
+        "{err}"
+    );
+    Ok(())
+}
