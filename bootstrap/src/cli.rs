@@ -231,12 +231,12 @@ pub enum SparkCommand {
 pub enum BenchCommand {
     /// Raw async-nats vs the typed, encrypted bus: msgs/s and request/reply p50/p99
     Bus {
-        /// Messages per publish→subscribe run (a tenth of it at 64 KiB)
-        #[arg(long, default_value_t = 20_000)]
-        messages: usize,
-        /// Sequential requests per request/reply run
-        #[arg(long, default_value_t = 2_000)]
-        requests: usize,
+        /// Messages per publish→subscribe round (a tenth of it above 4 KiB)
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(10..))]
+        messages: u32,
+        /// Sequential requests per request/reply round
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+        requests: u32,
         /// Payload sizes in bytes, comma-separated (at most 512 KiB)
         #[arg(long, value_delimiter = ',', default_values_t = [256, 1024, 65536],
               value_parser = clap::value_parser!(u32).range(1..=524_288))]

@@ -140,8 +140,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             eprintln!("ozone bench bus: raw async-nats vs the encrypted bus on one nats-server");
             let plan = ozone::bench::Plan {
-                messages,
-                requests,
+                messages: messages as usize,
+                requests: requests as usize,
                 sizes: sizes.into_iter().map(|s| s as usize).collect(),
                 rounds: rounds as usize,
             };

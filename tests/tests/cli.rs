@@ -305,11 +305,13 @@ fn the_bus_benchmark_prints_a_row_per_chosen_size_with_its_ratios() -> R {
     assert_eq!(stderr.matches("round 2/2:").count(), 2, "{stderr}");
     assert!(!stdout.lines().any(|l| l.trim_start().starts_with("256 |")));
 
-    let refused = run(&["--sizes", "0"])?;
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && err.contains("--sizes"),
-        "{err}"
-    );
+    for (flag, value) in [("--sizes", "0"), ("--messages", "0"), ("--requests", "0")] {
+        let refused = run(&[flag, value])?;
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && err.contains(flag),
+            "{flag}: {err}"
+        );
+    }
     Ok(())
 }
