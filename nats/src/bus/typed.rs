@@ -708,11 +708,19 @@ impl Bus {
 type Plain<R> = (Arc<str>, R);
 
 /// An opened message, its subject and reply inbox shared with `msg`'s buffer.
-fn received<R>(msg: &async_nats::Message, (sender, message): Plain<R>) -> Received<R> {
+fn received<R>(msg: &async_nats::Message, opened: Plain<R>) -> Received<R> {
+    received_on(msg.subject.clone(), msg.reply.clone(), opened)
+}
+
+fn received_on<R>(
+    subject: async_nats::Subject,
+    reply: Option<async_nats::Subject>,
+    (sender, message): Plain<R>,
+) -> Received<R> {
     Received {
-        subject: msg.subject.clone(),
+        subject,
         sender,
-        reply: msg.reply.clone(),
+        reply,
         message,
     }
 }
@@ -762,12 +770,7 @@ impl<T: DeserializeOwned> TypedSubscriber<T> {
             .await;
         Some(match opened {
             // The message is ours: its subject and reply inbox move into what we hand out.
-            Ok((sender, message)) => message.map(|message| Received {
-                subject: msg.subject,
-                sender,
-                reply: msg.reply,
-                message,
-            }),
+            Ok(opened) => decoded(received_on(msg.subject, msg.reply, opened)),
             Err(e) => Err(self.bus.rejected(&msg.subject, &msg.payload, e)),
         })
     }
