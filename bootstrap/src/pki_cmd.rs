@@ -51,7 +51,7 @@ pub async fn issue(
     println!("  certificate  {}", issued.files.cert.display());
     println!("  chain        {}", issued.files.chain.display());
     println!("  private key  {} (0600)", issued.files.key.display());
-    match identity.nats_user() {
+    match identity.nats_user(&issued.record.serial) {
         Some(user) => println!("  NATS user    {user}"),
         None => println!("  no NATS user (people use BRIDGE)"),
     }

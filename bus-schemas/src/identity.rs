@@ -126,17 +126,31 @@ impl Identity {
         }
     }
 
-    /// The one identity in the certificate that nats-server's `verify_and_map` matches.
-    ///
-    /// Components: their seed DNS name (`spark.local`). Others carry no DNS name at all, only
-    /// this URN as URI SAN, so they can never collide with a component (DNS SANs are matched
-    /// before URIs) or with each other.
-    pub fn nats_user(&self) -> Option<String> {
-        match (self.kind, self.as_component()) {
-            (IdentityKind::Component, Some(c)) => Some(c.dns_name()),
-            (IdentityKind::User, _) | (IdentityKind::Component, None) => None,
-            _ => Some(self.urn()),
+    /// Whether the identity connects to NATS (everyone but people, who use BRIDGE).
+    pub fn has_nats_user(&self) -> bool {
+        match self.kind {
+            IdentityKind::User => false,
+            IdentityKind::Component => self.as_component().is_some(),
+            IdentityKind::Device | IdentityKind::Auditor => true,
         }
+    }
+
+    /// The NATS user of one issuance of the identity's certificate (its serial, hex):
+    /// `urn:ozone:<kind>:<name>:<serial>`, carried as a URI SAN and the one name in the
+    /// certificate that nats-server's `verify_and_map` matches.
+    ///
+    /// Per issuance, not per name: re-issuing an identity (after a revocation, or to replace a
+    /// stolen key) gives it a new user, so an older certificate of the same name — valid for
+    /// months — never maps to a user again. DNS names (`spark.local`) and the plain URN stay
+    /// in certificates for the key directory's checks, but no user is named after them.
+    pub fn nats_user(&self, serial: &str) -> Option<String> {
+        self.has_nats_user()
+            .then(|| format!("{}{serial}", self.nats_user_prefix()))
+    }
+
+    /// What every NATS user of this identity starts with: `urn:ozone:<kind>:<name>:`.
+    pub fn nats_user_prefix(&self) -> String {
+        format!("{}:", self.urn())
     }
 
     /// `urn:ozone:<kind>:<name>`, the URI SAN of non-component identities.
@@ -178,24 +192,33 @@ mod tests {
     }
 
     #[test]
-    fn nats_users_are_unambiguous() {
+    fn nats_users_are_unambiguous_and_per_issuance() {
         let mut users: Vec<String> = Component::ALL
             .iter()
-            .filter_map(|c| Identity::component(*c).nats_user())
+            .filter_map(|c| Identity::component(*c).nats_user("0a"))
             .collect();
         for kind in [IdentityKind::Device, IdentityKind::Auditor] {
-            users.extend(Identity::new(kind, "x").ok().and_then(|i| i.nats_user()));
+            users.extend(
+                Identity::new(kind, "x")
+                    .ok()
+                    .and_then(|i| i.nats_user("0a")),
+            );
         }
         let n = users.len();
         users.sort();
         users.dedup();
         assert_eq!(users.len(), n);
-        assert!(!users.iter().any(|u| u == "localhost"));
+        assert!(!users
+            .iter()
+            .any(|u| u == "localhost" || u.ends_with(".local")));
+        let spark = Identity::component(Component::Spark);
         assert_eq!(
-            Identity::new(IdentityKind::User, "alice")
-                .ok()
-                .and_then(|i| i.nats_user()),
-            None
+            spark.nats_user("0a").as_deref(),
+            Some("urn:ozone:component:spark:0a")
         );
+        assert_ne!(spark.nats_user("0a"), spark.nats_user("0b"));
+        assert!(!Identity::new(IdentityKind::User, "alice")
+            .map(|i| i.has_nats_user())
+            .unwrap_or(true));
     }
 }

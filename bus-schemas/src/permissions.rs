@@ -27,7 +27,9 @@ impl Permissions {
     /// The permissions of an identity, read off the subject table; `None` for identities
     /// without a NATS user (people).
     pub fn of(identity: &Identity) -> Option<Permissions> {
-        identity.nats_user()?;
+        if !identity.has_nats_user() {
+            return None;
+        }
         let mut p = Permissions {
             publish: Vec::new(),
             subscribe: Vec::new(),

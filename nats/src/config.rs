@@ -27,8 +27,10 @@ fn list(subjects: &[Subject]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-fn user_block(identity: &Identity) -> Option<String> {
-    let user = identity.nats_user()?;
+/// One configured user: an identity and the NATS user name of one of its certificates.
+pub type NatsUser<'a> = (&'a Identity, String);
+
+fn user_block((identity, user): &NatsUser) -> Option<String> {
     let p = Permissions::of(identity)?;
     let publish = if p.publish.is_empty() {
         format!("{{ deny: {} }}", q(">"))
@@ -55,17 +57,17 @@ fn user_block(identity: &Identity) -> Option<String> {
     ))
 }
 
-fn users_of(identities: &[&Identity], account: NatsAccount) -> String {
-    let blocks: Vec<String> = identities
+fn users_of(users: &[NatsUser], account: NatsAccount) -> String {
+    let blocks: Vec<String> = users
         .iter()
-        .filter(|i| i.account() == Some(account))
-        .filter_map(|i| user_block(i))
+        .filter(|(i, _)| i.account() == Some(account))
+        .filter_map(user_block)
         .collect();
     blocks.join(",\n")
 }
 
-/// Renders the whole configuration for the given active identities.
-pub fn render(home: &Home, settings: &NatsSettings, identities: &[&Identity]) -> String {
+/// Renders the whole configuration for the given users (one per usable certificate).
+pub fn render(home: &Home, settings: &NatsSettings, users: &[NatsUser]) -> String {
     let server = IdentityFiles::for_stem(home, SERVER_STEM);
     let bundle = CertificateAuthorities::new(home).trust_bundle_path();
     let eco = NatsAccount::Ecosystem.name();
@@ -141,8 +143,8 @@ system_account: {sys_q}
         cert = qp(&server.chain),
         key = qp(&server.key),
         bundle = qp(&bundle),
-        eco_users = users_of(identities, NatsAccount::Ecosystem),
-        audit_users = users_of(identities, NatsAccount::Audit),
+        eco_users = users_of(users, NatsAccount::Ecosystem),
+        audit_users = users_of(users, NatsAccount::Audit),
         audit_subjects = q(audit_subjects.as_str()),
         key_subjects = q(Subject::key_entries_all().as_str()),
         phase_subjects = q(Subject::phase_all().as_str()),
@@ -158,8 +160,7 @@ system_account: {sys_q}
 /// Regenerates `etc/nats-server.conf` from the registry; returns whether it changed.
 pub fn write(home: &Home, settings: &NatsSettings) -> Result<bool, std::io::Error> {
     let registry = Registry::load(home).map_err(std::io::Error::other)?;
-    let identities: Vec<&Identity> = registry.nats_identities().collect();
-    let text = render(home, settings, &identities);
+    let text = render(home, settings, &registry.nats_users());
     let path = home.nats_config();
     if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
         return Ok(false);
@@ -183,8 +184,11 @@ mod tests {
             .map(|c| Identity::component(*c))
             .chain(Identity::new(IdentityKind::Auditor, "siem").ok())
             .collect();
-        let refs: Vec<&Identity> = ids.iter().collect();
-        let text = render(&home, &NatsSettings::default(), &refs);
+        let users: Vec<NatsUser> = ids
+            .iter()
+            .filter_map(|i| i.nats_user("0f").map(|u| (i, u)))
+            .collect();
+        let text = render(&home, &NatsSettings::default(), &users);
         for needle in [
             "verify_and_map: true",
             "min_version: \"1.3\"",
@@ -197,7 +201,7 @@ mod tests {
         assert!(!text.contains("no_auth_user"));
         assert_eq!(text.matches("{ user: ").count(), 9);
         assert!(text.contains(
-            "\"urn:ozone:auditor:siem\", permissions: { publish: { allow: [\"$JS.API.INFO\""
+            "\"urn:ozone:auditor:siem:0f\", permissions: { publish: { allow: [\"$JS.API.INFO\""
         ));
         assert!(text.contains("jetstream: enabled\n    users: ["));
         assert_eq!(text.matches("jetstream: enabled").count(), 2);

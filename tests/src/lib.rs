@@ -90,24 +90,35 @@ impl TestHome {
     }
 }
 
-/// Replaces the `permissions` of one user in a generated server configuration: how tests
-/// make a privileged observer (a probe on `>`) without touching the product's table. Panics
-/// when the user is missing, so a change in the generated layout fails loudly.
-pub fn with_permissions(config: &str, nats_user: &str, permissions: &str) -> String {
-    let needle = format!("{{ user: \"{nats_user}\", ");
+/// Replaces the `permissions` of one identity's users in a generated server configuration:
+/// how tests make a privileged observer (a probe on `>`) without touching the product's
+/// table. Users are per certificate (`urn:ozone:<kind>:<name>:<serial>`), so they are found
+/// by the identity's prefix. Panics when there is none, so a change in the generated layout
+/// fails loudly.
+pub fn with_permissions(config: &str, identity: &Identity, permissions: &str) -> String {
+    let needle = format!("{{ user: \"{}", identity.nats_user_prefix());
     let mut found = false;
     let lines: Vec<String> = config
         .lines()
-        .map(|l| match l.find(&needle) {
-            Some(at) => {
-                found = true;
-                let comma = if l.trim_end().ends_with(',') { "," } else { "" };
-                format!("{}{needle}permissions: {permissions} }}{comma}", &l[..at])
+        .map(|l| {
+            let user_end = l.find(&needle).and_then(|at| {
+                let name_end = at + needle.len();
+                l[name_end..].find("\", ").map(|e| (at, name_end + e))
+            });
+            match user_end {
+                Some((_, end)) => {
+                    found = true;
+                    let comma = if l.trim_end().ends_with(',') { "," } else { "" };
+                    format!("{}\", permissions: {permissions} }}{comma}", &l[..end])
+                }
+                None => l.to_string(),
             }
-            None => l.to_string(),
         })
         .collect();
-    assert!(found, "no user {nats_user} in the generated configuration");
+    assert!(
+        found,
+        "no user of {identity} in the generated configuration"
+    );
     lines.join("\n")
 }
 

@@ -26,7 +26,8 @@ async fn only_audit_subjects_cross_into_the_audit_account() -> R {
             // test can tell when its subscription is live.
             with_permissions(
                 &config,
-                "urn:ozone:auditor:probe",
+                &Identity::new(IdentityKind::Auditor, "probe")
+                    .unwrap_or_else(|e| panic!("{e}")),
                 r#"{ publish: { allow: ["ecosystem.sync.auditor-probe"] }, subscribe: { allow: [">"] } }"#,
             )
         },

@@ -32,7 +32,8 @@ async fn sealed_request_reply_and_events_leave_no_plaintext_on_the_wire() -> R {
         |config| {
             with_permissions(
                 &config,
-                "urn:ozone:device:wiretap",
+                &Identity::new(IdentityKind::Device, "wiretap")
+                    .unwrap_or_else(|e| panic!("{e}")),
                 r#"{ publish: { allow: ["nexus.device.wiretap.>"] }, subscribe: { allow: [">"], deny: ["ecosystem.sync.>"] } }"#,
             )
         },

@@ -52,9 +52,19 @@ fn loopback_sans() -> Vec<SanType> {
     ]
 }
 
-/// Subject, SANs and usages per kind. Components get the seed's SANs; everyone else gets only
-/// a URN so `verify_and_map` has exactly one identity to match.
-fn leaf_params(identity: &Identity, opts: &IssueOptions) -> Result<CertificateParams, PkiError> {
+/// Subject, SANs and usages per kind. Every identity with a NATS user carries that user
+/// (per issuance: [`Identity::nats_user`]) as a URI SAN. Components also carry the seed's
+/// DNS name (`spark.local`), which the key directory checks; everyone else their URN.
+///
+/// Only the NATS server's certificate is good for serving TLS: a component's is for client
+/// authentication only and names no host (no `localhost`, no loopback address), so a
+/// component that binds the bus's port while nats-server restarts cannot pass as the server
+/// — and clients check the server's own name besides (`crate::tls`).
+fn leaf_params(
+    identity: &Identity,
+    serial_hex: &str,
+    opts: &IssueOptions,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     match identity.as_component() {
         Some(c) => {
@@ -62,17 +72,7 @@ fn leaf_params(identity: &Identity, opts: &IssueOptions) -> Result<CertificatePa
                 &format!("{} AI App", c.name().to_uppercase()),
                 &c.dns_name(),
             );
-            params.subject_alt_names = vec![
-                SanType::DnsName(ia5(c.dns_name())?),
-                SanType::DnsName(ia5("localhost".into())?),
-            ];
-            params.subject_alt_names.extend(loopback_sans());
-            params.subject_alt_names.push(SanType::URI(ia5(format!(
-                "https://{}:{}",
-                c.dns_name(),
-                c.port()
-            ))?));
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.subject_alt_names = vec![SanType::DnsName(ia5(c.dns_name())?)];
         }
         None => {
             let unit = match identity.kind {
@@ -84,15 +84,14 @@ fn leaf_params(identity: &Identity, opts: &IssueOptions) -> Result<CertificatePa
             params.subject_alt_names = vec![SanType::URI(ia5(identity.urn())?)];
         }
     }
-    if opts.client_auth {
-        params
-            .extended_key_usages
-            .push(ExtendedKeyUsagePurpose::ClientAuth);
-    } else if params.extended_key_usages.is_empty() {
-        params
-            .extended_key_usages
-            .push(ExtendedKeyUsagePurpose::EmailProtection);
+    if let Some(user) = identity.nats_user(serial_hex) {
+        params.subject_alt_names.push(SanType::URI(ia5(user)?));
     }
+    params.extended_key_usages = vec![if opts.client_auth {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::EmailProtection
+    }];
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::ContentCommitment,
@@ -126,7 +125,10 @@ fn sign_and_write(
     if opts.not_after.is_some_and(|t| t <= params.not_before) {
         params.not_before = params.not_after - Duration::days(1);
     }
-    let serial = random_serial()?;
+    let serial = match params.serial_number.take() {
+        Some(serial) => serial,
+        None => random_serial()?,
+    };
     let serial_hex = hex::encode(serial.to_bytes());
     params.serial_number = Some(serial);
     params.use_authority_key_identifier_extension = true;
@@ -202,7 +204,10 @@ impl<'a> Signers<'a> {
         let ca = issuing_ca(identity.kind);
         let home = self.home;
         let files = IdentityFiles::of(home, identity);
-        let params = leaf_params(identity, opts)?;
+        // The serial is chosen first: the certificate names its NATS user after it.
+        let serial = random_serial()?;
+        let mut params = leaf_params(identity, &hex::encode(serial.to_bytes()), opts)?;
+        params.serial_number = Some(serial);
         let issuer = self.get(ca)?;
         let (serial, not_after) = sign_and_write(home, &files, params, ca, issuer, opts)?;
         let record = IdentityRecord {
@@ -224,9 +229,9 @@ impl<'a> Signers<'a> {
         let home = self.home;
         let files = IdentityFiles::for_stem(home, SERVER_STEM);
         let mut params = CertificateParams::default();
-        params.distinguished_name = seed_dn("NATS", "nats.local");
+        params.distinguished_name = seed_dn("NATS", crate::tls::NATS_SERVER_NAME);
         params.subject_alt_names = vec![
-            SanType::DnsName(ia5("nats.local".into())?),
+            SanType::DnsName(ia5(crate::tls::NATS_SERVER_NAME.into())?),
             SanType::DnsName(ia5("localhost".into())?),
         ];
         params.subject_alt_names.extend(loopback_sans());

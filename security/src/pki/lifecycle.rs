@@ -2,7 +2,8 @@
 
 use super::issue::{destroy_key, Signers};
 use super::{
-    CaKind, CertificateAuthorities, IdentityFiles, IssueOptions, PkiError, Registry, SERVER_STEM,
+    CaKind, CertificateAuthorities, IdentityFiles, IdentityRecord, IssueOptions, PkiError,
+    Registry, SERVER_STEM,
 };
 use crate::{passphrase, Home, SecurityConfig};
 use ozone_bus_schemas::{Component, Identity, IdentityKind};
@@ -58,22 +59,60 @@ pub fn ensure(home: &Home, cfg: &SecurityConfig) -> Result<EnsureReport, PkiErro
     Ok(report)
 }
 
+/// Reads a certificate file and hands the parsed certificate to `check`.
+fn with_cert<T>(
+    path: &std::path::Path,
+    check: impl FnOnce(&x509_parser::certificate::X509Certificate) -> T,
+) -> Result<T, PkiError> {
+    let invalid = |detail: String| PkiError::Invalid {
+        path: path.display().to_string(),
+        detail,
+    };
+    let der = CertificateDer::from_pem_file(path).map_err(|e| invalid(e.to_string()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| invalid(e.to_string()))?;
+    Ok(check(&cert))
+}
+
 fn expires_within(path: &std::path::Path, within: Duration) -> Result<bool, PkiError> {
-    let der = CertificateDer::from_pem_file(path).map_err(|e| PkiError::Invalid {
-        path: path.display().to_string(),
-        detail: e.to_string(),
-    })?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::Invalid {
-        path: path.display().to_string(),
-        detail: e.to_string(),
-    })?;
-    let left =
-        cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
-    Ok(left < within.as_secs() as i64)
+    with_cert(path, |cert| {
+        let left = cert.validity().not_after.timestamp()
+            - time::OffsetDateTime::now_utc().unix_timestamp();
+        left < within.as_secs() as i64
+    })
+}
+
+/// Whether an identity's certificate was issued under an earlier profile: without its
+/// per-issuance NATS user (it could not connect any more), or good for serving TLS. Such a
+/// certificate is re-issued by the next renewal, whatever its expiry.
+fn outdated_profile(home: &Home, record: &IdentityRecord) -> Result<bool, PkiError> {
+    let files = IdentityFiles::of(home, &record.identity);
+    if !files.cert.exists() {
+        return Ok(false);
+    }
+    let user = record.identity.nats_user(&record.serial);
+    with_cert(&files.cert, |cert| {
+        let names_user = user.as_deref().is_none_or(|user| {
+            cert.subject_alternative_name()
+                .ok()
+                .flatten()
+                .is_some_and(|san| {
+                    san.value.general_names.iter().any(
+                        |n| matches!(n, x509_parser::extensions::GeneralName::URI(u) if *u == user),
+                    )
+                })
+        });
+        let serves = cert
+            .extended_key_usage()
+            .ok()
+            .flatten()
+            .is_some_and(|eku| eku.value.server_auth);
+        !names_user || serves
+    })
 }
 
 /// Re-issues, with fresh keys, every active certificate (and the NATS server's) that expires
-/// within `within`. Returns the file stems it renewed.
+/// within `within` or was issued under an earlier profile. Returns the file stems it renewed.
 pub fn renew(home: &Home, cfg: &SecurityConfig, within: Duration) -> Result<Vec<String>, PkiError> {
     let pass = passphrase::resolve(home, false)?;
     let validity = cfg.certificate_authority.certificate_validity_duration;
@@ -91,12 +130,12 @@ pub fn renew(home: &Home, cfg: &SecurityConfig, within: Duration) -> Result<Vec<
     }
     let mut registry = Registry::load(home)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let due: Vec<Identity> = registry
-        .identities
-        .iter()
-        .filter(|r| r.is_active() && r.not_after - now < within.as_secs() as i64)
-        .map(|r| r.identity.clone())
-        .collect();
+    let mut due = Vec::new();
+    for r in registry.identities.iter().filter(|r| r.is_active()) {
+        if r.not_after - now < within.as_secs() as i64 || outdated_profile(home, r)? {
+            due.push(r.identity.clone());
+        }
+    }
     for id in due {
         signers.issue(&id, &IssueOptions::valid_for(validity), &mut registry)?;
         renewed.push(id.file_stem());

@@ -4,7 +4,7 @@
 
 use super::{io_err, PkiError};
 use crate::Home;
-use ozone_bus_schemas::{Identity, IdentityKind};
+use ozone_bus_schemas::Identity;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -137,12 +137,21 @@ impl Registry {
         listed.chain(marked)
     }
 
-    /// Identities that should have a NATS user: active, and not people.
-    pub fn nats_identities(&self) -> impl Iterator<Item = &Identity> {
+    /// The NATS users to configure: one per certificate an active identity may still present
+    /// — the current one and earlier ones a renewal replaced (a running service keeps its
+    /// connection until it restarts). Revoked serials have none, whatever the name.
+    pub fn nats_users(&self) -> Vec<(&Identity, String)> {
+        let revoked: std::collections::HashSet<&str> = self.revoked().map(|(s, _)| s).collect();
         self.identities
             .iter()
-            .filter(|r| r.is_active() && r.identity.kind != IdentityKind::User)
-            .map(|r| &r.identity)
+            .filter(|r| r.is_active() && r.identity.has_nats_user())
+            .flat_map(|r| {
+                std::iter::once(&r.serial)
+                    .chain(&r.earlier_serials)
+                    .filter(|s| !revoked.contains(s.as_str()))
+                    .filter_map(|s| r.identity.nats_user(s).map(|u| (&r.identity, u)))
+            })
+            .collect()
     }
 
     /// Identities with the given name, whatever their kind (for `revoke NAME`).
