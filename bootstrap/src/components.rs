@@ -80,6 +80,26 @@ pub fn binary(c: Component) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The command that starts one component process for `home`, its output appended to the
+/// component's log. It does not inherit the CA passphrase (`OZONE_CA_PASSPHRASE`, `…_FILE`):
+/// only `ozone` itself issues certificates, and a compromised component must not be handed the
+/// secret that unlocks the CA keys (docs/threat-model.md says what one user account shares).
+pub fn command(home: &Home, c: Component) -> anyhow::Result<std::process::Command> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.logs().join(format!("{}.log", c.name())))?;
+    let mut cmd = std::process::Command::new(binary(c)?);
+    cmd.env("OZONE_STUDIO_HOME", home.root())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    for secret in ozone_security::passphrase::CA_SECRET_ENV {
+        cmd.env_remove(secret);
+    }
+    Ok(cmd)
+}
+
 /// A bus handle per component, used only to announce a dead process on its behalf (the
 /// supervisor holds every identity of this host anyway: it started them).
 async fn announcers(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<BTreeMap<Component, Bus>> {
@@ -117,15 +137,7 @@ async fn announce_exit(bus: &Bus, c: Component, pid: u32, reason: String) {
 }
 
 fn spawn(home: &Home, c: Component) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.logs().join(format!("{}.log", c.name())))?;
-    Ok(Command::new(binary(c)?)
-        .env("OZONE_STUDIO_HOME", home.root())
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+    Ok(Command::from(command(home, c)?)
         .kill_on_drop(true)
         .spawn()?)
 }

@@ -69,20 +69,10 @@ fn bench_request(tokens: u32) -> GenerateRequest {
 
 /// A worker process serving `models` on the bench home.
 fn start_worker(home: &Home, models: &Path, threads: usize) -> anyhow::Result<std::process::Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.logs().join("spark.log"))?;
-    Ok(
-        std::process::Command::new(crate::components::binary(Component::Spark)?)
-            .env("OZONE_STUDIO_HOME", home.root())
-            .env("OZONE_MODELS_DIR", models)
-            .env("OZONE_SPARK_THREADS", threads.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-    )
+    Ok(crate::components::command(home, Component::Spark)?
+        .env("OZONE_MODELS_DIR", models)
+        .env("OZONE_SPARK_THREADS", threads.to_string())
+        .spawn()?)
 }
 
 /// Embedding requests/s with `concurrency` in flight.

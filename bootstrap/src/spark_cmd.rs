@@ -176,15 +176,7 @@ pub fn scale(home: &Home, n: usize, threads: Option<usize>) -> anyhow::Result<us
     }
     std::fs::create_dir_all(workers_dir(home))?;
     while extra.len() < want {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(home.logs().join("spark.log"))?;
-        let mut cmd = std::process::Command::new(crate::components::binary(Component::Spark)?);
-        cmd.env("OZONE_STUDIO_HOME", home.root())
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        let mut cmd = crate::components::command(home, Component::Spark)?;
         if let Some(t) = threads {
             cmd.env("OZONE_SPARK_THREADS", t.to_string());
         }

@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 
 pub const ENV_PASSPHRASE: &str = "OZONE_CA_PASSPHRASE";
 pub const ENV_PASSPHRASE_FILE: &str = "OZONE_CA_PASSPHRASE_FILE";
+/// Every variable that can carry the CA passphrase: removed from the environment of the
+/// processes `ozone` starts for components.
+pub const CA_SECRET_ENV: [&str; 2] = [ENV_PASSPHRASE, ENV_PASSPHRASE_FILE];
 const MIN_LEN: usize = 16;
 
 /// Why no usable passphrase was found.

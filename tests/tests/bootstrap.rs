@@ -35,6 +35,40 @@ fn component_binary(c: Component) -> PathBuf {
 }
 
 /// Every phase event in the audit stream, in stream order.
+/// Issue 18, finding 10: no component process of this home carries the CA passphrase (or the
+/// name of its file) in its environment, though `ozone up` was given it.
+fn finding_10_components_do_not_inherit_the_ca_passphrase(t: &TestHome) -> R {
+    let home = format!("OZONE_STUDIO_HOME={}", t.home.root().display());
+    let mut seen = 0;
+    for entry in std::fs::read_dir("/proc")? {
+        let dir = entry?.path();
+        let (Ok(cmdline), Ok(environ)) = (
+            std::fs::read(dir.join("cmdline")),
+            std::fs::read(dir.join("environ")),
+        ) else {
+            continue;
+        };
+        let exe =
+            String::from_utf8_lossy(cmdline.split(|b| *b == 0).next().unwrap_or(&[])).into_owned();
+        let vars: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let component = Component::ALL
+            .iter()
+            .any(|c| exe.ends_with(&format!("/{}", c.binary_name())));
+        if component && vars.contains(&home) {
+            seen += 1;
+            assert!(
+                !vars.iter().any(|v| v.starts_with("OZONE_CA_PASSPHRASE")),
+                "{exe} inherited the CA passphrase"
+            );
+        }
+    }
+    assert!(seen >= 8, "found {seen} component processes of this home");
+    Ok(())
+}
+
 async fn phase_events(t: &TestHome) -> anyhow::Result<Vec<PhaseEvent>> {
     let console = Identity::new(IdentityKind::Auditor, "console")?;
     let conn = t.connect(&console).await?;
@@ -60,10 +94,19 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     let t = TestHome::new()?;
     let _down = ozone_tests::DownOnDrop::new(env!("CARGO_BIN_EXE_ozone-cli"), &t.home);
     let nats = ozone_tests::nats_server_binary()?;
-    let env = [("OZONE_NATS_SERVER", nats.to_str().unwrap())];
+    // The operator hands `ozone` the CA passphrase through the environment.
+    let passphrase_file = ozone_security::passphrase::default_file(&t.home);
+    let env = [
+        ("OZONE_NATS_SERVER", nats.to_str().unwrap()),
+        (
+            "OZONE_CA_PASSPHRASE_FILE",
+            passphrase_file.to_str().unwrap(),
+        ),
+    ];
     let started = Instant::now();
     let (ok, out, err) = ozone!(&t.home, &["up", "--detach"], &env)?;
     assert!(ok, "ozone up failed:\n{out}\n{err}");
+    finding_10_components_do_not_inherit_the_ca_passphrase(&t)?;
     eprintln!(
         "ozone up --detach: {:.2}s in all",
         started.elapsed().as_secs_f64()
