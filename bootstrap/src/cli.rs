@@ -195,9 +195,19 @@ pub enum ModelsCommand {
     },
 }
 
+/// A prompt with something to answer: an empty question is refused before it reaches SPARK.
+fn non_blank(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("the prompt is empty; ask a question, e.g. ozone ask \"What is the capital of France?\"".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct AskArgs {
-    /// What to ask
+    /// What to ask (not empty)
+    #[arg(value_parser = non_blank)]
     pub prompt: String,
     #[arg(long, default_value_t = 256)]
     pub max_tokens: u32,

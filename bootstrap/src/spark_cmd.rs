@@ -157,13 +157,37 @@ pub fn extra_workers(home: &Home) -> Vec<(PathBuf, i32)> {
     out
 }
 
+/// The most SPARK workers `ozone spark scale` starts on one host: every worker loads the
+/// models (hundreds of MB) and runs its own compute threads, so beyond a few per core they
+/// only fight over memory and CPU. A typo of `1000` must not start 999 processes.
+pub fn max_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * 2).clamp(2, 64)
+}
+
+/// How long a started worker must stay alive to count as started: loading the models takes
+/// longer than this, and a worker that cannot load them (or reach the bus) exits sooner.
+const STARTUP_CHECK: Duration = Duration::from_secs(2);
+
 /// `ozone spark scale N`: N workers in all — the supervised one plus N-1 started here (or
 /// stopped, newest first). Extra workers are plain processes with pid files; `ozone down`
-/// stops them.
+/// stops them. Refused when the ecosystem is not up or N is beyond [`max_workers`]; a worker
+/// that dies within [`STARTUP_CHECK`] fails the command with its exit status.
 pub fn scale(home: &Home, n: usize, threads: Option<usize>) -> anyhow::Result<usize> {
     anyhow::ensure!(
         n >= 1,
         "at least 1 worker (the supervised one) runs while the ecosystem is up"
+    );
+    let limit = max_workers();
+    anyhow::ensure!(
+        n <= limit,
+        "{n} workers is more than this host can run usefully (at most {limit}: two per core); \
+         add hosts instead — a worker elsewhere needs only its credentials and the NATS URL"
+    );
+    anyhow::ensure!(
+        crate::down::supervisor_pid(home).is_some(),
+        "the ecosystem is not up in {}: start it with `ozone up --detach`",
+        home.root().display()
     );
     let mut extra = extra_workers(home);
     let want = n - 1;
@@ -175,6 +199,7 @@ pub fn scale(home: &Home, n: usize, threads: Option<usize>) -> anyhow::Result<us
         }
     }
     std::fs::create_dir_all(workers_dir(home))?;
+    let mut started = Vec::new();
     while extra.len() < want {
         let mut cmd = crate::components::command(home, Component::Spark)?;
         if let Some(t) = threads {
@@ -187,8 +212,35 @@ pub fn scale(home: &Home, n: usize, threads: Option<usize>) -> anyhow::Result<us
         let pid = child.id() as i32;
         let path = workers_dir(home).join(format!("{pid}.pid"));
         std::fs::write(&path, pid.to_string())?;
-        println!("started SPARK worker pid {pid}");
-        extra.push((path, pid));
+        extra.push((path.clone(), pid));
+        started.push((child, path));
     }
+    check_started(home, started)?;
     Ok(extra.len() + 1)
+}
+
+/// Waits [`STARTUP_CHECK`] and fails if any just-started worker has exited meanwhile.
+fn check_started(home: &Home, started: Vec<(std::process::Child, PathBuf)>) -> anyhow::Result<()> {
+    if started.is_empty() {
+        return Ok(());
+    }
+    std::thread::sleep(STARTUP_CHECK);
+    let mut dead = Vec::new();
+    for (mut child, path) in started {
+        match child.try_wait()? {
+            None => println!("started SPARK worker pid {}", child.id()),
+            Some(status) => {
+                let _ = std::fs::remove_file(path);
+                dead.push(format!("pid {} {status}", child.id()));
+            }
+        }
+    }
+    anyhow::ensure!(
+        dead.is_empty(),
+        "{} of the new SPARK workers exited at once ({}); see {}",
+        dead.len(),
+        dead.join(", "),
+        home.logs().join("spark.log").display()
+    );
+    Ok(())
 }

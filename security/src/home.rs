@@ -91,14 +91,15 @@ impl Home {
 
     /// Creates every missing directory of the layout with the seed's mode (independent of the
     /// umask). Existing directories are left alone; `ozone pki verify` reports loose modes.
-    /// Returns the directories it created.
+    /// Returns the directories it created; an error names the directory that could not be made.
     pub fn create_layout(&self) -> io::Result<Vec<PathBuf>> {
         let mut created = Vec::new();
         if !self.root.exists() {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)
-                .create(&self.root)?;
+                .create(&self.root)
+                .map_err(named(&self.root))?;
             created.push(self.root.clone());
         }
         for (rel, mode) in LAYOUT {
@@ -106,8 +107,11 @@ impl Home {
             if dir.exists() {
                 continue;
             }
-            DirBuilder::new().mode(*mode).create(&dir)?;
-            fs::set_permissions(&dir, Permissions::from_mode(*mode))?;
+            DirBuilder::new()
+                .mode(*mode)
+                .create(&dir)
+                .map_err(named(&dir))?;
+            fs::set_permissions(&dir, Permissions::from_mode(*mode)).map_err(named(&dir))?;
             created.push(dir);
         }
         Ok(created)
@@ -121,6 +125,11 @@ impl Home {
             .map(|(rel, mode)| (self.root.join(rel), *mode))
             .collect()
     }
+}
+
+/// An I/O error that says which directory it was about.
+fn named(dir: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

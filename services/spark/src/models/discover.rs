@@ -79,21 +79,51 @@ fn describe_gguf(path: &Path) -> anyhow::Result<DiscoveredModel> {
         .map(|(t, _)| t)
         .unwrap_or_else(|| "unknown".into());
     let has_tokenizer = meta("tokenizer.ggml.tokens").is_some();
+    let size_bytes = std::fs::metadata(path)?.len();
+    let complete = complete(path, size_bytes, gguf_data_end(&content));
     Ok(DiscoveredModel {
         info: ModelInfo {
             name: name_of(path),
             kind: ModelKind::Generation,
             format: "gguf".into(),
-            served: has_tokenizer && SERVED_GGUF.contains(&architecture.as_str()),
+            served: complete && has_tokenizer && SERVED_GGUF.contains(&architecture.as_str()),
             architecture,
             parameters,
             quantization,
             context_length,
             file: path.display().to_string(),
-            size_bytes: std::fs::metadata(path)?.len(),
+            size_bytes,
         },
         path: path.to_path_buf(),
     })
+}
+
+/// Where a GGUF file's tensor data ends: the data section's start plus the furthest tensor's
+/// offset and size.
+fn gguf_data_end(content: &gguf_file::Content) -> u64 {
+    let furthest = content
+        .tensor_infos
+        .values()
+        .map(|t| {
+            let blocks = t.shape.elem_count() / t.ggml_dtype.block_size();
+            t.offset + (blocks * t.ggml_dtype.type_size()) as u64
+        })
+        .max()
+        .unwrap_or(0);
+    content.tensor_data_offset + furthest
+}
+
+/// Whether a weights file holds all the data its header describes. A file cut short (a copy
+/// or download that stopped) is listed but never served: loading it would fail deep inside
+/// the engine, or worse, read past what is there.
+fn complete(path: &Path, size: u64, needed: u64) -> bool {
+    if size < needed {
+        tracing::warn!(
+            "{}: truncated ({size} bytes, its header describes {needed}); not served",
+            path.display()
+        );
+    }
+    size >= needed
 }
 
 /// Architectures the generation engine loads (candle's quantized llama covers these).
@@ -110,6 +140,8 @@ struct HfConfig {
 struct TensorHeader {
     dtype: String,
     shape: Vec<u64>,
+    /// Start and end of the tensor's bytes after the header.
+    data_offsets: [u64; 2],
 }
 
 fn describe_safetensors(dir: &Path) -> anyhow::Result<Option<DiscoveredModel>> {
@@ -133,6 +165,7 @@ fn describe_safetensors(dir: &Path) -> anyhow::Result<Option<DiscoveredModel>> {
     f.read_exact(&mut header)?;
     let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)?;
     let mut parameters = 0u64;
+    let mut data_end = 0u64;
     let mut dtypes: HashMap<String, usize> = HashMap::new();
     for (name, v) in header {
         if name == "__metadata__" {
@@ -140,6 +173,7 @@ fn describe_safetensors(dir: &Path) -> anyhow::Result<Option<DiscoveredModel>> {
         }
         let t: TensorHeader = serde_json::from_value(v)?;
         parameters += t.shape.iter().product::<u64>();
+        data_end = data_end.max(t.data_offsets[1]);
         *dtypes.entry(t.dtype).or_default() += 1;
     }
     let architecture = config
@@ -148,6 +182,7 @@ fn describe_safetensors(dir: &Path) -> anyhow::Result<Option<DiscoveredModel>> {
         .unwrap_or_else(|| "unknown".into());
     let embedding = architecture == "bert";
     let size_bytes = std::fs::metadata(&weights)?.len();
+    let complete = complete(&weights, size_bytes, 8 + len + data_end);
     Ok(Some(DiscoveredModel {
         info: ModelInfo {
             name: dir.file_name().unwrap_or_default().to_string_lossy().into(),
@@ -157,7 +192,7 @@ fn describe_safetensors(dir: &Path) -> anyhow::Result<Option<DiscoveredModel>> {
                 ModelKind::Generation
             },
             format: "safetensors".into(),
-            served: embedding && dir.join("tokenizer.json").is_file(),
+            served: complete && embedding && dir.join("tokenizer.json").is_file(),
             architecture,
             parameters,
             quantization: dtypes
@@ -203,6 +238,64 @@ mod tests {
         assert_eq!((m.parameters, m.quantization.as_str()), (6, "F32"));
         assert_eq!(m.context_length, 512);
         assert!(!m.served, "no tokenizer.json: listed, not served");
+        Ok(())
+    }
+
+    /// A GGUF the engine could serve: llama architecture, a vocabulary, one tensor.
+    fn write_tiny_gguf(path: &Path) -> anyhow::Result<()> {
+        use candle_core::quantized::QTensor;
+        let arch = gguf_file::Value::String("llama".into());
+        let tokens = gguf_file::Value::Array(vec![gguf_file::Value::String("a".into())]);
+        let weights = candle_core::Tensor::zeros(
+            (4, 32),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )?;
+        let q = QTensor::quantize(&weights, candle_core::quantized::GgmlDType::Q8_0)?;
+        let mut f = std::fs::File::create(path)?;
+        gguf_file::write(
+            &mut f,
+            &[
+                ("general.architecture", &arch),
+                ("tokenizer.ggml.tokens", &tokens),
+            ],
+            &[("w", &q)],
+        )?;
+        Ok(())
+    }
+
+    #[test]
+    fn finding_16_a_truncated_model_is_listed_but_not_served() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let whole = dir.path().join("whole.gguf");
+        write_tiny_gguf(&whole)?;
+        let cut = dir.path().join("cut.gguf");
+        let bytes = std::fs::read(&whole)?;
+        // Cut into the tensor data (the writer pads the end to its alignment, up to 31 bytes).
+        std::fs::write(&cut, &bytes[..bytes.len() - 40])?;
+        let found = discover(dir.path());
+        let served = |name: &str| {
+            found
+                .iter()
+                .find(|m| m.info.name == name)
+                .map(|m| m.info.served)
+        };
+        assert_eq!(served("whole"), Some(true), "{found:?}");
+        assert_eq!(served("cut"), Some(false), "{found:?}");
+
+        // The same for a safetensors embedding model cut short.
+        let bert = dir.path().join("bert");
+        std::fs::create_dir(&bert)?;
+        std::fs::write(bert.join("config.json"), r#"{"model_type": "bert"}"#)?;
+        std::fs::write(bert.join("tokenizer.json"), "{}")?;
+        let header = br#"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}"#;
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header);
+        file.extend_from_slice(&[0u8; 20]);
+        std::fs::write(bert.join("model.safetensors"), file)?;
+        let found = discover(dir.path());
+        let bert = found.iter().find(|m| m.info.name == "bert");
+        assert_eq!(bert.map(|m| m.info.served), Some(false), "{found:?}");
         Ok(())
     }
 }
