@@ -18,3 +18,4 @@ pub mod supervise;
 pub mod systemd;
 pub mod up;
 pub mod validate;
+pub mod validate_directory;
