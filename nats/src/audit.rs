@@ -87,11 +87,17 @@ fn compare(have: &stream::Config, want: &stream::Config) -> (Vec<String>, Vec<St
     check(&mut lost, "subjects", have.subjects == want.subjects);
     check(&mut lost, "retention", have.retention == want.retention);
     check(&mut lost, "discard", have.discard == want.discard);
-    check(&mut lost, "max_msgs", have.max_messages == want.max_messages);
+    // Zero (what we send) and -1 (what the server reports) both mean no limit.
+    let limit = |n: i64| if n <= 0 { -1 } else { n };
+    check(
+        &mut lost,
+        "max_msgs",
+        limit(have.max_messages) == limit(want.max_messages),
+    );
     check(
         &mut lost,
         "max_msgs_per_subject",
-        have.max_messages_per_subject == want.max_messages_per_subject,
+        limit(have.max_messages_per_subject) == limit(want.max_messages_per_subject),
     );
     check(&mut lost, "allow_rollup_hdrs", !have.allow_rollup);
     check(&mut lost, "sealed", !have.sealed);
