@@ -82,7 +82,10 @@ impl BucketSpec {
         check("deny_delete", have.deny_delete == want.deny_delete);
         check("deny_purge", have.deny_purge == want.deny_purge);
         check("max_bytes", have.max_bytes == want.max_bytes);
-        check("max_msg_size", have.max_message_size == want.max_message_size);
+        check(
+            "max_msg_size",
+            have.max_message_size == want.max_message_size,
+        );
         check("max_age", have.max_age == want.max_age);
         check("discard", have.discard == want.discard);
         check(
@@ -186,7 +189,11 @@ pub async fn harden(
             drift: drift.join(", "),
             detail: e.to_string(),
         })?;
-    tracing::info!(bucket = spec.bucket, "bucket hardened ({})", drift.join(", "));
+    tracing::info!(
+        bucket = spec.bucket,
+        "bucket hardened ({})",
+        drift.join(", ")
+    );
     Ok(drift)
 }
 
@@ -226,7 +233,12 @@ mod tests {
         };
         assert_eq!(
             spec().drift(&old),
-            ["allow_rollup_hdrs", "deny_purge", "max_bytes", "max_msg_size"]
+            [
+                "allow_rollup_hdrs",
+                "deny_purge",
+                "max_bytes",
+                "max_msg_size"
+            ]
         );
     }
 }

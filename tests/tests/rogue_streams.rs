@@ -85,7 +85,8 @@ async fn refused_api_call(conn: &Connection, subject: &str, body: &str) -> R {
         .await?;
     conn.client.flush().await?;
     let v = Violation::Publish(subject.to_string());
-    let got = Connection::wait_for(&mut events, WAIT, |e| *e == ConnEvent::Violation(v.clone())).await;
+    let got =
+        Connection::wait_for(&mut events, WAIT, |e| *e == ConnEvent::Violation(v.clone())).await;
     anyhow::ensure!(got.is_some(), "no violation reported for {subject}");
     Ok(())
 }
@@ -119,7 +120,10 @@ async fn finding_01_rollup_put_cannot_wipe_the_key_directory() -> R {
     let before = keys_in(&rogue, KEY_BUCKET).await?;
     assert!(before.contains("auditor.console.0") && before.contains("auditor.siem.0"));
     assert_eq!(
-        before.iter().filter(|k| k.starts_with("component.")).count(),
+        before
+            .iter()
+            .filter(|k| k.starts_with("component."))
+            .count(),
         3,
         "{before:?}"
     );
@@ -135,7 +139,9 @@ async fn finding_01_rollup_put_cannot_wipe_the_key_directory() -> R {
         let subject = format!("$KV.{SESSION_BUCKET}.forge.00");
         let refused = js_put(&rogue, &subject, &[("Nats-Rollup", rollup)], b"x".to_vec()).await;
         assert!(
-            refused.as_ref().is_err_and(|e| e.contains("rollup not permitted")),
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("rollup not permitted")),
             "session bucket roll-up ({rollup}): {refused:?}"
         );
     }
@@ -146,7 +152,10 @@ async fn finding_01_rollup_put_cannot_wipe_the_key_directory() -> R {
             format!("$JS.API.STREAM.PURGE.{KEY_STREAM}"),
             r#"{"filter":"$KV.ozone-keys.>"}"#,
         ),
-        (format!("$JS.API.STREAM.MSG.DELETE.{KEY_STREAM}"), r#"{"seq":1}"#),
+        (
+            format!("$JS.API.STREAM.MSG.DELETE.{KEY_STREAM}"),
+            r#"{"seq":1}"#,
+        ),
         (format!("$JS.API.STREAM.UPDATE.{KEY_STREAM}"), "{}"),
         (format!("$JS.API.STREAM.DELETE.{KEY_STREAM}"), ""),
     ] {
@@ -185,13 +194,12 @@ async fn finding_01_rollup_put_cannot_wipe_the_key_directory() -> R {
 
     let started = Instant::now();
     loop {
-        let restored = audit_records(&eco)
-            .await?
-            .into_iter()
-            .any(|r| matches!(r, AuditRecord::Event { sender, event, .. }
+        let restored = audit_records(&eco).await?.into_iter().any(|r| {
+            matches!(r, AuditRecord::Event { sender, event, .. }
                 if sender == "forge"
                     && matches!(&event.event, AuditKind::DirectoryEntryRestored { key, found }
-                        if *key == forge_key && found == "no entry")));
+                        if *key == forge_key && found == "no entry"))
+        });
         if restored {
             break;
         }
@@ -238,16 +246,22 @@ async fn finding_01_buckets_created_before_the_hardening_are_hardened_by_ozone_u
     }
     let refused = js_put(&rogue, &subject, &[("Nats-Rollup", "all")], b"x".to_vec()).await;
     assert!(
-        refused.as_ref().is_err_and(|e| e.contains("rollup not permitted")),
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("rollup not permitted")),
         "{refused:?}"
     );
-    assert!(keys_in(&rogue, KEY_BUCKET).await?.contains("auditor.console.0"));
+    assert!(keys_in(&rogue, KEY_BUCKET)
+        .await?
+        .contains("auditor.console.0"));
     Ok(())
 }
 
 /// Messages in a stream and its bytes, read through `conn`.
 async fn stream_state(conn: &Connection, stream: &str) -> anyhow::Result<(u64, u64)> {
-    let mut s = jetstream::new(conn.client.clone()).get_stream(stream).await?;
+    let mut s = jetstream::new(conn.client.clone())
+        .get_stream(stream)
+        .await?;
     let info = s.info().await?;
     Ok((info.state.messages, info.state.bytes))
 }
@@ -308,7 +322,10 @@ async fn finding_13_one_member_cannot_store_large_values_in_the_shared_buckets()
     let dir = directory.read().unwrap();
     assert!(dir.current("spark", now).is_some() && dir.current("cognis", now).is_some());
     assert_eq!(dir.auditors(now).len(), 2);
-    eprintln!("a new follower loaded the directory in {:?}", loaded.elapsed());
+    eprintln!(
+        "a new follower loaded the directory in {:?}",
+        loaded.elapsed()
+    );
     Ok(())
 }
 

@@ -92,7 +92,11 @@ async fn heal(r: &Rotator) -> Result<(), String> {
             .collect()
     };
     for (epoch, public, not_after_ms) in held {
-        let stored = r.keydir.entry(&r.identity, epoch).await.map_err(|e| e.to_string())?;
+        let stored = r
+            .keydir
+            .entry(&r.identity, epoch)
+            .await
+            .map_err(|e| e.to_string())?;
         let found = match stored {
             None => "no entry".to_string(),
             Some(Err(junk)) => junk,
