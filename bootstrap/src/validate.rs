@@ -118,6 +118,14 @@ pub async fn run(home: &Home, cfg: &SecurityConfig) -> Vec<Check> {
         name: "key directory",
         outcome: directory,
     });
+    let audit = match &status {
+        Ok(_) => crate::validate_audit::check(home, cfg).await,
+        Err(_) => Outcome::Skip("the bus is not reachable (see above)".into()),
+    };
+    checks.push(Check {
+        name: "audit stream",
+        outcome: audit,
+    });
     checks.push(Check {
         name: "bootstrap methodology",
         outcome: Outcome::Skip(

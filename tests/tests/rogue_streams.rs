@@ -416,3 +416,49 @@ async fn finding_12_validate_fails_when_a_running_services_key_is_gone() -> R {
     );
     Ok(())
 }
+
+/// Finding 5, what is left: messages under the stream's size limit still evict the oldest
+/// events once the stream is at its cap (nothing in NATS bounds one publisher's share of a
+/// stream). `ozone validate` raises the alarm and names the flooding subject. (A 1 MiB cap
+/// here, so the flood is small.)
+#[tokio::test]
+async fn finding_05_validate_raises_the_alarm_when_a_flood_evicts_evidence() -> R {
+    let eco = TestEcosystem::start_with(
+        |t| {
+            std::fs::remove_file(ozone_nats::NatsSettings::path(&t.home))?;
+            ozone_nats::NatsSettings {
+                audit_max_bytes: 1 << 20,
+                ..t.settings.clone()
+            }
+            .write_if_missing(&t.home)?;
+            Ok(())
+        },
+        |c| c,
+    )
+    .await?;
+    let (home, cfg) = (&eco.t.home, &eco.t.cfg);
+    ozone::audit_cmd::prepare(home, cfg).await?;
+    let _spark = join(&eco, Component::Spark).await?;
+    let outcome = ozone::validate_audit::check(home, cfg).await;
+    assert!(
+        matches!(outcome, ozone::validate::Outcome::Pass(_)),
+        "{outcome:?}"
+    );
+    let rogue = eco.connect(&forge()).await?;
+    let just_under = vec![0x55u8; (15 << 10) - 64];
+    for _ in 0..100 {
+        rogue
+            .client
+            .publish("audit.forge.rejected", just_under.clone().into())
+            .await?;
+    }
+    rogue.client.flush().await?;
+    rogue.sync().await?;
+    let ozone::validate::Outcome::Fail(why) = ozone::validate_audit::check(home, cfg).await
+    else {
+        panic!("a stream evicting young events passed")
+    };
+    eprintln!("{why}");
+    assert!(why.contains("audit.forge.rejected: "), "{why}");
+    Ok(())
+}
