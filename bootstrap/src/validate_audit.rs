@@ -41,8 +41,9 @@ async fn inspect(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Outcome> {
         i64::try_from(info.state.bytes).unwrap_or(i64::MAX),
         info.config.max_bytes,
     );
-    let oldest_age = Duration::try_from(time::OffsetDateTime::now_utc() - info.state.first_timestamp)
-        .unwrap_or_default();
+    let oldest_age =
+        Duration::try_from(time::OffsetDateTime::now_utc() - info.state.first_timestamp)
+            .unwrap_or_default();
     let full = max > 0 && bytes.saturating_mul(100) >= max.saturating_mul(FULL_PERCENT);
     let early = oldest_age + SLACK < info.config.max_age;
     if !(full && early) {

@@ -455,3 +455,52 @@ impl AuditReader {
             .map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_refuses_large_messages_roll_ups_purges_and_deletes() {
+        let want = stream_config(&NatsSettings::default());
+        assert_eq!(want.max_message_size, AUDIT_MESSAGE_MAX_BYTES);
+        assert!(!want.allow_rollup && want.deny_delete && want.deny_purge);
+        assert_eq!(compare(&want, &want), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_stream_that_loses_events_is_refused_and_an_old_one_is_reported() {
+        let want = stream_config(&NatsSettings::default());
+        // As created before the hardening (what the server reports back).
+        let old = stream::Config {
+            max_message_size: -1,
+            deny_delete: false,
+            deny_purge: false,
+            max_messages: -1,
+            max_messages_per_subject: -1,
+            ..want.clone()
+        };
+        assert_eq!(
+            compare(&old, &want),
+            (
+                vec![],
+                vec![
+                    "deny_delete".to_string(),
+                    "deny_purge".into(),
+                    "max_msg_size".into()
+                ]
+            )
+        );
+        // Created first by someone else: roll-ups let any component wipe it through
+        // `audit.<itself>.>`, a per-subject limit evicts by subject.
+        let planted = stream::Config {
+            allow_rollup: true,
+            max_messages_per_subject: 1,
+            ..want.clone()
+        };
+        assert_eq!(
+            compare(&planted, &want).0,
+            vec!["max_msgs_per_subject", "allow_rollup_hdrs"]
+        );
+    }
+}

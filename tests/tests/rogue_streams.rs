@@ -454,8 +454,7 @@ async fn finding_05_validate_raises_the_alarm_when_a_flood_evicts_evidence() -> 
     }
     rogue.client.flush().await?;
     rogue.sync().await?;
-    let ozone::validate::Outcome::Fail(why) = ozone::validate_audit::check(home, cfg).await
-    else {
+    let ozone::validate::Outcome::Fail(why) = ozone::validate_audit::check(home, cfg).await else {
         panic!("a stream evicting young events passed")
     };
     eprintln!("{why}");
