@@ -59,7 +59,7 @@ async fn inspect(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Outcome> {
     while let Some(s) = subjects.next().await {
         counts.push(s?);
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     let top: Vec<String> = counts
         .iter()
         .take(3)
