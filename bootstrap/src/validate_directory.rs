@@ -2,8 +2,17 @@
 //! for every component that answers on the bus and every active auditor. A directory emptied
 //! or overwritten leaves running services working on the keys they hold in memory, while a
 //! service that starts or scales out finds no key to seal to; that must fail validation.
+//! So must a member holding far more keys than rotation needs, or a bucket near its cap:
+//! past the cap every put is refused, rotations included, and the keys in use expire a day
+//! later.
 
 use crate::validate::Outcome;
+
+/// Keys one identity may hold before it counts as writing keys it does not use: rotation
+/// needs the current epoch, the previous one in its grace window and, briefly, the next.
+const KEYS_PER_IDENTITY: usize = 4;
+/// At or above this share of its cap the bucket counts as nearly full.
+const FULL_PERCENT: u64 = 80;
 use ozone_bus_schemas::{Component, Identity, IdentityKind};
 use ozone_nats::bus::now_ms;
 use ozone_nats::{KeyDirectory, NatsSettings};
@@ -40,6 +49,30 @@ async fn problems(
         out.push(format!(
             "the bucket lacks {} (fix: `ozone up` hardens it)",
             unhardened.join(", ")
+        ));
+    }
+    let (per_identity, bytes, max) = keydir.usage().await?;
+    let mut crowded: Vec<(&String, &usize)> = per_identity
+        .iter()
+        .filter(|(_, n)| **n > KEYS_PER_IDENTITY)
+        .collect();
+    crowded.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+    if !crowded.is_empty() {
+        let list: Vec<String> = crowded
+            .iter()
+            .map(|(who, n)| format!("{who}: {n}"))
+            .collect();
+        out.push(format!(
+            "more keys than rotation uses ({}; a member filling the bucket; fix: revoke \
+             it with `ozone pki revoke`)",
+            list.join(", ")
+        ));
+    }
+    let max = u64::try_from(max).unwrap_or(0);
+    if max > 0 && bytes * 100 >= max * FULL_PERCENT {
+        out.push(format!(
+            "the bucket holds {bytes} of {max} bytes: past the cap every put is refused, \
+             key rotations included"
         ));
     }
     let auditors: Vec<Identity> = Registry::load(home)?

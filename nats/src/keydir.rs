@@ -11,6 +11,7 @@ use futures::StreamExt;
 use ozone_bus_schemas::streams::{key_entry_key, parse_key_entry_key, KEY_BUCKET};
 use ozone_bus_schemas::{AuditKind, Identity, IdentityKind};
 use ozone_security::envelope::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -185,6 +186,31 @@ impl KeyDirectory {
         }
         out.sort_unstable();
         Ok(out)
+    }
+
+    /// How many keys each identity holds in the bucket (by `<kind>.<name>`; keys that are no
+    /// directory key count under their own name), and the bucket's bytes against its cap.
+    pub async fn usage(&self) -> Result<(BTreeMap<String, usize>, u64, i64), KeyDirError> {
+        let mut keys = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        let mut per = BTreeMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| KeyDirError::Watch(e.to_string()))?;
+            let owner = match parse_key_entry_key(&key) {
+                Some((kind, name, _)) => format!("{} {name}", kind.as_str()),
+                None => key,
+            };
+            *per.entry(owner).or_insert(0) += 1;
+        }
+        let mut stream = self.store.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        Ok((per, info.state.bytes, info.config.max_bytes))
     }
 
     /// Loads every current entry into `directory`, then keeps following the bucket in a
