@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind};
 use ozone_nats::audit::{self, AuditReader, AuditRecord};
-use ozone_nats::{Connection, KeyDirectory, NatsSettings};
+use ozone_nats::{Connection, KeyDirectory, NatsSettings, SessionStore};
 use ozone_security::envelope::{auditor_key, DirectoryTrust};
 use ozone_security::pki::{Registry, CONSOLE_AUDITOR};
 use ozone_security::{tls, Home, SecurityConfig};
@@ -47,6 +47,15 @@ pub async fn publish_auditor_keys(
 ) -> anyhow::Result<Vec<String>> {
     let registry = Registry::load(home)?;
     let core = connect(home, cfg, &Identity::component(Component::Core)).await?;
+    // Buckets created before their hardening are brought to it here: only the core may.
+    for changed in [
+        KeyDirectory::harden(&core.client).await?,
+        SessionStore::harden(&core.client).await?,
+    ] {
+        if !changed.is_empty() {
+            tracing::info!("hardened a bucket: {}", changed.join(", "));
+        }
+    }
     let keydir = KeyDirectory::open(&core.client).await?;
     let mut names = Vec::new();
     for r in registry.identities.iter().filter(|r| {
@@ -71,7 +80,7 @@ pub async fn withdraw_auditor_key(
     let core = connect(home, cfg, &Identity::component(Component::Core)).await?;
     KeyDirectory::open(&core.client)
         .await?
-        .purge(auditor, 0)
+        .erase(auditor, 0)
         .await?;
     Ok(())
 }
@@ -96,6 +105,9 @@ fn describe(event: &AuditKind) -> String {
         ),
         AuditKind::DirectoryEntryRejected { key, reason } => {
             format!("ignored key-directory entry {key}: {reason}")
+        }
+        AuditKind::DirectoryEntryRestored { key, found } => {
+            format!("put key-directory entry {key} again (the bucket held {found})")
         }
         AuditKind::PermissionDenied { subject } => format!("permission denied on {subject}"),
         AuditKind::AuthenticationFailed { client, detail } => {

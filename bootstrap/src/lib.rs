@@ -18,3 +18,5 @@ pub mod supervise;
 pub mod systemd;
 pub mod up;
 pub mod validate;
+pub mod validate_audit;
+pub mod validate_directory;

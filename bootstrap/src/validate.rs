@@ -1,6 +1,7 @@
 //! `ozone validate`: the seed's validation checks, each passed, failed (with the fix) or
 //! skipped (with why); any failure makes the exit status non-zero.
 
+use ozone_bus_schemas::Component;
 use ozone_nats::{check_version, find_binary};
 use ozone_security::pki::{self, Registry, Severity};
 use ozone_security::{Home, SecurityConfig};
@@ -66,7 +67,8 @@ pub async fn run(home: &Home, cfg: &SecurityConfig) -> Vec<Check> {
         outcome: certs,
     });
 
-    let components = match crate::status::gather(home, cfg).await {
+    let status = crate::status::gather(home, cfg).await;
+    let components = match &status {
         Ok(s) => {
             let bad: Vec<String> = s
                 .components
@@ -99,6 +101,30 @@ pub async fn run(home: &Home, cfg: &SecurityConfig) -> Vec<Check> {
     checks.push(Check {
         name: "components healthy",
         outcome: components,
+    });
+    let directory = match &status {
+        Ok(s) => {
+            let running: Vec<Component> = s
+                .components
+                .iter()
+                .filter(|c| !c.instances.is_empty())
+                .filter_map(|c| Component::from_name(&c.component))
+                .collect();
+            crate::validate_directory::check(home, cfg, &running).await
+        }
+        Err(_) => Outcome::Skip("the bus is not reachable (see above)".into()),
+    };
+    checks.push(Check {
+        name: "key directory",
+        outcome: directory,
+    });
+    let audit = match &status {
+        Ok(_) => crate::validate_audit::check(home, cfg).await,
+        Err(_) => Outcome::Skip("the bus is not reachable (see above)".into()),
+    };
+    checks.push(Check {
+        name: "audit stream",
+        outcome: audit,
     });
     checks.push(Check {
         name: "bootstrap methodology",

@@ -39,6 +39,9 @@ pub enum AuditKind {
     },
     /// A key-directory entry was ignored (unsigned, wrongly signed, wrong certificate…).
     DirectoryEntryRejected { key: String, reason: String },
+    /// The component found its own directory entry missing or replaced and put it again;
+    /// `found` says what the bucket held instead.
+    DirectoryEntryRestored { key: String, found: String },
     /// nats-server refused a client: a failed TLS handshake (no certificate, unknown CA,
     /// expired, wrong usage) or a certificate that maps to no user. Reported by the core on
     /// behalf of the server, which has no bus identity of its own.
@@ -58,7 +61,9 @@ impl AuditKind {
             AuditKind::MessageRejected { .. } | AuditKind::RejectionsSuppressed { .. } => {
                 "rejected"
             }
-            AuditKind::DirectoryEntryRejected { .. } => "directory",
+            AuditKind::DirectoryEntryRejected { .. } | AuditKind::DirectoryEntryRestored { .. } => {
+                "directory"
+            }
             AuditKind::PermissionDenied { .. } => "denied",
             AuditKind::AuthenticationFailed { .. } => "auth",
         }

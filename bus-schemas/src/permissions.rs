@@ -105,6 +105,18 @@ mod tests {
         assert!(!spark.may_publish("$JS.API.STREAM.PURGE.KV_ozone-keys"));
         assert!(spark.may_publish("$JS.API.CONSUMER.CREATE.KV_ozone-keys.c.$KV.ozone-keys.>"));
         assert!(component(Component::Core).may_publish("$KV.ozone-keys.auditor.siem.0"));
+        // Only the core brings an old bucket to its hardening; nobody may purge or delete.
+        for stream in ["KV_ozone-keys", "KV_ozone-sessions"] {
+            let update = format!("$JS.API.STREAM.UPDATE.{stream}");
+            assert!(!spark.may_publish(&update));
+            assert!(component(Component::Core).may_publish(&update));
+            for c in Component::ALL {
+                for api in ["PURGE", "DELETE", "MSG.DELETE"] {
+                    let s = format!("$JS.API.STREAM.{api}.{stream}");
+                    assert!(!component(c).may_publish(&s), "{c} may publish {s}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -268,6 +268,23 @@ pub const ROUTES: &[Route] = &[
         audited: false,
     },
     Route {
+        name: "bucket hardening",
+        template: "$JS.API.STREAM.UPDATE.{KV_ozone-keys,KV_ozone-sessions}",
+        kind: Kind::JetStream,
+        owner: None,
+        publishers: Party::Only(Component::Core),
+        subscribers: Party::Nobody,
+        doc: "`ozone up` brings buckets created before their hardening to it (no roll-ups, purges \
+              or deletes; bounded writes); nats-server never lets an update take a denial back",
+        subjects: |_| {
+            [KEY_STREAM, SESSION_STREAM]
+                .map(|s| Subject(format!("$JS.API.STREAM.UPDATE.{s}")))
+                .to_vec()
+        },
+        all_owners: None,
+        audited: false,
+    },
+    Route {
         name: "audit stream API",
         template: "$JS.API.*.OZONE_AUDIT…, $JS.ACK/FC.OZONE_AUDIT.>",
         kind: Kind::JetStream,

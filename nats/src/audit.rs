@@ -1,7 +1,9 @@
 //! The audit stream: a JetStream stream in the AUDIT account over `audit.>` (every
 //! component's sealed audit events) and `$KV.ozone-keys.>` (every key-directory put, so a
 //! reader can verify who sealed each event). File storage, retention and size cap from
-//! `etc/nats.toml` (90 days, 1 GiB by default; the oldest events go first).
+//! `etc/nats.toml` (90 days, 1 GiB by default; the oldest events go first). One message is
+//! at most [`AUDIT_MESSAGE_MAX_BYTES`], roll-ups are refused and purges and message deletes
+//! denied, so nothing in the stream is removed but by age or the size cap.
 //!
 //! [`AuditReader`] is what an auditor runs: it verifies directory entries as they come, opens
 //! each event with the auditor's own key and checks the sender through the directory.
@@ -35,6 +37,12 @@ pub enum AuditError {
     NoStorage { needed: u64, detail: String },
 }
 
+/// The largest message the audit stream stores: a sealed event is a few hundred bytes per
+/// auditor, a key-directory entry at most the bucket's 8 KiB. Larger publishes on `audit.>`
+/// (a flood of 1 MiB messages) are refused by the stream instead of evicting 1 MiB of
+/// evidence each.
+pub const AUDIT_MESSAGE_MAX_BYTES: i32 = 16 << 10;
+
 /// The stream's configuration from the settings.
 pub fn stream_config(settings: &NatsSettings) -> stream::Config {
     stream::Config {
@@ -53,8 +61,66 @@ pub fn stream_config(settings: &NatsSettings) -> stream::Config {
         discard: stream::DiscardPolicy::Old,
         max_age: settings.audit_retention,
         max_bytes: i64::try_from(settings.audit_max_bytes).unwrap_or(i64::MAX),
+        max_message_size: AUDIT_MESSAGE_MAX_BYTES,
+        allow_rollup: false,
+        deny_delete: true,
+        deny_purge: true,
         ..Default::default()
     }
+}
+
+/// How an existing stream differs from `want`: `lost` lists settings under which events are
+/// lost or never stored (another auditor may have created the stream first with them),
+/// `unhardened` what a stream created before the hardening lacks (auditors may not update
+/// the stream, so it keeps working and is reported).
+fn compare(have: &stream::Config, want: &stream::Config) -> (Vec<String>, Vec<String>) {
+    let mut lost = Vec::new();
+    let mut unhardened = Vec::new();
+    let check = |list: &mut Vec<String>, name: &str, same: bool| {
+        if !same {
+            list.push(name.to_string());
+        }
+    };
+    check(&mut lost, "max_age", have.max_age == want.max_age);
+    check(&mut lost, "max_bytes", have.max_bytes == want.max_bytes);
+    check(&mut lost, "storage", have.storage == want.storage);
+    check(&mut lost, "subjects", have.subjects == want.subjects);
+    check(&mut lost, "retention", have.retention == want.retention);
+    check(&mut lost, "discard", have.discard == want.discard);
+    // Zero (what we send) and -1 (what the server reports) both mean no limit.
+    let limit = |n: i64| if n <= 0 { -1 } else { n };
+    check(
+        &mut lost,
+        "max_msgs",
+        limit(have.max_messages) == limit(want.max_messages),
+    );
+    check(
+        &mut lost,
+        "max_msgs_per_subject",
+        limit(have.max_messages_per_subject) == limit(want.max_messages_per_subject),
+    );
+    check(&mut lost, "allow_rollup_hdrs", !have.allow_rollup);
+    check(&mut lost, "sealed", !have.sealed);
+    check(
+        &mut lost,
+        "max_msg_size",
+        // Unlimited is what a stream from before the hardening has (reported below); any
+        // other size than ours was set by someone else.
+        have.max_message_size == want.max_message_size || have.max_message_size == -1,
+    );
+    check(
+        &mut lost,
+        "mirror/sources",
+        have.mirror.is_none() && have.sources.as_ref().is_none_or(|s| s.is_empty()),
+    );
+    check(&mut unhardened, "deny_delete", have.deny_delete);
+    check(&mut unhardened, "deny_purge", have.deny_purge);
+    check(
+        &mut unhardened,
+        "max_msg_size",
+        have.max_message_size == want.max_message_size,
+    );
+    (lost, unhardened)
 }
 
 /// Creates the audit stream if absent (connected as an auditor); an existing stream with
@@ -73,16 +139,23 @@ pub async fn ensure_stream(
         .await
         .map_err(|e| AuditError::Stream(e.to_string()))?
         .clone();
-    let have = &info.config;
-    if have.max_age != want.max_age
-        || have.max_bytes != want.max_bytes
-        || have.storage != want.storage
-        || have.subjects != want.subjects
-    {
+    let (lost, unhardened) = compare(&info.config, &want);
+    if !lost.is_empty() {
+        let have = &info.config;
         return Err(AuditError::Mismatch(format!(
-            "max_age {:?}, max_bytes {}, storage {:?}",
-            have.max_age, have.max_bytes, have.storage
+            "{}: max_age {:?}, max_bytes {}, storage {:?}",
+            lost.join(", "),
+            have.max_age,
+            have.max_bytes,
+            have.storage
         )));
+    }
+    if !unhardened.is_empty() {
+        tracing::warn!(
+            "audit stream {AUDIT_STREAM} was created before its hardening ({}): it keeps \
+             working; recreate it to harden it",
+            unhardened.join(", ")
+        );
     }
     Ok(info)
 }
@@ -380,5 +453,54 @@ impl AuditReader {
             .insert(&self.trust, &entry, at_ms)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_refuses_large_messages_roll_ups_purges_and_deletes() {
+        let want = stream_config(&NatsSettings::default());
+        assert_eq!(want.max_message_size, AUDIT_MESSAGE_MAX_BYTES);
+        assert!(!want.allow_rollup && want.deny_delete && want.deny_purge);
+        assert_eq!(compare(&want, &want), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_stream_that_loses_events_is_refused_and_an_old_one_is_reported() {
+        let want = stream_config(&NatsSettings::default());
+        // As created before the hardening (what the server reports back).
+        let old = stream::Config {
+            max_message_size: -1,
+            deny_delete: false,
+            deny_purge: false,
+            max_messages: -1,
+            max_messages_per_subject: -1,
+            ..want.clone()
+        };
+        assert_eq!(
+            compare(&old, &want),
+            (
+                vec![],
+                vec![
+                    "deny_delete".to_string(),
+                    "deny_purge".into(),
+                    "max_msg_size".into()
+                ]
+            )
+        );
+        // Created first by someone else: roll-ups let any component wipe it through
+        // `audit.<itself>.>`, a per-subject limit evicts by subject.
+        let planted = stream::Config {
+            allow_rollup: true,
+            max_messages_per_subject: 1,
+            ..want.clone()
+        };
+        assert_eq!(
+            compare(&planted, &want).0,
+            vec!["max_msgs_per_subject", "allow_rollup_hdrs"]
+        );
     }
 }

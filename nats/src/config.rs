@@ -66,6 +66,29 @@ fn users_of(users: &[NatsUser], account: NatsAccount) -> String {
     blocks.join(",\n")
 }
 
+/// Every client connection the server admits at once: the eight components, SPARK workers,
+/// devices, `ozone` commands and auditors are a few dozen; a component that opens thousands
+/// is refused past this rather than exhausting the server's file descriptors.
+pub const MAX_CONNECTIONS: u32 = 1024;
+
+/// JetStream storage the ecosystem account may use: its two buckets at their caps, plus room
+/// for the phase stream (one small message per component and subject). One component filling
+/// the account stops at this, not at the disk, so the audit account keeps its own storage.
+pub fn ecosystem_max_file() -> i64 {
+    crate::keydir::KEY_BUCKET_SPEC.max_bytes
+        + crate::sessions::SESSION_BUCKET_SPEC.max_bytes
+        + (64 << 20)
+}
+
+/// JetStream limits of one account: storage, memory (no stream of ours uses memory storage),
+/// streams and consumers (ordered consumers of watches and audit readers come and go).
+fn account_jetstream(max_file: i64, max_streams: u32, max_consumers: u32) -> String {
+    format!(
+        "{{ max_file: {max_file}, max_mem: {}, max_streams: {max_streams}, max_consumers: {max_consumers} }}",
+        64u64 << 20
+    )
+}
+
 /// Renders the whole configuration for the given users (one per usable certificate).
 pub fn render(home: &Home, settings: &NatsSettings, users: &[NatsUser]) -> String {
     let server = IdentityFiles::for_stem(home, SERVER_STEM);
@@ -85,6 +108,7 @@ listen: {listen}
 http: {http}
 pid_file: {pid}
 max_payload: {max_payload}
+max_connections: {max_connections}
 jetstream {{
   store_dir: {store}
 }}
@@ -101,7 +125,8 @@ tls {{
 }}
 accounts {{
   {eco}: {{
-    jetstream: enabled
+    # Bounded so that no member can fill the disk and stop JetStream for the audit account.
+    jetstream: {eco_js}
     users: [
 {eco_users}
     ]
@@ -119,7 +144,8 @@ accounts {{
   }}
   {audit}: {{
     # Holds the audit stream; its users may read it, not change it (see their permissions).
-    jetstream: enabled
+    # Its storage is the stream's cap plus room for consumer state.
+    jetstream: {audit_js}
     users: [
 {audit_users}
     ]
@@ -139,6 +165,15 @@ system_account: {sys_q}
         http = q(format!("127.0.0.1:{}", settings.monitor_port)),
         pid = qp(&home.run().join("nats-server.pid")),
         max_payload = settings.max_payload,
+        max_connections = MAX_CONNECTIONS,
+        eco_js = account_jetstream(ecosystem_max_file(), 8, 1024),
+        audit_js = account_jetstream(
+            i64::try_from(settings.audit_max_bytes)
+                .unwrap_or(i64::MAX)
+                .saturating_add(64 << 20),
+            4,
+            256
+        ),
         store = qp(&home.data().join("jetstream")),
         cert = qp(&server.chain),
         key = qp(&server.key),
@@ -203,8 +238,10 @@ mod tests {
         assert!(text.contains(
             "\"urn:ozone:auditor:siem:0f\", permissions: { publish: { allow: [\"$JS.API.INFO\""
         ));
-        assert!(text.contains("jetstream: enabled\n    users: ["));
-        assert_eq!(text.matches("jetstream: enabled").count(), 2);
+        assert!(text.contains("jetstream: { max_file: "));
+        assert_eq!(text.matches("jetstream: { max_file: ").count(), 2);
+        assert!(text.contains(&format!("max_file: {}, ", (1u64 << 30) + (64 << 20))));
+        assert!(text.contains("max_connections: 1024\n"));
         assert!(text.contains("\"$SRV.PING\""));
     }
 }

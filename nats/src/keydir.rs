@@ -2,12 +2,16 @@
 //! (`ozone-keys`, one key per identity and epoch). Each service puts its own entries and
 //! follows the bucket; an entry goes into the in-memory [`Directory`] only after its signature
 //! and certificate check out, so write access to the bucket is not enough to substitute a key.
+//! The bucket refuses roll-ups, purges and deletes (`buckets.rs`), so no member can erase the
+//! others' entries; a key is erased with a delete marker on its own key.
 
-use async_nats::jetstream::{self, kv};
+use crate::buckets::{BucketError, BucketSpec};
+use async_nats::jetstream::kv;
 use futures::StreamExt;
 use ozone_bus_schemas::streams::{key_entry_key, parse_key_entry_key, KEY_BUCKET};
 use ozone_bus_schemas::{AuditKind, Identity, IdentityKind};
 use ozone_security::envelope::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -21,6 +25,18 @@ const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 /// How long opening the bucket retries a JetStream that is briefly unavailable.
 const JETSTREAM_SETTLE: Duration = Duration::from_secs(10);
 
+/// The bucket: entries never expire (a service erases its own), one entry is a few hundred
+/// bytes (a 32-byte key, a leaf certificate, a signature), and the whole directory (a few
+/// live epochs per identity, plus one small delete marker per erased epoch) stays far below
+/// the cap. Past the cap new puts are refused; nothing already stored is evicted.
+pub const KEY_BUCKET_SPEC: BucketSpec = BucketSpec {
+    bucket: KEY_BUCKET,
+    description: "OZONE STUDIO key directory: signed X25519 public keys",
+    max_age: Duration::ZERO,
+    max_bytes: 16 << 20,
+    max_value_bytes: 8 << 10,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyDirError {
     #[error("key directory bucket {KEY_BUCKET}: {0}")]
@@ -31,6 +47,8 @@ pub enum KeyDirError {
     Watch(String),
     #[error("cannot encode a directory entry: {0}")]
     Encode(String),
+    #[error(transparent)]
+    Hardening(#[from] BucketError),
 }
 
 /// The `ozone-keys` bucket, opened (and created when absent) by one connection.
@@ -48,7 +66,7 @@ impl std::fmt::Debug for KeyDirectory {
 /// Runs `attempt` until it succeeds or [`JETSTREAM_SETTLE`] has passed. Right after
 /// nats-server reloads its configuration (`ozone pki issue`/`revoke`), the account's JetStream
 /// answers "unavailable" for a moment; the command that caused the reload must not fail on it.
-/// Every operation retried here is idempotent (open, put of the same bytes, purge).
+/// Every operation retried here is idempotent (open, put of the same bytes, delete).
 async fn settled<T, F, Fut>(mut attempt: F) -> Result<T, KeyDirError>
 where
     F: FnMut() -> Fut,
@@ -70,27 +88,28 @@ where
 }
 
 impl KeyDirectory {
-    /// Opens the bucket, creating it on first use (file storage, the newest entry per key).
+    /// Opens the bucket, creating it hardened on first use (file storage, the newest entry
+    /// per key).
     pub async fn open(client: &async_nats::Client) -> Result<KeyDirectory, KeyDirError> {
-        let js = jetstream::new(client.clone());
-        let store = settled(|| Self::get_or_create(&js)).await?;
+        let store = settled(|| async {
+            KEY_BUCKET_SPEC
+                .open(client)
+                .await
+                .map_err(|e| KeyDirError::Bucket(e.to_string()))
+        })
+        .await?;
         Ok(KeyDirectory { store })
     }
 
-    async fn get_or_create(js: &jetstream::Context) -> Result<kv::Store, KeyDirError> {
-        match js.get_key_value(KEY_BUCKET).await {
-            Ok(store) => Ok(store),
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: KEY_BUCKET.into(),
-                    description: "OZONE STUDIO key directory: signed X25519 public keys".into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| KeyDirError::Bucket(e.to_string())),
-        }
+    /// Brings a bucket created before the hardening to it; returns the settings changed. Only
+    /// the core may (`ozone up`).
+    pub async fn harden(client: &async_nats::Client) -> Result<Vec<String>, KeyDirError> {
+        Ok(crate::buckets::harden(client, &KEY_BUCKET_SPEC).await?)
+    }
+
+    /// The hardening settings the bucket's stream lacks now (empty: hardened).
+    pub async fn unhardened(&self) -> Result<Vec<String>, KeyDirError> {
+        Ok(crate::buckets::drift_of(&self.store, &KEY_BUCKET_SPEC).await?)
     }
 
     /// Publishes `identity`'s entry (the caller signed it).
@@ -116,16 +135,37 @@ impl KeyDirectory {
         .await
     }
 
-    /// Removes `identity`'s entry for `epoch` (its key was erased).
-    pub async fn purge(&self, identity: &Identity, epoch: u64) -> Result<(), KeyDirError> {
+    /// Removes `identity`'s entry for `epoch` (its key was erased) with a delete marker: a
+    /// purge would need roll-ups, which the bucket refuses. The marker is copied into the
+    /// audit stream like every put, so the archive shows when each key left the directory.
+    pub async fn erase(&self, identity: &Identity, epoch: u64) -> Result<(), KeyDirError> {
         let key = key_entry_key(identity, epoch);
         settled(|| async {
-            self.store.purge(&key).await.map_err(|e| KeyDirError::Put {
+            self.store.delete(&key).await.map_err(|e| KeyDirError::Put {
                 key: key.clone(),
                 detail: e.to_string(),
             })
         })
         .await
+    }
+
+    /// The entry stored for `identity` and `epoch`: `Ok(None)` when there is none (never put,
+    /// or erased), `Err` with what is there instead when it does not decode.
+    pub async fn entry(
+        &self,
+        identity: &Identity,
+        epoch: u64,
+    ) -> Result<Option<Result<DirectoryEntry, String>>, KeyDirError> {
+        let key = key_entry_key(identity, epoch);
+        let value = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        Ok(value.map(|v| {
+            rmp_serde::from_slice::<DirectoryEntry>(&v)
+                .map_err(|e| format!("{} bytes that are no entry ({e})", v.len()))
+        }))
     }
 
     /// The epochs for which `identity` has an entry in the bucket now.
@@ -146,6 +186,31 @@ impl KeyDirectory {
         }
         out.sort_unstable();
         Ok(out)
+    }
+
+    /// How many keys each identity holds in the bucket (by `<kind>.<name>`; keys that are no
+    /// directory key count under their own name), and the bucket's bytes against its cap.
+    pub async fn usage(&self) -> Result<(BTreeMap<String, usize>, u64, i64), KeyDirError> {
+        let mut keys = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        let mut per = BTreeMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| KeyDirError::Watch(e.to_string()))?;
+            let owner = match parse_key_entry_key(&key) {
+                Some((kind, name, _)) => format!("{} {name}", kind.as_str()),
+                None => key,
+            };
+            *per.entry(owner).or_insert(0) += 1;
+        }
+        let mut stream = self.store.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        Ok((per, info.state.bytes, info.config.max_bytes))
     }
 
     /// Loads every current entry into `directory`, then keeps following the bucket in a

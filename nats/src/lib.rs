@@ -2,6 +2,7 @@
 //! publish and subscribe to what, its supervision, and mTLS client connections.
 
 pub mod audit;
+pub mod buckets;
 pub mod bus;
 pub mod client;
 pub mod config;

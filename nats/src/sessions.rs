@@ -6,16 +6,24 @@
 //! record once and caches the session. The bucket is not trusted: a record opens nothing unless
 //! HPKE authenticates its sender and the body authenticates under the key it yields.
 
-use async_nats::jetstream::{self, kv};
+use crate::buckets::BucketSpec;
+use async_nats::jetstream::kv;
 use ozone_bus_schemas::streams::{session_record_key, SESSION_BUCKET};
 use ozone_security::envelope::SESSION_ID_LEN;
 use std::time::Duration;
 
-/// Records outlive the keys they lead to: a key opens nothing after its epoch and grace
-/// window (25 h by default), and neither does its record after this.
-const RECORD_MAX_AGE: Duration = Duration::from_secs(26 * 3600);
-/// A cap on the bucket's disk use (a record is 100–300 bytes; sessions last 10 minutes).
-const BUCKET_MAX_BYTES: i64 = 256 << 20;
+/// The bucket (hardened like the key directory: no roll-ups, purges or deletes). Records
+/// outlive the keys they lead to: a key opens nothing after its epoch and grace window (25 h
+/// by default), and neither does its record after 26 h. A record is 100–300 bytes (one
+/// encapsulated key and wrap per recipient), so 8 KiB bounds one write with room for large
+/// recipient sets; sessions last 10 minutes, so 256 MiB is far more than the members need.
+pub const SESSION_BUCKET_SPEC: BucketSpec = BucketSpec {
+    bucket: SESSION_BUCKET,
+    description: "OZONE STUDIO session records: what compact envelopes leave out",
+    max_age: Duration::from_secs(26 * 3600),
+    max_bytes: 256 << 20,
+    max_value_bytes: 8 << 10,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionStoreError {
@@ -40,27 +48,22 @@ impl std::fmt::Debug for SessionStore {
 }
 
 impl SessionStore {
-    /// Opens the bucket, creating it on first use (file storage: records must survive a
-    /// server restart as long as senders keep sealing compact envelopes of their sessions).
+    /// Opens the bucket, creating it hardened on first use (file storage: records must survive
+    /// a server restart as long as senders keep sealing compact envelopes of their sessions).
     pub async fn open(client: &async_nats::Client) -> Result<SessionStore, SessionStoreError> {
-        let js = jetstream::new(client.clone());
-        let store = match js.get_key_value(SESSION_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: SESSION_BUCKET.into(),
-                    description: "OZONE STUDIO session records: what compact envelopes leave out"
-                        .into(),
-                    history: 1,
-                    max_age: RECORD_MAX_AGE,
-                    max_bytes: BUCKET_MAX_BYTES,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| SessionStoreError::Bucket(e.to_string()))?,
-        };
+        let store = SESSION_BUCKET_SPEC
+            .open(client)
+            .await
+            .map_err(|e| SessionStoreError::Bucket(e.to_string()))?;
         Ok(SessionStore { store })
+    }
+
+    /// Brings a bucket created before the hardening to it; returns the settings changed. Only
+    /// the core may (`ozone up`).
+    pub async fn harden(client: &async_nats::Client) -> Result<Vec<String>, SessionStoreError> {
+        crate::buckets::harden(client, &SESSION_BUCKET_SPEC)
+            .await
+            .map_err(|e| SessionStoreError::Bucket(e.to_string()))
     }
 
     /// Puts `sender`'s record of a session; returns once JetStream stored it.

@@ -16,4 +16,5 @@ pub use audit_sink::RATE_PER_SEC as AUDIT_RATE_PER_SEC;
 pub use error::BusError;
 pub(crate) use keys::coarse_now_ms;
 pub use keys::{local_keys, now_ms, BusKeys, LocalKeysError};
+pub use rotation::HEAL_EVERY;
 pub use typed::{Bus, Received, TypedSubscriber, SCHEMA_VERSION};

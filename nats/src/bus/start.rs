@@ -45,7 +45,7 @@ impl Bus {
             .audit_sender()
             .ok_or_else(|| keys_err("no audit channel"))?;
         let follower = keydir
-            .follow(trust, directory, audit.clone())
+            .follow(trust.clone(), directory, audit.clone())
             .await
             .map_err(keys_err)?;
         let rotator = Rotator {
@@ -55,6 +55,7 @@ impl Bus {
             keydir,
             keys: bus.keys().clone(),
             audit,
+            trust,
         };
         let driver = tokio::spawn(rotation::drive(rotator));
         Ok(bus.with_tasks(TaskGuard(vec![follower, driver])))

@@ -154,6 +154,11 @@ impl KeyRing {
         self.keys.keys().copied().collect()
     }
 
+    /// The key of `epoch`, if held.
+    pub fn key(&self, epoch: u64) -> Option<&SecretKeyPair> {
+        self.keys.get(&epoch)
+    }
+
     pub fn find(&self, kid: &KeyId) -> Option<&SecretKeyPair> {
         self.keys.values().find(|k| k.public().kid() == *kid)
     }
