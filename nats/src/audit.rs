@@ -373,8 +373,12 @@ impl AuditReader {
                 verdict,
             };
         }
+        // The rule live receivers apply, applied at the moment the stream stored the message:
+        // sealed within the freshness window of that moment, and never seen before. A
+        // recipient's captured message published again later (a replayed phase event, say)
+        // is refused by every component, so the record of it must not count either.
         let opened = self.opener.open_with(
-            Freshness::Archived,
+            Freshness::Live,
             &subject,
             &msg.payload,
             std::slice::from_ref(&self.key),
