@@ -155,13 +155,23 @@ async fn stop_child(child: &mut Child, grace: Duration) {
     }
 }
 
-/// Runs one component until `stop` (then stops it when `stop_now` for its phase turns true).
+/// What the supervisor tells one component's keeper.
+#[derive(Clone)]
+struct Controls {
+    /// Turns true when it is this component's phase's turn to stop.
+    stop: watch::Receiver<bool>,
+    /// Changes when the operator asks to retry components given up on (SIGUSR1).
+    retry: watch::Receiver<u64>,
+}
+
+/// Runs one component until `stop` (then stops it when `stop_now` for its phase turns true);
+/// after [`MAX_RESTARTS`] quick deaths in a row it gives up until the operator asks again.
 async fn keep_running(
     home: Home,
     c: Component,
     bus: Option<Bus>,
     states: States,
-    mut my_turn_to_stop: watch::Receiver<bool>,
+    mut controls: Controls,
 ) {
     let mut failures = 0u32;
     loop {
@@ -186,7 +196,7 @@ async fn keep_running(
         tracing::info!(component = %c, pid, "started");
         let status = tokio::select! {
             status = child.wait() => status,
-            _ = async { let _ = my_turn_to_stop.wait_for(|s| *s).await; } => {
+            _ = async { let _ = controls.stop.wait_for(|s| *s).await; } => {
                 stop_child(&mut child, Duration::from_secs(10)).await;
                 record(&home, &states, c, |s| { s.state = "stopped".into(); s.pid = None; });
                 return;
@@ -210,10 +220,27 @@ async fn keep_running(
                 s.state = "failed".into();
                 s.pid = None;
                 s.last_exit = Some(format!(
-                    "{how}; gave up after {MAX_RESTARTS} restarts in a row"
+                    "{how}; gave up after {MAX_RESTARTS} restarts in a row (`ozone up` retries)"
                 ));
             });
-            return;
+            // Given up, not gone: `ozone up` asks again (SIGUSR1 to the supervisor) once the
+            // operator has fixed the cause.
+            let retry = async {
+                if controls.retry.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = retry => {
+                    tracing::info!(component = %c, "retrying at the operator's request");
+                    failures = 0;
+                    continue;
+                }
+                _ = async { let _ = controls.stop.wait_for(|s| *s).await; } => {
+                    record(&home, &states, c, |s| s.state = "stopped".into());
+                    return;
+                }
+            }
         }
         record(&home, &states, c, |s| {
             s.state = "restarting".into();
@@ -224,7 +251,7 @@ async fn keep_running(
         // 200 ms, 400 ms, 800 ms … capped at 10 s; a stop request cuts it short.
         let delay = Duration::from_millis(200u64 << failures.min(6)).min(Duration::from_secs(10));
         let stop_requested = tokio::time::timeout(delay, async {
-            let _ = my_turn_to_stop.wait_for(|s| *s).await;
+            let _ = controls.stop.wait_for(|s| *s).await;
         })
         .await
         .is_ok();
@@ -242,6 +269,7 @@ pub async fn supervise_all(
     cfg: &SecurityConfig,
     mut stop: watch::Receiver<bool>,
     mut auth_failures: tokio::sync::mpsc::Receiver<String>,
+    retry: watch::Receiver<u64>,
 ) -> anyhow::Result<()> {
     let buses = announcers(home, cfg).await?;
     if let Some(core) = buses.get(&Component::Core).cloned() {
@@ -270,7 +298,10 @@ pub async fn supervise_all(
                     c,
                     bus,
                     states.clone(),
-                    rx.clone(),
+                    Controls {
+                        stop: rx.clone(),
+                        retry: retry.clone(),
+                    },
                 )));
         }
     }

@@ -39,6 +39,14 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         }
         let _ = stop_on_signal.send(true);
     });
+    // SIGUSR1 (sent by `ozone up`): retry the components given up on.
+    let (retry_tx, retry_rx) = watch::channel(0u64);
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            retry_tx.send_modify(|n| *n += 1);
+        }
+    });
     let (ready_tx, ready_rx) = oneshot::channel();
     // Authentication failures from every server instance, audited once the core's bus is up.
     let (auth_tx, auth_rx) = tokio::sync::mpsc::channel::<String>(1024);
@@ -92,7 +100,7 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         // The reader may be gone (`ozone up` exited); that is fine.
         let _ = writeln!(out, "READY {nats_pid}");
         let _ = out.flush();
-        crate::components::supervise_all(home, &cfg, stop_rx, auth_rx).await
+        crate::components::supervise_all(home, &cfg, stop_rx, auth_rx, retry_rx).await
     }
     .await;
     if let Err(e) = &result {

@@ -75,6 +75,35 @@ fn spawn_supervisor(home: &Home) -> anyhow::Result<i32> {
     Ok(pid)
 }
 
+/// Asks a running supervisor to start again the components it gave up on (after
+/// `MAX_RESTARTS` quick deaths), and says which.
+fn retry_given_up(home: &Home, supervisor: i32) {
+    let failed: Vec<String> = crate::components::read_states(home)
+        .into_iter()
+        .filter(|(_, s)| s.state == "failed")
+        .map(|(c, _)| c)
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    let sent = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGUSR1,
+    );
+    match sent {
+        Ok(()) => eprintln!(
+            "      the supervisor had given up on {}: starting again (logs in {})",
+            failed.join(", "),
+            home.logs().display()
+        ),
+        Err(e) => eprintln!(
+            "      the supervisor had given up on {} and cannot be asked to retry ({e}); \
+             `ozone down` then `ozone up` starts everything afresh",
+            failed.join(", ")
+        ),
+    }
+}
+
 pub async fn run(
     home: &Home,
     settings_if_new: &NatsSettings,
@@ -118,6 +147,7 @@ pub async fn run(
     let (supervisor_pid, already_running) = match crate::down::supervisor_pid(home) {
         Some(pid) => {
             eprintln!("      already running under supervisor pid {pid}");
+            retry_given_up(home, pid);
             (pid, true)
         }
         None => (spawn_supervisor(home)?, false),
