@@ -16,6 +16,16 @@ pub enum BusError {
         subject: String,
         source: EnvelopeError,
     },
+    #[error("{subject}: reply subject {reply} is not the inbox of its sender {sender}")]
+    ForeignReply {
+        subject: String,
+        reply: String,
+        sender: String,
+    },
+    #[error("{subject}: the subject table does not let {sender} send it here")]
+    NotAPublisher { subject: String, sender: String },
+    #[error("{subject}: delivered to a subscription on {subscribed}")]
+    Misdelivered { subject: String, subscribed: String },
     #[error("{subject}: invalid message ({detail})")]
     Invalid { subject: String, detail: String },
     #[error("no published key for {0}; is it running?")]

@@ -6,7 +6,7 @@ use crate::client::{ConnEvent, Violation};
 use crate::Connection;
 use crate::SessionStore;
 use futures::StreamExt;
-use ozone_bus_schemas::{table, AuditKind, Identity, Subject};
+use ozone_bus_schemas::{table, AuditKind, Component, Identity, Subject};
 use ozone_security::envelope::{
     CompactHeader, Envelope, EnvelopeError, Form, Freshness, KeyId, PublicKey, SessionRecord,
     SESSION_ID_LEN,
@@ -39,6 +39,9 @@ pub struct Bus {
     tasks: Option<Arc<TaskGuard>>,
     /// The session-record bucket, once opened.
     sessions: Arc<tokio::sync::OnceCell<SessionStore>>,
+    /// Subject → the authenticated senders seen on it and whether the subject table lets them
+    /// send it to us. Looked up per message without allocating (computing it walks the table).
+    senders: Arc<Mutex<HashMap<String, Vec<(Arc<str>, bool)>, foldhash::fast::RandomState>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +94,7 @@ impl Bus {
             audit: None,
             tasks: None,
             sessions: Arc::default(),
+            senders: Arc::default(),
         };
         if let Some(c) = bus.conn.identity.as_component() {
             bus.audit = Some(audit_sink::start(bus.clone(), c));
@@ -449,6 +453,7 @@ impl Bus {
             })?;
             (header.sender, header.schema)
         };
+        self.check_route(msg, freshness, &sender)?;
         if schema != SCHEMA_VERSION {
             return Err(BusError::Invalid {
                 subject: subject.to_string(),
@@ -456,6 +461,67 @@ impl Bus {
             });
         }
         Ok((sender, decode(plain)))
+    }
+
+    /// Refuses an authenticated message its sender could not have sent us by the subject
+    /// table: a reply subject outside the sender's own inbox (answering it would lend the
+    /// sender our publish rights), or a subject the sender may not publish or we may not
+    /// receive (a stored message a JetStream consumer redelivered around the call graph).
+    /// Replies on our own inbox come from whoever we asked (the server lets only the
+    /// components we call publish there).
+    fn check_route(
+        &self,
+        msg: &async_nats::Message,
+        freshness: Freshness,
+        sender: &Arc<str>,
+    ) -> Result<(), BusError> {
+        let subject = msg.subject.as_str();
+        if let (Freshness::Live, Some(reply)) = (freshness, &msg.reply) {
+            if !Subject::in_inbox_of(reply, sender) {
+                return Err(BusError::ForeignReply {
+                    subject: subject.to_string(),
+                    reply: reply.to_string(),
+                    sender: sender.to_string(),
+                });
+            }
+        }
+        if Subject::in_inbox_of(subject, &self.conn.identity.name) {
+            return Ok(());
+        }
+        let allowed = {
+            let cache = self.senders.lock().map_err(lock_err)?;
+            cache.get(subject).and_then(|seen| {
+                seen.iter()
+                    .find(|(s, _)| Arc::ptr_eq(s, sender) || **s == **sender)
+                    .map(|(_, ok)| *ok)
+            })
+        };
+        let allowed = match allowed {
+            Some(ok) => ok,
+            None => {
+                let ok = Component::from_name(sender).is_some_and(|c| {
+                    table::publishes(&Identity::component(c), subject)
+                        && table::receives(&self.conn.identity, subject)
+                });
+                let mut cache = self.senders.lock().map_err(lock_err)?;
+                if cache.len() > 4096 {
+                    cache.clear(); // bounded, like the recipients cache
+                }
+                let seen = cache.entry(subject.to_string()).or_default();
+                if seen.len() < Component::ALL.len() {
+                    seen.push((sender.clone(), ok));
+                }
+                ok
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(BusError::NotAPublisher {
+                subject: subject.to_string(),
+                sender: sender.to_string(),
+            })
+        }
     }
 
     /// Opens a message, giving the key directory a moment when the sender's key is not known
@@ -603,6 +669,7 @@ impl Bus {
         Ok(TypedSubscriber {
             bus: self.clone(),
             inner: sub,
+            pattern: subject.clone(),
             _t: PhantomData,
         })
     }
@@ -652,6 +719,7 @@ impl Bus {
     ) -> Result<TypedSubscriber<Resp>, BusError> {
         let sealed = self.seal_to_subscribers(subject, request)?;
         let inbox = self.conn.client.new_inbox();
+        let pattern = Subject::parse(&inbox).map_err(|e| BusError::Nats(e.to_string()))?;
         let sub = self
             .conn
             .client
@@ -666,6 +734,7 @@ impl Bus {
         Ok(TypedSubscriber {
             bus: self.clone(),
             inner: sub,
+            pattern,
             _t: PhantomData,
         })
     }
@@ -682,6 +751,19 @@ impl Bus {
                 detail: "no reply subject".into(),
             });
         };
+        if !Subject::in_inbox_of(inbox, &to.sender) {
+            let refused = BusError::ForeignReply {
+                subject: to.subject.to_string(),
+                reply: inbox.to_string(),
+                sender: to.sender.to_string(),
+            };
+            self.audit(AuditKind::MessageRejected {
+                subject: to.subject.to_string(),
+                reason: refused.to_string(),
+                claimed_sender: Some(to.sender.to_string()),
+            });
+            return Err(refused);
+        }
         let now = coarse_now_ms();
         let key = {
             let dir = self.keys.directory.read().map_err(lock_err)?;
@@ -753,6 +835,10 @@ fn decode_payload<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<
 pub struct TypedSubscriber<T> {
     bus: Bus,
     inner: async_nats::Subscriber,
+    /// What was subscribed to: a JetStream push consumer delivers stored messages under their
+    /// original subjects to whatever deliver subject its creator chose, so a message whose
+    /// subject this pattern does not match was redirected, not published to us.
+    pattern: Subject,
     _t: PhantomData<T>,
 }
 
@@ -763,6 +849,13 @@ impl<T: DeserializeOwned> TypedSubscriber<T> {
         // The server's own "no responders" status (a request nobody serves): not a forgery.
         if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
             return Some(Err(BusError::NoResponders(msg.subject.to_string())));
+        }
+        if !self.pattern.matches(&msg.subject) {
+            let e = BusError::Misdelivered {
+                subject: msg.subject.to_string(),
+                subscribed: self.pattern.to_string(),
+            };
+            return Some(Err(self.bus.rejected(&msg.subject, &msg.payload, e)));
         }
         let opened = self
             .bus
