@@ -1,79 +1,212 @@
 //! A rogue but authenticated component (FORGE, with its real certificate and permissions)
-//! attacking the bus, against a real nats-server from the generated configuration.
+//! attacking the bus, against a real nats-server from the generated configuration: each test
+//! is named after the finding of issue 18 it closes, performs the attack, and shows that it
+//! fails and that the refusal is audited where the bus detects it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use async_nats::jetstream;
 use futures::StreamExt;
-use ozone_bus_schemas::{Component, Identity, IdentityKind};
-use ozone_tests::{with_permissions, TestEcosystem};
-use std::time::Duration;
+use ozone_bus_schemas::phase::PHASE_STREAM;
+use ozone_bus_schemas::streams::{KEY_STREAM, SESSION_STREAM};
+use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind, Subject};
+use ozone_nats::audit::{AuditReader, AuditRecord};
+use ozone_nats::bus::Bus;
+use ozone_nats::client::{ConnEvent, Violation};
+use ozone_nats::{Connection, SessionStore};
+use ozone_security::envelope::{auditor_key, DirectoryTrust, Rotation};
+use ozone_tests::TestEcosystem;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 
 type R = anyhow::Result<()>;
 
-#[tokio::test]
-async fn probe_srv_without_allow_responses() -> R {
-    let eco = TestEcosystem::start_with(
-        |_| Ok(()),
-        |config| {
-            with_permissions(
-                &config,
-                "spark.local",
-                r#"{ publish: { allow: ["ecosystem.sync.spark", "_INBOX.forge.>"] }, subscribe: { allow: ["spark.>", "$SRV.>"] } }"#,
-            )
-        },
-    )
-    .await?;
-    let spark = eco.connect(&Identity::component(Component::Spark)).await?;
-    let mut work = spark.client.subscribe("$SRV.PING.spark").await?;
-    spark.client.flush().await?;
-    let auditor = eco.connect(&Identity::new(IdentityKind::Auditor, "console")?).await?;
-    let asking = tokio::spawn(async move {
-        tokio::time::timeout(Duration::from_secs(3), auditor.client.request("$SRV.PING.spark", "".into())).await
-    });
-    let m = tokio::time::timeout(Duration::from_secs(3), work.next()).await?.unwrap();
-    eprintln!("PROBE srv reply subject {:?}", m.reply);
-    spark.client.publish(m.reply.clone().unwrap(), "pong".into()).await?;
-    spark.client.flush().await?;
-    eprintln!("PROBE srv answer: {:?}", asking.await?.map(|r| r.map(|m| m.payload)));
+const WAIT: Duration = Duration::from_secs(5);
+/// Long enough for a delivery on loopback that should not happen to have happened.
+const QUIET: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Ask {
+    n: u32,
+}
+
+/// `c` joined to the bus: its key published, the directory followed.
+async fn join(eco: &TestEcosystem, c: Component) -> anyhow::Result<Bus> {
+    let conn = eco.connect(&Identity::component(c)).await?;
+    Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
+}
+
+/// Every audit event so far, as (authenticated sender, event), read as the console auditor.
+async fn audit_events(eco: &TestEcosystem) -> anyhow::Result<Vec<(String, AuditKind)>> {
+    let id = Identity::new(IdentityKind::Auditor, "console")?;
+    let key = auditor_key::load(&eco.t.home, &id)?;
+    let conn = eco.connect(&id).await?;
+    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(&eco.t.home)?);
+    let records = reader.records(None, false).await?;
+    futures::pin_mut!(records);
+    let mut out = Vec::new();
+    while let Some(r) = records.next().await {
+        if let AuditRecord::Event { sender, event, .. } = r? {
+            out.push((sender, event.event));
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until the audit stream holds an event `wanted` accepts.
+async fn audited(
+    eco: &TestEcosystem,
+    what: &str,
+    wanted: impl Fn(&str, &AuditKind) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = audit_events(eco).await?;
+        if events.iter().any(|(by, e)| wanted(by, e)) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not audited: {what}; {events:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn expect_violation(
+    conn: &Connection,
+    events: &mut tokio::sync::broadcast::Receiver<ConnEvent>,
+    v: Violation,
+) -> R {
+    let got = Connection::wait_for(events, WAIT, |e| *e == ConnEvent::Violation(v.clone())).await;
+    anyhow::ensure!(got.is_some(), "{}: no violation for {v:?}", conn.identity);
     Ok(())
 }
 
+async fn stream_messages(js: &jetstream::Context, name: &str) -> anyhow::Result<u64> {
+    Ok(js.get_stream(name).await?.info().await?.state.messages)
+}
+
 #[tokio::test]
-async fn probe_push_consumer() -> R {
-    let eco = TestEcosystem::start_with(
-        |t| t.issue(IdentityKind::Device, "wiretap").map(|_| ()),
-        |config| {
-            with_permissions(
-                &config,
-                "urn:ozone:device:wiretap",
-                r#"{ publish: { allow: ["nexus.device.wiretap.>"] }, subscribe: { allow: [">"], deny: ["ecosystem.sync.>"] } }"#,
-            )
-        },
-    )
+async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
+    let eco = TestEcosystem::start().await?;
+    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    let spark = join(&eco, Component::Spark).await?;
+    let forge = join(&eco, Component::Forge).await?;
+    let cognis = eco.connect(&Identity::component(Component::Cognis)).await?;
+    SessionStore::open(&cognis.client).await?;
+    let js = jetstream::new(cognis.client.clone());
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: PHASE_STREAM.into(),
+        subjects: vec![Subject::phase_all().to_string()],
+        max_messages_per_subject: 1,
+        ..Default::default()
+    })
     .await?;
-    let wiretap = eco
-        .connect(&Identity::new(IdentityKind::Device, "wiretap")?)
+    // Something in each stream a purge would remove.
+    cognis
+        .client
+        .publish(Subject::phase_announce(Component::Cognis).to_string(), "x".into())
         .await?;
-    let mut wire = wiretap.client.subscribe(std::env::var("PROBE_SUB").unwrap_or("ecosystem.phase.>".into())).await?;
-    wiretap.client.flush().await?;
-    let forge = eco.connect(&Identity::component(Component::Forge)).await?;
-    ozone_nats::SessionStore::open(&forge.client).await?;
-    let mut events = forge.events();
-    forge.client.publish("$KV.ozone-sessions.forge.abc", "junk".into()).await?;
-    forge.client.flush().await?;
-    let js = async_nats::jetstream::new(forge.client.clone());
-    let stream = js.get_stream("KV_ozone-sessions").await?;
-    let made = stream
-        .create_consumer(async_nats::jetstream::consumer::push::Config {
-            deliver_subject: "ecosystem.phase.spark".into(),
-            ..Default::default()
-        })
-        .await;
-    eprintln!("PROBE consumer create: {:?}", made.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-    let mut stream = stream;
-    eprintln!("PROBE stream: {:?}", stream.info().await.map(|i| i.state.clone()));
-    if let Ok(mut c) = made { eprintln!("PROBE consumer: {:?}", c.info().await.map(|i| (i.delivered.clone(), i.num_pending, i.push_bound, i.config.ack_policy))); }
-    let got = tokio::time::timeout(Duration::from_secs(2), wire.next()).await;
-    eprintln!("PROBE delivered: {:?}", got.map(|m| m.map(|m| (m.subject, m.payload))));
-    while let Ok(e) = events.try_recv() { eprintln!("PROBE event {e:?}"); }
+    cognis
+        .client
+        .publish("$KV.ozone-sessions.cognis.00", "record".into())
+        .await?;
+    cognis.sync().await?;
+    let before = [
+        stream_messages(&js, KEY_STREAM).await?,
+        stream_messages(&js, SESSION_STREAM).await?,
+        stream_messages(&js, PHASE_STREAM).await?,
+    ];
+    assert!(before.iter().all(|n| *n > 0), "{before:?}");
+    let mut phase_cognis = cognis
+        .client
+        .subscribe(Subject::phase_announce(Component::Cognis).to_string())
+        .await?;
+    cognis.sync().await?;
+
+    // SPARK serves through its bus and answers every request it opens.
+    let generate = Subject::component_request(Component::Spark, "generate")?;
+    let mut work = spark.subscribe::<Ask>(&generate, Some("spark")).await?;
+    let server = spark.clone();
+    let refusals = tokio::spawn(async move {
+        let mut refused = Vec::new();
+        while let Some(next) = work.next().await {
+            match next {
+                Ok(req) => {
+                    let _ = server.reply(&req, &req.message).await;
+                }
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        refused
+    });
+
+    // FORGE, a legitimate caller of SPARK, seals real requests with borrowed reply subjects.
+    let epoch = Rotation::daily().epoch_at(ozone_nats::bus::now_ms());
+    let targets = [
+        format!("$JS.API.STREAM.PURGE.{KEY_STREAM}"),
+        format!("$JS.API.STREAM.PURGE.{SESSION_STREAM}"),
+        format!("$JS.API.STREAM.PURGE.{PHASE_STREAM}"),
+        format!("$KV.ozone-keys.component.cognis.{epoch}"),
+        Subject::phase_announce(Component::Cognis).to_string(),
+        "audit.cognis.keys".to_string(),
+    ];
+    let raw = forge.connection().client.clone();
+    for (n, reply) in targets.iter().enumerate() {
+        let sealed = forge.seal(&generate, &Ask { n: n as u32 })?;
+        raw.publish_with_reply(generate.to_string(), reply.clone(), sealed)
+            .await?;
+    }
+    raw.flush().await?;
+    // A request with an honest reply subject is still answered.
+    let answer: Ask = forge.request(&generate, &Ask { n: 99 }, WAIT).await?;
+    assert_eq!(answer, Ask { n: 99 });
+
+    // Even a responder without the bus's check could not answer there: the server refuses.
+    let spark_raw = eco.connect(&Identity::component(Component::Spark)).await?;
+    for reply in &targets {
+        let mut events = spark_raw.events();
+        spark_raw.client.publish(reply.clone(), "junk".into()).await?;
+        spark_raw.client.flush().await?;
+        expect_violation(&spark_raw, &mut events, Violation::Publish(reply.clone())).await?;
+    }
+
+    // Nothing purged, nothing written under COGNIS's name.
+    tokio::time::sleep(QUIET).await;
+    let after = [
+        stream_messages(&js, KEY_STREAM).await?,
+        stream_messages(&js, SESSION_STREAM).await?,
+        stream_messages(&js, PHASE_STREAM).await?,
+    ];
+    assert!(after.iter().zip(before).all(|(a, b)| *a >= b), "{before:?} → {after:?}");
+    assert!(
+        tokio::time::timeout(QUIET, phase_cognis.next()).await.is_err(),
+        "something was published as COGNIS's phase"
+    );
+    let kv = js.get_key_value("ozone-keys").await?;
+    assert!(kv.get(format!("component.cognis.{epoch}")).await?.is_none());
+
+    // SPARK's bus refused each of the six, and audited each.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused: Vec<String> = audit_events(&eco)
+            .await?
+            .into_iter()
+            .filter_map(|(by, e)| match e {
+                AuditKind::MessageRejected { reason, claimed_sender, .. }
+                    if by == "spark" && claimed_sender.as_deref() == Some("forge") =>
+                {
+                    Some(reason)
+                }
+                _ => None,
+            })
+            .collect();
+        let all = targets
+            .iter()
+            .all(|t| refused.iter().any(|r| r.contains(t) && r.contains("not the inbox")));
+        if all {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all audited: {refused:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    refusals.abort();
     Ok(())
 }

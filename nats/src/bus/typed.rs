@@ -284,6 +284,12 @@ impl Bus {
         })
     }
 
+    /// The sealed bytes a publish of `message` on `subject` sends, for a caller that
+    /// publishes them itself (with headers, say).
+    pub fn seal(&self, subject: &Subject, message: &impl Serialize) -> Result<bytes::Bytes, BusError> {
+        self.seal_to_subscribers(subject, message)
+    }
+
     /// Seals `message` to everyone the subject table says receives `subject`.
     fn seal_to_subscribers(
         &self,
