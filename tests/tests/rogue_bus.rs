@@ -210,3 +210,71 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
     refusals.abort();
     Ok(())
 }
+
+#[tokio::test]
+async fn finding_03_a_push_consumer_cannot_deliver_around_the_call_graph() -> R {
+    let eco = TestEcosystem::start().await?;
+    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    let forge = join(&eco, Component::Forge).await?;
+    let cognis = join(&eco, Component::Cognis).await?;
+    let raw = forge.connection().client.clone();
+    SessionStore::open(&raw).await?;
+    let js = jetstream::new(raw.clone());
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: PHASE_STREAM.into(),
+        subjects: vec![Subject::phase_all().to_string()],
+        max_messages_per_subject: 1,
+        ..Default::default()
+    })
+    .await?;
+
+    // COGNIS listens to SPARK's phase (a literal subscription: nats-server binds a push
+    // consumer only to one; the wildcard `ecosystem.phase.>` the components use never binds).
+    let spark_phase = Subject::phase_announce(Component::Spark);
+    let mut listening = cognis.subscribe::<Ask>(&spark_phase, None).await?;
+
+    // FORGE stores a genuinely sealed announcement of its own in streams it may write…
+    let own = Subject::phase_announce(Component::Forge);
+    forge.publish(&own, &Ask { n: 1 }).await?;
+    let sealed = forge.seal(&own, &Ask { n: 2 })?;
+    raw.publish("$KV.ozone-sessions.forge.00", sealed).await?;
+    raw.flush().await?;
+    // …and asks JetStream to deliver them to `ecosystem.phase.spark`.
+    let push = |filter: &str| jetstream::consumer::push::Config {
+        deliver_subject: spark_phase.to_string(),
+        filter_subject: filter.to_string(),
+        ..Default::default()
+    };
+    let from_phase = js
+        .get_stream(PHASE_STREAM)
+        .await?
+        .create_consumer(push(own.as_str()))
+        .await;
+    // A stream cannot deliver into its own subjects: the server refuses (a cycle).
+    assert!(from_phase.is_err(), "consumer over {PHASE_STREAM} created");
+    js.get_stream(SESSION_STREAM)
+        .await?
+        .create_consumer(push("$KV.ozone-sessions.forge.>"))
+        .await?;
+
+    // What arrives keeps its stored subject: COGNIS's bus refuses it, and audits it.
+    let got = tokio::time::timeout(WAIT, listening.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("subscription ended"))?;
+    match got {
+        Err(ozone_nats::bus::BusError::Misdelivered { subject, subscribed }) => {
+            assert_eq!(subject, "$KV.ozone-sessions.forge.00");
+            assert_eq!(subscribed, spark_phase.as_str());
+        }
+        other => panic!("a redirected delivery was not refused: {other:?}"),
+    }
+    audited(&eco, "the redirected delivery", |by, e| {
+        by == "cognis"
+            && matches!(e, AuditKind::MessageRejected { subject, reason, claimed_sender }
+                if subject == "$KV.ozone-sessions.forge.00"
+                    && reason.contains("delivered to a subscription on ecosystem.phase.spark")
+                    && claimed_sender.as_deref() == Some("forge"))
+    })
+    .await?;
+    Ok(())
+}
