@@ -9,6 +9,8 @@ pub enum BusError {
     Timeout(std::time::Duration),
     #[error("nobody serves {0}")]
     NoResponders(String),
+    #[error("connection to the server lost while waiting for the answer to {0}")]
+    Disconnected(String),
     #[error("access denied: this identity may not use {0}")]
     AccessDenied(String),
     #[error("{subject}: {source}")]

@@ -680,8 +680,39 @@ impl Bus {
         })
     }
 
-    /// Sends a sealed request and opens the sealed reply.
+    /// Sends a sealed request and opens the sealed reply. "No responders" (nobody subscribed
+    /// right now: a responder reconnecting after a server restart, say) and a connection lost
+    /// while waiting are retried with backoff until `timeout` has passed, so a server restart
+    /// shorter than the deadline is invisible to the caller. A request sent again after a lost
+    /// connection may have been served already: responders answer idempotently. Each try is
+    /// sealed afresh (the replay guard refuses an envelope seen before).
     pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: &Subject,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, BusError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.request_once(subject, request, left).await {
+                Err(e @ (BusError::NoResponders(_) | BusError::Disconnected(_))) => {
+                    if tokio::time::Instant::now() + backoff >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                // The caller asked for `timeout` in all, not per try.
+                Err(BusError::Timeout(_)) => return Err(BusError::Timeout(timeout)),
+                other => return other,
+            }
+        }
+    }
+
+    /// One try of [`Bus::request`], waiting at most `timeout`.
+    async fn request_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         subject: &Subject,
         request: &Req,
@@ -703,11 +734,13 @@ impl Bus {
                     _ => BusError::Nats(e.to_string()),
                 }),
             },
-            v = Connection::wait_for(&mut events, timeout, |e| matches!(e, ConnEvent::Violation(Violation::Publish(s)) if s == subject.as_str())) => {
-                if v.is_some() {
-                    return Err(self.denied(BusError::AccessDenied(subject.to_string())));
-                }
-                return Err(BusError::Timeout(timeout));
+            v = Connection::wait_for(&mut events, timeout, |e| *e == ConnEvent::Disconnected || matches!(e, ConnEvent::Violation(Violation::Publish(s)) if s == subject.as_str())) => {
+                return Err(match v {
+                    // The reply, if any, was lost with the connection.
+                    Some(ConnEvent::Disconnected) => BusError::Disconnected(subject.to_string()),
+                    Some(_) => self.denied(BusError::AccessDenied(subject.to_string())),
+                    None => BusError::Timeout(timeout),
+                });
             }
         };
         match self.open_settled::<Resp>(&reply).await {
