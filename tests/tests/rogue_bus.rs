@@ -16,6 +16,8 @@ use ozone_nats::{Connection, SessionStore};
 use ozone_security::envelope::{auditor_key, DirectoryTrust, Rotation};
 use ozone_tests::TestEcosystem;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type R = anyhow::Result<()>;
@@ -276,5 +278,73 @@ async fn finding_03_a_push_consumer_cannot_deliver_around_the_call_graph() -> R 
                     && claimed_sender.as_deref() == Some("forge"))
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_17_killing_nats_server_under_load_loses_no_request() -> R {
+    let TestEcosystem { server, t } = TestEcosystem::start().await?;
+    let connect = |c: Component| {
+        let t = &t;
+        async move {
+            let conn = t.connect(&Identity::component(c)).await?;
+            anyhow::Ok(Bus::start(conn, &t.home, Rotation::daily()).await?)
+        }
+    };
+    let spark = connect(Component::Spark).await?;
+    let core = connect(Component::Core).await?;
+    let echo = Subject::component_request(Component::Spark, "echo")?;
+    let mut work = spark.subscribe::<Ask>(&echo, Some("spark")).await?;
+    let responder = spark.clone();
+    let serving = tokio::spawn(async move {
+        while let Some(next) = work.next().await {
+            if let Ok(req) = next {
+                let _ = responder.reply(&req, &req.message).await;
+            }
+        }
+    });
+
+    // A steady load: four requesters, one request each at a time, each with a 10 s deadline.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = (0..4u32).map(|k| {
+        let (core, echo, stop) = (core.clone(), echo.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut lost) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let n = k * 1_000_000 + sent;
+                sent += 1;
+                match core.request::<Ask, Ask>(&echo, &Ask { n }, Duration::from_secs(10)).await {
+                    Ok(a) if a.n == n => {}
+                    other => lost.push(format!("{n}: {other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (sent, lost)
+        })
+    });
+    let load: Vec<_> = load.collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // kill -9, then the same server again on the same port (what the supervisor does).
+    let pid = nix::unistd::Pid::from_raw(server.pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
+    let mut server = server;
+    server.wait().await;
+    let restarted = Instant::now();
+    let _server = t.start_server().await?;
+    eprintln!("nats-server back after {:?}", restarted.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let (mut sent, mut lost) = (0, Vec::new());
+    for l in load {
+        let (s, l) = l.await?;
+        sent += s;
+        lost.extend(l);
+    }
+    serving.abort();
+    eprintln!("{sent} requests, {} lost", lost.len());
+    assert!(sent > 100, "too little load: {sent}");
+    assert!(lost.is_empty(), "{} of {sent} lost: {lost:?}", lost.len());
     Ok(())
 }

@@ -676,6 +676,8 @@ impl Bus {
             bus: self.clone(),
             inner: sub,
             pattern: subject.clone(),
+            settle_aside: true,
+            settling: Settling::default(),
             _t: PhantomData,
         })
     }
@@ -774,6 +776,8 @@ impl Bus {
             bus: self.clone(),
             inner: sub,
             pattern,
+            settle_aside: false,
+            settling: Settling::default(),
             _t: PhantomData,
         })
     }
@@ -878,32 +882,115 @@ pub struct TypedSubscriber<T> {
     /// original subjects to whatever deliver subject its creator chose, so a message whose
     /// subject this pattern does not match was redirected, not published to us.
     pattern: Subject,
+    /// Whether messages from senders not in our directory yet are opened aside (a
+    /// subscription with many senders), or in order (a reply stream from one responder).
+    settle_aside: bool,
+    settling: Settling<T>,
     _t: PhantomData<T>,
 }
 
-impl<T: DeserializeOwned> TypedSubscriber<T> {
+/// Messages opened aside because their sender's key is not in our directory yet (see
+/// [`Bus::open_settled`]): each waits on its own, so junk claiming an unknown sender does not
+/// hold up the other senders' messages on a broadcast.
+struct Settling<T>(
+    futures::stream::FuturesUnordered<
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Received<T>, BusError>> + Send>>,
+    >,
+);
+
+impl<T> std::fmt::Debug for Settling<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Settling({})", self.0.len())
+    }
+}
+
+impl<T> Default for Settling<T> {
+    fn default() -> Self {
+        Settling(futures::stream::FuturesUnordered::new())
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> TypedSubscriber<T> {
     /// The next message; `None` when the subscription ends.
     pub async fn next(&mut self) -> Option<Result<Received<T>, BusError>> {
-        let msg = self.inner.next().await?;
-        // The server's own "no responders" status (a request nobody serves): not a forgery.
-        if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-            return Some(Err(BusError::NoResponders(msg.subject.to_string())));
-        }
-        if !self.pattern.matches(&msg.subject) {
-            let e = BusError::Misdelivered {
-                subject: msg.subject.to_string(),
-                subscribed: self.pattern.to_string(),
+        loop {
+            let msg = tokio::select! {
+                Some(settled) = self.settling.0.next(), if !self.settling.0.is_empty() => {
+                    return Some(settled);
+                }
+                msg = self.inner.next() => match msg {
+                    Some(m) => m,
+                    None => return self.settling.0.next().await,
+                },
             };
-            return Some(Err(self.bus.rejected(&msg.subject, &msg.payload, e)));
+            // The server's own "no responders" status (a request nobody serves): not a forgery.
+            if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                return Some(Err(BusError::NoResponders(msg.subject.to_string())));
+            }
+            if !self.pattern.matches(&msg.subject) {
+                let e = BusError::Misdelivered {
+                    subject: msg.subject.to_string(),
+                    subscribed: self.pattern.to_string(),
+                };
+                return Some(Err(self.bus.rejected(&msg.subject, &msg.payload, e)));
+            }
+            if !self.settle_aside {
+                return Some(self.bus.open_typed_settled(msg).await);
+            }
+            // Opened at once when it can be; refused at once unless the directory may only be
+            // lagging behind its sender.
+            let first = self
+                .bus
+                .open_plain(&msg, Freshness::Live, None, |p| decode_payload(&msg.subject, p));
+            let aside = match &first {
+                Ok(_) => false,
+                Err(BusError::Envelope { source, .. }) => match source {
+                    EnvelopeError::UnknownSender { .. } => true,
+                    EnvelopeError::UnknownSession { .. } => {
+                        if !self.bus.kid_unknown(&msg) {
+                            // A round trip to the session bucket, not a wait: in order.
+                            return Some(self.bus.open_typed_settled(msg).await);
+                        }
+                        true
+                    }
+                    _ => false,
+                },
+                Err(_) => false,
+            };
+            if aside {
+                let bus = self.bus.clone();
+                self.settling
+                    .0
+                    .push(Box::pin(async move { bus.open_typed_settled(msg).await }));
+                continue;
+            }
+            return Some(match first {
+                Ok(opened) => decoded(received_on(msg.subject, msg.reply, opened)),
+                Err(e) => Err(self.bus.rejected(&msg.subject, &msg.payload, e)),
+            });
         }
+    }
+}
+
+impl Bus {
+    /// Whether `msg` is a compact envelope whose key id our key directory does not know.
+    fn kid_unknown(&self, msg: &async_nats::Message) -> bool {
+        CompactHeader::parse(&msg.payload)
+            .is_ok_and(|(header, _)| self.service_of(&header.sender_kid).is_none())
+    }
+
+    /// Opens one subscription message (refusals audited), handing out its subject and reply.
+    async fn open_typed_settled<T: DeserializeOwned>(
+        &self,
+        msg: async_nats::Message,
+    ) -> Result<Received<T>, BusError> {
         let opened = self
-            .bus
             .open_plain_settled(&msg, |p| decode_payload(&msg.subject, p))
             .await;
-        Some(match opened {
+        match opened {
             // The message is ours: its subject and reply inbox move into what we hand out.
             Ok(opened) => decoded(received_on(msg.subject, msg.reply, opened)),
-            Err(e) => Err(self.bus.rejected(&msg.subject, &msg.payload, e)),
-        })
+            Err(e) => Err(self.rejected(&msg.subject, &msg.payload, e)),
+        }
     }
 }

@@ -92,7 +92,7 @@ enum Heard<T> {
     Failed(SparkError),
 }
 
-trait Event: DeserializeOwned {
+trait Event: DeserializeOwned + Send + 'static {
     type Done;
     /// Whether the worker stops this kind of work when the requester goes quiet (only then
     /// are keepalives worth sending).
