@@ -348,3 +348,55 @@ async fn finding_17_killing_nats_server_under_load_loses_no_request() -> R {
     assert!(lost.is_empty(), "{} of {sent} lost: {lost:?}", lost.len());
     Ok(())
 }
+
+#[tokio::test]
+async fn finding_11_junk_from_an_unknown_sender_does_not_stall_a_broadcast() -> R {
+    let eco = TestEcosystem::start().await?;
+    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    let spark = join(&eco, Component::Spark).await?;
+    let cognis = join(&eco, Component::Cognis).await?;
+    // FORGE seals with a key it never published: every directory on the bus lacks it.
+    let mut keys = ozone_tests::bus_keys(&eco.t.home)?;
+    let unpublished = keys
+        .remove(&Component::Forge)
+        .ok_or_else(|| anyhow::anyhow!("no FORGE keys"))?;
+    let forge = Bus::new(
+        eco.connect(&Identity::component(Component::Forge)).await?,
+        unpublished,
+    );
+    let mut phases = cognis.subscribe::<Ask>(&Subject::phase_all(), None).await?;
+
+    const JUNK: u32 = 20;
+    let own = Subject::phase_announce(Component::Forge);
+    for n in 0..JUNK {
+        forge.publish_nowait(&own, &Ask { n }).await?;
+    }
+    forge.connection().client.flush().await?;
+    let sent = Instant::now();
+    spark
+        .publish(&Subject::phase_announce(Component::Spark), &Ask { n: 7 })
+        .await?;
+
+    // SPARK's announcement comes first, long before 20 waits of 150 ms one after another.
+    let first = tokio::time::timeout(WAIT, phases.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("subscription ended"))?;
+    let first = first?;
+    let waited = sent.elapsed();
+    assert_eq!((&*first.sender, first.message.n), ("spark", 7));
+    assert!(waited < Duration::from_millis(1_000), "{waited:?}");
+    // Then every junk message is refused, as from an unknown sender, and audited.
+    for _ in 0..JUNK {
+        let next = tokio::time::timeout(WAIT, phases.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("subscription ended"))?;
+        assert!(next.is_err(), "{next:?}");
+    }
+    audited(&eco, "the unknown sender's junk", |by, e| {
+        by == "cognis"
+            && matches!(e, AuditKind::MessageRejected { subject, claimed_sender, .. }
+                if subject == own.as_str() && claimed_sender.as_deref() == Some("forge"))
+    })
+    .await?;
+    Ok(())
+}
