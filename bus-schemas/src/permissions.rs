@@ -130,7 +130,10 @@ mod tests {
             assert!(!spark.may_publish(foreign), "spark may publish {foreign}");
         }
         let forge = component(Component::Forge);
-        assert!(!forge.may_publish("_INBOX.spark.abc"), "SPARK never calls FORGE");
+        assert!(
+            !forge.may_publish("_INBOX.spark.abc"),
+            "SPARK never calls FORGE"
+        );
         assert!(forge.may_publish("_INBOX.ozone-studio.abc"));
     }
 

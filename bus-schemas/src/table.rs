@@ -491,7 +491,12 @@ mod tests {
         assert!(!receives(&spark, "$KV.ozone-sessions.forge.abc"));
         assert!(!receives(&spark, "_INBOX.forge.abc"));
         assert!(Subject::in_inbox_of("_INBOX.forge.abc.1", "forge"));
-        for not in ["_INBOX.forge", "_INBOX.forge.", "_INBOX.forger.x", "x._INBOX.forge.y"] {
+        for not in [
+            "_INBOX.forge",
+            "_INBOX.forge.",
+            "_INBOX.forger.x",
+            "x._INBOX.forge.y",
+        ] {
             assert!(!Subject::in_inbox_of(not, "forge"), "{not}");
         }
     }

@@ -104,7 +104,10 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
     // Something in each stream a purge would remove.
     cognis
         .client
-        .publish(Subject::phase_announce(Component::Cognis).to_string(), "x".into())
+        .publish(
+            Subject::phase_announce(Component::Cognis).to_string(),
+            "x".into(),
+        )
         .await?;
     cognis
         .client
@@ -165,7 +168,10 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
     let spark_raw = eco.connect(&Identity::component(Component::Spark)).await?;
     for reply in &targets {
         let mut events = spark_raw.events();
-        spark_raw.client.publish(reply.clone(), "junk".into()).await?;
+        spark_raw
+            .client
+            .publish(reply.clone(), "junk".into())
+            .await?;
         spark_raw.client.flush().await?;
         expect_violation(&spark_raw, &mut events, Violation::Publish(reply.clone())).await?;
     }
@@ -177,9 +183,14 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
         stream_messages(&js, SESSION_STREAM).await?,
         stream_messages(&js, PHASE_STREAM).await?,
     ];
-    assert!(after.iter().zip(before).all(|(a, b)| *a >= b), "{before:?} → {after:?}");
     assert!(
-        tokio::time::timeout(QUIET, phase_cognis.next()).await.is_err(),
+        after.iter().zip(before).all(|(a, b)| *a >= b),
+        "{before:?} → {after:?}"
+    );
+    assert!(
+        tokio::time::timeout(QUIET, phase_cognis.next())
+            .await
+            .is_err(),
         "something was published as COGNIS's phase"
     );
     let kv = js.get_key_value("ozone-keys").await?;
@@ -192,17 +203,19 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
             .await?
             .into_iter()
             .filter_map(|(by, e)| match e {
-                AuditKind::MessageRejected { reason, claimed_sender, .. }
-                    if by == "spark" && claimed_sender.as_deref() == Some("forge") =>
-                {
-                    Some(reason)
-                }
+                AuditKind::MessageRejected {
+                    reason,
+                    claimed_sender,
+                    ..
+                } if by == "spark" && claimed_sender.as_deref() == Some("forge") => Some(reason),
                 _ => None,
             })
             .collect();
-        let all = targets
-            .iter()
-            .all(|t| refused.iter().any(|r| r.contains(t) && r.contains("not the inbox")));
+        let all = targets.iter().all(|t| {
+            refused
+                .iter()
+                .any(|r| r.contains(t) && r.contains("not the inbox"))
+        });
         if all {
             break;
         }
@@ -264,7 +277,10 @@ async fn finding_03_a_push_consumer_cannot_deliver_around_the_call_graph() -> R 
         .await?
         .ok_or_else(|| anyhow::anyhow!("subscription ended"))?;
     match got {
-        Err(ozone_nats::bus::BusError::Misdelivered { subject, subscribed }) => {
+        Err(ozone_nats::bus::BusError::Misdelivered {
+            subject,
+            subscribed,
+        }) => {
             assert_eq!(subject, "$KV.ozone-sessions.forge.00");
             assert_eq!(subscribed, spark_phase.as_str());
         }
@@ -313,7 +329,10 @@ async fn finding_17_killing_nats_server_under_load_loses_no_request() -> R {
             while !stop.load(Ordering::Relaxed) {
                 let n = k * 1_000_000 + sent;
                 sent += 1;
-                match core.request::<Ask, Ask>(&echo, &Ask { n }, Duration::from_secs(10)).await {
+                match core
+                    .request::<Ask, Ask>(&echo, &Ask { n }, Duration::from_secs(10))
+                    .await
+                {
                     Ok(a) if a.n == n => {}
                     other => lost.push(format!("{n}: {other:?}")),
                 }

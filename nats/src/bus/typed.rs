@@ -41,8 +41,11 @@ pub struct Bus {
     sessions: Arc<tokio::sync::OnceCell<SessionStore>>,
     /// Subject → the authenticated senders seen on it and whether the subject table lets them
     /// send it to us. Looked up per message without allocating (computing it walks the table).
-    senders: Arc<Mutex<HashMap<String, Vec<(Arc<str>, bool)>, foldhash::fast::RandomState>>>,
+    senders: Arc<Mutex<SendersSeen>>,
 }
+
+/// Subject → (authenticated sender, whether the table lets it send there to us).
+type SendersSeen = HashMap<String, Vec<(Arc<str>, bool)>, foldhash::fast::RandomState>;
 
 #[derive(Debug, Clone)]
 struct CachedRecipients {
@@ -286,7 +289,11 @@ impl Bus {
 
     /// The sealed bytes a publish of `message` on `subject` sends, for a caller that
     /// publishes them itself (with headers, say).
-    pub fn seal(&self, subject: &Subject, message: &impl Serialize) -> Result<bytes::Bytes, BusError> {
+    pub fn seal(
+        &self,
+        subject: &Subject,
+        message: &impl Serialize,
+    ) -> Result<bytes::Bytes, BusError> {
         self.seal_to_subscribers(subject, message)
     }
 
@@ -892,11 +899,11 @@ pub struct TypedSubscriber<T> {
 /// Messages opened aside because their sender's key is not in our directory yet (see
 /// [`Bus::open_settled`]): each waits on its own, so junk claiming an unknown sender does not
 /// hold up the other senders' messages on a broadcast.
-struct Settling<T>(
-    futures::stream::FuturesUnordered<
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Received<T>, BusError>> + Send>>,
-    >,
-);
+struct Settling<T>(futures::stream::FuturesUnordered<SettlingOpen<T>>);
+
+/// One message being opened aside.
+type SettlingOpen<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Received<T>, BusError>> + Send>>;
 
 impl<T> std::fmt::Debug for Settling<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -939,9 +946,9 @@ impl<T: DeserializeOwned + Send + 'static> TypedSubscriber<T> {
             }
             // Opened at once when it can be; refused at once unless the directory may only be
             // lagging behind its sender.
-            let first = self
-                .bus
-                .open_plain(&msg, Freshness::Live, None, |p| decode_payload(&msg.subject, p));
+            let first = self.bus.open_plain(&msg, Freshness::Live, None, |p| {
+                decode_payload(&msg.subject, p)
+            });
             let aside = match &first {
                 Ok(_) => false,
                 Err(BusError::Envelope { source, .. }) => match source {
