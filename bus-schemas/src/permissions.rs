@@ -7,21 +7,17 @@ use crate::table::{PERSONAL, ROUTES};
 use crate::{Component, Identity, IdentityKind, Subject};
 
 /// Publish/subscribe allow lists of one NATS user; everything not listed is denied.
+///
+/// Nobody has NATS `allow_responses`: it lets a responder publish to whatever reply subject
+/// the requester chose, and nats-server (2.15.1, tried) applies no publish `deny` list to
+/// such replies, so a rogue caller could borrow its callee's rights (purge a stream through
+/// `$JS.API`, write under the callee's name). A component answers on its callers' inboxes
+/// instead, listed like any other subject (the table's "replies" route).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {
     pub publish: Vec<Subject>,
     pub subscribe: Vec<Subject>,
-    /// Whether the user may reply to requests it received (NATS `allow_responses`), without
-    /// being allowed to publish to arbitrary inboxes.
-    pub allow_responses: bool,
 }
-
-/// How many messages a component may send to one request's reply inbox, and for how long
-/// after the request: streamed answers (SPARK's tokens, one message each, plus keep-alive
-/// messages) need more than NATS's default of one. Bounded, so a compromised responder still
-/// cannot write to an inbox it was never asked to answer.
-pub const RESPONSES_PER_REQUEST: u32 = 20_000;
-pub const RESPONSE_WINDOW: &str = "15m";
 
 impl Permissions {
     /// The permissions of an identity, read off the subject table; `None` for identities
@@ -33,7 +29,6 @@ impl Permissions {
         let mut p = Permissions {
             publish: Vec::new(),
             subscribe: Vec::new(),
-            allow_responses: identity.kind == IdentityKind::Component,
         };
         for route in ROUTES.iter().chain(PERSONAL) {
             // Component subjects exist for all eight owners; the rest only for oneself.
@@ -134,6 +129,29 @@ mod tests {
     }
 
     #[test]
+    fn a_component_answers_only_on_its_callers_inboxes() {
+        let spark = component(Component::Spark);
+        assert!(spark.may_publish("_INBOX.forge.abc.1"));
+        assert!(spark.may_publish("_INBOX.ozone-studio.abc"));
+        // NEXUS calls nobody; nothing else ever is a reply subject of SPARK's.
+        for foreign in [
+            "_INBOX.nexus.abc",
+            "$JS.API.STREAM.PURGE.KV_ozone-keys",
+            "$KV.ozone-keys.component.cognis.7",
+            "ecosystem.phase.cognis",
+            "audit.cognis.keys",
+        ] {
+            assert!(!spark.may_publish(foreign), "spark may publish {foreign}");
+        }
+        let forge = component(Component::Forge);
+        assert!(
+            !forge.may_publish("_INBOX.spark.abc"),
+            "SPARK never calls FORGE"
+        );
+        assert!(forge.may_publish("_INBOX.ozone-studio.abc"));
+    }
+
+    #[test]
     fn auditors_are_read_only_and_people_have_no_nats_user() {
         let auditor =
             Identity::new(IdentityKind::Auditor, "siem").unwrap_or_else(|e| panic!("{e}"));
@@ -152,7 +170,6 @@ mod tests {
             assert!(!p.may_publish(forbidden), "auditor may publish {forbidden}");
         }
         assert!(p.may_publish("$JS.API.CONSUMER.CREATE.OZONE_AUDIT.x.audit.>"));
-        assert!(!p.allow_responses);
         let alice = Identity::new(IdentityKind::User, "alice").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(Permissions::of(&alice), None);
     }

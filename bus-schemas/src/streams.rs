@@ -85,13 +85,17 @@ impl Subject {
         out
     }
 
-    /// Acknowledgements and flow-control answers to a stream's deliveries (for identities
-    /// without `allow_responses`).
+    /// Acknowledgements and flow-control answers to a stream's deliveries (nobody has
+    /// `allow_responses` for them).
     pub fn jetstream_delivery_replies(stream: &str) -> Vec<Subject> {
-        vec![
-            Subject(format!("$JS.ACK.{stream}.>")),
-            Subject(format!("$JS.FC.{stream}.>")),
-        ]
+        let mut out = vec![Subject(format!("$JS.ACK.{stream}.>"))];
+        out.extend(Subject::jetstream_flow_control(stream));
+        out
+    }
+
+    /// Flow-control answers to an ordered consumer's deliveries from `stream`.
+    pub fn jetstream_flow_control(stream: &str) -> Vec<Subject> {
+        vec![Subject(format!("$JS.FC.{stream}.>"))]
     }
 }
 

@@ -131,9 +131,25 @@ impl Subject {
         Subject(format!("_INBOX.{}", identity.file_stem()))
     }
 
+    /// Whether `subject` lies in the reply inbox of the identity whose file stem is `stem`
+    /// (`_INBOX.<stem>.…`); compares in place, for the bus's per-message checks.
+    pub fn in_inbox_of(subject: &str, stem: &str) -> bool {
+        subject
+            .strip_prefix("_INBOX.")
+            .and_then(|rest| rest.strip_prefix(stem))
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| !rest.is_empty())
+    }
+
     /// All inboxes of an identity: `_INBOX.<file stem>.>`.
     pub fn inbox_all(identity: &Identity) -> Subject {
         Subject(format!("_INBOX.{}.>", identity.file_stem()))
+    }
+
+    /// The reply subjects nats-server gives requests that arrive through a service import
+    /// (auditors' `$SRV` requests): `_R_.>`.
+    pub fn service_import_replies() -> Subject {
+        Subject("_R_.>".into())
     }
 
     /// What a device may tell NEXUS: `nexus.device.<name>.>`.

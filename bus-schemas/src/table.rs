@@ -40,6 +40,8 @@ pub enum Party {
     AllComponents,
     /// Components whose `Component::calls` include the owner.
     Callers,
+    /// Components the owner calls (`Component::calls` of the owner): who answers its requests.
+    Callees,
     Auditors,
     Only(Component),
     Nobody,
@@ -51,6 +53,7 @@ impl Party {
             Party::Owner => "owner".into(),
             Party::AllComponents => "every component".into(),
             Party::Callers => "its callers".into(),
+            Party::Callees => "the components it calls".into(),
             Party::Auditors => "auditors (AUDIT account)".into(),
             Party::Only(c) => c.name().into(),
             Party::Nobody => "nobody".into(),
@@ -64,6 +67,10 @@ impl Party {
             Party::AllComponents => who.kind == IdentityKind::Component,
             Party::Callers => match (who.as_component(), owner.as_component()) {
                 (Some(w), Some(o)) => w.calls().contains(&o),
+                _ => false,
+            },
+            Party::Callees => match (who.as_component(), owner.as_component()) {
+                (Some(w), Some(o)) => o.calls().contains(&w),
                 _ => false,
             },
             Party::Auditors => who.kind == IdentityKind::Auditor,
@@ -244,7 +251,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         name: "key directory, session records and phase state API",
-        template: "$JS.API.*.KV_ozone-keys…, $JS.API.*.KV_ozone-sessions…, $JS.API.*.OZONE_PHASE…",
+        template: "$JS.API.*.KV_ozone-keys…, $JS.API.*.KV_ozone-sessions…, $JS.API.*.OZONE_PHASE…, $JS.FC.<those>.>",
         kind: Kind::JetStream,
         owner: None,
         publishers: Party::AllComponents,
@@ -262,6 +269,11 @@ pub const ROUTES: &[Route] = &[
                     .into_iter()
                     .filter(|x| x.as_str() != "$JS.API.INFO"),
             );
+            // Flow-control answers of the ordered consumers that follow them (components have
+            // no `allow_responses`).
+            for stream in [KEY_STREAM, SESSION_STREAM, PHASE_STREAM] {
+                s.extend(Subject::jetstream_flow_control(stream));
+            }
             s
         },
         all_owners: None,
@@ -317,6 +329,33 @@ pub const ROUTES: &[Route] = &[
         audited: false,
     },
     Route {
+        name: "replies",
+        template: "_INBOX.{component}.>",
+        kind: Kind::Reply,
+        owner: Some(IdentityKind::Component),
+        publishers: Party::Callees,
+        subscribers: Party::Nobody,
+        doc: "answers to a component's requests, by the components it calls (its own \
+              subscription is the reply inbox below); no `allow_responses`, so a reply subject \
+              a requester chose elsewhere is refused by the server",
+        subjects: |id| vec![Subject::inbox_all(id)],
+        all_owners: None,
+        audited: false,
+    },
+    Route {
+        name: "service-discovery answers",
+        template: "_R_.>",
+        kind: Kind::Reply,
+        owner: None,
+        publishers: Party::AllComponents,
+        subscribers: Party::Nobody,
+        doc: "answers to auditors' `$SRV` requests, which reach the ecosystem through the \
+              service import with reply subjects the server maps back",
+        subjects: |_| vec![Subject::service_import_replies()],
+        all_owners: None,
+        audited: false,
+    },
+    Route {
         name: "device reports",
         template: "nexus.device.{device}.>",
         kind: Kind::Event,
@@ -339,7 +378,7 @@ pub const PERSONAL: &[Route] = &[
         owner: None,
         publishers: Party::Nobody,
         subscribers: Party::Owner,
-        doc: "replies to the identity's requests; responders answer through allow_responses",
+        doc: "replies to the identity's requests (see \"replies\" for who may answer)",
         subjects: |id| vec![Subject::inbox_all(id)],
         all_owners: None,
         audited: false,
@@ -380,6 +419,18 @@ pub fn recipients(subject: &str) -> Vec<Identity> {
     out.sort();
     out.dedup();
     out
+}
+
+/// Whether the table lets `who` publish on `subject` (exactly what its NATS permissions
+/// allow): the bus refuses a message whose authenticated sender could not have sent it, such
+/// as one a JetStream consumer redelivered somewhere else.
+pub fn publishes(who: &Identity, subject: &str) -> bool {
+    crate::Permissions::of(who).is_some_and(|p| p.may_publish(subject))
+}
+
+/// Whether the table lets `who` receive what is published on `subject`.
+pub fn receives(who: &Identity, subject: &str) -> bool {
+    crate::Permissions::of(who).is_some_and(|p| p.may_subscribe(subject))
 }
 
 /// Whether the auditors receive what is published on `subject`.
@@ -440,6 +491,31 @@ mod tests {
             committed == markdown(),
             "docs/subjects.md is stale: run `ozone schema docs`"
         );
+    }
+
+    #[test]
+    fn publishers_and_receivers_follow_the_table() {
+        let forge = Identity::component(Component::Forge);
+        let spark = Identity::component(Component::Spark);
+        assert!(publishes(&forge, "ecosystem.phase.forge"));
+        assert!(!publishes(&forge, "ecosystem.phase.spark"));
+        assert!(publishes(&forge, "spark.generate"));
+        assert!(!publishes(&spark, "forge.x"));
+        assert!(publishes(&spark, "_INBOX.forge.abc.1"));
+        assert!(!publishes(&forge, "_INBOX.spark.abc.1"));
+        assert!(receives(&spark, "ecosystem.phase.forge"));
+        assert!(receives(&spark, "spark.generate"));
+        assert!(!receives(&spark, "$KV.ozone-sessions.forge.abc"));
+        assert!(!receives(&spark, "_INBOX.forge.abc"));
+        assert!(Subject::in_inbox_of("_INBOX.forge.abc.1", "forge"));
+        for not in [
+            "_INBOX.forge",
+            "_INBOX.forge.",
+            "_INBOX.forger.x",
+            "x._INBOX.forge.y",
+        ] {
+            assert!(!Subject::in_inbox_of(not, "forge"), "{not}");
+        }
     }
 
     #[test]

@@ -42,17 +42,8 @@ fn user_block((identity, user): &NatsUser) -> Option<String> {
     } else {
         format!("{{ allow: {} }}", list(&p.subscribe))
     };
-    let responses = if p.allow_responses {
-        format!(
-            ", allow_responses: {{ max: {}, expires: {} }}",
-            ozone_bus_schemas::permissions::RESPONSES_PER_REQUEST,
-            q(ozone_bus_schemas::permissions::RESPONSE_WINDOW)
-        )
-    } else {
-        String::new()
-    };
     Some(format!(
-        "      # {identity}\n      {{ user: {}, permissions: {{ publish: {publish}, subscribe: {subscribe}{responses} }} }}",
+        "      # {identity}\n      {{ user: {}, permissions: {{ publish: {publish}, subscribe: {subscribe} }} }}",
         q(user)
     ))
 }

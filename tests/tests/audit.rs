@@ -138,16 +138,20 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
     let server = spark.clone();
     let serving = tokio::spawn(async move {
         let mut refused = Vec::new();
+        let mut last = false;
         while let Some(next) = work.next().await {
             match next {
                 Ok(req) => {
                     let n = req.message.n;
                     server.reply(&req, &Ask { n: n + 1 }).await?;
-                    if n == LAST {
-                        break;
-                    }
+                    last |= n == LAST;
                 }
                 Err(e) => refused.push(e.to_string()),
+            }
+            // A message from a sender no longer in the directory is refused after a moment
+            // (opened aside), so possibly after the last request.
+            if last && refused.len() >= 3 {
+                break;
             }
         }
         anyhow::Ok(refused)
@@ -220,11 +224,16 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
     // Both keys it was sealed with are past grace: the sender's is gone from the directory,
     // the recipient's from the ring. Whichever check comes first refuses it.
     assert!(
-        refused[0].contains("unknown sender key") || refused[0].contains("not a recipient"),
+        refused
+            .iter()
+            .any(|r| r.contains("unknown sender key") || r.contains("not a recipient")),
         "the erased key's message: {refused:?}"
     );
-    assert!(refused[1].contains("malformed"), "{refused:?}");
-    assert!(refused[2].contains("malformed"), "{refused:?}");
+    assert_eq!(
+        refused.iter().filter(|r| r.contains("malformed")).count(),
+        2,
+        "{refused:?}"
+    );
 
     // Old keys are gone: from the ring file and from the bucket.
     let ring = keyring_file::load_or_create(home, &spark_id, ROTATION, now_ms())?;

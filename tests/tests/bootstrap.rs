@@ -212,7 +212,8 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
                     .request::<_, PingReply>(
                         &core_ping,
                         &Ping {
-                            from: "test".into(),
+                            // A ping must name its authenticated sender.
+                            from: Component::Bridge.name().into(),
                         },
                         Duration::from_secs(1),
                     )

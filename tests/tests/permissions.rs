@@ -188,7 +188,7 @@ async fn requests_get_replies_on_a_private_inbox_only() -> R {
     tokio::spawn(async move {
         while let Some(m) = requests.next().await {
             if let Some(reply) = m.reply {
-                // allow_responses: SPARK may answer without a publish right on `_INBOX.>`.
+                // SPARK may publish on its callers' inboxes (the core's among them).
                 let _ = responder.publish(reply, m.payload).await;
             }
         }
@@ -212,17 +212,17 @@ async fn requests_get_replies_on_a_private_inbox_only() -> R {
         "FORGE read the core's reply"
     );
 
-    // SPARK may not use its response right to publish elsewhere.
+    // SPARK may not publish to the inbox of anyone that does not call it (NEXUS calls nobody).
     let mut spark_events = spark.events();
     spark
         .client
-        .publish("_INBOX.ozone-studio.unsolicited", "x".into())
+        .publish("_INBOX.nexus.unsolicited", "x".into())
         .await?;
     spark.client.flush().await?;
     expect_violation(
         &spark,
         &mut spark_events,
-        Violation::Publish("_INBOX.ozone-studio.unsolicited".into()),
+        Violation::Publish("_INBOX.nexus.unsolicited".into()),
     )
     .await?;
     Ok(())

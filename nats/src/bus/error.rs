@@ -9,6 +9,8 @@ pub enum BusError {
     Timeout(std::time::Duration),
     #[error("nobody serves {0}")]
     NoResponders(String),
+    #[error("connection to the server lost while waiting for the answer to {0}")]
+    Disconnected(String),
     #[error("access denied: this identity may not use {0}")]
     AccessDenied(String),
     #[error("{subject}: {source}")]
@@ -16,6 +18,16 @@ pub enum BusError {
         subject: String,
         source: EnvelopeError,
     },
+    #[error("{subject}: reply subject {reply} is not the inbox of its sender {sender}")]
+    ForeignReply {
+        subject: String,
+        reply: String,
+        sender: String,
+    },
+    #[error("{subject}: the subject table does not let {sender} send it here")]
+    NotAPublisher { subject: String, sender: String },
+    #[error("{subject}: delivered to a subscription on {subscribed}")]
+    Misdelivered { subject: String, subscribed: String },
     #[error("{subject}: invalid message ({detail})")]
     Invalid { subject: String, detail: String },
     #[error("no published key for {0}; is it running?")]

@@ -6,7 +6,7 @@ use crate::client::{ConnEvent, Violation};
 use crate::Connection;
 use crate::SessionStore;
 use futures::StreamExt;
-use ozone_bus_schemas::{table, AuditKind, Identity, Subject};
+use ozone_bus_schemas::{table, AuditKind, Component, Identity, Subject};
 use ozone_security::envelope::{
     CompactHeader, Envelope, EnvelopeError, Form, Freshness, KeyId, PublicKey, SessionRecord,
     SESSION_ID_LEN,
@@ -39,7 +39,13 @@ pub struct Bus {
     tasks: Option<Arc<TaskGuard>>,
     /// The session-record bucket, once opened.
     sessions: Arc<tokio::sync::OnceCell<SessionStore>>,
+    /// Subject → the authenticated senders seen on it and whether the subject table lets them
+    /// send it to us. Looked up per message without allocating (computing it walks the table).
+    senders: Arc<Mutex<SendersSeen>>,
 }
+
+/// Subject → (authenticated sender, whether the table lets it send there to us).
+type SendersSeen = HashMap<String, Vec<(Arc<str>, bool)>, foldhash::fast::RandomState>;
 
 #[derive(Debug, Clone)]
 struct CachedRecipients {
@@ -91,6 +97,7 @@ impl Bus {
             audit: None,
             tasks: None,
             sessions: Arc::default(),
+            senders: Arc::default(),
         };
         if let Some(c) = bus.conn.identity.as_component() {
             bus.audit = Some(audit_sink::start(bus.clone(), c));
@@ -280,6 +287,16 @@ impl Bus {
         })
     }
 
+    /// The sealed bytes a publish of `message` on `subject` sends, for a caller that
+    /// publishes them itself (with headers, say).
+    pub fn seal(
+        &self,
+        subject: &Subject,
+        message: &impl Serialize,
+    ) -> Result<bytes::Bytes, BusError> {
+        self.seal_to_subscribers(subject, message)
+    }
+
     /// Seals `message` to everyone the subject table says receives `subject`.
     fn seal_to_subscribers(
         &self,
@@ -449,6 +466,7 @@ impl Bus {
             })?;
             (header.sender, header.schema)
         };
+        self.check_route(msg, freshness, &sender)?;
         if schema != SCHEMA_VERSION {
             return Err(BusError::Invalid {
                 subject: subject.to_string(),
@@ -456,6 +474,67 @@ impl Bus {
             });
         }
         Ok((sender, decode(plain)))
+    }
+
+    /// Refuses an authenticated message its sender could not have sent us by the subject
+    /// table: a reply subject outside the sender's own inbox (answering it would lend the
+    /// sender our publish rights), or a subject the sender may not publish or we may not
+    /// receive (a stored message a JetStream consumer redelivered around the call graph).
+    /// Replies on our own inbox come from whoever we asked (the server lets only the
+    /// components we call publish there).
+    fn check_route(
+        &self,
+        msg: &async_nats::Message,
+        freshness: Freshness,
+        sender: &Arc<str>,
+    ) -> Result<(), BusError> {
+        let subject = msg.subject.as_str();
+        if let (Freshness::Live, Some(reply)) = (freshness, &msg.reply) {
+            if !Subject::in_inbox_of(reply, sender) {
+                return Err(BusError::ForeignReply {
+                    subject: subject.to_string(),
+                    reply: reply.to_string(),
+                    sender: sender.to_string(),
+                });
+            }
+        }
+        if Subject::in_inbox_of(subject, &self.conn.identity.name) {
+            return Ok(());
+        }
+        let allowed = {
+            let cache = self.senders.lock().map_err(lock_err)?;
+            cache.get(subject).and_then(|seen| {
+                seen.iter()
+                    .find(|(s, _)| Arc::ptr_eq(s, sender) || **s == **sender)
+                    .map(|(_, ok)| *ok)
+            })
+        };
+        let allowed = match allowed {
+            Some(ok) => ok,
+            None => {
+                let ok = Component::from_name(sender).is_some_and(|c| {
+                    table::publishes(&Identity::component(c), subject)
+                        && table::receives(&self.conn.identity, subject)
+                });
+                let mut cache = self.senders.lock().map_err(lock_err)?;
+                if cache.len() > 4096 {
+                    cache.clear(); // bounded, like the recipients cache
+                }
+                let seen = cache.entry(subject.to_string()).or_default();
+                if seen.len() < Component::ALL.len() {
+                    seen.push((sender.clone(), ok));
+                }
+                ok
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(BusError::NotAPublisher {
+                subject: subject.to_string(),
+                sender: sender.to_string(),
+            })
+        }
     }
 
     /// Opens a message, giving the key directory a moment when the sender's key is not known
@@ -603,12 +682,46 @@ impl Bus {
         Ok(TypedSubscriber {
             bus: self.clone(),
             inner: sub,
+            pattern: subject.clone(),
+            settle_aside: true,
+            settling: Settling::default(),
             _t: PhantomData,
         })
     }
 
-    /// Sends a sealed request and opens the sealed reply.
+    /// Sends a sealed request and opens the sealed reply. "No responders" (nobody subscribed
+    /// right now: a responder reconnecting after a server restart, say) and a connection lost
+    /// while waiting are retried with backoff until `timeout` has passed, so a server restart
+    /// shorter than the deadline is invisible to the caller. A request sent again after a lost
+    /// connection may have been served already: responders answer idempotently. Each try is
+    /// sealed afresh (the replay guard refuses an envelope seen before).
     pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: &Subject,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, BusError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.request_once(subject, request, left).await {
+                Err(e @ (BusError::NoResponders(_) | BusError::Disconnected(_))) => {
+                    if tokio::time::Instant::now() + backoff >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                // The caller asked for `timeout` in all, not per try.
+                Err(BusError::Timeout(_)) => return Err(BusError::Timeout(timeout)),
+                other => return other,
+            }
+        }
+    }
+
+    /// One try of [`Bus::request`], waiting at most `timeout`.
+    async fn request_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         subject: &Subject,
         request: &Req,
@@ -630,11 +743,13 @@ impl Bus {
                     _ => BusError::Nats(e.to_string()),
                 }),
             },
-            v = Connection::wait_for(&mut events, timeout, |e| matches!(e, ConnEvent::Violation(Violation::Publish(s)) if s == subject.as_str())) => {
-                if v.is_some() {
-                    return Err(self.denied(BusError::AccessDenied(subject.to_string())));
-                }
-                return Err(BusError::Timeout(timeout));
+            v = Connection::wait_for(&mut events, timeout, |e| *e == ConnEvent::Disconnected || matches!(e, ConnEvent::Violation(Violation::Publish(s)) if s == subject.as_str())) => {
+                return Err(match v {
+                    // The reply, if any, was lost with the connection.
+                    Some(ConnEvent::Disconnected) => BusError::Disconnected(subject.to_string()),
+                    Some(_) => self.denied(BusError::AccessDenied(subject.to_string())),
+                    None => BusError::Timeout(timeout),
+                });
             }
         };
         match self.open_settled::<Resp>(&reply).await {
@@ -652,6 +767,7 @@ impl Bus {
     ) -> Result<TypedSubscriber<Resp>, BusError> {
         let sealed = self.seal_to_subscribers(subject, request)?;
         let inbox = self.conn.client.new_inbox();
+        let pattern = Subject::parse(&inbox).map_err(|e| BusError::Nats(e.to_string()))?;
         let sub = self
             .conn
             .client
@@ -666,6 +782,9 @@ impl Bus {
         Ok(TypedSubscriber {
             bus: self.clone(),
             inner: sub,
+            pattern,
+            settle_aside: false,
+            settling: Settling::default(),
             _t: PhantomData,
         })
     }
@@ -682,6 +801,19 @@ impl Bus {
                 detail: "no reply subject".into(),
             });
         };
+        if !Subject::in_inbox_of(inbox, &to.sender) {
+            let refused = BusError::ForeignReply {
+                subject: to.subject.to_string(),
+                reply: inbox.to_string(),
+                sender: to.sender.to_string(),
+            };
+            self.audit(AuditKind::MessageRejected {
+                subject: to.subject.to_string(),
+                reason: refused.to_string(),
+                claimed_sender: Some(to.sender.to_string()),
+            });
+            return Err(refused);
+        }
         let now = coarse_now_ms();
         let key = {
             let dir = self.keys.directory.read().map_err(lock_err)?;
@@ -753,25 +885,119 @@ fn decode_payload<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<
 pub struct TypedSubscriber<T> {
     bus: Bus,
     inner: async_nats::Subscriber,
+    /// What was subscribed to: a JetStream push consumer delivers stored messages under their
+    /// original subjects to whatever deliver subject its creator chose, so a message whose
+    /// subject this pattern does not match was redirected, not published to us.
+    pattern: Subject,
+    /// Whether messages from senders not in our directory yet are opened aside (a
+    /// subscription with many senders), or in order (a reply stream from one responder).
+    settle_aside: bool,
+    settling: Settling<T>,
     _t: PhantomData<T>,
 }
 
-impl<T: DeserializeOwned> TypedSubscriber<T> {
+/// Messages opened aside because their sender's key is not in our directory yet (see
+/// [`Bus::open_settled`]): each waits on its own, so junk claiming an unknown sender does not
+/// hold up the other senders' messages on a broadcast.
+struct Settling<T>(futures::stream::FuturesUnordered<SettlingOpen<T>>);
+
+/// One message being opened aside.
+type SettlingOpen<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Received<T>, BusError>> + Send>>;
+
+impl<T> std::fmt::Debug for Settling<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Settling({})", self.0.len())
+    }
+}
+
+impl<T> Default for Settling<T> {
+    fn default() -> Self {
+        Settling(futures::stream::FuturesUnordered::new())
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> TypedSubscriber<T> {
     /// The next message; `None` when the subscription ends.
     pub async fn next(&mut self) -> Option<Result<Received<T>, BusError>> {
-        let msg = self.inner.next().await?;
-        // The server's own "no responders" status (a request nobody serves): not a forgery.
-        if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-            return Some(Err(BusError::NoResponders(msg.subject.to_string())));
+        loop {
+            let msg = tokio::select! {
+                Some(settled) = self.settling.0.next(), if !self.settling.0.is_empty() => {
+                    return Some(settled);
+                }
+                msg = self.inner.next() => match msg {
+                    Some(m) => m,
+                    None => return self.settling.0.next().await,
+                },
+            };
+            // The server's own "no responders" status (a request nobody serves): not a forgery.
+            if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                return Some(Err(BusError::NoResponders(msg.subject.to_string())));
+            }
+            if !self.pattern.matches(&msg.subject) {
+                let e = BusError::Misdelivered {
+                    subject: msg.subject.to_string(),
+                    subscribed: self.pattern.to_string(),
+                };
+                return Some(Err(self.bus.rejected(&msg.subject, &msg.payload, e)));
+            }
+            if !self.settle_aside {
+                return Some(self.bus.open_typed_settled(msg).await);
+            }
+            // Opened at once when it can be; refused at once unless the directory may only be
+            // lagging behind its sender.
+            let first = self.bus.open_plain(&msg, Freshness::Live, None, |p| {
+                decode_payload(&msg.subject, p)
+            });
+            let aside = match &first {
+                Ok(_) => false,
+                Err(BusError::Envelope { source, .. }) => match source {
+                    EnvelopeError::UnknownSender { .. } => true,
+                    EnvelopeError::UnknownSession { .. } => {
+                        if !self.bus.kid_unknown(&msg) {
+                            // A round trip to the session bucket, not a wait: in order.
+                            return Some(self.bus.open_typed_settled(msg).await);
+                        }
+                        true
+                    }
+                    _ => false,
+                },
+                Err(_) => false,
+            };
+            if aside {
+                let bus = self.bus.clone();
+                self.settling
+                    .0
+                    .push(Box::pin(async move { bus.open_typed_settled(msg).await }));
+                continue;
+            }
+            return Some(match first {
+                Ok(opened) => decoded(received_on(msg.subject, msg.reply, opened)),
+                Err(e) => Err(self.bus.rejected(&msg.subject, &msg.payload, e)),
+            });
         }
+    }
+}
+
+impl Bus {
+    /// Whether `msg` is a compact envelope whose key id our key directory does not know.
+    fn kid_unknown(&self, msg: &async_nats::Message) -> bool {
+        CompactHeader::parse(&msg.payload)
+            .is_ok_and(|(header, _)| self.service_of(&header.sender_kid).is_none())
+    }
+
+    /// Opens one subscription message (refusals audited), handing out its subject and reply.
+    async fn open_typed_settled<T: DeserializeOwned>(
+        &self,
+        msg: async_nats::Message,
+    ) -> Result<Received<T>, BusError> {
         let opened = self
-            .bus
             .open_plain_settled(&msg, |p| decode_payload(&msg.subject, p))
             .await;
-        Some(match opened {
+        match opened {
             // The message is ours: its subject and reply inbox move into what we hand out.
             Ok(opened) => decoded(received_on(msg.subject, msg.reply, opened)),
-            Err(e) => Err(self.bus.rejected(&msg.subject, &msg.payload, e)),
-        })
+            Err(e) => Err(self.rejected(&msg.subject, &msg.payload, e)),
+        }
     }
 }

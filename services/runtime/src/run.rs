@@ -9,8 +9,8 @@ use async_nats::service::ServiceExt;
 use clap::Parser;
 use futures::StreamExt;
 use ozone_bus_schemas::phase::{ComponentState, PhaseTransition, Ping, PingReply, HEARTBEAT_MS};
-use ozone_bus_schemas::{Component, Identity, Subject};
-use ozone_nats::bus::{now_ms, Bus};
+use ozone_bus_schemas::{AuditKind, Component, Identity, Subject};
+use ozone_nats::bus::{now_ms, Bus, BusError};
 use ozone_nats::NatsSettings;
 use ozone_security::{tls, Home, SecurityConfig};
 use std::process::ExitCode;
@@ -301,13 +301,33 @@ async fn answer_ping(
     deps: &[Component],
     msg: &async_nats::Message,
 ) {
-    let req = match bus.open_settled::<Ping>(msg).await {
+    // Refusals are audited by the bus, like any other request's.
+    let req = match bus.open_request::<Ping>(msg).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("ping refused: {e}");
             return;
         }
     };
+    // A ping names its sender; it must be the one that sealed it.
+    let claimed = match &req.message {
+        Ok(ping) if ping.from == *req.sender => None,
+        Ok(ping) => Some(format!("names {} as its sender", ping.from)),
+        Err(detail) => Some(detail.clone()),
+    };
+    if let Some(detail) = claimed {
+        let refused = BusError::Invalid {
+            subject: req.subject.to_string(),
+            detail,
+        };
+        tracing::warn!("ping refused: {refused}");
+        bus.audit(AuditKind::MessageRejected {
+            subject: req.subject.to_string(),
+            reason: refused.to_string(),
+            claimed_sender: Some(req.sender.to_string()),
+        });
+        return;
+    }
     let missing = view.missing(deps);
     let reply = if missing.is_empty() && announcer.is_ready() {
         PingReply::Pong {

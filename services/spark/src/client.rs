@@ -47,6 +47,9 @@ pub struct ClientOptions {
     pub attempts: u32,
     /// Tries on "overloaded".
     pub overload_attempts: u32,
+    /// How long "no workers" (nobody in the queue group right now) is retried, with backoff,
+    /// before it is the answer: covers workers resubscribing after a nats-server restart.
+    pub no_workers_wait: Duration,
 }
 
 impl Default for ClientOptions {
@@ -55,6 +58,7 @@ impl Default for ClientOptions {
             silence: Duration::from_millis(spark::WORKER_SILENCE_MS),
             attempts: 5,
             overload_attempts: 3,
+            no_workers_wait: Duration::from_secs(5),
         }
     }
 }
@@ -88,7 +92,7 @@ enum Heard<T> {
     Failed(SparkError),
 }
 
-trait Event: DeserializeOwned {
+trait Event: DeserializeOwned + Send + 'static {
     type Done;
     /// Whether the worker stops this kind of work when the requester goes quiet (only then
     /// are keepalives worth sending).
@@ -250,6 +254,8 @@ impl SparkClient {
     ) -> Result<E::Done, ClientError> {
         let mut lost = 0;
         let mut overloaded = 0;
+        // Since when (and how long to wait before the next try) nobody has been serving.
+        let mut no_workers: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             let stream = self.bus.request_stream::<Req, E>(subject, req).await?;
             match self.attempt(stream, request_id, &mut cancel, sink).await? {
@@ -272,23 +278,27 @@ impl SparkClient {
                 Attempt::Lost { .. } if cancel.as_ref().is_some_and(|c| *c.borrow()) => {
                     return Err(SparkError::Cancelled.into());
                 }
-                Attempt::Lost { no_workers } => {
+                Attempt::Lost { no_workers: true } => {
+                    let now = tokio::time::Instant::now();
+                    let (since, backoff) = no_workers.unwrap_or((now, Duration::from_millis(50)));
+                    if now + backoff >= since + self.opts.no_workers_wait {
+                        return Err(ClientError::NoWorkers);
+                    }
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    no_workers = Some((since, (backoff * 2).min(Duration::from_secs(1))));
+                }
+                Attempt::Lost { no_workers: false } => {
+                    no_workers = None;
                     lost += 1;
                     if lost >= self.opts.attempts {
-                        return Err(if no_workers {
-                            ClientError::NoWorkers
-                        } else {
-                            ClientError::Unanswered { attempts: lost }
-                        });
+                        return Err(ClientError::Unanswered { attempts: lost });
                     }
                     self.retried.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         request = request_id,
                         "SPARK worker lost; sending the request again"
                     );
-                    if no_workers {
-                        tokio::time::sleep(Duration::from_millis(200 * u64::from(lost))).await;
-                    }
                 }
             }
         }
