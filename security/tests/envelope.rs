@@ -6,7 +6,7 @@
 
 use ozone_security::envelope::{
     Envelope, EnvelopeError, Form, Freshness, KeyId, Opener, OpenerLimits, PublicKey, Sealer,
-    SecretKeyPair, SessionLimits, COMPACT_HEADER_LEN, VERSION_COMPACT,
+    SecretKeyPair, SessionLimits, COMPACT_HEADER_LEN, VERSION, VERSION_COMPACT,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
@@ -75,9 +75,24 @@ fn a_sealed_message_opens_only_for_its_recipient_on_its_subject() {
     assert_eq!(opened.header.sender, "ozone-studio");
 
     // The subject is bound, not sent: on another subject the envelope does not authenticate.
-    assert_eq!(
+    // (This session's route is its one subject, so it is refused before any decryption.)
+    assert!(matches!(
         p.opener()
             .open("spark.embed", &sealed, p.mine().as_slice(), &p.senders, NOW),
+        Err(EnvelopeError::WrongRoute { .. })
+    ));
+    // Within a wider route, the subject in the associated data refuses it.
+    let r = p.recipient;
+    let wide = p
+        .sealer
+        .seal_with("spark.generate", "spark.>", 1, &[r], Form::Full, NOW, 0, |out| {
+            out.extend_from_slice(b"x");
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        p.opener()
+            .open("spark.embed", &wide, p.mine().as_slice(), &p.senders, NOW),
         Err(EnvelopeError::CannotDecrypt)
     );
     let strangers = vec![SecretKeyPair::generate().unwrap()];
@@ -294,12 +309,18 @@ fn changing_subject_sender_key_id_or_version_in_the_header_is_refused() {
         ),
         (
             "version",
-            reencode(&|e| e.header.version = 3),
+            reencode(&|e| e.header.version = 2),
             "spark.generate",
         ),
         (
             "schema",
             reencode(&|e| e.header.schema = 2),
+            "spark.generate",
+        ),
+        (
+            // A wider route claimed for a session: the route feeds the key derivation.
+            "route",
+            reencode(&|e| e.header.route = "spark.>".into()),
             "spark.generate",
         ),
         (
@@ -505,6 +526,7 @@ fn envelopes_sealed_into_the_shared_arena_stay_intact_while_later_ones_are_seale
             p.sealer
                 .seal_with(
                     "spark.embed",
+                    "spark.>",
                     1,
                     &[r],
                     Form::Full,
@@ -553,6 +575,7 @@ fn seal_compact(
         sealer
             .seal_with(
                 subject,
+                "spark.>",
                 1,
                 &[r],
                 Form::CompactWhenPublished,
@@ -581,11 +604,12 @@ fn seal_compact(
 fn a_session_turns_compact_once_its_record_is_published_and_opens_from_cache_or_record() {
     let mut p = pair();
     let r = p.recipient;
-    // Before its record is published, a session's envelopes are full (version 2).
+    // Before its record is published, a session's envelopes are full (version 4).
     let full = p
         .sealer
         .seal_with(
             "spark.embed",
+            "spark.>",
             1,
             &[r],
             Form::CompactWhenPublished,
@@ -597,13 +621,13 @@ fn a_session_turns_compact_once_its_record_is_published_and_opens_from_cache_or_
             },
         )
         .unwrap();
-    assert_eq!(full[2], 2);
+    assert_eq!(full[2], VERSION);
     let (compact, record) = seal_compact(&mut p, "spark.embed", b"second", NOW);
     let record = record.unwrap();
     assert_eq!(compact[2], VERSION_COMPACT);
     assert_eq!(compact.len(), COMPACT_HEADER_LEN + b"second".len() + 16);
     // `Form::Full` stays full even then (for messages kept in streams).
-    assert_eq!(p.seal("spark.embed", b"kept", NOW)[2], 2);
+    assert_eq!(p.seal("spark.embed", b"kept", NOW)[2], VERSION);
 
     // A recipient that opened a full envelope of the session opens compact ones from its cache.
     let mine = p.mine();

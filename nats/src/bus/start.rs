@@ -26,7 +26,9 @@ impl Bus {
         let ring =
             keyring_file::load_or_create(home, &identity, rotation, now).map_err(keys_err)?;
         let signer = ServiceSigner::load(home, &identity).map_err(keys_err)?;
-        let trust = DirectoryTrust::load(home).map_err(keys_err)?;
+        let trust = DirectoryTrust::load(home)
+            .map_err(keys_err)?
+            .with_rotation(rotation);
         let keydir = KeyDirectory::open(&conn.client).await.map_err(keys_err)?;
         let epoch = ring.current_epoch();
         let public = *ring

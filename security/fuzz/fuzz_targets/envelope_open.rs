@@ -35,7 +35,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let session = Establishment::parse_record(&record).expect("record").session_id;
     sealer.mark_published(&session);
     let compact = sealer
-        .seal_with("spark.generate", 1, &[recipient], Form::CompactWhenPublished, 1, 4, |out| {
+        .seal_with("spark.generate", "spark.>", 1, &[recipient], Form::CompactWhenPublished, 1, 4, |out| {
             out.extend_from_slice(b"next");
             Ok(())
         })
