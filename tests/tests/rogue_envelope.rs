@@ -88,6 +88,11 @@ async fn finding_09_a_far_future_epoch_is_refused() -> R {
     let forge_id = Identity::component(Component::Forge);
     let core = join(&eco, Component::Core).await?;
     let forge = join(&eco, Component::Forge).await?;
+    // The supervisor's handle for the core (it announces the core's death): it follows the
+    // directory too, but the core alone reports what it refuses there (finding 11: each
+    // refusal was reported twice, once by the component and once by its announcer).
+    let core_conn = eco.connect(&Identity::component(Component::Core)).await?;
+    let _announcer = Bus::start_announcer(core_conn, &eco.t.home, Rotation::daily()).await?;
     let real_forge_kid = keyring_file::load_or_create(&eco.t.home, &forge_id, Rotation::daily(), now_ms())?
         .current()
         .map(|k| k.public().kid())
@@ -111,6 +116,8 @@ async fn finding_09_a_far_future_epoch_is_refused() -> R {
     bucket.put(&forge_id, &lingering).await?;
     let key = key_entry_key(&forge_id, epoch);
     let next_key = key_entry_key(&forge_id, next);
+    // A service that joins after the puts meets them in its catch-up.
+    let _late = join(&eco, Component::Spark).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The core keeps sealing to FORGE's real key: the envelope's recipients name it and not
@@ -152,12 +159,12 @@ async fn finding_09_a_far_future_epoch_is_refused() -> R {
         (next_key.as_str(), "grace window"),
     ];
     let all_seen = |ev: &[(String, AuditKind)]| {
-        ["ozone-studio", "forge"]
+        ["ozone-studio", "forge", "spark"]
             .iter()
             .all(|who| verdicts.iter().all(|(k, why)| rejected(ev, who, k, why) >= 1))
     };
     let events = audit_until(&eco, all_seen).await?;
-    for who in ["ozone-studio", "forge"] {
+    for who in ["ozone-studio", "forge", "spark"] {
         for (k, why) in verdicts {
             assert_eq!(rejected(&events, who, k, why), 1, "{who} on {k}: {events:#?}");
         }
