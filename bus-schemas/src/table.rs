@@ -465,7 +465,10 @@ mod tests {
             route("ecosystem.heartbeat.ozone-studio").as_deref(),
             Some("ecosystem.heartbeat.ozone-studio")
         );
-        assert_eq!(route("ecosystem.phases").as_deref(), Some("ecosystem.phases"));
+        assert_eq!(
+            route("ecosystem.phases").as_deref(),
+            Some("ecosystem.phases")
+        );
         assert_eq!(route("audit.spark.keys").as_deref(), Some("audit.spark.>"));
         assert_eq!(route("_INBOX.forge.x1").as_deref(), Some("_INBOX.forge.>"));
         assert_eq!(route("nowhere.at.all"), None);

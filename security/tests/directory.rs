@@ -5,8 +5,8 @@
 
 use ozone_bus_schemas::{Component, Identity};
 use ozone_security::envelope::{
-    Directory, DirectoryEntry, DirectoryError, DirectoryTrust, EnvelopeError, PublicKey,
-    Rotation, SecretKeyPair, SenderKeys, ServiceSigner,
+    Directory, DirectoryEntry, DirectoryError, DirectoryTrust, EnvelopeError, PublicKey, Rotation,
+    SecretKeyPair, SenderKeys, ServiceSigner,
 };
 use ozone_security::pki::{self, IdentityFiles};
 use ozone_security::{Home, SecurityConfig};
@@ -456,7 +456,9 @@ fn finding_09_epochs_and_expiries_are_bounded_by_the_clock_and_the_certificate()
     assert!(far.not_after_ms < u64::MAX);
     let past_certificate = sign_raw_at(&home, 0, u64::MAX, *key.public().as_bytes());
     assert!(matches!(
-        DirectoryTrust::load(&home).unwrap().verify(&past_certificate, NOW),
+        DirectoryTrust::load(&home)
+            .unwrap()
+            .verify(&past_certificate, NOW),
         Err(DirectoryError::ExpiryTooLate { .. })
     ));
 }

@@ -85,10 +85,19 @@ fn a_sealed_message_opens_only_for_its_recipient_on_its_subject() {
     let r = p.recipient;
     let wide = p
         .sealer
-        .seal_with("spark.generate", "spark.>", 1, &[r], Form::Full, NOW, 0, |out| {
-            out.extend_from_slice(b"x");
-            Ok(())
-        })
+        .seal_with(
+            "spark.generate",
+            "spark.>",
+            1,
+            &[r],
+            Form::Full,
+            NOW,
+            0,
+            |out| {
+                out.extend_from_slice(b"x");
+                Ok(())
+            },
+        )
         .unwrap();
     assert_eq!(
         p.opener()
@@ -749,4 +758,140 @@ fn every_bit_flip_and_truncation_of_a_compact_envelope_is_refused() {
         Err(EnvelopeError::CannotDecrypt)
     );
     assert_eq!(try_open(&compact, "spark.embed").unwrap(), plaintext);
+}
+
+/// Seals `plaintext` by hand in a session whose data key a recipient learned: what a
+/// co-recipient can do (every recipient of a session knows its data key).
+fn reseal_full(
+    data_key: &[u8; 32],
+    header: &[u8],
+    counter: u64,
+    subject: &str,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    let mut aad = header.to_vec();
+    aad.extend_from_slice(subject.as_bytes());
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&counter.to_be_bytes());
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, data_key).unwrap());
+    let mut body = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(&aad[..]),
+        &mut body,
+    )
+    .unwrap();
+    let mut out = header.to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+#[test]
+fn finding_11_a_co_recipient_cannot_plant_a_wrong_record_digest_in_a_late_receiver() {
+    // The core seals to FORGE (first recipient: it exports the data key) and SPARK.
+    let mut p = pair();
+    let forge = SecretKeyPair::generate().unwrap();
+    let spark = p.recipient;
+    let recipients = [*forge.public(), spark];
+    let seal = |sealer: &mut Sealer, plaintext: &[u8]| {
+        sealer
+            .seal_with(
+                "ecosystem.heartbeat.ozone-studio",
+                "ecosystem.heartbeat.ozone-studio",
+                1,
+                &recipients,
+                Form::CompactWhenPublished,
+                NOW,
+                0,
+                |out| {
+                    out.extend_from_slice(plaintext);
+                    Ok(())
+                },
+            )
+            .unwrap()
+    };
+    let subject = "ecosystem.heartbeat.ozone-studio";
+    let full = seal(&mut p.sealer, b"first");
+    let record = p.sealer.new_records().pop().unwrap();
+    p.sealer.mark_published(&record.session_id);
+    let compact = seal(&mut p.sealer, b"second");
+    assert_eq!(compact[2], VERSION_COMPACT);
+
+    // FORGE derives the data key, alters its own entry (SPARK's still unwraps the same key)
+    // and reseals a message of the session: a full envelope whose record is not the sender's.
+    let env = Envelope::decode(&full).unwrap();
+    let mut info = b"ozone/envelope/v4/wrap".to_vec();
+    info.extend_from_slice(&env.header.session_id);
+    info.push(12);
+    info.extend_from_slice(b"ozone-studio");
+    info.push(subject.len() as u8);
+    info.extend_from_slice(subject.as_bytes());
+    info.extend_from_slice(&forge.public().kid().0);
+    let data_key = ozone_security::envelope::import_data_key(
+        &forge,
+        p.sealer.sender_key(),
+        &info,
+        &env.header.recipients[0].enc,
+    )
+    .unwrap();
+    let mut planted = env.header.clone();
+    planted.recipients[0].enc = *SecretKeyPair::generate().unwrap().public().as_bytes();
+    planted.counter = 100;
+    let planted = reseal_full(
+        &data_key,
+        &planted.encode().unwrap(),
+        100,
+        subject,
+        b"planted",
+    );
+
+    // A late SPARK meets the planted envelope first: it opens (FORGE holds the key), and the
+    // session's real compact envelopes still open — through the record, asked for once.
+    let mine = p.mine();
+    let mut late = p.opener();
+    let mut plain = Vec::new();
+    let mut open = |o: &mut Opener, env: &[u8], record: Option<&[u8]>| {
+        o.open_into(
+            Freshness::Live,
+            subject,
+            env,
+            mine.as_slice(),
+            &p.senders,
+            NOW,
+            &mut plain,
+            record,
+        )
+        .map(|_| plain.clone())
+    };
+    assert_eq!(open(&mut late, &planted, None).unwrap(), b"planted");
+    assert!(matches!(
+        open(&mut late, &compact, None),
+        Err(EnvelopeError::UnknownSession { .. })
+    ));
+    assert_eq!(
+        open(&mut late, &compact, Some(&record.record)).unwrap(),
+        b"second"
+    );
+    let third = seal(&mut p.sealer, b"third");
+    assert_eq!(open(&mut late, &third, None).unwrap(), b"third");
+}
+
+#[test]
+fn finding_11_an_all_zero_encapsulated_key_is_refused_as_low_order_even_for_a_cached_session() {
+    let mut p = pair();
+    let sealed = p.seal("spark.generate", b"first", NOW);
+    let mut opener = p.opener();
+    let mine = p.mine();
+    opener
+        .open("spark.generate", &sealed, mine.as_slice(), &p.senders, NOW)
+        .unwrap();
+    let mut env = Envelope::decode(&p.seal("spark.generate", b"second", NOW)).unwrap();
+    env.header.recipients[0].enc = [0; 32];
+    let mut zeroed = env.header.encode().unwrap();
+    zeroed.extend_from_slice(&env.ciphertext);
+    assert_eq!(
+        opener.open("spark.generate", &zeroed, mine.as_slice(), &p.senders, NOW),
+        Err(EnvelopeError::LowOrderKey)
+    );
 }

@@ -93,10 +93,11 @@ async fn finding_09_a_far_future_epoch_is_refused() -> R {
     // refusal was reported twice, once by the component and once by its announcer).
     let core_conn = eco.connect(&Identity::component(Component::Core)).await?;
     let _announcer = Bus::start_announcer(core_conn, &eco.t.home, Rotation::daily()).await?;
-    let real_forge_kid = keyring_file::load_or_create(&eco.t.home, &forge_id, Rotation::daily(), now_ms())?
-        .current()
-        .map(|k| k.public().kid())
-        .unwrap();
+    let real_forge_kid =
+        keyring_file::load_or_create(&eco.t.home, &forge_id, Rotation::daily(), now_ms())?
+            .current()
+            .map(|k| k.public().kid())
+            .unwrap();
 
     // The thief: FORGE's real certificate key, read from the home as a thief would, and its
     // NATS identity. It asks for ten years; the signer caps that at the certificate's expiry,
@@ -159,14 +160,20 @@ async fn finding_09_a_far_future_epoch_is_refused() -> R {
         (next_key.as_str(), "grace window"),
     ];
     let all_seen = |ev: &[(String, AuditKind)]| {
-        ["ozone-studio", "forge", "spark"]
-            .iter()
-            .all(|who| verdicts.iter().all(|(k, why)| rejected(ev, who, k, why) >= 1))
+        ["ozone-studio", "forge", "spark"].iter().all(|who| {
+            verdicts
+                .iter()
+                .all(|(k, why)| rejected(ev, who, k, why) >= 1)
+        })
     };
     let events = audit_until(&eco, all_seen).await?;
     for who in ["ozone-studio", "forge", "spark"] {
         for (k, why) in verdicts {
-            assert_eq!(rejected(&events, who, k, why), 1, "{who} on {k}: {events:#?}");
+            assert_eq!(
+                rejected(&events, who, k, why),
+                1,
+                "{who} on {k}: {events:#?}"
+            );
         }
     }
     Ok(())
@@ -223,7 +230,11 @@ fn open_compact(
     );
     let mut body = envelope[start..].to_vec();
     let plain = key
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&aad[..]), &mut body)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&aad[..]),
+            &mut body,
+        )
         .map_err(|_| anyhow::anyhow!("the stolen key does not open the session"))?;
     Ok(plain.to_vec())
 }
@@ -313,7 +324,10 @@ async fn finding_04_a_co_recipient_cannot_carry_a_session_to_another_route() -> 
             }
             Some(&VERSION_COMPACT) if stolen.is_some() => {
                 let (header, _) = CompactHeader::parse(&sealed.payload)?;
-                if stolen.as_ref().is_some_and(|(_, id)| *id == header.session_id) {
+                if stolen
+                    .as_ref()
+                    .is_some_and(|(_, id)| *id == header.session_id)
+                {
                     compact_seen = Some(sealed.payload.clone());
                     break;
                 }

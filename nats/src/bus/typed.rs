@@ -268,17 +268,18 @@ impl Bus {
         let hint = self.size_hint.load(Ordering::Relaxed);
         let sealed = {
             let mut sealer = self.keys.sealer.lock().map_err(lock_err)?;
-            let sealed = sealer.seal_with(subject, route, schema, recipients, form, now, hint, |out| {
-                let start = out.len();
-                rmp_serde::encode::write_named(&mut (&mut *out).writer(), message).map_err(
-                    |e| {
-                        encode_error = Some(e);
-                        EnvelopeError::Malformed("payload encoding failed")
-                    },
-                )?;
-                self.size_hint.store(out.len() - start, Ordering::Relaxed);
-                Ok(())
-            });
+            let sealed =
+                sealer.seal_with(subject, route, schema, recipients, form, now, hint, |out| {
+                    let start = out.len();
+                    rmp_serde::encode::write_named(&mut (&mut *out).writer(), message).map_err(
+                        |e| {
+                            encode_error = Some(e);
+                            EnvelopeError::Malformed("payload encoding failed")
+                        },
+                    )?;
+                    self.size_hint.store(out.len() - start, Ordering::Relaxed);
+                    Ok(())
+                });
             // A new session: its record goes to the bucket, and its messages stay full
             // envelopes until the record is stored.
             let records = if form == Form::CompactWhenPublished {

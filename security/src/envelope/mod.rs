@@ -31,7 +31,7 @@ pub use open::{Freshness, MessageMeta, Opened, Opener, OpenerLimits, SenderKeys}
 pub use replay::ReplayGuard;
 pub use seal::{Form, Sealer, SessionLimits, SessionRecord};
 pub use wire::{
-    envelope_version, message_id, record_digest, route_covers, CompactHeader, Envelope, Establishment, Header,
-    HeaderView, RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1,
-    VERSION, VERSION_COMPACT,
+    envelope_version, message_id, record_digest, route_covers, CompactHeader, Envelope,
+    Establishment, Header, HeaderView, RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN,
+    SESSION_ID_LEN, SUITE_V1, VERSION, VERSION_COMPACT,
 };

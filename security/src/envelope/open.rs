@@ -5,8 +5,8 @@
 use super::hpke_wrap::{import_data_key, unwrap_data_key};
 use super::seal::wrap_info;
 use super::wire::{
-    body_aad, body_nonce, compact_aad, envelope_version, record_digest, route_covers, CompactHeader,
-    Establishment, Header, HeaderView, SESSION_ID_LEN, SUITE_V1, VERSION_COMPACT,
+    body_aad, body_nonce, compact_aad, envelope_version, record_digest, route_covers,
+    CompactHeader, Establishment, Header, HeaderView, SESSION_ID_LEN, SUITE_V1, VERSION_COMPACT,
 };
 use super::{EnvelopeError, KeyId, PublicKey, ReplayGuard, SecretKeyPair};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -137,6 +137,11 @@ struct CachedSession {
     route: Arc<str>,
     /// SHA-256 of the session record: a compact envelope's associated data.
     digest: [u8; 32],
+    /// Whether `digest` is known to be the sender's: it came from the session's record, or a
+    /// compact envelope opened under it. A digest built from a full envelope is not yet: HPKE
+    /// authenticates only our own entry of it, and a co-recipient can alter the others (a
+    /// wrong digest would make every compact envelope of the session fail here).
+    confirmed: bool,
     last_used_ms: u64,
 }
 
@@ -388,6 +393,7 @@ impl Opener {
                         sender: bound.0.clone(),
                         route: bound.1.clone(),
                         digest,
+                        confirmed: false,
                         last_used_ms: now_ms,
                     },
                 );
@@ -416,7 +422,13 @@ impl Opener {
         let (head, body) = bytes.split_at(header_end);
         let nonce = body_nonce(header.counter);
         let mut aad = std::mem::take(&mut self.aad);
-        let opened = match self.cache.get_mut(&cache_key) {
+        // A cached digest that no compact envelope confirmed yet gives way to the record
+        // when the caller brings it (see `CachedSession::confirmed`).
+        let cached = self
+            .cache
+            .get_mut(&cache_key)
+            .filter(|c| c.confirmed || record.is_none());
+        let opened = match cached {
             Some(cached) => {
                 if mine.recipient_key(&cached.own_kid).is_none() {
                     // Our key it reached us under is erased: so is what it opened.
@@ -428,10 +440,21 @@ impl Opener {
                         })
                         .and_then(|_| {
                             compact_aad(&mut aad, head, &cached.digest, actual_subject);
-                            open_body(&cached.key, nonce, &aad, body, plaintext)
+                            match open_body(&cached.key, nonce, &aad, body, plaintext) {
+                                // The digest came from a full envelope, whose other entries
+                                // a co-recipient could have altered: ask for the record.
+                                Err(EnvelopeError::CannotDecrypt) if !cached.confirmed => {
+                                    Err(EnvelopeError::UnknownSession {
+                                        kid: header.sender_kid.to_string(),
+                                        session: hex::encode(header.session_id),
+                                    })
+                                }
+                                other => other,
+                            }
                         })
                         .map(|()| {
                             cached.last_used_ms = now_ms;
+                            cached.confirmed = true;
                             (cached.sender.clone(), cached.route.clone())
                         })
                 }
@@ -446,7 +469,14 @@ impl Opener {
                     learned.and_then(|session| {
                         check_route(&session.route, actual_subject)?;
                         compact_aad(&mut aad, head, &session.digest, actual_subject);
-                        open_body(&session.key, nonce, &aad, body, plaintext)?;
+                        if let Err(e) = open_body(&session.key, nonce, &aad, body, plaintext) {
+                            // A forged body, not a planted digest, if the record agrees with
+                            // what we cached: no need to ask for the record again.
+                            if let Some(c) = self.cache.get_mut(&cache_key) {
+                                c.confirmed |= c.digest == session.digest;
+                            }
+                            return Err(e);
+                        }
                         let bound = (session.sender.clone(), session.route.clone());
                         self.remember(cache_key, session);
                         Ok(bound)
@@ -485,6 +515,7 @@ impl Opener {
             sender: establishment.sender.into(),
             route: establishment.route.into(),
             digest: record_digest(record),
+            confirmed: true,
             last_used_ms: now_ms,
         })
     }

@@ -4,8 +4,8 @@
 use super::hpke_wrap::{export_data_key, wrap_data_key};
 use super::wire::{
     body_aad, body_nonce, compact_aad, record_digest, route_covers, session_record, CompactHeader,
-    HeaderRef,
-    RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1, VERSION,
+    HeaderRef, RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1,
+    VERSION,
 };
 use super::{EnvelopeError, KeyId, PublicKey, SecretKeyPair, DATA_KEY_LEN};
 use bytes::{Bytes, BytesMut};
