@@ -41,7 +41,7 @@ pub struct Bus {
     sessions: Arc<tokio::sync::OnceCell<SessionStore>>,
     /// Reply-inbox prefix (`_INBOX.<requester>`) → the route replies to it are sealed in
     /// (`_INBOX.<requester>.>`): one session per requester, not per request, built once.
-    reply_routes: Arc<Mutex<HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>>>,
+    reply_routes: Arc<Mutex<ReplyRoutes>>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +55,9 @@ struct CachedRecipients {
     /// The subject's route (its table row for its owner): its sessions serve nothing else.
     route: Arc<str>,
 }
+
+/// Reply-inbox prefix → the route of replies to it.
+type ReplyRoutes = HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>;
 
 /// Where a subject's messages go: the recipients' keys, the envelope form, the route.
 type Destination = (Arc<Vec<PublicKey>>, Form, Arc<str>);
