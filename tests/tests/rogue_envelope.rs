@@ -469,3 +469,55 @@ async fn finding_07_future_stamped_sessions_black_out_nobody_else() -> R {
     }
     Ok(())
 }
+
+/// The key a copy of a ring file (its bytes) gives for the epoch at `at_ms`: what a thief
+/// holding the file derives, in a home of its own.
+fn key_from_copy(ring_file: &[u8], id: &Identity, at_ms: u64) -> anyhow::Result<KeyId> {
+    let tmp = tempfile::tempdir()?;
+    let home = ozone_security::Home::new(tmp.path().join("thief"));
+    std::fs::create_dir_all(home.keys_dir())?;
+    std::fs::write(keyring_file::path(&home, id), ring_file)?;
+    let ring = keyring_file::load_or_create(&home, id, Rotation::daily(), at_ms)?;
+    ring.current()
+        .map(|k| k.public().kid())
+        .ok_or_else(|| anyhow::anyhow!("no key"))
+}
+
+#[tokio::test]
+async fn finding_06_revocation_destroys_the_key_ring_and_a_reissued_identity_starts_afresh() -> R {
+    let eco = TestEcosystem::start().await?;
+    let home = &eco.t.home;
+    let forge_id = Identity::component(Component::Forge);
+    let forge = join(&eco, Component::Forge).await?;
+    // The thief copies FORGE's ring: its chain derives every future key of FORGE.
+    let ring_path = keyring_file::path(home, &forge_id);
+    let stolen = std::fs::read(&ring_path)?;
+    let tomorrow = now_ms() + 24 * 3600 * 1000;
+    let thief_tomorrow = key_from_copy(&stolen, &forge_id, tomorrow)?;
+
+    assert!(ozone_security::pki::revoke(home, &forge_id)?);
+    assert!(
+        !ring_path.exists(),
+        "the revoked identity's ring outlived the revocation"
+    );
+    // The revoked process, still running, writes its ring back when it next rotates.
+    std::fs::write(&ring_path, &stolen)?;
+    drop(forge);
+
+    // Re-issued: a fresh random chain, which the thief's copy does not derive.
+    eco.t.issue(IdentityKind::Component, "forge")?;
+    let fresh = std::fs::read(&ring_path).ok();
+    assert!(
+        fresh.is_none(),
+        "re-issuing kept the revoked identity's ring"
+    );
+    let fresh = keyring_file::load_or_create(home, &forge_id, Rotation::daily(), now_ms())?;
+    drop(fresh);
+    let fresh_tomorrow = key_from_copy(&std::fs::read(&ring_path)?, &forge_id, tomorrow)?;
+    assert_ne!(fresh_tomorrow, thief_tomorrow);
+    assert_ne!(
+        key_from_copy(&std::fs::read(&ring_path)?, &forge_id, now_ms())?,
+        key_from_copy(&stolen, &forge_id, now_ms())?
+    );
+    Ok(())
+}
