@@ -467,6 +467,21 @@ async fn finding_07_future_stamped_sessions_black_out_nobody_else() -> R {
             .unwrap()?;
         assert_eq!(beat.message, Beat { n });
     }
+
+    // SPARK audited the refusals, naming FORGE (at most 100 a second; the rest are counted).
+    let refusals = |ev: &[(String, AuditKind)]| {
+        ev.iter()
+            .filter(|(s, e)| {
+                s == "spark"
+                    && matches!(e, AuditKind::MessageRejected { subject, reason, claimed_sender }
+                        if subject == forge_beat.as_str()
+                            && reason.contains("outside the replay window")
+                            && claimed_sender.as_deref() == Some("forge"))
+            })
+            .count()
+    };
+    let events = audit_until(&eco, |ev| refusals(ev) >= 100).await?;
+    assert!(refusals(&events) >= 100, "{}", refusals(&events));
     Ok(())
 }
 
