@@ -64,10 +64,19 @@ fn envelope_size(size: usize) -> anyhow::Result<usize> {
     );
     let seal = |sealer: &mut Sealer| {
         let form = Form::CompactWhenPublished;
-        sealer.seal_with("spark.bench", 1, &[recipient], form, 0, size, |out| {
-            out.extend_from_slice(&payload);
-            Ok(())
-        })
+        sealer.seal_with(
+            "spark.bench",
+            "spark.>",
+            1,
+            &[recipient],
+            form,
+            0,
+            size,
+            |out| {
+                out.extend_from_slice(&payload);
+                Ok(())
+            },
+        )
     };
     seal(&mut sealer)?;
     for record in sealer.new_records() {

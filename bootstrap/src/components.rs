@@ -111,7 +111,7 @@ async fn announcers(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<BTreeMa
         async move {
             let id = Identity::component(c);
             let conn = ozone_nats::connect(&url, &id, tls::client_config(home, cfg, &id)?).await?;
-            anyhow::Ok((c, Bus::start(conn, home, rotation).await?))
+            anyhow::Ok((c, Bus::start_announcer(conn, home, rotation).await?))
         }
     }))
     .await;

@@ -444,6 +444,26 @@ pub fn audited(subject: &str) -> bool {
     })
 }
 
+/// The route a message on `subject` belongs to: the subject pattern of the first table row
+/// that covers it, for the component that owns it (`spark.>` for `spark.generate`,
+/// `ecosystem.heartbeat.ozone-studio`, `_INBOX.ozone-studio.>`). The envelope binds each
+/// session to it, so a session's key serves that row and owner only. `None`: not a
+/// component's subject.
+pub fn route_of(subject: &str) -> Option<Subject> {
+    ROUTES
+        .iter()
+        .chain(PERSONAL)
+        .filter(|r| r.owner.is_none_or(|k| k == IdentityKind::Component))
+        .find_map(|route| {
+            Component::ALL.into_iter().find_map(|c| {
+                route
+                    .subjects(&Identity::component(c))
+                    .into_iter()
+                    .find(|s| s.matches(subject))
+            })
+        })
+}
+
 /// `docs/subjects.md`, generated.
 pub fn markdown() -> String {
     let mut out = String::from(
@@ -528,5 +548,22 @@ mod tests {
         assert!(recipients("audit.spark.rotation").is_empty());
         assert!(audited("audit.spark.rotation"));
         assert!(!audited("spark.generate"));
+    }
+
+    #[test]
+    fn routes_name_the_row_and_its_owner() {
+        let route = |s: &str| route_of(s).map(|r| r.as_str().to_string());
+        assert_eq!(route("spark.generate").as_deref(), Some("spark.>"));
+        assert_eq!(
+            route("ecosystem.heartbeat.ozone-studio").as_deref(),
+            Some("ecosystem.heartbeat.ozone-studio")
+        );
+        assert_eq!(
+            route("ecosystem.phases").as_deref(),
+            Some("ecosystem.phases")
+        );
+        assert_eq!(route("audit.spark.keys").as_deref(), Some("audit.spark.>"));
+        assert_eq!(route("_INBOX.forge.x1").as_deref(), Some("_INBOX.forge.>"));
+        assert_eq!(route("nowhere.at.all"), None);
     }
 }

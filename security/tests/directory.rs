@@ -5,7 +5,7 @@
 
 use ozone_bus_schemas::{Component, Identity};
 use ozone_security::envelope::{
-    Directory, DirectoryEntry, DirectoryError, DirectoryTrust, EnvelopeError, PublicKey,
+    Directory, DirectoryEntry, DirectoryError, DirectoryTrust, EnvelopeError, PublicKey, Rotation,
     SecretKeyPair, SenderKeys, ServiceSigner,
 };
 use ozone_security::pki::{self, IdentityFiles};
@@ -412,4 +412,73 @@ fn wall_clock_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+#[test]
+fn finding_09_epochs_and_expiries_are_bounded_by_the_clock_and_the_certificate() {
+    // A stolen certificate key must not buy a key that outlives the rotation: with the
+    // rotation known, an entry may name at most the clock's epoch plus one, and expire by the
+    // end of that epoch's grace window; with or without it, by its certificate's expiry.
+    let (_tmp, home) = fresh_home();
+    let rotation = Rotation::daily();
+    let trust = DirectoryTrust::load(&home).unwrap().with_rotation(rotation);
+    let spark = signer(&home, Component::Spark);
+    let key = SecretKeyPair::generate().unwrap();
+    let current = rotation.epoch_at(NOW);
+    let mut dir = Directory::default();
+    for epoch in [current, current + 1] {
+        let entry = spark
+            .sign(epoch, rotation.retire_at(epoch), key.public())
+            .unwrap();
+        assert!(dir.insert(&trust, &entry, NOW).is_ok(), "epoch {epoch}");
+    }
+    let far = spark.sign(1 << 63, u64::MAX, key.public()).unwrap();
+    assert!(matches!(
+        dir.insert(&trust, &far, NOW),
+        Err(DirectoryError::EpochNotCurrent { epoch, .. }) if epoch == 1 << 63
+    ));
+    let two_ahead = spark
+        .sign(current + 2, rotation.retire_at(current + 2), key.public())
+        .unwrap();
+    assert!(matches!(
+        dir.insert(&trust, &two_ahead, NOW),
+        Err(DirectoryError::EpochNotCurrent { .. })
+    ));
+    let lingering = spark
+        .sign(current, rotation.retire_at(current) + 1, key.public())
+        .unwrap();
+    assert!(matches!(
+        dir.insert(&trust, &lingering, NOW),
+        Err(DirectoryError::ExpiryTooLate { .. })
+    ));
+    // The signer caps an expiry at its certificate's; an entry signed past it is refused
+    // even by a reader that does not know the rotation (the audit archive's).
+    assert!(far.not_after_ms < u64::MAX);
+    let past_certificate = sign_raw_at(&home, 0, u64::MAX, *key.public().as_bytes());
+    assert!(matches!(
+        DirectoryTrust::load(&home)
+            .unwrap()
+            .verify(&past_certificate, NOW),
+        Err(DirectoryError::ExpiryTooLate { .. })
+    ));
+}
+
+/// [`sign_raw`] for SPARK with a chosen epoch and expiry.
+fn sign_raw_at(home: &Home, epoch: u64, not_after_ms: u64, public: [u8; 32]) -> DirectoryEntry {
+    let mut entry = sign_raw(home, Component::Spark, "spark", public);
+    let files = IdentityFiles::of(home, &Identity::component(Component::Spark));
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, key.secret_der(), &rng).unwrap();
+    let mut msg = b"ozone/keydir/v1".to_vec();
+    msg.push(5);
+    msg.extend_from_slice(b"spark");
+    msg.extend_from_slice(&epoch.to_be_bytes());
+    msg.extend_from_slice(&not_after_ms.to_be_bytes());
+    msg.extend_from_slice(&public);
+    entry.epoch = epoch;
+    entry.not_after_ms = not_after_ms;
+    entry.signature = pair.sign(&rng, &msg).unwrap().as_ref().to_vec();
+    entry
 }

@@ -6,7 +6,7 @@
 
 use ozone_security::envelope::{
     Envelope, EnvelopeError, Form, Freshness, KeyId, Opener, OpenerLimits, PublicKey, Sealer,
-    SecretKeyPair, SessionLimits, COMPACT_HEADER_LEN, VERSION_COMPACT,
+    SecretKeyPair, SessionLimits, COMPACT_HEADER_LEN, VERSION, VERSION_COMPACT,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
@@ -75,9 +75,33 @@ fn a_sealed_message_opens_only_for_its_recipient_on_its_subject() {
     assert_eq!(opened.header.sender, "ozone-studio");
 
     // The subject is bound, not sent: on another subject the envelope does not authenticate.
-    assert_eq!(
+    // (This session's route is its one subject, so it is refused before any decryption.)
+    assert!(matches!(
         p.opener()
             .open("spark.embed", &sealed, p.mine().as_slice(), &p.senders, NOW),
+        Err(EnvelopeError::WrongRoute { .. })
+    ));
+    // Within a wider route, the subject in the associated data refuses it.
+    let r = p.recipient;
+    let wide = p
+        .sealer
+        .seal_with(
+            "spark.generate",
+            "spark.>",
+            1,
+            &[r],
+            Form::Full,
+            NOW,
+            0,
+            |out| {
+                out.extend_from_slice(b"x");
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        p.opener()
+            .open("spark.embed", &wide, p.mine().as_slice(), &p.senders, NOW),
         Err(EnvelopeError::CannotDecrypt)
     );
     let strangers = vec![SecretKeyPair::generate().unwrap()];
@@ -294,12 +318,18 @@ fn changing_subject_sender_key_id_or_version_in_the_header_is_refused() {
         ),
         (
             "version",
-            reencode(&|e| e.header.version = 3),
+            reencode(&|e| e.header.version = 2),
             "spark.generate",
         ),
         (
             "schema",
             reencode(&|e| e.header.schema = 2),
+            "spark.generate",
+        ),
+        (
+            // A wider route claimed for a session: the route feeds the key derivation.
+            "route",
+            reencode(&|e| e.header.route = "spark.>".into()),
             "spark.generate",
         ),
         (
@@ -505,6 +535,7 @@ fn envelopes_sealed_into_the_shared_arena_stay_intact_while_later_ones_are_seale
             p.sealer
                 .seal_with(
                     "spark.embed",
+                    "spark.>",
                     1,
                     &[r],
                     Form::Full,
@@ -553,6 +584,7 @@ fn seal_compact(
         sealer
             .seal_with(
                 subject,
+                "spark.>",
                 1,
                 &[r],
                 Form::CompactWhenPublished,
@@ -581,11 +613,12 @@ fn seal_compact(
 fn a_session_turns_compact_once_its_record_is_published_and_opens_from_cache_or_record() {
     let mut p = pair();
     let r = p.recipient;
-    // Before its record is published, a session's envelopes are full (version 2).
+    // Before its record is published, a session's envelopes are full (version 4).
     let full = p
         .sealer
         .seal_with(
             "spark.embed",
+            "spark.>",
             1,
             &[r],
             Form::CompactWhenPublished,
@@ -597,13 +630,13 @@ fn a_session_turns_compact_once_its_record_is_published_and_opens_from_cache_or_
             },
         )
         .unwrap();
-    assert_eq!(full[2], 2);
+    assert_eq!(full[2], VERSION);
     let (compact, record) = seal_compact(&mut p, "spark.embed", b"second", NOW);
     let record = record.unwrap();
     assert_eq!(compact[2], VERSION_COMPACT);
     assert_eq!(compact.len(), COMPACT_HEADER_LEN + b"second".len() + 16);
     // `Form::Full` stays full even then (for messages kept in streams).
-    assert_eq!(p.seal("spark.embed", b"kept", NOW)[2], 2);
+    assert_eq!(p.seal("spark.embed", b"kept", NOW)[2], VERSION);
 
     // A recipient that opened a full envelope of the session opens compact ones from its cache.
     let mine = p.mine();
@@ -725,4 +758,140 @@ fn every_bit_flip_and_truncation_of_a_compact_envelope_is_refused() {
         Err(EnvelopeError::CannotDecrypt)
     );
     assert_eq!(try_open(&compact, "spark.embed").unwrap(), plaintext);
+}
+
+/// Seals `plaintext` by hand in a session whose data key a recipient learned: what a
+/// co-recipient can do (every recipient of a session knows its data key).
+fn reseal_full(
+    data_key: &[u8; 32],
+    header: &[u8],
+    counter: u64,
+    subject: &str,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    let mut aad = header.to_vec();
+    aad.extend_from_slice(subject.as_bytes());
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&counter.to_be_bytes());
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, data_key).unwrap());
+    let mut body = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(&aad[..]),
+        &mut body,
+    )
+    .unwrap();
+    let mut out = header.to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+#[test]
+fn finding_11_a_co_recipient_cannot_plant_a_wrong_record_digest_in_a_late_receiver() {
+    // The core seals to FORGE (first recipient: it exports the data key) and SPARK.
+    let mut p = pair();
+    let forge = SecretKeyPair::generate().unwrap();
+    let spark = p.recipient;
+    let recipients = [*forge.public(), spark];
+    let seal = |sealer: &mut Sealer, plaintext: &[u8]| {
+        sealer
+            .seal_with(
+                "ecosystem.heartbeat.ozone-studio",
+                "ecosystem.heartbeat.ozone-studio",
+                1,
+                &recipients,
+                Form::CompactWhenPublished,
+                NOW,
+                0,
+                |out| {
+                    out.extend_from_slice(plaintext);
+                    Ok(())
+                },
+            )
+            .unwrap()
+    };
+    let subject = "ecosystem.heartbeat.ozone-studio";
+    let full = seal(&mut p.sealer, b"first");
+    let record = p.sealer.new_records().pop().unwrap();
+    p.sealer.mark_published(&record.session_id);
+    let compact = seal(&mut p.sealer, b"second");
+    assert_eq!(compact[2], VERSION_COMPACT);
+
+    // FORGE derives the data key, alters its own entry (SPARK's still unwraps the same key)
+    // and reseals a message of the session: a full envelope whose record is not the sender's.
+    let env = Envelope::decode(&full).unwrap();
+    let mut info = b"ozone/envelope/v4/wrap".to_vec();
+    info.extend_from_slice(&env.header.session_id);
+    info.push(12);
+    info.extend_from_slice(b"ozone-studio");
+    info.push(subject.len() as u8);
+    info.extend_from_slice(subject.as_bytes());
+    info.extend_from_slice(&forge.public().kid().0);
+    let data_key = ozone_security::envelope::import_data_key(
+        &forge,
+        p.sealer.sender_key(),
+        &info,
+        &env.header.recipients[0].enc,
+    )
+    .unwrap();
+    let mut planted = env.header.clone();
+    planted.recipients[0].enc = *SecretKeyPair::generate().unwrap().public().as_bytes();
+    planted.counter = 100;
+    let planted = reseal_full(
+        &data_key,
+        &planted.encode().unwrap(),
+        100,
+        subject,
+        b"planted",
+    );
+
+    // A late SPARK meets the planted envelope first: it opens (FORGE holds the key), and the
+    // session's real compact envelopes still open — through the record, asked for once.
+    let mine = p.mine();
+    let mut late = p.opener();
+    let mut plain = Vec::new();
+    let mut open = |o: &mut Opener, env: &[u8], record: Option<&[u8]>| {
+        o.open_into(
+            Freshness::Live,
+            subject,
+            env,
+            mine.as_slice(),
+            &p.senders,
+            NOW,
+            &mut plain,
+            record,
+        )
+        .map(|_| plain.clone())
+    };
+    assert_eq!(open(&mut late, &planted, None).unwrap(), b"planted");
+    assert!(matches!(
+        open(&mut late, &compact, None),
+        Err(EnvelopeError::UnknownSession { .. })
+    ));
+    assert_eq!(
+        open(&mut late, &compact, Some(&record.record)).unwrap(),
+        b"second"
+    );
+    let third = seal(&mut p.sealer, b"third");
+    assert_eq!(open(&mut late, &third, None).unwrap(), b"third");
+}
+
+#[test]
+fn finding_11_an_all_zero_encapsulated_key_is_refused_as_low_order_even_for_a_cached_session() {
+    let mut p = pair();
+    let sealed = p.seal("spark.generate", b"first", NOW);
+    let mut opener = p.opener();
+    let mine = p.mine();
+    opener
+        .open("spark.generate", &sealed, mine.as_slice(), &p.senders, NOW)
+        .unwrap();
+    let mut env = Envelope::decode(&p.seal("spark.generate", b"second", NOW)).unwrap();
+    env.header.recipients[0].enc = [0; 32];
+    let mut zeroed = env.header.encode().unwrap();
+    zeroed.extend_from_slice(&env.ciphertext);
+    assert_eq!(
+        opener.open("spark.generate", &zeroed, mine.as_slice(), &p.senders, NOW),
+        Err(EnvelopeError::LowOrderKey)
+    );
 }

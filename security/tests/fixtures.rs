@@ -48,10 +48,11 @@ fn directory_entry_messagepack_is_stable() {
 #[test]
 fn envelope_header_layout_is_stable() {
     let header = ozone_security::envelope::Header {
-        version: 2,
+        version: 4,
         suite: 1,
         schema: 1,
         sender: "ozone-studio".into(),
+        route: "ecosystem.heartbeat.ozone-studio".into(),
         sender_kid: KeyId([1; 8]),
         session_id: [3; 8],
         counter: 0x0102_0304_0506_0708,
@@ -71,8 +72,8 @@ fn envelope_header_layout_is_stable() {
     };
     let mut bytes = header.encode().unwrap();
     bytes.extend_from_slice(&[8; 16]); // an (empty) ciphertext's tag
-    check("envelope_v2.bin", &bytes);
-    let back = Envelope::decode(&std::fs::read(fixture("envelope_v2.bin")).unwrap()).unwrap();
+    check("envelope_v4.bin", &bytes);
+    let back = Envelope::decode(&std::fs::read(fixture("envelope_v4.bin")).unwrap()).unwrap();
     assert_eq!(back.header, header);
     assert_eq!(back.ciphertext, vec![8; 16]);
 }

@@ -139,13 +139,14 @@ def selftest_sender_key_expiry() -> bool:
     the end the same envelope gets as far as decryption (which its dummy key fails)."""
     me = X25519PrivateKey.generate()
     sender_pub = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    dummy_enc = X25519PrivateKey.generate().public_key().public_bytes_raw()
     directory = Directory(None, None, None)
     end = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
     directory.keys[("spark", kid_of(sender_pub))] = (sender_pub, int(end.timestamp() * 1000))
     env = {
-        "sender": "spark", "sender_kid": kid_of(sender_pub), "session_id": bytes(8),
-        "counter": 0, "header": b"", "ciphertext": bytes(16),
-        "recipients": [(kid_of(me.public_key().public_bytes_raw()), bytes(32), None)],
+        "sender": "spark", "route": "audit.spark.>", "sender_kid": kid_of(sender_pub),
+        "session_id": bytes(8), "counter": 0, "header": b"", "ciphertext": bytes(16),
+        "recipients": [(kid_of(me.public_key().public_bytes_raw()), dummy_enc, None)],
     }
     outcomes = []
     for at in (end - datetime.timedelta(seconds=1), end):
@@ -183,11 +184,15 @@ def parse_envelope(b: bytes):
     if take(2) != b"OZ":
         raise Refused("malformed: not an OZONE envelope")
     version, suite = take(1)[0], take(1)[0]
-    if (version, suite) != (2, 1):
+    if (version, suite) != (4, 1):
         raise Refused(f"unsupported version {version} suite {suite}")
     (schema,) = struct.unpack(">H", take(2))
     n = take(1)[0]
     sender = take(n).decode()
+    n = take(1)[0]
+    if n == 0:
+        raise Refused("malformed: no route")
+    route = take(n).decode()
     sender_kid = take(8)
     session_id = take(8)
     counter, timestamp_ms = struct.unpack(">QQ", take(16))
@@ -202,15 +207,37 @@ def parse_envelope(b: bytes):
     if len(ciphertext) < 16:
         raise Refused("malformed: ciphertext shorter than its tag")
     return dict(
-        schema=schema, sender=sender, sender_kid=sender_kid, session_id=session_id,
+        schema=schema, sender=sender, route=route, sender_kid=sender_kid, session_id=session_id,
         counter=counter, timestamp_ms=timestamp_ms, recipients=recipients, header=header,
         ciphertext=ciphertext,
     )
 
 
-def wrap_info(session_id: bytes, sender: str, kid: bytes) -> bytes:
-    s = sender.encode()
-    return b"ozone/envelope/v2/wrap" + session_id + bytes([len(s)]) + s + kid
+def wrap_info(session_id: bytes, sender: str, route: str, kid: bytes) -> bytes:
+    s, r = sender.encode(), route.encode()
+    return b"ozone/envelope/v4/wrap" + session_id + bytes([len(s)]) + s + bytes([len(r)]) + r + kid
+
+
+def route_covers(route: str, subject: str) -> bool:
+    """Whether a session's route (a subject pattern) covers the subject it arrived on."""
+    pat, sub = route.split("."), subject.split(".")
+    for i, p in enumerate(pat):
+        if p == ">":
+            return len(sub) > i
+        if i >= len(sub) or (p != "*" and p != sub[i]):
+            return False
+    return len(pat) == len(sub)
+
+
+def is_low_order(public: bytes) -> bool:
+    """X25519 with any scalar gives all zeros (RFC 7748 §6.1)."""
+    try:
+        X25519PrivateKey.from_private_bytes(bytes([0x42] * 32)).exchange(
+            X25519PublicKey.from_public_bytes(public)
+        )
+        return False
+    except ValueError:
+        return True
 
 
 DATA_KEY_EXPORT = b"ozone/envelope/v2/data-key"
@@ -300,7 +327,11 @@ def open_event(
     # A key past its entry's end authenticates nothing (judged at the event's publication).
     if not_after_ms <= at.timestamp() * 1000:
         raise Refused(f"sender key {env['sender_kid'].hex()} of {env['sender']} had expired")
-    info = wrap_info(env["session_id"], env["sender"], my_kid)
+    if not route_covers(env["route"], subject):
+        raise Refused(f"sealed in a session of route {env['route']}, which does not cover {subject}")
+    if is_low_order(enc):
+        raise Refused("a low-order X25519 public key was refused")
+    info = wrap_info(env["session_id"], env["sender"], env["route"], my_kid)
     # The subject is not in the envelope: it is bound as associated data, so an envelope
     # moved to another subject does not decrypt.
     nonce = bytes(4) + struct.pack(">Q", env["counter"])

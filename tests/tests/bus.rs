@@ -3,7 +3,7 @@
 
 use ozone_bus_schemas::{Component, Identity, IdentityKind, Subject};
 use ozone_nats::bus::{Bus, BusError};
-use ozone_security::envelope::Rotation;
+use ozone_security::envelope::{Rotation, VERSION, VERSION_COMPACT};
 use ozone_tests::{bus_keys, with_permissions, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -284,7 +284,7 @@ async fn a_worker_started_later_opens_compact_envelopes_through_the_session_reco
         prompt: prompt.into(),
     };
     // The session's first requests are full envelopes; once its record is stored they turn
-    // compact (38 + 16 bytes of envelope instead of 92 + 16).
+    // compact (38 + 16 bytes of envelope instead of 100 + 16).
     let mut compact = None;
     for i in 0..100 {
         let answer: Answer = core
@@ -295,11 +295,11 @@ async fn a_worker_started_later_opens_compact_envelopes_through_the_session_reco
         if i == 0 {
             assert_eq!(
                 version(&seen),
-                Some(2),
+                Some(VERSION),
                 "a session starts with a full envelope"
             );
         }
-        if version(&seen) == Some(3) {
+        if version(&seen) == Some(VERSION_COMPACT) {
             compact = Some(seen);
             break;
         }
@@ -325,7 +325,7 @@ async fn a_worker_started_later_opens_compact_envelopes_through_the_session_reco
     let seen = next_tapped(&mut tap).await?;
     assert_eq!(
         version(&seen),
-        Some(3),
+        Some(VERSION_COMPACT),
         "the late worker got a compact envelope"
     );
 
@@ -370,7 +370,7 @@ async fn a_burst_is_opened_in_order_with_each_bad_message_refused_in_its_place()
             .await
             .ok_or_else(|| anyhow::anyhow!("closed"))??;
         let seen = next_tapped(&mut tap).await?;
-        if seen.payload.get(2) == Some(&3) {
+        if seen.payload.get(2) == Some(&VERSION_COMPACT) {
             compact = true;
             break;
         }

@@ -73,10 +73,10 @@ pub fn local_keys(
     components: &[ozone_bus_schemas::Component],
 ) -> Result<std::collections::HashMap<ozone_bus_schemas::Component, BusKeys>, LocalKeysError> {
     use ozone_security::envelope::{DirectoryTrust, Rotation, ServiceSigner};
-    let trust = DirectoryTrust::load(home)?;
+    let rotation = Rotation::daily();
+    let trust = DirectoryTrust::load(home)?.with_rotation(rotation);
     let mut directory = Directory::default();
     let now = now_ms();
-    let rotation = Rotation::daily();
     let mut rings = Vec::new();
     for c in components {
         let mut chain = [0u8; 32];

@@ -18,6 +18,28 @@ impl Bus {
     /// (created on first start), its current key signed into the key directory, the
     /// directory followed in the background, and rotation every `rotation.interval_ms`.
     pub async fn start(conn: Connection, home: &Home, rotation: Rotation) -> Result<Bus, BusError> {
+        Self::join(conn, home, rotation, true).await
+    }
+
+    /// [`Bus::start`] for a second handle of a component whose own process also runs (the
+    /// supervisor's, which announces the process's death on its behalf): it follows the key
+    /// directory and rotates like the component, but leaves auditing what the directory and
+    /// the rotation do to the component itself — else every rejected entry and every rotation
+    /// would be reported twice under the component's name.
+    pub async fn start_announcer(
+        conn: Connection,
+        home: &Home,
+        rotation: Rotation,
+    ) -> Result<Bus, BusError> {
+        Self::join(conn, home, rotation, false).await
+    }
+
+    async fn join(
+        conn: Connection,
+        home: &Home,
+        rotation: Rotation,
+        audits_keys: bool,
+    ) -> Result<Bus, BusError> {
         let identity = conn.identity.clone();
         if identity.as_component().is_none() {
             return Err(keys_err(format!("{identity} is not a component")));
@@ -26,7 +48,9 @@ impl Bus {
         let ring =
             keyring_file::load_or_create(home, &identity, rotation, now).map_err(keys_err)?;
         let signer = ServiceSigner::load(home, &identity).map_err(keys_err)?;
-        let trust = DirectoryTrust::load(home).map_err(keys_err)?;
+        let trust = DirectoryTrust::load(home)
+            .map_err(keys_err)?
+            .with_rotation(rotation);
         let keydir = KeyDirectory::open(&conn.client).await.map_err(keys_err)?;
         let epoch = ring.current_epoch();
         let public = *ring
@@ -41,9 +65,13 @@ impl Bus {
         let keys = BusKeys::new(ring, directory.clone())
             .ok_or_else(|| keys_err("the key ring holds no current key"))?;
         let bus = Bus::new(conn, keys);
-        let audit = bus
-            .audit_sender()
-            .ok_or_else(|| keys_err("no audit channel"))?;
+        let audit = if audits_keys {
+            bus.audit_sender()
+                .ok_or_else(|| keys_err("no audit channel"))?
+        } else {
+            // Nobody receives: what would be reported here, the component reports itself.
+            tokio::sync::mpsc::channel(1).0
+        };
         let follower = keydir
             .follow(trust.clone(), directory, audit.clone())
             .await

@@ -42,6 +42,9 @@ pub struct Bus {
     /// Subject → the authenticated senders seen on it and whether the subject table lets them
     /// send it to us. Looked up per message without allocating (computing it walks the table).
     senders: Arc<Mutex<SendersSeen>>,
+    /// Reply-inbox prefix (`_INBOX.<requester>`) → the route replies to it are sealed in
+    /// (`_INBOX.<requester>.>`): one session per requester, not per request, built once.
+    reply_routes: Arc<Mutex<ReplyRoutes>>,
 }
 
 /// Subject → (authenticated sender, whether the table lets it send there to us).
@@ -55,7 +58,15 @@ struct CachedRecipients {
     /// Full envelopes for subjects kept in streams (read back later by whoever holds the
     /// keys, without the session bucket); compact ones elsewhere.
     form: Form,
+    /// The subject's route (its table row for its owner): its sessions serve nothing else.
+    route: Arc<str>,
 }
+
+/// Reply-inbox prefix → the route of replies to it.
+type ReplyRoutes = HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>;
+
+/// Where a subject's messages go: the recipients' keys, the envelope form, the route.
+type Destination = (Arc<Vec<PublicKey>>, Form, Arc<str>);
 
 /// Aborts its tasks when dropped.
 #[derive(Debug, Default)]
@@ -98,6 +109,7 @@ impl Bus {
             tasks: None,
             sessions: Arc::default(),
             senders: Arc::default(),
+            reply_routes: Arc::default(),
         };
         if let Some(c) = bus.conn.identity.as_component() {
             bus.audit = Some(audit_sink::start(bus.clone(), c));
@@ -163,7 +175,19 @@ impl Bus {
         if auditors.is_empty() {
             return Err(BusError::NoRecipients(subject.to_string()));
         }
-        let sealed = self.seal_for(subject.as_str(), &auditors, Form::Full, record, schema, now)?;
+        // Audit events are rare (at most 100 a second): the table is walked each time.
+        let route = table::route_of(subject.as_str())
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_else(|| subject.to_string());
+        let sealed = self.seal_for(
+            subject.as_str(),
+            &route,
+            &auditors,
+            Form::Full,
+            record,
+            schema,
+            now,
+        )?;
         self.conn
             .client
             .publish(subject.to_string(), sealed)
@@ -180,17 +204,13 @@ impl Bus {
     }
 
     /// The current keys of everyone the subject table says receives `subject`.
-    fn recipients_of(
-        &self,
-        subject: &str,
-        now: u64,
-    ) -> Result<(Arc<Vec<PublicKey>>, Form), BusError> {
+    fn recipients_of(&self, subject: &str, now: u64) -> Result<Destination, BusError> {
         let dir = self.keys.directory.read().map_err(lock_err)?;
         let generation = dir.generation();
         let mut cache = self.recipients.lock().map_err(lock_err)?;
         if let Some(c) = cache.get(subject) {
             if c.generation == generation && now < c.valid_until_ms {
-                return Ok((c.keys.clone(), c.form));
+                return Ok((c.keys.clone(), c.form, c.route.clone()));
             }
         }
         let ids = table::recipients(subject);
@@ -222,6 +242,9 @@ impl Bus {
             valid_until_ms = valid_until_ms.min(now + 60_000);
         }
         let keys = Arc::new(keys);
+        let route: Arc<str> = table::route_of(subject)
+            .map(|r| r.as_str().into())
+            .unwrap_or_else(|| subject.into());
         if cache.len() > 4096 {
             cache.clear(); // bounded: subjects with ids in them would grow it forever
         }
@@ -232,14 +255,17 @@ impl Bus {
                 valid_until_ms,
                 keys: keys.clone(),
                 form,
+                route: route.clone(),
             },
         );
-        Ok((keys, form))
+        Ok((keys, form, route))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn seal_for(
         &self,
         subject: &str,
+        route: &str,
         recipients: &[PublicKey],
         form: Form,
         message: &impl Serialize,
@@ -252,17 +278,18 @@ impl Bus {
         let hint = self.size_hint.load(Ordering::Relaxed);
         let sealed = {
             let mut sealer = self.keys.sealer.lock().map_err(lock_err)?;
-            let sealed = sealer.seal_with(subject, schema, recipients, form, now, hint, |out| {
-                let start = out.len();
-                rmp_serde::encode::write_named(&mut (&mut *out).writer(), message).map_err(
-                    |e| {
-                        encode_error = Some(e);
-                        EnvelopeError::Malformed("payload encoding failed")
-                    },
-                )?;
-                self.size_hint.store(out.len() - start, Ordering::Relaxed);
-                Ok(())
-            });
+            let sealed =
+                sealer.seal_with(subject, route, schema, recipients, form, now, hint, |out| {
+                    let start = out.len();
+                    rmp_serde::encode::write_named(&mut (&mut *out).writer(), message).map_err(
+                        |e| {
+                            encode_error = Some(e);
+                            EnvelopeError::Malformed("payload encoding failed")
+                        },
+                    )?;
+                    self.size_hint.store(out.len() - start, Ordering::Relaxed);
+                    Ok(())
+                });
             // A new session: its record goes to the bucket, and its messages stay full
             // envelopes until the record is stored.
             let records = if form == Form::CompactWhenPublished {
@@ -306,9 +333,10 @@ impl Bus {
         // One clock read per message, of the coarse clock: the precise one is not free in a
         // virtual machine.
         let now = coarse_now_ms();
-        let (recipients, form) = self.recipients_of(subject.as_str(), now)?;
+        let (recipients, form, route) = self.recipients_of(subject.as_str(), now)?;
         self.seal_for(
             subject.as_str(),
+            &route,
             &recipients,
             form,
             message,
@@ -820,8 +848,10 @@ impl Bus {
             dir.current(&to.sender, now)
                 .ok_or_else(|| BusError::NoKey(to.sender.to_string()))?
         };
+        let route = self.reply_route(inbox.as_str())?;
         let sealed = self.seal_for(
             inbox.as_str(),
+            &route,
             &[key],
             Form::CompactWhenPublished,
             response,
@@ -833,6 +863,33 @@ impl Bus {
             .publish(inbox.clone(), sealed)
             .await
             .map_err(|e| BusError::Nats(e.to_string()))
+    }
+}
+
+impl Bus {
+    /// The route a reply on `inbox` is sealed in: the requester's whole inbox,
+    /// `_INBOX.<requester>.>`, so a server keeps one session per requester. An inbox of
+    /// another shape binds its session to itself alone.
+    fn reply_route(&self, inbox: &str) -> Result<Arc<str>, BusError> {
+        const INBOX: &str = "_INBOX.";
+        // `_INBOX.<requester>`, the part before the request's own tokens.
+        let prefix = inbox
+            .strip_prefix(INBOX)
+            .and_then(|rest| rest.find('.'))
+            .and_then(|dot| inbox.get(..INBOX.len() + dot));
+        let Some(prefix) = prefix else {
+            return Ok(inbox.into());
+        };
+        let mut routes = self.reply_routes.lock().map_err(lock_err)?;
+        if let Some(route) = routes.get(prefix) {
+            return Ok(route.clone());
+        }
+        if routes.len() > 4096 {
+            routes.clear(); // bounded: requesters are identities, but never trust a count
+        }
+        let route: Arc<str> = format!("{prefix}.>").into();
+        routes.insert(prefix.into(), route.clone());
+        Ok(route)
     }
 }
 

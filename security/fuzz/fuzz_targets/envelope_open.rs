@@ -26,6 +26,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     // Seed the opener's session cache with a genuine session so mutations of real
     // envelopes (from the corpus) reach the AEAD path too.
     let mut sealer = Sealer::new("ozone-studio", sender, SessionLimits::default());
+    // `seal` binds its session to the subject itself: the compact envelope below shares it.
     let genuine = sealer.seal("spark.generate", 1, &[*me.public()], b"seed", 1).expect("seal");
     let recipient = *me.public();
     let record = sealer.new_records().pop().expect("a new session").record.to_vec();
@@ -35,7 +36,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let session = Establishment::parse_record(&record).expect("record").session_id;
     sealer.mark_published(&session);
     let compact = sealer
-        .seal_with("spark.generate", 1, &[recipient], Form::CompactWhenPublished, 1, 4, |out| {
+        .seal_with("spark.generate", "spark.generate", 1, &[recipient], Form::CompactWhenPublished, 1, 4, |out| {
             out.extend_from_slice(b"next");
             Ok(())
         })

@@ -5,7 +5,7 @@
 //! Signed bytes: `"ozone/keydir/v1" ‖ len(service):u8 ‖ service ‖ epoch:u64 ‖ not_after_ms:u64 ‖
 //! public:32`, ECDSA P-256 with SHA-256 (ASN.1 DER signature).
 
-use super::{EnvelopeError, KeyId, PublicKey, SenderKeys};
+use super::{EnvelopeError, KeyId, PublicKey, Rotation, SenderKeys};
 use crate::pki::{CaKind, CertificateAuthorities, IdentityFiles, Registry};
 use crate::Home;
 use ozone_bus_schemas::Identity;
@@ -49,6 +49,19 @@ pub enum DirectoryError {
     },
     #[error("directory entry for {0} has expired")]
     Expired(String),
+    #[error("directory entry for {service}: epoch {epoch} is not the clock's (epoch {current} now, at most one ahead accepted)")]
+    EpochNotCurrent {
+        service: String,
+        epoch: u64,
+        current: u64,
+    },
+    #[error("directory entry for {service}: expiry {not_after_ms} lies beyond {limit} ({what})")]
+    ExpiryTooLate {
+        service: String,
+        not_after_ms: u64,
+        limit: u64,
+        what: &'static str,
+    },
     #[error("directory entry for {service}: its certificate (serial {serial}) is revoked")]
     Revoked { service: String, serial: String },
     #[error("directory entry for {0}: {1}")]
@@ -83,6 +96,8 @@ fn signed_bytes(service: &str, epoch: u64, not_after_ms: u64, public: &[u8; 32])
 pub struct ServiceSigner {
     service: String,
     certificate: Vec<u8>,
+    /// When the certificate expires (Unix ms): no entry it signs outlives it.
+    certificate_not_after_ms: u64,
     key: EcdsaKeyPair,
 }
 
@@ -106,19 +121,24 @@ impl ServiceSigner {
             &SystemRandom::new(),
         )
         .map_err(|e| load(format!("{}: {e}", files.key.display())))?;
+        let (_, _, certificate_not_after_ms) = certified_names_and_serial(&cert);
         Ok(ServiceSigner {
             service: directory_name(identity),
             certificate: cert.to_vec(),
+            certificate_not_after_ms,
             key,
         })
     }
 
+    /// Signs `public` as the key of `epoch` until `not_after_ms`, or until the certificate
+    /// expires if that comes first (receivers refuse an entry that outlives its certificate).
     pub fn sign(
         &self,
         epoch: u64,
         not_after_ms: u64,
         public: &PublicKey,
     ) -> Result<DirectoryEntry, DirectoryError> {
+        let not_after_ms = not_after_ms.min(self.certificate_not_after_ms);
         let msg = signed_bytes(&self.service, epoch, not_after_ms, public.as_bytes());
         let sig = self
             .key
@@ -150,6 +170,10 @@ pub struct DirectoryTrust {
     revoked: HashMap<String, u64>,
     /// The registry file's identity when `revoked` was read (`None`: no registry).
     registry_stamp: Option<FileStamp>,
+    /// The ecosystem's key rotation, when known (a live follower): a service's entry must
+    /// then name an epoch the clock allows and expire within that epoch's window
+    /// ([`DirectoryTrust::with_rotation`]).
+    rotation: Option<Rotation>,
 }
 
 /// A serial as compared here: lowercase hex without leading zero bytes (DER may add one to
@@ -223,7 +247,20 @@ impl DirectoryTrust {
             home: home.clone(),
             revoked,
             registry_stamp,
+            rotation: None,
         })
+    }
+
+    /// Also judges every service entry's epoch and expiry against `rotation` (the one every
+    /// service of the ecosystem rotates by): the epoch may be at most one ahead of the clock's
+    /// (a sender whose clock runs a little ahead rotates first) and the entry must expire by
+    /// the end of that epoch's grace window. Without it a stolen certificate key could publish
+    /// epoch 2^63 with a far-future expiry, and every sender would seal to that key (the
+    /// newest epoch wins) until the certificate is revoked. Readers of the audit archive,
+    /// which judge entries at their publication time, need no rotation: they never seal.
+    pub fn with_rotation(mut self, rotation: Rotation) -> DirectoryTrust {
+        self.rotation = Some(rotation);
+        self
     }
 
     /// Re-reads the revoked serials if the identity registry changed since the last read;
@@ -304,7 +341,7 @@ impl DirectoryTrust {
             None,
         )
         .map_err(|e| untrusted(format!("{e:?}")))?;
-        let (certified, serial) = certified_names_and_serial(&entry.certificate);
+        let (certified, serial, cert_not_after_ms) = certified_names_and_serial(&entry.certificate);
         if self.is_revoked(&serial, now_ms) {
             return Err(DirectoryError::Revoked { service, serial });
         }
@@ -327,20 +364,67 @@ impl DirectoryTrust {
         );
         ee.verify_signature(webpki::ring::ECDSA_P256_SHA256, &msg, &entry.signature)
             .map_err(|_| DirectoryError::BadSignature(service.clone()))?;
+        // Judged after the signature: an unsigned or substituted entry is reported as such.
+        self.check_lifetime(entry, auditor, cert_not_after_ms, now_ms)?;
         let key =
             PublicKey::from_bytes(entry.public).map_err(|e| DirectoryError::BadKey(service, e))?;
         Ok((key, serial))
     }
 }
 
-/// DNS names and URIs in the certificate's subjectAltName, and its serial (as `serial_key`).
-fn certified_names_and_serial(der: &[u8]) -> (Vec<String>, String) {
+impl DirectoryTrust {
+    /// An entry's epoch and expiry must be ones its signer could honestly publish now: the
+    /// key expires no later than the certificate vouching for it, and (with the rotation
+    /// known) a service's epoch is at most one ahead of the clock's and its expiry within
+    /// that epoch's grace window.
+    fn check_lifetime(
+        &self,
+        entry: &DirectoryEntry,
+        auditor: bool,
+        cert_not_after_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), DirectoryError> {
+        let too_late = |limit: u64, what: &'static str| DirectoryError::ExpiryTooLate {
+            service: entry.service.clone(),
+            not_after_ms: entry.not_after_ms,
+            limit,
+            what,
+        };
+        if entry.not_after_ms > cert_not_after_ms {
+            return Err(too_late(cert_not_after_ms, "its certificate's expiry"));
+        }
+        let Some(rotation) = self.rotation.filter(|_| !auditor) else {
+            return Ok(());
+        };
+        let current = rotation.epoch_at(now_ms);
+        if entry.epoch > current.saturating_add(1) {
+            return Err(DirectoryError::EpochNotCurrent {
+                service: entry.service.clone(),
+                epoch: entry.epoch,
+                current,
+            });
+        }
+        // No overflow: the epoch is at most one past the clock's.
+        let window_end = rotation.retire_at(entry.epoch);
+        if entry.not_after_ms > window_end {
+            return Err(too_late(window_end, "the end of its epoch's grace window"));
+        }
+        Ok(())
+    }
+}
+
+/// DNS names and URIs in the certificate's subjectAltName, its serial (as `serial_key`), and
+/// when it expires (Unix ms; 0 if it cannot be read, which then refuses every expiry).
+fn certified_names_and_serial(der: &[u8]) -> (Vec<String>, String, u64) {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return (Vec::new(), String::new());
+        return (Vec::new(), String::new(), 0);
     };
     let serial = serial_key(&hex::encode(cert.tbs_certificate.raw_serial()));
+    let not_after_ms = u64::try_from(cert.validity().not_after.timestamp())
+        .unwrap_or(0)
+        .saturating_mul(1000);
     let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return (Vec::new(), serial);
+        return (Vec::new(), serial, not_after_ms);
     };
     let names = san
         .value
@@ -352,7 +436,7 @@ fn certified_names_and_serial(der: &[u8]) -> (Vec<String>, String) {
             _ => None,
         })
         .collect();
-    (names, serial)
+    (names, serial, not_after_ms)
 }
 
 /// A verified key: its epoch, the key, when it stops opening anything, and the serial of the

@@ -25,6 +25,8 @@ pub enum EnvelopeError {
     UnknownSession { kid: String, session: String },
     #[error("cannot decrypt: the envelope was altered, moved to another subject, or not made by its claimed sender")]
     CannotDecrypt,
+    #[error("sealed in a session of route {route}, which does not cover {subject}")]
+    WrongRoute { route: String, subject: String },
     #[error("a low-order X25519 public key was refused")]
     LowOrderKey,
     #[error("replayed message {0}")]

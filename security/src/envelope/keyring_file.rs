@@ -67,6 +67,17 @@ pub fn path(home: &Home, identity: &Identity) -> PathBuf {
         .join(format!("{}.keyring", identity.file_stem()))
 }
 
+/// Destroys an identity's ring file, if any: its chain derives every future key of the
+/// service, so a revoked identity's ring must not outlive the revocation (whoever stole it
+/// would read what is sealed to the re-issued service), and a re-issued identity starts a
+/// fresh random chain ([`load_or_create`] finds no file).
+pub fn destroy(home: &Home, identity: &Identity) -> std::io::Result<()> {
+    match std::fs::remove_file(path(home, identity)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Writes the ring (chain at its epoch and the secrets still in grace).
 pub fn save(home: &Home, identity: &Identity, ring: &KeyRing) -> Result<(), KeyRingFileError> {
     let r = ring.rotation();

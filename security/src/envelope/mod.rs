@@ -24,14 +24,14 @@ pub use directory::{
     directory_name, Directory, DirectoryEntry, DirectoryError, DirectoryTrust, ServiceSigner,
 };
 pub use error::EnvelopeError;
-pub use hpke_wrap::{unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
+pub use hpke_wrap::{import_data_key, unwrap_data_key, wrap_data_key, DATA_KEY_LEN};
 pub use keyring::{KeyRing, Rotation};
 pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair, KEY_ID_LEN};
 pub use open::{Freshness, MessageMeta, Opened, Opener, OpenerLimits, SenderKeys};
 pub use replay::ReplayGuard;
 pub use seal::{Form, Sealer, SessionLimits, SessionRecord};
 pub use wire::{
-    envelope_version, message_id, record_digest, CompactHeader, Envelope, Establishment, Header,
-    HeaderView, RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1,
-    VERSION, VERSION_COMPACT,
+    envelope_version, message_id, record_digest, route_covers, CompactHeader, Envelope,
+    Establishment, Header, HeaderView, RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN,
+    SESSION_ID_LEN, SUITE_V1, VERSION, VERSION_COMPACT,
 };

@@ -5,8 +5,8 @@
 use super::hpke_wrap::{import_data_key, unwrap_data_key};
 use super::seal::wrap_info;
 use super::wire::{
-    body_aad, body_nonce, compact_aad, envelope_version, record_digest, CompactHeader,
-    Establishment, Header, HeaderView, SESSION_ID_LEN, SUITE_V1, VERSION_COMPACT,
+    body_aad, body_nonce, compact_aad, envelope_version, record_digest, route_covers,
+    CompactHeader, Establishment, Header, HeaderView, SESSION_ID_LEN, SUITE_V1, VERSION_COMPACT,
 };
 use super::{EnvelopeError, KeyId, PublicKey, ReplayGuard, SecretKeyPair};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -101,6 +101,8 @@ pub struct MessageMeta {
     pub schema: u16,
     /// The sender, authenticated through its session's key (shared by the session's messages).
     pub sender: Arc<str>,
+    /// The route its session is bound to (covers the subject it arrived on).
+    pub route: Arc<str>,
     pub sender_kid: KeyId,
     pub session_id: [u8; SESSION_ID_LEN],
     pub counter: u64,
@@ -108,11 +110,12 @@ pub struct MessageMeta {
 }
 
 impl MessageMeta {
-    fn of(version: u8, header: &CompactHeader, sender: Arc<str>) -> MessageMeta {
+    fn of(version: u8, header: &CompactHeader, (sender, route): Bound) -> MessageMeta {
         MessageMeta {
             version,
             schema: header.schema,
             sender,
+            route,
             sender_kid: header.sender_kid,
             session_id: header.session_id,
             counter: header.counter,
@@ -121,14 +124,24 @@ impl MessageMeta {
     }
 }
 
+/// An authentic message's sender and its session's route (shared, not copied, per message).
+type Bound = (Arc<str>, Arc<str>);
+
 /// A session whose data key authenticated a body.
 struct CachedSession {
     key: LessSafeKey,
     /// Which of our keys the session reached us under: once it is erased, so is the session.
     own_kid: KeyId,
     sender: Arc<str>,
+    /// The subjects it may be opened on (bound into our HPKE context: authentic).
+    route: Arc<str>,
     /// SHA-256 of the session record: a compact envelope's associated data.
     digest: [u8; 32],
+    /// Whether `digest` is known to be the sender's: it came from the session's record, or a
+    /// compact envelope opened under it. A digest built from a full envelope is not yet: HPKE
+    /// authenticates only our own entry of it, and a co-recipient can alter the others (a
+    /// wrong digest would make every compact envelope of the session fail here).
+    confirmed: bool,
     last_used_ms: u64,
 }
 
@@ -190,7 +203,7 @@ impl Opener {
             .recipients()
             .nth(position)
             .ok_or(EnvelopeError::NotARecipient)?;
-        let info = wrap_info(&h.session_id, h.sender, &kid);
+        let info = wrap_info(&h.session_id, h.sender, h.route, &kid);
         let data_key = match &entry.wrapped {
             None => import_data_key(me, sender, &info, &entry.enc)?,
             Some(wrapped) => unwrap_data_key(me, sender, &info, &entry.enc, wrapped)?,
@@ -266,6 +279,7 @@ impl Opener {
                 suite: SUITE_V1,
                 schema: meta.schema,
                 sender: meta.sender.to_string(),
+                route: meta.route.to_string(),
                 sender_kid: meta.sender_kid,
                 session_id: meta.session_id,
                 counter: meta.counter,
@@ -340,6 +354,9 @@ impl Opener {
         plaintext: &mut Vec<u8>,
     ) -> Result<MessageMeta, EnvelopeError> {
         let (header, header_end) = HeaderView::parse(bytes)?;
+        // The route is authentic only once the body opens (it feeds the key derivation), but
+        // a message off its claimed route is refused either way: say so.
+        check_route(header.route, actual_subject)?;
         let sender = senders.sender_key(header.sender, &header.sender_kid, now_ms)?;
         let establishment = header.establishment();
         let ours = Self::locate(&establishment, mine)?;
@@ -352,27 +369,35 @@ impl Opener {
         // once a body authenticated under it: an exported key is not authenticated by
         // itself, and a forged envelope must not plant a wrong key under a real session's id.
         let opened = match self.cache.get_mut(&cache_key) {
-            Some(cached) if cached.own_kid == ours.1 && *cached.sender == *header.sender => {
-                open_body(&cached.key, nonce, &aad, body, plaintext).map(|()| {
-                    cached.last_used_ms = now_ms;
-                    cached.sender.clone()
-                })
+            Some(cached)
+                if cached.own_kid == ours.1
+                    && *cached.sender == *header.sender
+                    && *cached.route == *header.route =>
+            {
+                open_body(&cached.key, nonce, &aad, body, plaintext)
+                    .map(|()| {
+                        cached.last_used_ms = now_ms;
+                        (cached.sender.clone(), cached.route.clone())
+                    })
+                    .map_err(|e| low_order_or(&establishment, ours.0, e))
             }
             _ => Self::derive_key(&establishment, ours, &sender).and_then(|key| {
                 open_body(&key, nonce, &aad, body, plaintext)?;
                 let digest = record_digest(&establishment.record()?);
-                let sender: Arc<str> = header.sender.into();
+                let bound: Bound = (header.sender.into(), header.route.into());
                 self.remember(
                     cache_key,
                     CachedSession {
                         key,
                         own_kid: ours.1,
-                        sender: sender.clone(),
+                        sender: bound.0.clone(),
+                        route: bound.1.clone(),
                         digest,
+                        confirmed: false,
                         last_used_ms: now_ms,
                     },
                 );
-                Ok(sender)
+                Ok(bound)
             }),
         };
         self.aad = aad;
@@ -397,21 +422,40 @@ impl Opener {
         let (head, body) = bytes.split_at(header_end);
         let nonce = body_nonce(header.counter);
         let mut aad = std::mem::take(&mut self.aad);
-        let opened = match self.cache.get_mut(&cache_key) {
+        // A cached digest that no compact envelope confirmed yet gives way to the record
+        // when the caller brings it (see `CachedSession::confirmed`).
+        let cached = self
+            .cache
+            .get_mut(&cache_key)
+            .filter(|c| c.confirmed || record.is_none());
+        let opened = match cached {
             Some(cached) => {
                 if mine.recipient_key(&cached.own_kid).is_none() {
                     // Our key it reached us under is erased: so is what it opened.
                     Err(EnvelopeError::NotARecipient)
                 } else {
-                    senders
-                        .sender_key(&cached.sender, &header.sender_kid, now_ms)
+                    check_route(&cached.route, actual_subject)
+                        .and_then(|()| {
+                            senders.sender_key(&cached.sender, &header.sender_kid, now_ms)
+                        })
                         .and_then(|_| {
                             compact_aad(&mut aad, head, &cached.digest, actual_subject);
-                            open_body(&cached.key, nonce, &aad, body, plaintext)
+                            match open_body(&cached.key, nonce, &aad, body, plaintext) {
+                                // The digest came from a full envelope, whose other entries
+                                // a co-recipient could have altered: ask for the record.
+                                Err(EnvelopeError::CannotDecrypt) if !cached.confirmed => {
+                                    Err(EnvelopeError::UnknownSession {
+                                        kid: header.sender_kid.to_string(),
+                                        session: hex::encode(header.session_id),
+                                    })
+                                }
+                                other => other,
+                            }
                         })
                         .map(|()| {
                             cached.last_used_ms = now_ms;
-                            cached.sender.clone()
+                            cached.confirmed = true;
+                            (cached.sender.clone(), cached.route.clone())
                         })
                 }
             }
@@ -423,11 +467,19 @@ impl Opener {
                 Some(record) => {
                     let learned = self.learn_session(&header, record, mine, senders, now_ms);
                     learned.and_then(|session| {
+                        check_route(&session.route, actual_subject)?;
                         compact_aad(&mut aad, head, &session.digest, actual_subject);
-                        open_body(&session.key, nonce, &aad, body, plaintext)?;
-                        let sender = session.sender.clone();
+                        if let Err(e) = open_body(&session.key, nonce, &aad, body, plaintext) {
+                            // A forged body, not a planted digest, if the record agrees with
+                            // what we cached: no need to ask for the record again.
+                            if let Some(c) = self.cache.get_mut(&cache_key) {
+                                c.confirmed |= c.digest == session.digest;
+                            }
+                            return Err(e);
+                        }
+                        let bound = (session.sender.clone(), session.route.clone());
                         self.remember(cache_key, session);
-                        Ok(sender)
+                        Ok(bound)
                     })
                 }
             },
@@ -461,9 +513,34 @@ impl Opener {
             key: Self::derive_key(&establishment, ours, &sender)?,
             own_kid: ours.1,
             sender: establishment.sender.into(),
+            route: establishment.route.into(),
             digest: record_digest(record),
+            confirmed: true,
             last_used_ms: now_ms,
         })
+    }
+}
+
+/// A message is opened only on a subject its session's route covers: a recipient of one
+/// route's session (who knows its data key) cannot speak in it on another route.
+fn check_route(route: &str, subject: &str) -> Result<(), EnvelopeError> {
+    if route_covers(route, subject) {
+        Ok(())
+    } else {
+        Err(EnvelopeError::WrongRoute {
+            route: route.to_string(),
+            subject: subject.to_string(),
+        })
+    }
+}
+
+/// A body that failed under a cached session's key: if our entry's encapsulated key is a
+/// low-order point, that is the refusal to report (as a fresh derivation would), not the
+/// tag. Checked only on failure, so a cached session costs no X25519 per message.
+fn low_order_or(h: &Establishment<'_>, position: usize, e: EnvelopeError) -> EnvelopeError {
+    match h.recipients().nth(position) {
+        Some(entry) if super::is_low_order(&entry.enc) => EnvelopeError::LowOrderKey,
+        _ => e,
     }
 }
 

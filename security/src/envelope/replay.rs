@@ -9,13 +9,21 @@
 //!
 //! Soundness (no message accepted twice):
 //! - a counter below its stream's `base` is refused; `base` only rises;
-//! - a stream forgotten as a whole (idle past the window, or evicted for memory) raises
-//!   `floor_ms` to the newest timestamp it accepted, and anything stamped at or below the floor
-//!   is refused — so every message it accepted stays refused.
+//! - a stream forgotten as a whole (idle past the window, or evicted for memory) raises its
+//!   *sender key's* floor to the newest timestamp it accepted, and anything that sender
+//!   stamped at or below its floor is refused — so every message it accepted stays refused.
 //!
-//! False rejections happen only at the memory bounds: a message delayed by more than a
-//! stream's whole bitmap (`max_entries` messages), or one stamped at or below the timestamps
-//! of a stream evicted because more than `max_streams` were live at once.
+//! Isolation (one authenticated sender cannot make us refuse another's messages): floors are
+//! per sender key, timestamps may lead our clock by [`FUTURE_SKEW_MS`] only (so a floor lies at
+//! most that far above now, and only for the sender that was forgotten), and each sender key
+//! holds at most a sixteenth of the streams and of the bitmap: one that opens more streams or
+//! jumps its counters evicts its own state. Senders are keys in the verified directory, a
+//! handful per service, so the shares together reach the whole budget only if sixteen keys are
+//! at their share at once.
+//!
+//! False rejections happen only at the memory bounds: a message delayed by more than its
+//! sender's share of the bitmap (`max_entries / 16` messages), or one stamped at or below the
+//! timestamps of a stream of the same sender evicted for memory.
 
 use super::{EnvelopeError, KeyId};
 use std::collections::{HashMap, VecDeque};
@@ -112,6 +120,50 @@ enum Refusal {
     BelowWindow,
 }
 
+/// How far ahead of our clock a timestamp may be. Small: whatever a stream accepted is
+/// remembered through its sender's floor once the stream is forgotten, and a floor above now
+/// refuses that sender's messages until the clock passes it.
+pub const FUTURE_SKEW_MS: u64 = 5_000;
+
+/// Each sender key may hold at most this share (1/16) of the streams and of the bitmap: a
+/// sender that opens more streams, or jumps its counters further, evicts its own state, not
+/// anyone else's.
+const SENDER_SHARE: usize = 16;
+
+type FastHash = foldhash::fast::RandomState;
+
+/// One sender key's streams and what their forgetting left behind.
+#[derive(Debug, Default)]
+struct Sender {
+    /// Timestamps at or below this are refused: the newest message of every stream of this
+    /// sender that was forgotten (so nothing it accepted is accepted again).
+    floor_ms: u64,
+    /// Bitmap words held by this sender's streams.
+    words: usize,
+    streams: HashMap<[u8; 8], Stream, FastHash>,
+}
+
+impl Sender {
+    /// Forgets one stream, raising the floor past what it accepted; returns the words freed.
+    fn forget(&mut self, id: &[u8; 8]) -> usize {
+        let Some(s) = self.streams.remove(id) else {
+            return 0;
+        };
+        self.floor_ms = self.floor_ms.max(s.newest_ms);
+        self.words -= s.words.len();
+        s.words.len()
+    }
+
+    /// The least recently used stream other than `keep`.
+    fn least_recent(&self, keep: &[u8; 8]) -> Option<([u8; 8], u64)> {
+        self.streams
+            .iter()
+            .filter(|(id, _)| *id != keep)
+            .min_by_key(|(_, s)| s.last_use)
+            .map(|(id, s)| (*id, s.last_use))
+    }
+}
+
 /// Remembers which messages were accepted inside the window.
 #[derive(Debug)]
 pub struct ReplayGuard {
@@ -119,24 +171,32 @@ pub struct ReplayGuard {
     /// Bitmap words all streams may hold together (`max_entries / 64`).
     max_words: usize,
     max_streams: usize,
+    /// What one sender key may hold: `max_words` and `max_streams` over [`SENDER_SHARE`].
+    sender_words: usize,
+    sender_streams: usize,
     words: usize,
-    streams: HashMap<(KeyId, [u8; 8]), Stream, foldhash::fast::RandomState>,
-    floor_ms: u64,
+    stream_count: usize,
+    senders: HashMap<KeyId, Sender, FastHash>,
     uses: u64,
     last_sweep_ms: u64,
 }
 
 impl ReplayGuard {
     /// A guard for a `window_ms` window that remembers at most `max_entries` messages (one bit
-    /// each, plus 8 bytes per 64) across at most `max_streams` streams.
+    /// each, plus 8 bytes per 64) across at most `max_streams` streams; each sender key at
+    /// most a sixteenth of both.
     pub fn new(window_ms: u64, max_entries: usize, max_streams: usize) -> ReplayGuard {
+        let max_words = (max_entries / WORD_BITS as usize).max(1);
+        let max_streams = max_streams.max(1);
         ReplayGuard {
             window_ms,
-            max_words: (max_entries / WORD_BITS as usize).max(1),
-            max_streams: max_streams.max(1),
+            max_words,
+            max_streams,
+            sender_words: (max_words / SENDER_SHARE).max(1),
+            sender_streams: (max_streams / SENDER_SHARE).max(1),
             words: 0,
-            streams: HashMap::default(),
-            floor_ms: 0,
+            stream_count: 0,
+            senders: HashMap::default(),
             uses: 0,
             last_sweep_ms: 0,
         }
@@ -144,7 +204,8 @@ impl ReplayGuard {
 
     /// Accepts message `counter` of stream `stream_id` from the sender key `sender`, stamped
     /// `ts_ms`, once; call only after the message authenticated, so a forger cannot fill the
-    /// memory.
+    /// memory. Work per call is bounded by one sender's share (a sixteenth of the bounds),
+    /// except when every share together overflows the bounds (then one scan of all streams).
     pub fn check(
         &mut self,
         sender: &KeyId,
@@ -154,10 +215,9 @@ impl ReplayGuard {
         now_ms: u64,
     ) -> Result<(), EnvelopeError> {
         let skew = ts_ms as i64 - now_ms as i64;
-        if skew.unsigned_abs() > self.window_ms {
-            return Err(EnvelopeError::OutsideWindow { skew_ms: skew });
-        }
-        if ts_ms <= self.floor_ms && self.floor_ms > 0 {
+        if ts_ms > now_ms.saturating_add(FUTURE_SKEW_MS)
+            || now_ms.saturating_sub(ts_ms) > self.window_ms
+        {
             return Err(EnvelopeError::OutsideWindow { skew_ms: skew });
         }
         let oldest_fresh_ms = now_ms.saturating_sub(self.window_ms);
@@ -165,73 +225,142 @@ impl ReplayGuard {
             self.last_sweep_ms = now_ms;
             self.forget_idle(oldest_fresh_ms);
         }
-        let key = (*sender, stream_id);
-        if !self.streams.contains_key(&key) && self.streams.len() >= self.max_streams {
-            self.evict_least_recent(None);
+        if self
+            .senders
+            .get(sender)
+            .is_some_and(|s| s.floor_ms > 0 && ts_ms <= s.floor_ms)
+        {
+            return Err(EnvelopeError::OutsideWindow { skew_ms: skew });
+        }
+        let is_new = !self
+            .senders
+            .get(sender)
+            .is_some_and(|s| s.streams.contains_key(&stream_id));
+        if is_new {
+            self.make_room_for_stream(sender, &stream_id);
         }
         self.uses += 1;
         let uses = self.uses;
-        let stream = self
+        let sender_words = self.sender_words;
+        let state = self.senders.entry(*sender).or_default();
+        let stream = state
             .streams
-            .entry(key)
+            .entry(stream_id)
             .or_insert_with(|| Stream::new(counter));
+        if is_new {
+            self.stream_count += 1;
+        }
         stream.last_use = uses;
         let before = stream.words.len();
-        let accepted = stream.accept(counter, ts_ms, oldest_fresh_ms, self.max_words);
-        self.words = self.words + stream.words.len() - before;
+        let accepted = stream.accept(counter, ts_ms, oldest_fresh_ms, sender_words);
+        let after = stream.words.len();
+        state.words = state.words + after - before;
+        self.words = self.words + after - before;
         let id = || hex::encode(super::message_id(&stream_id, counter));
         match accepted {
             Err(Refusal::Seen) => return Err(EnvelopeError::Replay(id())),
             Err(Refusal::BelowWindow) => return Err(EnvelopeError::BeyondReplayWindow(id())),
             Ok(()) => {}
         }
-        while self.words > self.max_words {
-            self.evict_least_recent(Some(key));
-        }
+        self.enforce_word_bounds(sender, &stream_id);
         Ok(())
     }
 
-    /// Forgets streams with nothing accepted inside the window.
-    fn forget_idle(&mut self, oldest_fresh_ms: u64) {
-        let mut floor = self.floor_ms;
-        let mut freed = 0;
-        self.streams.retain(|_, s| {
-            let keep = s.newest_ms >= oldest_fresh_ms;
-            if !keep {
-                floor = floor.max(s.newest_ms);
-                freed += s.words.len();
-            }
-            keep
-        });
-        self.floor_ms = floor;
-        self.words -= freed;
-    }
-
-    /// Frees memory: the least recently used stream other than `keep` goes (raising the
-    /// floor); if `keep` is the only one, its oldest word goes.
-    fn evict_least_recent(&mut self, keep: Option<(KeyId, [u8; 8])>) {
-        let victim = self
-            .streams
-            .iter()
-            .filter(|(k, _)| Some(**k) != keep)
-            .min_by_key(|(_, s)| s.last_use)
-            .map(|(k, _)| *k);
-        match victim {
-            Some(k) => {
-                if let Some(s) = self.streams.remove(&k) {
-                    self.floor_ms = self.floor_ms.max(s.newest_ms);
-                    self.words -= s.words.len();
-                }
-            }
-            None => {
-                if let Some(s) = keep.and_then(|k| self.streams.get_mut(&k)) {
-                    if s.words.len() > 1 {
-                        s.pop_front();
-                        self.words -= 1;
-                    }
+    /// Before `sender` starts stream `id`: its own least recently used stream goes if it is at
+    /// its share, someone's if all streams together are at the bound.
+    fn make_room_for_stream(&mut self, sender: &KeyId, id: &[u8; 8]) {
+        if let Some(state) = self.senders.get_mut(sender) {
+            if state.streams.len() >= self.sender_streams {
+                if let Some((victim, _)) = state.least_recent(id) {
+                    self.words -= state.forget(&victim);
+                    self.stream_count -= 1;
                 }
             }
         }
+        if self.stream_count >= self.max_streams {
+            self.evict_globally(&(*sender, *id));
+        }
+    }
+
+    /// After an accept: `sender` back within its share of the bitmap (sliding its current
+    /// stream first: that costs only very late messages of it, where forgetting a stream
+    /// raises the sender's floor), then everyone within the whole budget.
+    fn enforce_word_bounds(&mut self, sender: &KeyId, id: &[u8; 8]) {
+        if let Some(state) = self.senders.get_mut(sender) {
+            while state.words > self.sender_words {
+                let slid = state.streams.get_mut(id).is_some_and(|s| {
+                    let slide = s.words.len() > 1;
+                    if slide {
+                        s.pop_front();
+                    }
+                    slide
+                });
+                if slid {
+                    state.words -= 1;
+                    self.words -= 1;
+                    continue;
+                }
+                let Some((victim, _)) = state.least_recent(id) else {
+                    break;
+                };
+                self.words -= state.forget(&victim);
+                self.stream_count -= 1;
+            }
+        }
+        while self.words > self.max_words {
+            if !self.evict_globally(&(*sender, *id)) {
+                break;
+            }
+        }
+    }
+
+    /// Frees memory across senders: the least recently used stream other than `keep` goes,
+    /// raising its own sender's floor. False when there is none.
+    fn evict_globally(&mut self, keep: &(KeyId, [u8; 8])) -> bool {
+        let victim = self
+            .senders
+            .iter()
+            .filter_map(|(kid, s)| {
+                s.streams
+                    .iter()
+                    .filter(|(id, _)| !(*kid == keep.0 && **id == keep.1))
+                    .min_by_key(|(_, st)| st.last_use)
+                    .map(|(id, st)| (*kid, *id, st.last_use))
+            })
+            .min_by_key(|(_, _, last_use)| *last_use);
+        let Some((kid, id, _)) = victim else {
+            return false;
+        };
+        if let Some(state) = self.senders.get_mut(&kid) {
+            self.words -= state.forget(&id);
+            self.stream_count -= 1;
+        }
+        true
+    }
+
+    /// Forgets streams with nothing accepted inside the window, and senders left with no
+    /// stream and a floor the window check already covers.
+    fn forget_idle(&mut self, oldest_fresh_ms: u64) {
+        let (mut freed_words, mut freed_streams) = (0, 0);
+        self.senders.retain(|_, state| {
+            let mut floor = state.floor_ms;
+            let mut freed = 0;
+            state.streams.retain(|_, s| {
+                let keep = s.newest_ms >= oldest_fresh_ms;
+                if !keep {
+                    floor = floor.max(s.newest_ms);
+                    freed += s.words.len();
+                    freed_streams += 1;
+                }
+                keep
+            });
+            state.floor_ms = floor;
+            state.words -= freed;
+            freed_words += freed;
+            !state.streams.is_empty() || state.floor_ms >= oldest_fresh_ms
+        });
+        self.words -= freed_words;
+        self.stream_count -= freed_streams;
     }
 
     /// Messages remembered as bitmap capacity (64 per word held).
@@ -240,7 +369,7 @@ impl ReplayGuard {
     }
 
     pub fn streams(&self) -> usize {
-        self.streams.len()
+        self.stream_count
     }
 }
 
@@ -322,5 +451,70 @@ mod tests {
         }
         // Stream 2 was evicted: its message stays refused (the floor rose past it).
         assert!(g.check(&K, [2; 8], 0, 1_001_002, 1_001_050).is_err());
+    }
+
+    #[test]
+    fn finding_07_future_stamped_streams_black_out_nobody_else() {
+        let mut g = ReplayGuard::new(120_000, 1 << 23, 4096);
+        let now = 1_000_000_000;
+        let (rogue, honest) = (KeyId([1; 8]), KeyId([2; 8]));
+        assert!(g.check(&honest, [9; 8], 0, now, now).is_ok());
+        // Stamped two minutes ahead: refused outright.
+        assert!(matches!(
+            g.check(&rogue, [0; 8], 0, now + 119_000, now),
+            Err(EnvelopeError::OutsideWindow { .. })
+        ));
+        // 5,000 fresh streams up to as far ahead as allowed: the rogue evicts its own streams
+        // only (each raising its own floor, below its next stream's stamp).
+        for i in 0..5_000u32 {
+            let mut id = [0u8; 8];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            let t = now + FUTURE_SKEW_MS - 5_000 + u64::from(i);
+            assert!(g.check(&rogue, id, 0, t, now).is_ok(), "stream {i}");
+        }
+        assert!(g.streams() <= 4096 / 16 + 1, "{}", g.streams());
+        // Everyone else is accepted straight after, and still refused on replay.
+        assert!(g.check(&honest, [9; 8], 1, now + 1, now + 1).is_ok());
+        assert!(g.check(&honest, [8; 8], 0, now + 1, now + 1).is_ok());
+        assert!(matches!(
+            g.check(&honest, [9; 8], 0, now, now + 2),
+            Err(EnvelopeError::Replay(_))
+        ));
+        // The rogue's floor lies at most the allowed skew ahead: its own messages stamped
+        // below it are refused, for those few seconds only.
+        assert!(g.check(&rogue, [7; 8], 0, now + 2, now + 2).is_err());
+        let later = now + FUTURE_SKEW_MS + 1;
+        assert!(g.check(&rogue, [7; 8], 0, later, later).is_ok());
+    }
+
+    #[test]
+    fn finding_07_a_counter_jump_takes_only_its_senders_share() {
+        let mut g = ReplayGuard::new(120_000, 1 << 23, 4096);
+        let now = 1_000_000_000;
+        let (rogue, honest) = (KeyId([1; 8]), KeyId([2; 8]));
+        for c in 0..10_000u64 {
+            assert!(g.check(&honest, [9; 8], c, now, now).is_ok());
+        }
+        let honest_words = g.capacity_in_use();
+        for jump in 1..=64u64 {
+            let c = jump << 23;
+            // Stamped later each time: its own evicted streams raise its floor, not ours.
+            let t = now + 2 * jump;
+            assert!(g.check(&rogue, [jump as u8; 8], 0, t, now).is_ok());
+            assert!(g.check(&rogue, [jump as u8; 8], c, t + 1, now).is_ok());
+            assert!(
+                g.capacity_in_use() <= honest_words + (1 << 23) / 16,
+                "{}",
+                g.capacity_in_use()
+            );
+        }
+        // The honest stream kept all it remembered: replays refused, new counters accepted.
+        for c in [0, 5_000, 9_999] {
+            assert!(matches!(
+                g.check(&honest, [9; 8], c, now, now + 1),
+                Err(EnvelopeError::Replay(_))
+            ));
+        }
+        assert!(g.check(&honest, [9; 8], 10_000, now + 1, now + 1).is_ok());
     }
 }

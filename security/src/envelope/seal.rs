@@ -3,8 +3,9 @@
 
 use super::hpke_wrap::{export_data_key, wrap_data_key};
 use super::wire::{
-    body_aad, body_nonce, compact_aad, record_digest, session_record, CompactHeader, HeaderRef,
-    RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1, VERSION,
+    body_aad, body_nonce, compact_aad, record_digest, route_covers, session_record, CompactHeader,
+    HeaderRef, RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1,
+    VERSION,
 };
 use super::{EnvelopeError, KeyId, PublicKey, SecretKeyPair, DATA_KEY_LEN};
 use bytes::{Bytes, BytesMut};
@@ -76,8 +77,10 @@ pub struct Sealer {
     sender_kid: KeyId,
     keys: SecretKeyPair,
     limits: SessionLimits,
-    // Keys are our own recipients' key ids: a fast hasher is safe.
-    sessions: HashMap<Vec<KeyId>, Session, foldhash::fast::RandomState>,
+    // Route → recipient set → session: a session serves one route only, so a recipient
+    // cannot carry its key to another route. Keys are our own routes and recipients' key ids:
+    // a fast hasher is safe.
+    sessions: HashMap<Box<str>, HashMap<Vec<KeyId>, Session, FastHash>, FastHash>,
     /// The sorted recipient set of the current call (reused: no allocation per message).
     scratch: Vec<KeyId>,
     /// The body's associated data (header ‖ subject) of the current call, reused.
@@ -91,6 +94,8 @@ pub struct Sealer {
     records_pending: bool,
 }
 
+type FastHash = foldhash::fast::RandomState;
+
 /// 16 KiB: with 64 KiB chunks, sealing 1 KiB while the last 1,000 envelopes were still held
 /// (as a publisher's queue holds them) took 850 ns instead of 500 ns: each chunk was fresh
 /// memory to fault in and clear.
@@ -102,22 +107,27 @@ impl std::fmt::Debug for Sealer {
             f,
             "Sealer({}, {} sessions)",
             self.sender,
-            self.sessions.len()
+            self.sessions.values().map(HashMap::len).sum::<usize>()
         )
     }
 }
 
-/// What a recipient's HPKE context is bound to: the session, the sender's name and the
-/// recipient's key.
+/// What a recipient's HPKE context is bound to: the session, the sender's name, the session's
+/// route and the recipient's key. (Both lengths fit a byte: the header that carries them was
+/// checked.) The route is bound here, not only in the header: every recipient knows the
+/// session's data key, so a header field is only as authentic as the key derivation it feeds.
 pub(crate) fn wrap_info(
     session_id: &[u8; SESSION_ID_LEN],
     sender: &str,
+    route: &str,
     recipient: &KeyId,
 ) -> Vec<u8> {
-    let mut info = b"ozone/envelope/v2/wrap".to_vec();
+    let mut info = b"ozone/envelope/v4/wrap".to_vec();
     info.extend_from_slice(session_id);
     info.push(sender.len() as u8);
     info.extend_from_slice(sender.as_bytes());
+    info.push(route.len() as u8);
+    info.extend_from_slice(route.as_bytes());
     info.extend_from_slice(&recipient.0);
     info
 }
@@ -148,12 +158,17 @@ impl Sealer {
         Ok(b)
     }
 
-    fn new_session(&self, recipients: &[PublicKey], now_ms: u64) -> Result<Session, EnvelopeError> {
+    fn new_session(
+        &self,
+        route: &str,
+        recipients: &[PublicKey],
+        now_ms: u64,
+    ) -> Result<Session, EnvelopeError> {
         let id: [u8; SESSION_ID_LEN] = self.random()?;
         let (first, others) = recipients
             .split_first()
             .ok_or(EnvelopeError::NoRecipients)?;
-        let info = |r: &PublicKey| wrap_info(&id, &self.sender, &r.kid());
+        let info = |r: &PublicKey| wrap_info(&id, &self.sender, route, &r.kid());
         let (enc, data_key): (_, Zeroizing<[u8; DATA_KEY_LEN]>) =
             export_data_key(&self.keys, first, &info(first))?;
         let mut entries = Vec::with_capacity(recipients.len());
@@ -172,7 +187,7 @@ impl Sealer {
         }
         let key =
             UnboundKey::new(&AES_256_GCM, data_key.as_ref()).map_err(|_| EnvelopeError::Random)?;
-        let record = session_record(&self.sender, &self.sender_kid, &id, &entries)?;
+        let record = session_record(&self.sender, route, &self.sender_kid, &id, &entries)?;
         Ok(Session {
             id,
             key: LessSafeKey::new(key),
@@ -194,6 +209,7 @@ impl Sealer {
         }
         self.sessions
             .values_mut()
+            .flat_map(HashMap::values_mut)
             .filter(|s| !s.handed_out)
             .map(|s| {
                 s.handed_out = true;
@@ -208,12 +224,19 @@ impl Sealer {
     /// The session's record can now be fetched by every recipient: its messages may be
     /// compact. (A session already replaced is not affected.)
     pub fn mark_published(&mut self, session_id: &[u8; SESSION_ID_LEN]) {
-        if let Some(s) = self.sessions.values_mut().find(|s| s.id == *session_id) {
+        if let Some(s) = self
+            .sessions
+            .values_mut()
+            .flat_map(HashMap::values_mut)
+            .find(|s| s.id == *session_id)
+        {
             s.published = true;
         }
     }
 
-    /// Seals `plaintext` for `recipients` (each gets the data key) on `subject`.
+    /// Seals `plaintext` for `recipients` (each gets the data key) on `subject`, in a session
+    /// bound to exactly that subject (a tool's or a test's; the bus binds sessions to their
+    /// subject-table route through [`Sealer::seal_with`]).
     pub fn seal(
         &mut self,
         subject: &str,
@@ -230,6 +253,7 @@ impl Sealer {
         }
         self.seal_with(
             subject,
+            subject,
             schema,
             recipients,
             Form::Full,
@@ -244,11 +268,14 @@ impl Sealer {
     }
 
     /// Seals what `write` appends to the buffer (a serializer writes the payload straight
-    /// after the header: no intermediate copy). `size_hint` is the payload size expected.
+    /// after the header: no intermediate copy), for `subject` in a session bound to `route`
+    /// (the subject pattern of the subject's table row for its owner; it must cover
+    /// `subject`). `size_hint` is the payload size expected.
     #[allow(clippy::too_many_arguments)]
     pub fn seal_with(
         &mut self,
         subject: &str,
+        route: &str,
         schema: u16,
         recipients: &[PublicKey],
         form: Form,
@@ -259,13 +286,19 @@ impl Sealer {
         if recipients.is_empty() {
             return Err(EnvelopeError::NoRecipients);
         }
+        if !route_covers(route, subject) {
+            return Err(EnvelopeError::WrongRoute {
+                route: route.into(),
+                subject: subject.into(),
+            });
+        }
         let mut set = std::mem::take(&mut self.scratch);
         set.clear();
         set.extend(recipients.iter().map(PublicKey::kid));
         set.sort_unstable();
         set.dedup();
         let result = self.seal_to_set(
-            &set, subject, schema, recipients, form, now_ms, size_hint, write,
+            &set, subject, route, schema, recipients, form, now_ms, size_hint, write,
         );
         self.scratch = set;
         result
@@ -276,6 +309,7 @@ impl Sealer {
         &mut self,
         set: &[KeyId],
         subject: &str,
+        route: &str,
         schema: u16,
         recipients: &[PublicKey],
         form: Form,
@@ -289,16 +323,23 @@ impl Sealer {
                 && now_ms.saturating_sub(s.created_ms) < limits.max_age_ms
                 && now_ms >= s.created_ms
         };
-        if !self.sessions.get(set).is_some_and(fresh) {
-            let session = self.new_session(recipients, now_ms)?;
+        let current = self.sessions.get(route).and_then(|r| r.get(set));
+        if !current.is_some_and(fresh) {
+            let session = self.new_session(route, recipients, now_ms)?;
+            self.sessions.retain(|_, by_set| {
+                by_set.retain(|_, s| now_ms.saturating_sub(s.created_ms) < limits.max_age_ms);
+                !by_set.is_empty()
+            });
             self.sessions
-                .retain(|_, s| now_ms.saturating_sub(s.created_ms) < limits.max_age_ms);
-            self.sessions.insert(set.to_vec(), session);
+                .entry(route.into())
+                .or_default()
+                .insert(set.to_vec(), session);
             self.records_pending = true;
         }
         let session = self
             .sessions
-            .get_mut(set)
+            .get_mut(route)
+            .and_then(|r| r.get_mut(set))
             .ok_or(EnvelopeError::NoRecipients)?;
         let compact = form == Form::CompactWhenPublished && session.published;
         // The message id (session ‖ counter) and the nonce (the counter) are derived, not
@@ -306,6 +347,7 @@ impl Sealer {
         let header = HeaderRef {
             schema,
             sender: &self.sender,
+            route,
             sender_kid: &self.sender_kid,
             session_id: &session.id,
             counter: session.counter,

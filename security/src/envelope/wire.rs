@@ -4,16 +4,20 @@
 //! body's AEAD authenticates.
 //!
 //! ```text
-//! "OZ" version:u8 suite:u8 schema:u16
-//! sender_len:u8 sender   sender_kid:8
+//! "OZ" version:u8(4) suite:u8 schema:u16
+//! sender_len:u8 sender   route_len:u8 route   sender_kid:8
 //! session_id:8 counter:u64 timestamp_ms:u64
 //! n:u8   kid:8 enc:32   (n−1) × (kid:8 enc:32 wrapped:48)
 //! ciphertext‖tag (the rest, ≥ 16)
 //!
-//! compact: "OZ" 3 suite:u8 schema:u16 sender_kid:8 session_id:8 counter:u64 timestamp_ms:u64
+//! compact: "OZ" 5 suite:u8 schema:u16 sender_kid:8 session_id:8 counter:u64 timestamp_ms:u64
 //!          ciphertext‖tag        (aad = header ‖ SHA-256(session record) ‖ subject)
-//! record:  "OZS" 3 suite:u8 sender_len:u8 sender sender_kid:8 session_id:8 n:u8 entries
+//! record:  "OZS" 5 suite:u8 sender_len:u8 sender route_len:u8 route sender_kid:8 session_id:8
+//!          n:u8 entries
 //! ```
+//! The *route* is the subject pattern of the subject-table row the session serves, for its
+//! owner (`spark.>`, `ecosystem.heartbeat.ozone-studio`, `_INBOX.ozone-studio.>`): a session
+//! opens only on subjects it covers, and every recipient's HPKE context is bound to it.
 //! Integers are big-endian. Associated data of the body = every byte before the ciphertext,
 //! followed by the subject the message travels on (the subject is bound, not sent: NATS
 //! carries it). The body's nonce is `u32 0 ‖ u64be(counter)` and the message id is
@@ -25,10 +29,13 @@ use super::keys::KEY_ID_LEN;
 use super::{EnvelopeError, KeyId};
 use bytes::BufMut;
 
-pub const VERSION: u8 = 2;
-/// A compact envelope: the session's establishment (sender, recipient entries) left out and
-/// bound through the digest of its session record, which every recipient holds or can fetch.
-pub const VERSION_COMPACT: u8 = 3;
+/// 4: sessions bound to their route (version 2 had no route: any subject with the same
+/// recipients could reuse a session's key).
+pub const VERSION: u8 = 4;
+/// A compact envelope: the session's establishment (sender, route, recipient entries) left out
+/// and bound through the digest of its session record, which every recipient holds or can
+/// fetch. 5: the record carries the route (3 did not).
+pub const VERSION_COMPACT: u8 = 5;
 /// DHKEM(X25519, HKDF-SHA256) + HKDF-SHA256 + AES-256-GCM: HPKE Auth mode, the data key
 /// exported from the first recipient's context and wrapped for the others.
 pub const SUITE_V1: u8 = 1;
@@ -62,6 +69,8 @@ pub struct Header {
     pub suite: u8,
     pub schema: u16,
     pub sender: String,
+    /// The subject pattern the session is bound to (see the module docs).
+    pub route: String,
     pub sender_kid: KeyId,
     pub session_id: [u8; SESSION_ID_LEN],
     pub counter: u64,
@@ -103,6 +112,7 @@ impl Header {
         let h = HeaderRef {
             schema: self.schema,
             sender: &self.sender,
+            route: &self.route,
             sender_kid: &self.sender_kid,
             session_id: &self.session_id,
             counter: self.counter,
@@ -129,6 +139,7 @@ pub struct Envelope {
 pub(crate) struct HeaderRef<'a> {
     pub schema: u16,
     pub sender: &'a str,
+    pub route: &'a str,
     pub sender_kid: &'a KeyId,
     pub session_id: &'a [u8; SESSION_ID_LEN],
     pub counter: u64,
@@ -143,6 +154,8 @@ impl HeaderRef<'_> {
             + 2
             + 1
             + self.sender.len()
+            + 1
+            + self.route.len()
             + KEY_ID_LEN
             + SESSION_ID_LEN
             + 8
@@ -163,13 +176,16 @@ impl HeaderRef<'_> {
         suite: u8,
         out: &mut impl BufMut,
     ) -> Result<(), EnvelopeError> {
-        let (sender_len, count) = length_bytes(self.sender, self.recipients.len())?;
+        let (sender_len, route_len, count) =
+            length_bytes(self.sender, self.route, self.recipients.len())?;
         out.put_slice(MAGIC);
         out.put_u8(version);
         out.put_u8(suite);
         out.put_u16(self.schema);
         out.put_u8(sender_len);
         out.put_slice(self.sender.as_bytes());
+        out.put_u8(route_len);
+        out.put_slice(self.route.as_bytes());
         out.put_slice(&self.sender_kid.0);
         out.put_slice(self.session_id);
         out.put_u64(self.counter);
@@ -179,17 +195,27 @@ impl HeaderRef<'_> {
     }
 }
 
-/// The one-byte sender length and recipient count that a header and a session record carry:
-/// both must fit a byte, and a message has at least one recipient.
-fn length_bytes(sender: &str, recipients: usize) -> Result<(u8, u8), EnvelopeError> {
+/// The one-byte sender and route lengths and recipient count that a header and a session
+/// record carry: each must fit a byte, a session has a route, and a message has at least one
+/// recipient.
+fn length_bytes(
+    sender: &str,
+    route: &str,
+    recipients: usize,
+) -> Result<(u8, u8, u8), EnvelopeError> {
     let sender_len =
         u8::try_from(sender.len()).map_err(|_| EnvelopeError::Malformed("sender too long"))?;
+    let route_len =
+        u8::try_from(route.len()).map_err(|_| EnvelopeError::Malformed("route too long"))?;
+    if route_len == 0 {
+        return Err(EnvelopeError::Malformed("no route"));
+    }
     let count =
         u8::try_from(recipients).map_err(|_| EnvelopeError::Malformed("too many recipients"))?;
     if count == 0 {
         return Err(EnvelopeError::Malformed("no recipients"));
     }
-    Ok((sender_len, count))
+    Ok((sender_len, route_len, count))
 }
 
 /// The recipient entries as on the wire; fails on entries that break the layout's rule (only
@@ -246,6 +272,14 @@ impl<'a> Reader<'a> {
     fn str(&mut self, n: usize, what: &'static str) -> Result<&'a str, EnvelopeError> {
         std::str::from_utf8(self.take(n, what)?).map_err(|_| EnvelopeError::Malformed(what))
     }
+    /// A session's route: length-prefixed, never empty.
+    fn route(&mut self) -> Result<&'a str, EnvelopeError> {
+        let n = self.u8("route length")? as usize;
+        if n == 0 {
+            return Err(EnvelopeError::Malformed("no route"));
+        }
+        self.str(n, "route")
+    }
 }
 
 /// A parsed header borrowing from the received bytes: what opening needs, without copying
@@ -256,6 +290,7 @@ pub struct HeaderView<'a> {
     pub suite: u8,
     pub schema: u16,
     pub sender: &'a str,
+    pub route: &'a str,
     pub sender_kid: KeyId,
     pub session_id: [u8; SESSION_ID_LEN],
     pub counter: u64,
@@ -309,6 +344,7 @@ impl<'a> HeaderView<'a> {
         let schema = r.u16("schema")?;
         let sender_len = r.u8("sender length")? as usize;
         let sender = r.str(sender_len, "sender")?;
+        let route = r.route()?;
         let sender_kid = key_id(r.take(KEY_ID_LEN, "sender key id")?);
         let session_id = r.array("session id")?;
         let counter = u64::from_be_bytes(r.array("counter")?);
@@ -329,6 +365,7 @@ impl<'a> HeaderView<'a> {
                 suite,
                 schema,
                 sender,
+                route,
                 sender_kid,
                 session_id,
                 counter,
@@ -356,6 +393,7 @@ impl<'a> HeaderView<'a> {
         Establishment {
             suite: self.suite,
             sender: self.sender,
+            route: self.route,
             sender_kid: self.sender_kid,
             session_id: self.session_id,
             first: self.first,
@@ -379,6 +417,7 @@ impl<'a> HeaderView<'a> {
             suite: self.suite,
             schema: self.schema,
             sender: self.sender.to_string(),
+            route: self.route.to_string(),
             sender_kid: self.sender_kid,
             session_id: self.session_id,
             counter: self.counter,
@@ -473,6 +512,7 @@ impl CompactHeader {
 pub struct Establishment<'a> {
     pub suite: u8,
     pub sender: &'a str,
+    pub route: &'a str,
     pub sender_kid: KeyId,
     pub session_id: [u8; SESSION_ID_LEN],
     first: &'a [u8],
@@ -494,14 +534,16 @@ impl<'a> Establishment<'a> {
         self.entries().map(key_id)
     }
 
-    /// The session record: `"OZS" version:u8(3) suite:u8 sender_len:u8 sender sender_kid:8
-    /// session_id:8 n:u8 entries` (entries exactly as in the full envelope's header).
+    /// The session record: `"OZS" version:u8(5) suite:u8 sender_len:u8 sender route_len:u8
+    /// route sender_kid:8 session_id:8 n:u8 entries` (entries exactly as in the full
+    /// envelope's header).
     pub fn record(&self) -> Result<Vec<u8>, EnvelopeError> {
         let count = 1 + self.rest.len() / ENTRY_LEN;
         let entries_len = self.first.len() + self.rest.len();
         let head = RecordHead {
             suite: self.suite,
             sender: self.sender,
+            route: self.route,
             sender_kid: &self.sender_kid,
             session_id: &self.session_id,
         };
@@ -531,6 +573,7 @@ impl<'a> Establishment<'a> {
         }
         let sender_len = r.u8("sender length")? as usize;
         let sender = r.str(sender_len, "sender")?;
+        let route = r.route()?;
         let sender_kid = key_id(r.take(KEY_ID_LEN, "sender key id")?);
         let session_id = r.array("session id")?;
         let count = r.u8("recipient count")?;
@@ -545,6 +588,7 @@ impl<'a> Establishment<'a> {
         Ok(Establishment {
             suite,
             sender,
+            route,
             sender_kid,
             session_id,
             first,
@@ -574,6 +618,7 @@ pub(crate) fn compact_aad(aad: &mut Vec<u8>, header: &[u8], digest: &[u8; 32], s
 /// that saw a full envelope and one given this record must agree).
 pub(crate) fn session_record(
     sender: &str,
+    route: &str,
     sender_kid: &KeyId,
     session_id: &[u8; SESSION_ID_LEN],
     recipients: &[RecipientEntry],
@@ -581,6 +626,7 @@ pub(crate) fn session_record(
     let head = RecordHead {
         suite: SUITE_V1,
         sender,
+        route,
         sender_kid,
         session_id,
     };
@@ -594,6 +640,7 @@ pub(crate) fn session_record(
 struct RecordHead<'a> {
     suite: u8,
     sender: &'a str,
+    route: &'a str,
     sender_kid: &'a KeyId,
     session_id: &'a [u8; SESSION_ID_LEN],
 }
@@ -606,11 +653,12 @@ impl RecordHead<'_> {
         entries_len: usize,
         write_entries: impl FnOnce(&mut Vec<u8>) -> Result<(), EnvelopeError>,
     ) -> Result<Vec<u8>, EnvelopeError> {
-        let (sender_len, count) = length_bytes(self.sender, count)?;
+        let (sender_len, route_len, count) = length_bytes(self.sender, self.route, count)?;
         let mut out = Vec::with_capacity(
             RECORD_MAGIC.len()
-                + 3
+                + 4
                 + self.sender.len()
+                + self.route.len()
                 + KEY_ID_LEN
                 + SESSION_ID_LEN
                 + 1
@@ -621,10 +669,28 @@ impl RecordHead<'_> {
         out.push(self.suite);
         out.push(sender_len);
         out.extend_from_slice(self.sender.as_bytes());
+        out.push(route_len);
+        out.extend_from_slice(self.route.as_bytes());
         out.extend_from_slice(&self.sender_kid.0);
         out.extend_from_slice(self.session_id);
         out.push(count);
         write_entries(&mut out)?;
         Ok(out)
+    }
+}
+
+/// Whether `route` (a subject pattern: `*` one token, `>` the rest) covers `subject`. Runs per
+/// message opened: token by token, no allocation.
+pub fn route_covers(route: &str, subject: &str) -> bool {
+    let mut pat = route.split('.');
+    let mut sub = subject.split('.');
+    loop {
+        match (pat.next(), sub.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(p), Some(s)) if p == s => {}
+            (None, None) => return true,
+            _ => return false,
+        }
     }
 }

@@ -156,6 +156,12 @@ pub fn issue(
 ) -> Result<Issued, PkiError> {
     let mut signers = Signers::new(home, passphrase);
     let mut registry = Registry::load(home)?;
+    if registry.get(identity).is_some_and(|r| !r.is_active()) {
+        // Re-issued after a revocation: a fresh chain, even if the revoked process wrote its
+        // ring back after `revoke` destroyed it (it rewrites the file when it rotates).
+        let ring = crate::envelope::keyring_file::path(home, identity);
+        crate::envelope::keyring_file::destroy(home, identity).map_err(io_err(&ring))?;
+    }
     let issued = signers.issue(identity, opts, &mut registry)?;
     registry.save(home)?;
     Ok(issued)

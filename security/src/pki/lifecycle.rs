@@ -144,14 +144,18 @@ pub fn renew(home: &Home, cfg: &SecurityConfig, within: Duration) -> Result<Vec<
     Ok(renewed)
 }
 
-/// Revokes an identity: marks it in the registry and destroys its private key. The caller
-/// regenerates the NATS configuration and reloads the server so live connections are cut.
-/// Returns false when it was already revoked.
+/// Revokes an identity: marks it in the registry and destroys its private key and its
+/// envelope key ring (a stolen ring's chain would derive every key the re-issued service
+/// publishes). The caller regenerates the NATS configuration and reloads the server so live
+/// connections are cut. Returns false when it was already revoked.
 pub fn revoke(home: &Home, identity: &Identity) -> Result<bool, PkiError> {
     let mut registry = Registry::load(home)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let changed = registry.revoke(identity, now)?;
     registry.save(home)?;
     destroy_key(home, identity)?;
+    crate::envelope::keyring_file::destroy(home, identity).map_err(super::io_err(
+        &crate::envelope::keyring_file::path(home, identity),
+    ))?;
     Ok(changed)
 }
