@@ -46,3 +46,65 @@ fn finding_16_init_names_the_directory_it_cannot_create() -> R {
     );
     Ok(())
 }
+
+/// The supervisor's record of one component: (state, pid).
+fn process_of(home: &Home, c: &str) -> (String, Option<u32>) {
+    ozone::components::read_states(home)
+        .get(c)
+        .map(|p| (p.state.clone(), p.pid))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn finding_16_a_component_given_up_on_is_started_again_by_ozone_up() -> R {
+    let t = TestHome::new()?;
+    let _down = ozone_tests::DownOnDrop::new(env!("CARGO_BIN_EXE_ozone-cli"), &t.home);
+    let nats = ozone_tests::nats_server_binary()?;
+    let env = [("OZONE_NATS_SERVER", nats.to_str().unwrap_or_default())];
+    let (ok, out, err) = ozone!(&t.home, &["up", "--detach"], &env)?;
+    assert!(ok, "ozone up failed:\n{out}\n{err}");
+
+    // SCRIBE dies at once, again and again, until the supervisor gives up on it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut kills = 0;
+    loop {
+        let (state, pid) = process_of(&t.home, "scribe");
+        if state == "failed" {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the supervisor never gave up on scribe ({kills} kills, state {state})"
+        );
+        if let (Some(pid), "running") = (pid, state.as_str()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            kills += 1;
+            // Wait for the supervisor to notice before looking again.
+            while process_of(&t.home, "scribe").1 == Some(pid) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // `ozone up` says what had been given up on and starts it again.
+    let (ok, out, err) = ozone!(&t.home, &["up", "--detach"], &env)?;
+    assert!(ok, "ozone up failed:\n{out}\n{err}");
+    assert!(err.contains("had given up on scribe"), "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (state, pid) = process_of(&t.home, "scribe");
+        if state == "running" && pid.is_some_and(|p| ozone_tests::process_running(p as i32)) {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "scribe not running again after ozone up (state {state})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
