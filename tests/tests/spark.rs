@@ -75,10 +75,11 @@ async fn generate(
 async fn generation_answers_streams_stops_and_cancels() -> anyhow::Result<()> {
     let (_eco, _workers, client, _bus) = pool(1, &[], ClientOptions::default()).await?;
 
-    // The capital of France, with a fixed seed.
+    // The capital of France, decoded greedily: a sampled answer of a 135M model depends on
+    // the last bits of the CPU's arithmetic (it differs between Intel and AMD hosts), the
+    // greedy one only on which token is likeliest.
     let mut q = chat("What is the capital of France?");
-    q.temperature = 0.2;
-    q.seed = 7;
+    q.temperature = 0.0;
     q.max_tokens = 60;
     let (pieces, done) = generate(&client, q.clone()).await?;
     println!("answer: {:?} ({:?})", done.text, done.usage);
@@ -92,9 +93,12 @@ async fn generation_answers_streams_stops_and_cancels() -> anyhow::Result<()> {
         pieces.len() > 3,
         "tokens were streamed one by one: {pieces:?}"
     );
-    // The same seed gives the same answer.
+    // Sampled, the same seed gives the same answer.
+    q.temperature = 0.7;
+    q.seed = 7;
+    let (_, sampled) = generate(&client, q.clone()).await?;
     let (_, again) = generate(&client, q).await?;
-    assert_eq!(again.text, done.text);
+    assert_eq!(again.text, sampled.text);
 
     // max_tokens.
     let (_, short) = generate(&client, story(5)).await?;
