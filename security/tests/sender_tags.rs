@@ -103,12 +103,12 @@ impl Broadcast {
     }
 }
 
-/// `tag_i = HMAC-SHA256(k_i, SHA-256(aad) ‖ SHA-256(ciphertext ‖ gcm tag))[..16]`, written from
+/// `tag_i = HMAC-SHA256(k_i, SHA-256(u64be(len(aad)) ‖ aad ‖ ciphertext ‖ gcm tag))[..16]`, written from
 /// docs/envelope.md.
 fn spec_tag(key: &[u8; 32], aad: &[u8], body: &[u8]) -> [u8; SENDER_TAG_LEN] {
-    let mut input = digest::digest(&digest::SHA256, aad).as_ref().to_vec();
-    input.extend_from_slice(digest::digest(&digest::SHA256, body).as_ref());
-    let full = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), &input);
+    let framed = [&(aad.len() as u64).to_be_bytes()[..], aad, body].concat();
+    let input = digest::digest(&digest::SHA256, &framed);
+    let full = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), input.as_ref());
     full.as_ref()[..SENDER_TAG_LEN].try_into().unwrap()
 }
 

@@ -6,7 +6,7 @@
 //! ends in one 16-byte tag per recipient, in the session's recipient order:
 //!
 //! ```text
-//! tag_i = HMAC-SHA256(k_i, SHA-256(aad) ‖ SHA-256(ciphertext ‖ gcm tag))[..16]
+//! tag_i = HMAC-SHA256(k_i, SHA-256(u64be(len(aad)) ‖ aad ‖ ciphertext ‖ gcm tag))[..16]
 //! ```
 //!
 //! where `k_i` is exported from recipient *i*'s own HPKE Auth-mode context (known to the
@@ -14,8 +14,9 @@
 //! record digest for a compact envelope, subject). The tag covers every byte sent before the
 //! tags and what the associated data binds without sending: the GCM tag alone would not do,
 //! since whoever holds the data key can find a second ciphertext with the same GCM tag. The
-//! two hashes fix the boundary between the associated data and the ciphertext; hashing first
-//! lets the sender pay for the message once and for each recipient only a 64-byte HMAC.
+//! length fixes the boundary between the associated data and the ciphertext; hashing first
+//! lets the sender pay for the message once and for each recipient only an HMAC of 32 bytes
+//! (two SHA-256 blocks with the key schedule cached).
 //!
 //! A session with one recipient carries no tags: that recipient is the only party a forger
 //! could fool, and it cannot fool itself.
@@ -43,19 +44,20 @@ pub(crate) fn tag_key(secret: &[u8; 32]) -> hmac::Key {
     hmac::Key::new(hmac::HMAC_SHA256, secret)
 }
 
-/// What every tag of one message is computed over: SHA-256(aad) ‖ SHA-256(sealed body).
-pub(crate) fn tag_input(aad: &[u8], sealed_body: &[u8]) -> [u8; 64] {
-    let mut input = [0u8; 64];
-    for (half, bytes) in input.chunks_exact_mut(32).zip([aad, sealed_body]) {
-        let mut ctx = Context::new(&SHA256);
-        ctx.update(bytes);
-        half.copy_from_slice(ctx.finish().as_ref());
-    }
+/// What every tag of one message is computed over:
+/// SHA-256(u64be(len(aad)) ‖ aad ‖ sealed body).
+pub(crate) fn tag_input(aad: &[u8], sealed_body: &[u8]) -> [u8; 32] {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(&(aad.len() as u64).to_be_bytes());
+    ctx.update(aad);
+    ctx.update(sealed_body);
+    let mut input = [0u8; 32];
+    input.copy_from_slice(ctx.finish().as_ref());
     input
 }
 
 /// One recipient's tag over `input`.
-pub(crate) fn tag(key: &hmac::Key, input: &[u8; 64]) -> [u8; SENDER_TAG_LEN] {
+pub(crate) fn tag(key: &hmac::Key, input: &[u8; 32]) -> [u8; SENDER_TAG_LEN] {
     let mut tag = [0u8; SENDER_TAG_LEN];
     tag.copy_from_slice(&hmac::sign(key, input).as_ref()[..SENDER_TAG_LEN]);
     tag
