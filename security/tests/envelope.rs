@@ -613,7 +613,7 @@ fn seal_compact(
 fn a_session_turns_compact_once_its_record_is_published_and_opens_from_cache_or_record() {
     let mut p = pair();
     let r = p.recipient;
-    // Before its record is published, a session's envelopes are full (version 4).
+    // Before its record is published, a session's envelopes are full (version 6).
     let full = p
         .sealer
         .seal_with(
