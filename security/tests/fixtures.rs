@@ -48,7 +48,7 @@ fn directory_entry_messagepack_is_stable() {
 #[test]
 fn envelope_header_layout_is_stable() {
     let header = ozone_security::envelope::Header {
-        version: 4,
+        version: 6,
         suite: 1,
         schema: 1,
         sender: "ozone-studio".into(),
@@ -72,8 +72,11 @@ fn envelope_header_layout_is_stable() {
     };
     let mut bytes = header.encode().unwrap();
     bytes.extend_from_slice(&[8; 16]); // an (empty) ciphertext's tag
-    check("envelope_v4.bin", &bytes);
-    let back = Envelope::decode(&std::fs::read(fixture("envelope_v4.bin")).unwrap()).unwrap();
+    bytes.extend_from_slice(&[11; 16]); // two recipients: the sender's tag for each
+    bytes.extend_from_slice(&[12; 16]);
+    check("envelope_v6.bin", &bytes);
+    let back = Envelope::decode(&std::fs::read(fixture("envelope_v6.bin")).unwrap()).unwrap();
     assert_eq!(back.header, header);
     assert_eq!(back.ciphertext, vec![8; 16]);
+    assert_eq!(back.sender_tags, [[11; 16], [12; 16]].concat());
 }

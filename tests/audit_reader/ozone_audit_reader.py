@@ -23,6 +23,7 @@ import os
 import ssl
 import struct
 import sys
+from hmac import compare_digest as hmac_compare
 
 import msgpack
 import nats
@@ -184,7 +185,7 @@ def parse_envelope(b: bytes):
     if take(2) != b"OZ":
         raise Refused("malformed: not an OZONE envelope")
     version, suite = take(1)[0], take(1)[0]
-    if (version, suite) != (4, 1):
+    if (version, suite) != (6, 1):
         raise Refused(f"unsupported version {version} suite {suite}")
     (schema,) = struct.unpack(">H", take(2))
     n = take(1)[0]
@@ -203,14 +204,26 @@ def parse_envelope(b: bytes):
     recipients = [(take(8), take(32), None)]
     recipients += [(take(8), take(32), take(48)) for _ in range(count - 1)]
     header = b[:at]
-    ciphertext = b[at:]
-    if len(ciphertext) < 16:
-        raise Refused("malformed: ciphertext shorter than its tag")
+    # A session of several recipients ends every envelope in one 16-byte sender tag per
+    # recipient, in the recipients' order; a single recipient's carries none.
+    tags_len = 16 * count if count > 1 else 0
+    if len(b) - at < 16 + tags_len:
+        raise Refused("malformed: ciphertext shorter than its tags")
+    ciphertext = b[at : len(b) - tags_len]
+    tags = [b[len(b) - tags_len + 16 * i : len(b) - tags_len + 16 * (i + 1)] for i in range(count)] if tags_len else []
     return dict(
         schema=schema, sender=sender, route=route, sender_kid=sender_kid, session_id=session_id,
         counter=counter, timestamp_ms=timestamp_ms, recipients=recipients, header=header,
-        ciphertext=ciphertext,
+        ciphertext=ciphertext, tags=tags,
     )
+
+
+def sender_tag(tag_key: bytes, aad: bytes, sealed_body: bytes) -> bytes:
+    """HMAC-SHA256(k_i, SHA-256(u64be(len(aad)) ‖ aad ‖ ciphertext ‖ gcm tag)), first 16 bytes."""
+    digest = hashlib.sha256(struct.pack(">Q", len(aad)) + aad + sealed_body).digest()
+    mac = hmac.HMAC(tag_key, hashes.SHA256())
+    mac.update(digest)
+    return mac.finalize()[:16]
 
 
 def wrap_info(session_id: bytes, sender: str, route: str, kid: bytes) -> bytes:
@@ -241,6 +254,7 @@ def is_low_order(public: bytes) -> bool:
 
 
 DATA_KEY_EXPORT = b"ozone/envelope/v2/data-key"
+SENDER_TAG_EXPORT = b"ozone/envelope/v6/sender-tag"
 
 
 class Directory:
@@ -316,10 +330,11 @@ def open_event(
     env: dict, subject: str, my_key: X25519PrivateKey, directory: Directory, at: datetime.datetime
 ) -> dict:
     my_kid = kid_of(my_key.public_key().public_bytes_raw())
-    mine = [r for r in env["recipients"] if r[0] == my_kid]
+    mine = [i for i, r in enumerate(env["recipients"]) if r[0] == my_kid]
     if not mine:
         raise Refused("not a recipient")
-    _, enc, wrapped = mine[0]
+    position = mine[0]
+    _, enc, wrapped = env["recipients"][position]
     published = directory.keys.get((env["sender"], env["sender_kid"]))
     if published is None:
         raise Refused(f"unknown sender key {env['sender_kid'].hex()} claimed by {env['sender']}")
@@ -340,9 +355,17 @@ def open_event(
             data_key = export_auth(enc, my_key, sender_key, info, DATA_KEY_EXPORT, 32)
         else:
             data_key = open_auth(enc, my_key, sender_key, info, wrapped)
-        plaintext = AESGCM(data_key).decrypt(nonce, env["ciphertext"], env["header"] + subject.encode())
+        aad = env["header"] + subject.encode()
+        plaintext = AESGCM(data_key).decrypt(nonce, env["ciphertext"], aad)
     except (InvalidTag, ValueError):
         raise Refused("cannot decrypt")
+    if env["tags"]:
+        # Every recipient knows the data key: only our own tag, keyed from our HPKE context,
+        # proves the sender (and not another recipient) sealed this.
+        tag_key = export_auth(enc, my_key, sender_key, info, SENDER_TAG_EXPORT, 32)
+        expected = sender_tag(tag_key, aad, env["ciphertext"])
+        if not hmac_compare(expected, env["tags"][position]):
+            raise Refused("the sender's tag for this recipient is missing or wrong")
     event = msgpack.unpackb(plaintext, raw=False)
     if event.get("component") != env["sender"]:
         raise Refused(f"sealed by {env['sender']} but claims {event.get('component')}")

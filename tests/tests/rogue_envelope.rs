@@ -181,13 +181,16 @@ async fn finding_09_a_far_future_epoch_is_refused() -> R {
 
 /// What a recipient of one of `sender`'s sessions learns from its full envelope: the data
 /// key (HPKE Auth mode with the recipient's real key, docs/envelope.md) and the record's
-/// digest, everything it needs to seal compact envelopes in that session.
+/// digest, everything it needs to seal compact envelopes in that session (all but the other
+/// recipients' sender tags), and how many bytes of sender tags its envelopes end in.
 fn steal_session(
     full: &[u8],
     me: &SecretKeyPair,
     sender: &ozone_security::envelope::PublicKey,
-) -> anyhow::Result<([u8; 32], [u8; 32])> {
-    use ozone_security::envelope::{import_data_key, record_digest, unwrap_data_key, HeaderView};
+) -> anyhow::Result<([u8; 32], [u8; 32], usize)> {
+    use ozone_security::envelope::{
+        import_data_key, record_digest, sender_tags_len, unwrap_data_key, HeaderView,
+    };
     let (view, _) = HeaderView::parse(full)?;
     let record = view.establishment().record()?;
     let my_kid = me.public().kid();
@@ -208,13 +211,19 @@ fn steal_session(
         (_, Some(w)) => unwrap_data_key(me, sender, &info, &entry.enc, &w)?,
         _ => anyhow::bail!("malformed entry"),
     };
-    Ok((*key, record_digest(&record)))
+    Ok((
+        *key,
+        record_digest(&record),
+        sender_tags_len(view.recipient_count()),
+    ))
 }
 
-/// Opens a compact envelope by hand with a session's data key and record digest.
+/// Opens a compact envelope by hand with a session's data key and record digest (its
+/// `tags` bytes of sender tags left unchecked).
 fn open_compact(
     data_key: &[u8; 32],
     digest: &[u8; 32],
+    tags: usize,
     envelope: &[u8],
     subject: &str,
 ) -> anyhow::Result<Vec<u8>> {
@@ -228,7 +237,7 @@ fn open_compact(
     let key = LessSafeKey::new(
         UnboundKey::new(&AES_256_GCM, data_key).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let mut body = envelope[start..].to_vec();
+    let mut body = envelope[start..envelope.len() - tags].to_vec();
     let plain = key
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
@@ -239,7 +248,7 @@ fn open_compact(
     Ok(plain.to_vec())
 }
 
-/// A compact envelope (docs/envelope.md, version 5) sealed by hand in a stolen session.
+/// A compact envelope (docs/envelope.md, version 7; without sender tags) sealed by hand in a stolen session.
 fn forge_compact(
     data_key: &[u8; 32],
     digest: &[u8; 32],
@@ -337,9 +346,9 @@ async fn finding_04_a_co_recipient_cannot_carry_a_session_to_another_route() -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let compact = compact_seen.expect("the heartbeat session never turned compact");
-    let ((data_key, digest), session_id) = stolen.unwrap();
+    let ((data_key, digest, tags), session_id) = stolen.unwrap();
     // The theft works: the stolen key and digest authenticate the core's own compact beat.
-    open_compact(&data_key, &digest, &compact, heartbeat.as_str())?;
+    open_compact(&data_key, &digest, tags, &compact, heartbeat.as_str())?;
 
     // In that session, as "ozone-studio", a counter far ahead of the core's, onto SPARK's
     // request subject (NATS lets FORGE publish there: it calls SPARK).

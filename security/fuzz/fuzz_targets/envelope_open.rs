@@ -11,6 +11,8 @@ use std::sync::{LazyLock, Mutex};
 
 struct Fixture {
     genuine: Vec<u8>,
+    /// A full envelope to two recipients: it ends in sender tags.
+    broadcast: Vec<u8>,
     /// A compact envelope of the same session, and the session's record.
     compact: Vec<u8>,
     record: Vec<u8>,
@@ -29,10 +31,20 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     // `seal` binds its session to the subject itself: the compact envelope below shares it.
     let genuine = sealer.seal("spark.generate", 1, &[*me.public()], b"seed", 1).expect("seal");
     let recipient = *me.public();
-    let record = sealer.new_records().pop().expect("a new session").record.to_vec();
+    let other = *SecretKeyPair::from_secret([3; 32]).expect("fixed key").public();
+    let broadcast =
+        sealer.seal("spark.generate", 1, &[recipient, other], b"both", 1).expect("seal");
+    let record = sealer
+        .new_records()
+        .into_iter()
+        .find(|r| r.record.len() < 100)
+        .expect("the single recipient's session")
+        .record
+        .to_vec();
     let mut opener = Opener::new(OpenerLimits::default());
     let mine = vec![me];
     let _ = opener.open("spark.generate", &genuine, mine.as_slice(), &senders, 1);
+    let _ = opener.open("spark.generate", &broadcast, mine.as_slice(), &senders, 1);
     let session = Establishment::parse_record(&record).expect("record").session_id;
     sealer.mark_published(&session);
     let compact = sealer
@@ -42,7 +54,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         })
         .expect("seal")
         .to_vec();
-    Fixture { genuine, compact, record, mine, senders, opener: Mutex::new(opener) }
+    Fixture { genuine, broadcast, compact, record, mine, senders, opener: Mutex::new(opener) }
 });
 
 fuzz_target!(|data: &[u8]| {
@@ -61,7 +73,8 @@ fuzz_target!(|data: &[u8]| {
         spliced
     };
     let (spliced, compact, record) = (splice(&f.genuine), splice(&f.compact), splice(&f.record));
-    for input in [data, spliced.as_slice(), compact.as_slice()] {
+    let broadcast = splice(&f.broadcast);
+    for input in [data, spliced.as_slice(), compact.as_slice(), broadcast.as_slice()] {
         let _ = Envelope::decode(input);
         let _ = CompactHeader::parse(input);
         if let Ok(mut opener) = f.opener.lock() {

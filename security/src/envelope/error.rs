@@ -25,6 +25,8 @@ pub enum EnvelopeError {
     UnknownSession { kid: String, session: String },
     #[error("cannot decrypt: the envelope was altered, moved to another subject, or not made by its claimed sender")]
     CannotDecrypt,
+    #[error("the sender's tag for this recipient is missing or wrong: sealed by someone who holds the session's data key (another recipient), not by its sender")]
+    SenderTag,
     #[error("sealed in a session of route {route}, which does not cover {subject}")]
     WrongRoute { route: String, subject: String },
     #[error("a low-order X25519 public key was refused")]

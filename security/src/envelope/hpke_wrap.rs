@@ -3,6 +3,10 @@
 //! other recipient gets it *wrapped* (a single-shot seal). Only the recipient can derive or
 //! unwrap it, and only with the sender's public key, which authenticates the sender's key to
 //! the recipient.
+//!
+//! The same context also exports the recipient's *sender-tag key* (its own label): a key only
+//! the sender and that one recipient know, which authenticates the sender to that recipient
+//! even though every recipient of the session knows the data key (see `sender_tags`).
 
 use super::{EnvelopeError, PublicKey, SecretKeyPair};
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
@@ -38,6 +42,21 @@ fn kem_public(key: &PublicKey) -> Result<<Kem as hpke::Kem>::PublicKey, Envelope
 
 /// The exporter context of the session's data key (RFC 9180 §5.3).
 const DATA_KEY_EXPORT: &[u8] = b"ozone/envelope/v2/data-key";
+/// The exporter context of a recipient's sender-tag key: a label of its own, so the tag key
+/// is independent of the data key every recipient shares.
+const SENDER_TAG_EXPORT: &[u8] = b"ozone/envelope/v6/sender-tag";
+
+/// A 32-byte secret, wiped when dropped.
+pub type Secret = zeroize::Zeroizing<[u8; DATA_KEY_LEN]>;
+
+/// Exports a secret from an HPKE context (sender's or receiver's side).
+fn export(
+    exporter: impl FnOnce(&mut [u8]) -> Result<(), hpke::HpkeError>,
+) -> Result<Secret, EnvelopeError> {
+    let mut key = zeroize::Zeroizing::new([0u8; DATA_KEY_LEN]);
+    exporter(key.as_mut()).map_err(|_| EnvelopeError::CannotDecrypt)?;
+    Ok(key)
+}
 
 type SenderContext = hpke::aead::AeadCtxS<Aead, Kdf, Kem>;
 type ReceiverContext = hpke::aead::AeadCtxR<Aead, Kdf, Kem>;
@@ -78,21 +97,21 @@ fn receiver_context(
         .map_err(|_| EnvelopeError::CannotDecrypt)
 }
 
-/// Sets up an Auth-mode context to `recipient` and exports a new data key from it; returns
-/// (enc, data key). Used for a session's first recipient: no wrap needs to travel.
-pub fn export_data_key(
+/// Sets up an Auth-mode context to `recipient` and exports a new data key and the
+/// recipient's sender-tag key from it; returns (enc, data key, tag key). Used for a session's
+/// first recipient: no wrap needs to travel.
+pub(crate) fn export_session_keys(
     sender: &SecretKeyPair,
     recipient: &PublicKey,
     info: &[u8],
-) -> Result<([u8; ENC_LEN], zeroize::Zeroizing<[u8; DATA_KEY_LEN]>), EnvelopeError> {
+) -> Result<([u8; ENC_LEN], Secret, Secret), EnvelopeError> {
     let (enc, ctx) = sender_context(sender, recipient, info)?;
-    let mut key = zeroize::Zeroizing::new([0u8; DATA_KEY_LEN]);
-    ctx.export(DATA_KEY_EXPORT, key.as_mut())
-        .map_err(|_| EnvelopeError::Random)?;
-    Ok((enc, key))
+    let data_key = export(|out| ctx.export(DATA_KEY_EXPORT, out))?;
+    let tag_key = export(|out| ctx.export(SENDER_TAG_EXPORT, out))?;
+    Ok((enc, data_key, tag_key))
 }
 
-/// The recipient's side of [`export_data_key`]: the same data key, only if `sender` made
+/// The recipient's side of [`export_session_keys`]: the same data key, only if `sender` made
 /// `enc` for `me` with this `info`. (A wrong key gives a different data key, which the body's
 /// AEAD then refuses.)
 pub fn import_data_key(
@@ -100,12 +119,22 @@ pub fn import_data_key(
     sender: &PublicKey,
     info: &[u8],
     enc: &[u8; ENC_LEN],
-) -> Result<zeroize::Zeroizing<[u8; DATA_KEY_LEN]>, EnvelopeError> {
+) -> Result<Secret, EnvelopeError> {
     let ctx = receiver_context(me, sender, info, enc)?;
-    let mut key = zeroize::Zeroizing::new([0u8; DATA_KEY_LEN]);
-    ctx.export(DATA_KEY_EXPORT, key.as_mut())
-        .map_err(|_| EnvelopeError::CannotDecrypt)?;
-    Ok(key)
+    export(|out| ctx.export(DATA_KEY_EXPORT, out))
+}
+
+/// The recipient's side of [`export_session_keys`]: (data key, tag key).
+pub fn import_session_keys(
+    me: &SecretKeyPair,
+    sender: &PublicKey,
+    info: &[u8],
+    enc: &[u8; ENC_LEN],
+) -> Result<(Secret, Secret), EnvelopeError> {
+    let ctx = receiver_context(me, sender, info, enc)?;
+    let data_key = export(|out| ctx.export(DATA_KEY_EXPORT, out))?;
+    let tag_key = export(|out| ctx.export(SENDER_TAG_EXPORT, out))?;
+    Ok((data_key, tag_key))
 }
 
 /// Wraps `data_key` for `recipient`, authenticated as `sender` (the context's first seal,
@@ -117,6 +146,17 @@ pub fn wrap_data_key(
     info: &[u8],
     data_key: &[u8; DATA_KEY_LEN],
 ) -> Result<([u8; ENC_LEN], [u8; WRAPPED_LEN]), EnvelopeError> {
+    wrap_session_keys(sender, recipient, info, data_key).map(|(enc, wrapped, _)| (enc, wrapped))
+}
+
+/// [`wrap_data_key`], with the recipient's sender-tag key exported from the same context;
+/// returns (enc, wrapped, tag key).
+pub(crate) fn wrap_session_keys(
+    sender: &SecretKeyPair,
+    recipient: &PublicKey,
+    info: &[u8],
+    data_key: &[u8; DATA_KEY_LEN],
+) -> Result<([u8; ENC_LEN], [u8; WRAPPED_LEN], Secret), EnvelopeError> {
     let (enc, mut ctx) = sender_context(sender, recipient, info)?;
     let wrapped = ctx
         .seal(data_key, b"")
@@ -125,7 +165,8 @@ pub fn wrap_data_key(
         .as_slice()
         .try_into()
         .map_err(|_| EnvelopeError::Malformed("wrapped key length"))?;
-    Ok((enc, wrapped))
+    let tag_key = export(|out| ctx.export(SENDER_TAG_EXPORT, out))?;
+    Ok((enc, wrapped, tag_key))
 }
 
 /// Unwraps a data key sealed by [`wrap_data_key`]; fails unless `sender` made it for `me`.
@@ -135,7 +176,18 @@ pub fn unwrap_data_key(
     info: &[u8],
     enc: &[u8; ENC_LEN],
     wrapped: &[u8; WRAPPED_LEN],
-) -> Result<zeroize::Zeroizing<[u8; DATA_KEY_LEN]>, EnvelopeError> {
+) -> Result<Secret, EnvelopeError> {
+    unwrap_session_keys(me, sender, info, enc, wrapped).map(|(data_key, _)| data_key)
+}
+
+/// The recipient's side of [`wrap_session_keys`]: (data key, tag key).
+pub fn unwrap_session_keys(
+    me: &SecretKeyPair,
+    sender: &PublicKey,
+    info: &[u8],
+    enc: &[u8; ENC_LEN],
+    wrapped: &[u8; WRAPPED_LEN],
+) -> Result<(Secret, Secret), EnvelopeError> {
     let mut ctx = receiver_context(me, sender, info, enc)?;
     let plain = ctx
         .open(wrapped, b"")
@@ -146,5 +198,6 @@ pub fn unwrap_data_key(
         return Err(EnvelopeError::CannotDecrypt);
     }
     key.copy_from_slice(&plain);
-    Ok(key)
+    let tag_key = export(|out| ctx.export(SENDER_TAG_EXPORT, out))?;
+    Ok((key, tag_key))
 }

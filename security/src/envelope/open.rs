@@ -1,9 +1,10 @@
 //! Opening: find our way to the data key (cached per session), decrypt with the header and
-//! the subject the message arrived on as associated data, then — only for authentic
-//! messages — check replay.
+//! the subject the message arrived on as associated data, check the sender's tag for us (a
+//! session of several recipients), then — only for authentic messages — check replay.
 
-use super::hpke_wrap::{import_data_key, unwrap_data_key};
+use super::hpke_wrap::{import_session_keys, unwrap_session_keys};
 use super::seal::wrap_info;
+use super::sender_tags::{split_tags, tag_key, OwnTag};
 use super::wire::{
     body_aad, body_nonce, compact_aad, envelope_version, record_digest, route_covers,
     CompactHeader, Establishment, Header, HeaderView, SESSION_ID_LEN, SUITE_V1, VERSION_COMPACT,
@@ -130,6 +131,9 @@ type Bound = (Arc<str>, Arc<str>);
 /// A session whose data key authenticated a body.
 struct CachedSession {
     key: LessSafeKey,
+    /// Our sender-tag key and place, in a session of several recipients: every message must
+    /// carry our tag, however many recipients a (forged) header claims.
+    own_tag: Option<OwnTag>,
     /// Which of our keys the session reached us under: once it is erased, so is the session.
     own_kid: KeyId,
     sender: Arc<str>,
@@ -193,24 +197,31 @@ impl Opener {
             .ok_or(EnvelopeError::NotARecipient)
     }
 
-    /// Derives a session's data key from our recipient entry (an HPKE export or unwrap).
+    /// Derives a session's data key from our recipient entry (an HPKE export or unwrap), and
+    /// our sender-tag key if the session has several recipients.
     fn derive_key(
         h: &Establishment<'_>,
         (position, kid, me): (usize, KeyId, &SecretKeyPair),
         sender: &PublicKey,
-    ) -> Result<LessSafeKey, EnvelopeError> {
+    ) -> Result<(LessSafeKey, Option<OwnTag>), EnvelopeError> {
         let entry = h
             .recipients()
             .nth(position)
             .ok_or(EnvelopeError::NotARecipient)?;
         let info = wrap_info(&h.session_id, h.sender, h.route, &kid);
-        let data_key = match &entry.wrapped {
-            None => import_data_key(me, sender, &info, &entry.enc)?,
-            Some(wrapped) => unwrap_data_key(me, sender, &info, &entry.enc, wrapped)?,
+        let (data_key, own_tag_key) = match &entry.wrapped {
+            None => import_session_keys(me, sender, &info, &entry.enc)?,
+            Some(wrapped) => unwrap_session_keys(me, sender, &info, &entry.enc, wrapped)?,
         };
         let key = UnboundKey::new(&AES_256_GCM, data_key.as_ref())
             .map_err(|_| EnvelopeError::CannotDecrypt)?;
-        Ok(LessSafeKey::new(key))
+        let count = h.recipient_count();
+        let own_tag = (count > 1).then(|| OwnTag {
+            position,
+            count,
+            key: tag_key(&own_tag_key),
+        });
+        Ok((LessSafeKey::new(key), own_tag))
     }
 
     /// Caches the key of a session whose first body just authenticated.
@@ -361,7 +372,8 @@ impl Opener {
         let establishment = header.establishment();
         let ours = Self::locate(&establishment, mine)?;
         let cache_key = (header.session_id, header.sender_kid);
-        let (head, body) = bytes.split_at(header_end);
+        let (head, rest) = bytes.split_at(header_end);
+        let (body, tags) = split_tags(rest, establishment.recipient_count())?;
         let mut aad = std::mem::take(&mut self.aad);
         body_aad(&mut aad, head, actual_subject);
         let nonce = body_nonce(header.counter);
@@ -375,20 +387,23 @@ impl Opener {
                     && *cached.route == *header.route =>
             {
                 open_body(&cached.key, nonce, &aad, body, plaintext)
+                    .map_err(|e| low_order_or(&establishment, ours.0, e))
+                    .and_then(|()| check_own_tag(cached.own_tag.as_ref(), &aad, body, tags))
                     .map(|()| {
                         cached.last_used_ms = now_ms;
                         (cached.sender.clone(), cached.route.clone())
                     })
-                    .map_err(|e| low_order_or(&establishment, ours.0, e))
             }
-            _ => Self::derive_key(&establishment, ours, &sender).and_then(|key| {
+            _ => Self::derive_key(&establishment, ours, &sender).and_then(|(key, own_tag)| {
                 open_body(&key, nonce, &aad, body, plaintext)?;
+                check_own_tag(own_tag.as_ref(), &aad, body, tags)?;
                 let digest = record_digest(&establishment.record()?);
                 let bound: Bound = (header.sender.into(), header.route.into());
                 self.remember(
                     cache_key,
                     CachedSession {
                         key,
+                        own_tag,
                         own_kid: ours.1,
                         sender: bound.0.clone(),
                         route: bound.1.clone(),
@@ -419,7 +434,7 @@ impl Opener {
     ) -> Result<MessageMeta, EnvelopeError> {
         let (header, header_end) = CompactHeader::parse(bytes)?;
         let cache_key = (header.session_id, header.sender_kid);
-        let (head, body) = bytes.split_at(header_end);
+        let (head, rest) = bytes.split_at(header_end);
         let nonce = body_nonce(header.counter);
         let mut aad = std::mem::take(&mut self.aad);
         // A cached digest that no compact envelope confirmed yet gives way to the record
@@ -439,6 +454,7 @@ impl Opener {
                             senders.sender_key(&cached.sender, &header.sender_kid, now_ms)
                         })
                         .and_then(|_| {
+                            let (body, tags) = split_tags(rest, session_size(&cached.own_tag))?;
                             compact_aad(&mut aad, head, &cached.digest, actual_subject);
                             match open_body(&cached.key, nonce, &aad, body, plaintext) {
                                 // The digest came from a full envelope, whose other entries
@@ -450,7 +466,8 @@ impl Opener {
                                     })
                                 }
                                 other => other,
-                            }
+                            }?;
+                            check_own_tag(cached.own_tag.as_ref(), &aad, body, tags)
                         })
                         .map(|()| {
                             cached.last_used_ms = now_ms;
@@ -468,8 +485,13 @@ impl Opener {
                     let learned = self.learn_session(&header, record, mine, senders, now_ms);
                     learned.and_then(|session| {
                         check_route(&session.route, actual_subject)?;
+                        let (body, tags) = split_tags(rest, session_size(&session.own_tag))?;
                         compact_aad(&mut aad, head, &session.digest, actual_subject);
-                        if let Err(e) = open_body(&session.key, nonce, &aad, body, plaintext) {
+                        if let Err(e) = open_body(&session.key, nonce, &aad, body, plaintext)
+                            .and_then(|()| {
+                                check_own_tag(session.own_tag.as_ref(), &aad, body, tags)
+                            })
+                        {
                             // A forged body, not a planted digest, if the record agrees with
                             // what we cached: no need to ask for the record again.
                             if let Some(c) = self.cache.get_mut(&cache_key) {
@@ -509,8 +531,10 @@ impl Opener {
         }
         let sender = senders.sender_key(establishment.sender, &establishment.sender_kid, now_ms)?;
         let ours = Self::locate(&establishment, mine)?;
+        let (key, own_tag) = Self::derive_key(&establishment, ours, &sender)?;
         Ok(CachedSession {
-            key: Self::derive_key(&establishment, ours, &sender)?,
+            key,
+            own_tag,
             own_kid: ours.1,
             sender: establishment.sender.into(),
             route: establishment.route.into(),
@@ -519,6 +543,26 @@ impl Opener {
             last_used_ms: now_ms,
         })
     }
+}
+
+/// Checks the sender's tag for us, in a session of several recipients (after the body opened:
+/// a co-recipient's forgery passes the AEAD, and this is what refuses it).
+fn check_own_tag(
+    own_tag: Option<&OwnTag>,
+    aad: &[u8],
+    body: &[u8],
+    tags: &[u8],
+) -> Result<(), EnvelopeError> {
+    match own_tag {
+        // One recipient, us: its data key is the sender's and ours alone.
+        None => Ok(()),
+        Some(own) => own.verify(aad, body, tags),
+    }
+}
+
+/// How many recipients a session has, as far as its tags go (a single one carries none).
+fn session_size(own_tag: &Option<OwnTag>) -> usize {
+    own_tag.as_ref().map_or(1, |t| t.count)
 }
 
 /// A message is opened only on a subject its session's route covers: a recipient of one

@@ -1,7 +1,9 @@
 //! Sealing: one data key per session (recipient set), exported for the first recipient and
-//! wrapped for the others, then one AES-256-GCM per message.
+//! wrapped for the others, then one AES-256-GCM per message (and, with several recipients,
+//! one sender tag per recipient: `sender_tags`).
 
-use super::hpke_wrap::{export_data_key, wrap_data_key};
+use super::hpke_wrap::{export_session_keys, wrap_session_keys};
+use super::sender_tags::{self, sender_tags_len, tag_input, tag_key};
 use super::wire::{
     body_aad, body_nonce, compact_aad, record_digest, route_covers, session_record, CompactHeader,
     HeaderRef, RecipientEntry, COMPACT_HEADER_LEN, MAX_ENVELOPE_LEN, SESSION_ID_LEN, SUITE_V1,
@@ -10,9 +12,9 @@ use super::wire::{
 use super::{EnvelopeError, KeyId, PublicKey, SecretKeyPair, DATA_KEY_LEN};
 use bytes::{Bytes, BytesMut};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashMap;
-use zeroize::Zeroizing;
 
 /// When a sender starts a new session (new data key, new wraps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,8 @@ struct Session {
     id: [u8; SESSION_ID_LEN],
     key: LessSafeKey,
     entries: Vec<RecipientEntry>,
+    /// Each recipient's sender-tag key, in the entries' order; empty for a single recipient.
+    tag_keys: Vec<hmac::Key>,
     counter: u64,
     created_ms: u64,
     /// The session record (what a compact envelope leaves out) and its digest.
@@ -56,10 +60,10 @@ struct Session {
 /// Which envelope a message may be sealed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
-    /// Always a full envelope (version 2): opens with nothing but the recipient's keys and
+    /// Always a full envelope (version 6): opens with nothing but the recipient's keys and
     /// the key directory — for messages kept in streams and read back later.
     Full,
-    /// A compact envelope (version 3) once the session's record is published, a full one
+    /// A compact envelope (version 7) once the session's record is published, a full one
     /// before.
     CompactWhenPublished,
 }
@@ -169,21 +173,28 @@ impl Sealer {
             .split_first()
             .ok_or(EnvelopeError::NoRecipients)?;
         let info = |r: &PublicKey| wrap_info(&id, &self.sender, route, &r.kid());
-        let (enc, data_key): (_, Zeroizing<[u8; DATA_KEY_LEN]>) =
-            export_data_key(&self.keys, first, &info(first))?;
+        let (enc, data_key, first_tag_key) = export_session_keys(&self.keys, first, &info(first))?;
+        let data_key: &[u8; DATA_KEY_LEN] = &data_key;
         let mut entries = Vec::with_capacity(recipients.len());
+        let mut tag_keys = Vec::with_capacity(recipients.len());
         entries.push(RecipientEntry {
             kid: first.kid(),
             enc,
             wrapped: None,
         });
+        tag_keys.push(tag_key(&first_tag_key));
         for r in others {
-            let (enc, wrapped) = wrap_data_key(&self.keys, r, &info(r), &data_key)?;
+            let (enc, wrapped, k) = wrap_session_keys(&self.keys, r, &info(r), data_key)?;
             entries.push(RecipientEntry {
                 kid: r.kid(),
                 enc,
                 wrapped: Some(wrapped),
             });
+            tag_keys.push(tag_key(&k));
+        }
+        // One recipient: no tags (it is the only party a forger could fool).
+        if tag_keys.len() < 2 {
+            tag_keys.clear();
         }
         let key =
             UnboundKey::new(&AES_256_GCM, data_key.as_ref()).map_err(|_| EnvelopeError::Random)?;
@@ -192,6 +203,7 @@ impl Sealer {
             id,
             key: LessSafeKey::new(key),
             entries,
+            tag_keys,
             counter: 0,
             created_ms: now_ms,
             digest: record_digest(&record),
@@ -361,7 +373,8 @@ impl Sealer {
         };
         let out = &mut self.arena;
         out.clear();
-        let wanted = header_len + size_hint + 16;
+        let tags_len = sender_tags_len(session.entries.len());
+        let wanted = header_len + size_hint + 16 + tags_len;
         if out.capacity() < wanted {
             out.reserve(wanted.max(ARENA_BYTES));
         }
@@ -405,6 +418,14 @@ impl Sealer {
             )
             .map_err(|_| EnvelopeError::Random)?;
         out.extend_from_slice(tag.as_ref());
+        if !session.tag_keys.is_empty() {
+            // Over the message as sealed (and what its associated data binds), so a
+            // recipient cannot reuse a tag on other bytes.
+            let input = tag_input(&self.aad, &out[header_len..]);
+            for key in &session.tag_keys {
+                out.extend_from_slice(&sender_tags::tag(key, &input));
+            }
+        }
         Ok(out.split().freeze())
     }
 }

@@ -1,18 +1,19 @@
-//! The envelope's byte layout (version 2, and the compact version 3 with its session record),
+//! The envelope's byte layout (version 6, and the compact version 7 with its session record),
 //! parsed strictly: every length is checked, nothing trails, and the header bytes plus the
 //! subject (plus, for a compact envelope, the session record's digest) are exactly what the
 //! body's AEAD authenticates.
 //!
 //! ```text
-//! "OZ" version:u8(4) suite:u8 schema:u16
+//! "OZ" version:u8(6) suite:u8 schema:u16
 //! sender_len:u8 sender   route_len:u8 route   sender_kid:8
 //! session_id:8 counter:u64 timestamp_ms:u64
 //! n:u8   kid:8 enc:32   (n−1) × (kid:8 enc:32 wrapped:48)
-//! ciphertext‖tag (the rest, ≥ 16)
+//! ciphertext‖tag (≥ 16)   n × sender tag:16 (only when n > 1; see `sender_tags`)
 //!
-//! compact: "OZ" 5 suite:u8 schema:u16 sender_kid:8 session_id:8 counter:u64 timestamp_ms:u64
-//!          ciphertext‖tag        (aad = header ‖ SHA-256(session record) ‖ subject)
-//! record:  "OZS" 5 suite:u8 sender_len:u8 sender route_len:u8 route sender_kid:8 session_id:8
+//! compact: "OZ" 7 suite:u8 schema:u16 sender_kid:8 session_id:8 counter:u64 timestamp_ms:u64
+//!          ciphertext‖tag   n × sender tag:16 (n: the session's, when > 1)
+//!          (aad = header ‖ SHA-256(session record) ‖ subject)
+//! record:  "OZS" 7 suite:u8 sender_len:u8 sender route_len:u8 route sender_kid:8 session_id:8
 //!          n:u8 entries
 //! ```
 //! The *route* is the subject pattern of the subject-table row the session serves, for its
@@ -26,16 +27,19 @@
 
 use super::hpke_wrap::{ENC_LEN, WRAPPED_LEN};
 use super::keys::KEY_ID_LEN;
+use super::sender_tags::{sender_tags_len, split_tags};
 use super::{EnvelopeError, KeyId};
 use bytes::BufMut;
 
-/// 4: sessions bound to their route (version 2 had no route: any subject with the same
-/// recipients could reuse a session's key).
-pub const VERSION: u8 = 4;
+/// 6: a session of several recipients ends every envelope in one sender tag per recipient
+/// (4 had none: any recipient could seal what the others took for the sender's); 4 bound
+/// sessions to their route (2 had no route).
+pub const VERSION: u8 = 6;
 /// A compact envelope: the session's establishment (sender, route, recipient entries) left out
 /// and bound through the digest of its session record, which every recipient holds or can
-/// fetch. 5: the record carries the route (3 did not).
-pub const VERSION_COMPACT: u8 = 5;
+/// fetch. 7: sender tags as in version 6 (5 had none); 5: the record carries the route (3
+/// did not).
+pub const VERSION_COMPACT: u8 = 7;
 /// DHKEM(X25519, HKDF-SHA256) + HKDF-SHA256 + AES-256-GCM: HPKE Auth mode, the data key
 /// exported from the first recipient's context and wrapped for the others.
 pub const SUITE_V1: u8 = 1;
@@ -125,12 +129,14 @@ impl Header {
     }
 }
 
-/// A parsed envelope: header, its exact bytes, and the ciphertext.
+/// A parsed envelope: header, its exact bytes, the ciphertext (with its GCM tag) and the
+/// sender tags (none for a single recipient).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub header: Header,
     pub header_bytes: Vec<u8>,
     pub ciphertext: Vec<u8>,
+    pub sender_tags: Vec<u8>,
 }
 
 /// The header's fields, borrowed: lets the sealer write a header straight into the output
@@ -356,8 +362,8 @@ impl<'a> HeaderView<'a> {
         let first = r.take(FIRST_ENTRY_LEN, "recipient entries")?;
         let rest = r.take((count as usize - 1) * ENTRY_LEN, "recipient entries")?;
         let header_end = r.pos;
-        if bytes.len() - header_end < TAG_LEN {
-            return Err(EnvelopeError::Malformed("ciphertext shorter than its tag"));
+        if bytes.len() - header_end < TAG_LEN + sender_tags_len(count as usize) {
+            return Err(EnvelopeError::Malformed("ciphertext shorter than its tags"));
         }
         Ok((
             HeaderView {
@@ -406,6 +412,11 @@ impl<'a> HeaderView<'a> {
         self.establishment().recipients()
     }
 
+    /// How many recipients the header names.
+    pub fn recipient_count(&self) -> usize {
+        self.establishment().recipient_count()
+    }
+
     /// The recipient key ids, in order (no copy of the keys and wraps).
     pub fn recipient_kids(&self) -> impl Iterator<Item = KeyId> + 'a {
         self.establishment().recipient_kids()
@@ -430,10 +441,12 @@ impl<'a> HeaderView<'a> {
 impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         let (header, header_end) = HeaderView::parse(bytes)?;
+        let (ciphertext, sender_tags) = split_tags(&bytes[header_end..], header.recipient_count())?;
         Ok(Envelope {
             header: header.to_header(),
             header_bytes: bytes[..header_end].to_vec(),
-            ciphertext: bytes[header_end..].to_vec(),
+            ciphertext: ciphertext.to_vec(),
+            sender_tags: sender_tags.to_vec(),
         })
     }
 }
@@ -452,7 +465,7 @@ pub fn envelope_version(bytes: &[u8]) -> Result<u8, EnvelopeError> {
     }
 }
 
-/// The header of a compact envelope (version 3): everything a message of a known session
+/// The header of a compact envelope (version 7): everything a message of a known session
 /// needs. Its sender and recipients are the session record's, bound through the record's
 /// digest in the body's associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -534,11 +547,16 @@ impl<'a> Establishment<'a> {
         self.entries().map(key_id)
     }
 
-    /// The session record: `"OZS" version:u8(5) suite:u8 sender_len:u8 sender route_len:u8
+    /// How many recipients the session has (so how many sender tags its envelopes carry).
+    pub fn recipient_count(&self) -> usize {
+        1 + self.rest.len() / ENTRY_LEN
+    }
+
+    /// The session record: `"OZS" version:u8(7) suite:u8 sender_len:u8 sender route_len:u8
     /// route sender_kid:8 session_id:8 n:u8 entries` (entries exactly as in the full
     /// envelope's header).
     pub fn record(&self) -> Result<Vec<u8>, EnvelopeError> {
-        let count = 1 + self.rest.len() / ENTRY_LEN;
+        let count = self.recipient_count();
         let entries_len = self.first.len() + self.rest.len();
         let head = RecordHead {
             suite: self.suite,
