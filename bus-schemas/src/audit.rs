@@ -70,7 +70,21 @@ impl AuditKind {
     }
 }
 
+/// Every category token, the last token of the audit subjects. A component may publish on
+/// exactly `audit.<component>.<category>` for these: a fixed set of subjects, so the audit
+/// stream can bound each one (`max_msgs_per_subject`) and a flood evicts only the flooder's
+/// own oldest events of that category, never another component's.
+pub const AUDIT_CATEGORIES: [&str; 5] = ["keys", "rejected", "directory", "denied", "auth"];
+
 impl Subject {
+    /// The audit subjects `c` may publish on: one per category.
+    pub fn audit_categories_of(c: Component) -> Vec<Subject> {
+        AUDIT_CATEGORIES
+            .into_iter()
+            .map(|cat| Subject::join(&["audit", c.token(), cat]))
+            .collect()
+    }
+
     /// Where `c` publishes an audit event: `audit.<component>.<category>`.
     pub fn audit_event(c: Component, event: &AuditKind) -> Subject {
         Subject::join(&["audit", c.token(), event.category()])
@@ -89,5 +103,45 @@ mod tests {
         let s = Subject::audit_event(Component::Spark, &ev);
         assert_eq!(s.as_str(), "audit.spark.denied");
         assert!(Subject::audit_of(Component::Spark).matches(s.as_str()));
+    }
+
+    #[test]
+    fn every_event_kind_has_one_of_the_fixed_categories() {
+        let every = [
+            AuditKind::KeyRotated {
+                epoch: 1,
+                key_id: String::new(),
+                erased_epochs: Vec::new(),
+            },
+            AuditKind::KeysErased { epochs: Vec::new() },
+            AuditKind::MessageRejected {
+                subject: String::new(),
+                reason: String::new(),
+                claimed_sender: None,
+            },
+            AuditKind::DirectoryEntryRejected {
+                key: String::new(),
+                reason: String::new(),
+            },
+            AuditKind::DirectoryEntryRestored {
+                key: String::new(),
+                found: String::new(),
+            },
+            AuditKind::AuthenticationFailed {
+                client: String::new(),
+                detail: String::new(),
+            },
+            AuditKind::PermissionDenied {
+                subject: String::new(),
+            },
+            AuditKind::RejectionsSuppressed { count: 1 },
+        ];
+        for ev in every {
+            let s = Subject::audit_event(Component::Forge, &ev);
+            assert!(
+                Subject::audit_categories_of(Component::Forge).contains(&s),
+                "{s} is not a permitted audit subject"
+            );
+        }
     }
 }
