@@ -74,7 +74,12 @@ impl Subject {
     /// holding one entry (the bucket keeps the newest per key).
     pub fn key_slots_of(identity: &Identity) -> Vec<Subject> {
         (0..KEY_SLOTS)
-            .map(|slot| Subject(format!("$KV.{KEY_BUCKET}.{}", key_entry_key(identity, slot))))
+            .map(|slot| {
+                Subject(format!(
+                    "$KV.{KEY_BUCKET}.{}",
+                    key_entry_key(identity, slot)
+                ))
+            })
             .collect()
     }
 
@@ -137,7 +142,11 @@ mod tests {
         let spark = Identity::component(Component::Spark);
         let key = key_entry_key(&spark, 20418);
         assert_eq!(key, "component.spark.2");
-        assert_eq!(key_entry_key(&spark, 20422), key, "four epochs later: the same slot");
+        assert_eq!(
+            key_entry_key(&spark, 20422),
+            key,
+            "four epochs later: the same slot"
+        );
         assert_eq!(
             parse_key_entry_key(&key),
             Some((IdentityKind::Component, "spark".into(), 2))
@@ -152,7 +161,9 @@ mod tests {
         let slots = Subject::key_slots_of(&spark);
         assert_eq!(slots.len(), 4);
         assert!(slots.iter().any(|s| s.matches(&subject)));
-        assert!(!slots.iter().any(|s| s.matches("$KV.ozone-keys.component.spark.20418")));
+        assert!(!slots
+            .iter()
+            .any(|s| s.matches("$KV.ozone-keys.component.spark.20418")));
         assert!(Subject::auditor_keys().matches("$KV.ozone-keys.auditor.siem.0"));
         assert!(!Subject::auditor_keys().matches("$KV.ozone-keys.auditor.siem.1"));
         for bad in [

@@ -11,8 +11,8 @@
 use crate::{Connection, NatsSettings};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::{Stream, StreamExt};
-use ozone_bus_schemas::phase::{PhaseEvent, PhaseTransition};
 use ozone_bus_schemas::audit::AUDIT_CATEGORIES;
+use ozone_bus_schemas::phase::{PhaseEvent, PhaseTransition};
 use ozone_bus_schemas::streams::{parse_key_entry_key, AUDIT_STREAM, KEY_SLOTS};
 use ozone_bus_schemas::{AuditEvent, Component, Identity, Subject, AUDIT_SCHEMA};
 use ozone_security::envelope::{
@@ -565,6 +565,9 @@ mod tests {
         // The default: 8 components × 5 categories + 8 × 4 key slots + 16 auditors + 9 phase
         // subjects; 655 events of the largest size per subject.
         assert_eq!(subjects_budgeted(), 97);
-        assert_eq!(stream_config(&NatsSettings::default()).max_messages_per_subject, 655);
+        assert_eq!(
+            stream_config(&NatsSettings::default()).max_messages_per_subject,
+            655
+        );
     }
 }
