@@ -49,15 +49,36 @@ pub fn parse_key_entry_key(key: &str) -> Option<(IdentityKind, String, u64)> {
     parts.next().is_none().then_some((kind, name, epoch))
 }
 
-/// The bucket key of a session record: `<sender>.<session id, hex>`.
+/// How many session records one sender holds: a record goes to the slot named by the first
+/// byte of its (random) session id, so a member keeps at most this many records (of at most
+/// the bucket's value size) however many it puts, and cannot fill the bucket the others put
+/// into. A sender has a few dozen live sessions (one per route and peer, ten minutes each).
+/// The session id is inside the record, authenticated when it is opened; a recipient that
+/// finds another session's record in the slot treats the session as unknown.
+pub const SESSION_SLOTS: usize = 256;
+
+/// The slot of a session: the first byte of its id, two hex digits (`00`..`ff`).
+pub fn session_slot(session_id: &[u8]) -> String {
+    format!("{:02x}", session_id.first().copied().unwrap_or(0))
+}
+
+/// The bucket key of a session record: `<sender>.<slot>`.
 pub fn session_record_key(sender: &str, session_id: &[u8]) -> String {
-    format!("{sender}.{}", hex::encode(session_id))
+    format!("{sender}.{}", session_slot(session_id))
 }
 
 impl Subject {
-    /// Every session record a component puts: `$KV.ozone-sessions.<name>.>`.
-    pub fn session_records_of(identity: &Identity) -> Subject {
-        Subject(format!("$KV.{SESSION_BUCKET}.{}.>", identity.name))
+    /// Every session record a component puts: `$KV.ozone-sessions.<name>.<slot>` for its
+    /// [`SESSION_SLOTS`] slots, listed one by one (a wildcard would admit any key).
+    pub fn session_records_of(identity: &Identity) -> Vec<Subject> {
+        (0..=u8::MAX)
+            .map(|b| {
+                Subject(format!(
+                    "$KV.{SESSION_BUCKET}.{}",
+                    session_record_key(&identity.name, &[b])
+                ))
+            })
+            .collect()
     }
 
     /// Every key entry of one identity: `$KV.ozone-keys.<kind>.<name>.>` (what a reader
@@ -173,6 +194,15 @@ mod tests {
             "a.b.1.2",
         ] {
             assert_eq!(parse_key_entry_key(bad), None, "{bad}");
+        }
+        let records = Subject::session_records_of(&spark);
+        assert_eq!(records.len(), SESSION_SLOTS);
+        assert_eq!(session_record_key("spark", &[0xab, 1, 2]), "spark.ab");
+        let subject = format!("$KV.{SESSION_BUCKET}.spark.ab");
+        assert!(records.iter().any(|s| s.matches(&subject)));
+        for other in ["spark.abcd", "spark.x", "spark.ab.c", "cognis.ab"] {
+            let s = format!("$KV.{SESSION_BUCKET}.{other}");
+            assert!(!records.iter().any(|r| r.matches(&s)), "{s}");
         }
         for s in Subject::jetstream_client_api(AUDIT_STREAM) {
             assert_eq!(Subject::parse(s.as_str()), Ok(s.clone()));

@@ -239,15 +239,16 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         name: "session records",
-        template: "$KV.ozone-sessions.{component}.{session}",
+        template: "$KV.ozone-sessions.{component}.{00..ff}",
         kind: Kind::Store,
         owner: Some(IdentityKind::Component),
         publishers: Party::Owner,
         subscribers: Party::Nobody,
-        doc: "what the component's compact envelopes leave out (docs/envelope.md); a recipient \
-              that has not seen a full envelope of the session reads it through the bucket's \
-              JetStream API",
-        subjects: |id| vec![Subject::session_records_of(id)],
+        doc: "what the component's compact envelopes leave out (docs/envelope.md), in slot \
+              `<first byte of the session id>`: at most 256 records per component; a \
+              recipient that has not seen a full envelope of the session reads it through the \
+              bucket's JetStream API",
+        subjects: Subject::session_records_of,
         all_owners: None,
         audited: false,
     },

@@ -9,13 +9,18 @@
 use async_nats::jetstream;
 use futures::StreamExt;
 use ozone_bus_schemas::audit::AUDIT_CATEGORIES;
-use ozone_bus_schemas::streams::{key_entry_key, AUDIT_STREAM, KEY_BUCKET, KEY_STREAM};
+use ozone_bus_schemas::streams::{
+    key_entry_key, AUDIT_STREAM, KEY_BUCKET, KEY_STREAM, SESSION_BUCKET, SESSION_STREAM,
+};
 use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind};
 use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::bus::Bus;
 use ozone_nats::client::{ConnEvent, Violation};
-use ozone_nats::Connection;
-use ozone_security::envelope::{auditor_key, DirectoryTrust, Rotation};
+use ozone_nats::{Connection, SessionStore};
+use ozone_security::envelope::{
+    auditor_key, DirectoryTrust, Form, Rotation, Sealer, SecretKeyPair, SessionLimits,
+    SessionRecord,
+};
 use ozone_tests::TestEcosystem;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -295,5 +300,106 @@ async fn finding_05_a_flood_of_small_audit_messages_evicts_only_the_flooders_own
     eprintln!("{why}");
     assert!(why.contains("audit.forge.rejected"), "{why}");
     assert!(!why.contains("audit.spark"), "{why}");
+    Ok(())
+}
+
+/// Two records of SPARK's whose sessions share a slot (the first byte of the session id),
+/// from a sealer with its own key: sessions to ever new recipients until two meet.
+fn two_records_in_one_slot() -> anyhow::Result<(SessionRecord, SessionRecord)> {
+    let mut sealer = Sealer::new(
+        "spark",
+        SecretKeyPair::generate()?,
+        SessionLimits::default(),
+    );
+    let mut by_slot: BTreeMap<u8, SessionRecord> = BTreeMap::new();
+    for _ in 0..2000 {
+        let to = SecretKeyPair::generate()?;
+        sealer.seal_with(
+            "spark.x",
+            "spark.>",
+            1,
+            &[*to.public()],
+            Form::CompactWhenPublished,
+            ozone_nats::bus::now_ms(),
+            1,
+            |b| {
+                b.extend_from_slice(b"x");
+                Ok(())
+            },
+        )?;
+        for r in sealer.new_records() {
+            if let Some(first) = by_slot.remove(&r.session_id[0]) {
+                return Ok((first, r));
+            }
+            by_slot.insert(r.session_id[0], r);
+        }
+    }
+    anyhow::bail!("no two sessions in one slot")
+}
+
+/// Finding 15: about 32,000 records of at most 8 KiB under FORGE's own prefix used to fill
+/// `ozone-sessions` (256 MiB, discard new), after which every identity's record puts failed.
+/// Now FORGE may write its 256 slots only: 3,000 puts of 8,000 bytes leave it 256 records
+/// (2 MiB); keys beyond them are refused; SPARK's record stays and SPARK still puts. A slot
+/// holding another live session is not overwritten, and a recipient fetching a session
+/// whose slot holds another's record finds none.
+#[tokio::test]
+async fn finding_15_many_small_session_records_cannot_fill_the_session_bucket() -> R {
+    let eco = prepared(1 << 30).await?;
+    let spark = eco.connect(&Identity::component(Component::Spark)).await?;
+    let spark_store = SessionStore::open(&spark.client).await?;
+    let (a, b) = two_records_in_one_slot()?;
+    spark_store
+        .put("spark", &a.session_id, a.record.clone())
+        .await?;
+
+    let rogue = eco.connect(&forge()).await?;
+    const PUTS: usize = 3000;
+    let started = Instant::now();
+    let subjects: Vec<String> = (0..PUTS)
+        .map(|n| format!("$KV.{SESSION_BUCKET}.forge.{:02x}", n % 256))
+        .collect();
+    acked_puts(&rogue, &subjects, &[0x55; 8000]).await?;
+    eprintln!("{PUTS} puts of 8000 bytes in {:?}", started.elapsed());
+    for other in ["100", "0123456789abcdef", "ab.c", "x"] {
+        refused(&rogue, &format!("$KV.{SESSION_BUCKET}.forge.{other}")).await?;
+    }
+    let (per_key, bytes) = per_subject(&rogue, SESSION_STREAM, ">").await?;
+    let forge_keys = per_key
+        .keys()
+        .filter(|k| k.starts_with(&format!("$KV.{SESSION_BUCKET}.forge.")))
+        .count();
+    assert_eq!(forge_keys, 256);
+    eprintln!("bucket holds {bytes} bytes after the flood");
+    assert!(bytes < 256 * 8400 + (64 << 10), "{bytes} bytes");
+
+    // SPARK's record is still there, and SPARK still puts.
+    assert_eq!(
+        spark_store.get("spark", &a.session_id).await?,
+        Some(a.record.clone())
+    );
+    let (c, _) = two_records_in_one_slot()?;
+    if c.session_id[0] != a.session_id[0] {
+        spark_store
+            .put("spark", &c.session_id, c.record.clone())
+            .await?;
+        assert_eq!(
+            spark_store.get("spark", &c.session_id).await?,
+            Some(c.record)
+        );
+    }
+    // The slot of a live session is not taken over by another; asked for the other, the
+    // bucket has nothing (the session is unknown, not opened with a wrong record).
+    assert_ne!(a.session_id, b.session_id);
+    let taken = spark_store
+        .put("spark", &b.session_id, b.record.clone())
+        .await;
+    assert!(
+        matches!(taken, Err(ozone_nats::SessionStoreError::SlotTaken { .. })),
+        "{taken:?}"
+    );
+    assert_eq!(spark_store.get("spark", &b.session_id).await?, None);
+    // The same session's record again (a retry) is fine.
+    spark_store.put("spark", &a.session_id, a.record).await?;
     Ok(())
 }

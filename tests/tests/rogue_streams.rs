@@ -286,7 +286,7 @@ async fn finding_13_one_member_cannot_store_large_values_in_the_shared_buckets()
     for n in 0..FLOOD {
         for subject in [
             format!("$KV.{KEY_BUCKET}.{}", key_entry_key(&forge(), u64::from(n))),
-            format!("$KV.{SESSION_BUCKET}.forge.{n:032x}"),
+            format!("$KV.{SESSION_BUCKET}.forge.{n:02x}"),
         ] {
             match js_put(&rogue, &subject, &[], mib.clone()).await {
                 Err(e) if e.contains("message size exceeds maximum") => refused += 1,
