@@ -229,8 +229,10 @@ impl KeyDirectory {
         Ok(out)
     }
 
-    /// How many keys each identity holds in the bucket (by `<kind>.<name>`; keys that are no
-    /// directory key count under their own name), and the bucket's bytes against its cap.
+    /// How many slot keys each identity holds in the bucket (by `<kind>.<name>`; keys that
+    /// are no directory key count under their own name), and the bucket's bytes against its
+    /// cap. Keys of the layout before slots are not counted: nobody may write them any more,
+    /// and they cannot be erased either, so counting them would fail an upgraded home forever.
     pub async fn usage(&self) -> Result<(BTreeMap<String, usize>, u64, i64), KeyDirError> {
         let mut keys = self
             .store
@@ -241,6 +243,7 @@ impl KeyDirectory {
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| KeyDirError::Watch(e.to_string()))?;
             let owner = match parse_key_entry_key(&key) {
+                Some((_, _, token)) if token >= KEY_SLOTS => continue,
                 Some((kind, name, _)) => format!("{} {name}", kind.as_str()),
                 None => key,
             };
@@ -441,5 +444,25 @@ fn apply(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ozone_bus_schemas::Component;
+
+    #[test]
+    fn an_entry_belongs_in_its_epochs_slot_or_under_an_old_key_naming_its_epoch() {
+        let spark = Identity::component(Component::Spark);
+        assert!(placed_under("component.spark.2", &spark, 20418));
+        assert!(placed_under("component.spark.2", &spark, 20422));
+        assert!(!placed_under("component.spark.3", &spark, 20418));
+        // The layout before slots: still read, the key naming the entry's own epoch.
+        assert!(placed_under("component.spark.20418", &spark, 20418));
+        assert!(!placed_under("component.spark.20419", &spark, 20418));
+        assert!(!placed_under("junk", &spark, 2));
+        let siem = Identity::new(IdentityKind::Auditor, "siem").unwrap();
+        assert!(placed_under("auditor.siem.0", &siem, 0));
     }
 }
