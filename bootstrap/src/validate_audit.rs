@@ -4,8 +4,9 @@
 //! under the size cap: a flood drops only the flooder's own oldest events of that category,
 //! never another component's. A subject at its cap is what a flood (or a very busy
 //! category) looks like, so the check fails and names it: its oldest events are being
-//! dropped. A stream created before the quota has no per-subject cap; there a flood reaches
-//! the size cap and evicts everyone's oldest events, which fails the check too.
+//! dropped (the supervisor also has the core audit it: `audit_quota.rs`). A stream created
+//! before the quota has no per-subject cap; there a flood reaches the size cap and evicts
+//! everyone's oldest events, which fails the check too.
 
 use crate::validate::Outcome;
 use futures::StreamExt;
@@ -48,20 +49,8 @@ async fn inspect(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Outcome> {
             .unwrap_or_default();
     let full = max > 0 && bytes.saturating_mul(100) >= max.saturating_mul(FULL_PERCENT);
     let early = oldest_age + SLACK < info.config.max_age;
-    let cap = info.config.max_messages_per_subject;
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    let mut subjects = stream
-        .info_with_subjects(Subject::audit_all().as_str())
-        .await?;
-    while let Some(s) = subjects.next().await {
-        counts.push(s?);
-    }
-    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
-    let at_cap: Vec<String> = counts
-        .iter()
-        .filter(|(_, n)| cap > 0 && i64::try_from(*n).unwrap_or(i64::MAX) >= cap)
-        .map(|(s, _)| s.clone())
-        .collect();
+    let (cap, capped) = crate::audit_quota::at_cap(&conn).await?;
+    let at_cap: Vec<String> = capped.iter().map(|(s, _)| s.clone()).collect();
     if !at_cap.is_empty() {
         return Ok(Outcome::Fail(format!(
             "{} at the audit stream's cap of {cap} events per subject: the oldest events \
@@ -77,6 +66,14 @@ async fn inspect(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Outcome> {
             info.state.messages
         )));
     }
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut subjects = stream
+        .info_with_subjects(Subject::audit_all().as_str())
+        .await?;
+    while let Some(s) = subjects.next().await {
+        counts.push(s?);
+    }
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     let top: Vec<String> = counts
         .iter()
         .take(3)

@@ -51,6 +51,10 @@ pub enum AuditKind {
     /// More rejections happened than the audit rate limit lets through; this many were
     /// counted but not reported one by one.
     RejectionsSuppressed { count: u64 },
+    /// An audit subject is at the audit stream's per-subject cap: its oldest events (that
+    /// component's, of that category) are being dropped. A flood, or a component in trouble.
+    /// Reported by the core, which the supervisor tells (components cannot read the stream).
+    AuditQuotaReached { subject: String, cap: u64 },
 }
 
 impl AuditKind {
@@ -61,6 +65,8 @@ impl AuditKind {
             AuditKind::MessageRejected { .. } | AuditKind::RejectionsSuppressed { .. } => {
                 "rejected"
             }
+            // Its own category: the alerts fill no other category of the core's.
+            AuditKind::AuditQuotaReached { .. } => "quota",
             AuditKind::DirectoryEntryRejected { .. } | AuditKind::DirectoryEntryRestored { .. } => {
                 "directory"
             }
@@ -74,7 +80,8 @@ impl AuditKind {
 /// exactly `audit.<component>.<category>` for these: a fixed set of subjects, so the audit
 /// stream can bound each one (`max_msgs_per_subject`) and a flood evicts only the flooder's
 /// own oldest events of that category, never another component's.
-pub const AUDIT_CATEGORIES: [&str; 5] = ["keys", "rejected", "directory", "denied", "auth"];
+pub const AUDIT_CATEGORIES: [&str; 6] =
+    ["keys", "rejected", "directory", "denied", "auth", "quota"];
 
 impl Subject {
     /// The audit subjects `c` may publish on: one per category.
@@ -135,6 +142,10 @@ mod tests {
                 subject: String::new(),
             },
             AuditKind::RejectionsSuppressed { count: 1 },
+            AuditKind::AuditQuotaReached {
+                subject: String::new(),
+                cap: 1,
+            },
         ];
         for ev in every {
             let s = Subject::audit_event(Component::Forge, &ev);

@@ -195,7 +195,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         name: "audit events",
-        template: "audit.{component}.{keys,rejected,directory,denied,auth}",
+        template: "audit.{component}.{keys,rejected,directory,denied,auth,quota}",
         kind: Kind::Event,
         owner: Some(IdentityKind::Component),
         publishers: Party::Owner,

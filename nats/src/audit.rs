@@ -562,12 +562,12 @@ mod tests {
             assert!(cap > 1, "{max_bytes}: {cap}");
             assert!(subjects_budgeted() * cap * STORED_MESSAGE_MAX_BYTES <= max_bytes);
         }
-        // The default: 8 components × 5 categories + 8 × 4 key slots + 16 auditors + 9 phase
-        // subjects; 655 events of the largest size per subject.
-        assert_eq!(subjects_budgeted(), 97);
+        // The default: 8 components × 6 categories + 8 × 4 key slots + 16 auditors + 9 phase
+        // subjects; 605 events of the largest size per subject.
+        assert_eq!(subjects_budgeted(), 105);
         assert_eq!(
             stream_config(&NatsSettings::default()).max_messages_per_subject,
-            655
+            605
         );
     }
 }

@@ -189,17 +189,18 @@ async fn finding_13_many_small_key_entries_cannot_fill_the_key_directory() -> R 
 
 /// Finding 5: a flood of messages within the audit stream's 16 KiB limit on FORGE's own
 /// `audit.forge.*` used to evict the oldest events of every component once the stream
-/// reached its size cap. Now FORGE may publish on its five categories only, each capped by
+/// reached its size cap. Now FORGE may publish on its six categories only, each capped by
 /// the stream (`max_msgs_per_subject`, every subject at its cap fitting under the size cap):
 /// 2,000 messages of 15 KiB (30 MB into an 8 MiB stream) drop only FORGE's own oldest
-/// events; SPARK's and the core's stay, and `ozone validate` names the subjects at their cap.
+/// events; SPARK's and the core's stay, `ozone validate` names the subjects at their cap and
+/// the supervisor's look has the core audit each (`audit-quota-reached`).
 #[tokio::test]
 async fn finding_05_a_flood_of_small_audit_messages_evicts_only_the_flooders_own() -> R {
     let max_bytes = 8u64 << 20;
     let eco = prepared(max_bytes).await?;
     let (home, cfg) = (&eco.t.home, &eco.t.cfg);
     let cap = ozone_nats::audit::per_subject_cap(max_bytes);
-    assert_eq!(cap, 5);
+    assert_eq!(cap, 4);
     let auditor = eco.connect(&console()).await?;
     // SPARK's and the core's evidence: an event of every category each.
     let spark = join(&eco, Component::Spark).await?;
@@ -221,6 +222,10 @@ async fn finding_05_a_flood_of_small_audit_messages_evicts_only_the_flooders_own
         bus.audit(AuditKind::AuthenticationFailed {
             client: "x".into(),
             detail: "test".into(),
+        });
+        bus.audit(AuditKind::AuditQuotaReached {
+            subject: "x".into(),
+            cap: 1,
         });
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -265,7 +270,7 @@ async fn finding_05_a_flood_of_small_audit_messages_evicts_only_the_flooders_own
     eprintln!("after the flood: {bytes} bytes, {after:?}");
     for cat in AUDIT_CATEGORIES {
         let s = format!("audit.forge.{cat}");
-        assert_eq!(after.get(&s).copied(), Some(5), "{s}");
+        assert_eq!(after.get(&s).copied(), Some(4), "{s}");
     }
     for (s, n) in before
         .iter()
@@ -291,7 +296,7 @@ async fn finding_05_a_flood_of_small_audit_messages_evicts_only_the_flooders_own
         }
     }
     for who in ["spark", "ozone-studio"] {
-        assert_eq!(opened.get(who), Some(&5), "{opened:?}");
+        assert_eq!(opened.get(who), Some(&AUDIT_CATEGORIES.len()), "{opened:?}");
     }
 
     let ozone::validate::Outcome::Fail(why) = ozone::validate_audit::check(home, cfg).await else {
@@ -300,6 +305,48 @@ async fn finding_05_a_flood_of_small_audit_messages_evicts_only_the_flooders_own
     eprintln!("{why}");
     assert!(why.contains("audit.forge.rejected"), "{why}");
     assert!(!why.contains("audit.spark"), "{why}");
+
+    // The supervisor's look: the core audits each subject at its cap, once.
+    let mut alerts = ozone::audit_quota::Alerts::default();
+    let reported = alerts.check(&auditor, &core).await?;
+    assert_eq!(reported.len(), AUDIT_CATEGORIES.len(), "{reported:?}");
+    assert!(reported.iter().all(|s| s.starts_with("audit.forge.")));
+    assert!(
+        alerts.check(&auditor, &core).await?.is_empty(),
+        "reported twice"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reader = AuditReader::new(
+            &auditor,
+            auditor_key::load(home, &console())?,
+            DirectoryTrust::load(home)?,
+        );
+        let records = reader.records(None, false).await?;
+        futures::pin_mut!(records);
+        let mut alerted = BTreeSet::new();
+        while let Some(r) = records.next().await {
+            if let AuditRecord::Event { sender, event, .. } = r? {
+                match event.event {
+                    AuditKind::AuditQuotaReached { subject, cap } if subject != "x" => {
+                        assert_eq!((sender.as_str(), cap), ("ozone-studio", 4));
+                        alerted.insert(subject);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Six alerts on the core's own quota subject, capped at four here: the newest four.
+        if alerted.len() == 4 {
+            assert!(alerted.iter().all(|s| reported.contains(s)), "{alerted:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert in the stream: {alerted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 
