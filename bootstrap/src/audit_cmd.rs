@@ -116,6 +116,11 @@ fn describe(event: &AuditKind) -> String {
         AuditKind::RejectionsSuppressed { count } => {
             format!("{count} more rejections (over the audit rate limit)")
         }
+        AuditKind::AuditQuotaReached { subject, cap } => {
+            format!(
+                "{subject} is at the audit stream's cap of {cap}: its oldest events are dropped"
+            )
+        }
     }
 }
 

@@ -262,6 +262,32 @@ async fn keep_running(
     }
 }
 
+/// Every [`crate::audit_quota::CHECK_EVERY`], reads the audit stream as the console auditor
+/// and has the core audit each subject at its cap. Runs as long as the supervisor.
+async fn watch_audit_quota(home: Home, cfg: SecurityConfig, core: Bus) {
+    let mut alerts = crate::audit_quota::Alerts::default();
+    let mut tick = tokio::time::interval(crate::audit_quota::CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn = None;
+    loop {
+        tick.tick().await;
+        if conn.is_none() {
+            match crate::status::console(&home, &cfg).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::debug!("audit quota: cannot connect as the console auditor: {e:#}");
+                    continue;
+                }
+            }
+        }
+        let Some(c) = &conn else { continue };
+        if let Err(e) = alerts.check(c, &core).await {
+            tracing::debug!("audit quota: cannot read the audit stream: {e:#}");
+            conn = None;
+        }
+    }
+}
+
 /// Starts all eight and keeps them running until `stop` turns true; then stops them in
 /// reverse phase order (each phase fully down before the previous one is asked).
 pub async fn supervise_all(
@@ -280,6 +306,10 @@ pub async fn supervise_all(
                 core.audit(ozone_bus_schemas::AuditKind::AuthenticationFailed { client, detail });
             }
         });
+    }
+    if let Some(core) = buses.get(&Component::Core).cloned() {
+        // The audit stream's per-subject quota: a subject at its cap is audited by the core.
+        tokio::spawn(watch_audit_quota(home.clone(), cfg.clone(), core));
     }
     let states: States = Arc::default();
     let _ = std::fs::remove_file(state_file(home));

@@ -2,6 +2,7 @@
 //! binary only parses arguments and integration tests can call the same code.
 
 pub mod audit_cmd;
+pub mod audit_quota;
 pub mod bench;
 pub mod cli;
 pub mod components;

@@ -1,9 +1,12 @@
-//! `ozone validate`'s audit-stream check: the stream must not be dropping events younger than
-//! its retention. The stream drops its oldest events once it reaches its size cap, and any
-//! component may publish on its own `audit.<component>.>`; a flood of messages (each at most
-//! the stream's 16 KiB) therefore evicts other components' evidence before its time. Nothing
-//! in NATS bounds one publisher's share of a stream, so this check is the alarm: it fails and
-//! names the subjects holding the most messages.
+//! `ozone validate`'s audit-stream check, the alarm for the per-subject quota. Each component
+//! may publish on its own `audit.<component>.<category>` only, and the stream keeps at most
+//! `max_msgs_per_subject` messages per subject, chosen so that every subject at its cap fits
+//! under the size cap: a flood drops only the flooder's own oldest events of that category,
+//! never another component's. A subject at its cap is what a flood (or a very busy
+//! category) looks like, so the check fails and names it: its oldest events are being
+//! dropped (the supervisor also has the core audit it: `audit_quota.rs`). A stream created
+//! before the quota has no per-subject cap; there a flood reaches the size cap and evicts
+//! everyone's oldest events, which fails the check too.
 
 use crate::validate::Outcome;
 use futures::StreamExt;
@@ -46,9 +49,20 @@ async fn inspect(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Outcome> {
             .unwrap_or_default();
     let full = max > 0 && bytes.saturating_mul(100) >= max.saturating_mul(FULL_PERCENT);
     let early = oldest_age + SLACK < info.config.max_age;
+    let (cap, capped) = crate::audit_quota::at_cap(&conn).await?;
+    let at_cap: Vec<String> = capped.iter().map(|(s, _)| s.clone()).collect();
+    if !at_cap.is_empty() {
+        return Ok(Outcome::Fail(format!(
+            "{} at the audit stream's cap of {cap} events per subject: the oldest events \
+             there are being dropped (only that component's, of that category); a flood or \
+             a component in trouble (fix: find it with `ozone audit tail`, revoke a rogue \
+             member with `ozone pki revoke`, or raise `audit_max_bytes` in etc/nats.toml)",
+            at_cap.join(", ")
+        )));
+    }
     if !(full && early) {
         return Ok(Outcome::Pass(format!(
-            "{} events, {bytes} of {max} bytes",
+            "{} events, {bytes} of {max} bytes, at most {cap} per subject",
             info.state.messages
         )));
     }

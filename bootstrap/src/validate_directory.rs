@@ -2,19 +2,20 @@
 //! for every component that answers on the bus and every active auditor. A directory emptied
 //! or overwritten leaves running services working on the keys they hold in memory, while a
 //! service that starts or scales out finds no key to seal to; that must fail validation.
-//! So must a member holding far more keys than rotation needs, or a bucket near its cap:
-//! past the cap every put is refused, rotations included, and the keys in use expire a day
-//! later.
+//! So must a bucket near its cap: past the cap every put is refused, rotations included, and
+//! the keys in use expire a day later. (A member can write only its four slots; more keys
+//! under one identity are left from the layout before slots and are reported.)
 
 use crate::validate::Outcome;
 
-/// Keys one identity may hold before it counts as writing keys it does not use: rotation
-/// needs the current epoch, the previous one in its grace window and, briefly, the next.
-const KEYS_PER_IDENTITY: usize = 4;
+/// Keys one identity may hold: its slots (rotation needs the current epoch, the previous one
+/// in its grace window and, briefly, the next).
+const KEYS_PER_IDENTITY: usize = ozone_bus_schemas::streams::KEY_SLOTS as usize;
 /// At or above this share of its cap the bucket counts as nearly full.
 const FULL_PERCENT: u64 = 80;
 use ozone_bus_schemas::{Component, Identity, IdentityKind};
 use ozone_nats::bus::now_ms;
+use ozone_nats::keydir::placed_under;
 use ozone_nats::{KeyDirectory, NatsSettings};
 use ozone_security::envelope::{directory_name, DirectoryTrust};
 use ozone_security::pki::Registry;
@@ -89,21 +90,21 @@ async fn problems(
     {
         let mut usable = false;
         let mut seen = Vec::new();
-        for epoch in keydir.epochs_of(&identity).await? {
-            match keydir.entry(&identity, epoch).await? {
-                None => {}
-                Some(Err(junk)) => seen.push(format!("epoch {epoch}: {junk}")),
-                Some(Ok(entry))
-                    if entry.epoch != epoch || entry.service != directory_name(&identity) =>
+        for (key, stored) in keydir.entries_of(&identity).await? {
+            match stored {
+                Err(junk) => seen.push(format!("{key}: {junk}")),
+                Ok(entry)
+                    if entry.service != directory_name(&identity)
+                        || !placed_under(&key, &identity, entry.epoch) =>
                 {
                     seen.push(format!(
-                        "epoch {epoch}: claims {} epoch {}",
+                        "{key}: claims {} epoch {}",
                         entry.service, entry.epoch
                     ))
                 }
-                Some(Ok(entry)) => match trust.verify(&entry, now) {
+                Ok(entry) => match trust.verify(&entry, now) {
                     Ok(_) => usable = true,
-                    Err(e) => seen.push(format!("epoch {epoch}: {e}")),
+                    Err(e) => seen.push(format!("{key} (epoch {}): {e}", entry.epoch)),
                 },
             }
         }

@@ -51,6 +51,10 @@ pub enum AuditKind {
     /// More rejections happened than the audit rate limit lets through; this many were
     /// counted but not reported one by one.
     RejectionsSuppressed { count: u64 },
+    /// An audit subject is at the audit stream's per-subject cap: its oldest events (that
+    /// component's, of that category) are being dropped. A flood, or a component in trouble.
+    /// Reported by the core, which the supervisor tells (components cannot read the stream).
+    AuditQuotaReached { subject: String, cap: u64 },
 }
 
 impl AuditKind {
@@ -61,6 +65,8 @@ impl AuditKind {
             AuditKind::MessageRejected { .. } | AuditKind::RejectionsSuppressed { .. } => {
                 "rejected"
             }
+            // Its own category: the alerts fill no other category of the core's.
+            AuditKind::AuditQuotaReached { .. } => "quota",
             AuditKind::DirectoryEntryRejected { .. } | AuditKind::DirectoryEntryRestored { .. } => {
                 "directory"
             }
@@ -70,7 +76,22 @@ impl AuditKind {
     }
 }
 
+/// Every category token, the last token of the audit subjects. A component may publish on
+/// exactly `audit.<component>.<category>` for these: a fixed set of subjects, so the audit
+/// stream can bound each one (`max_msgs_per_subject`) and a flood evicts only the flooder's
+/// own oldest events of that category, never another component's.
+pub const AUDIT_CATEGORIES: [&str; 6] =
+    ["keys", "rejected", "directory", "denied", "auth", "quota"];
+
 impl Subject {
+    /// The audit subjects `c` may publish on: one per category.
+    pub fn audit_categories_of(c: Component) -> Vec<Subject> {
+        AUDIT_CATEGORIES
+            .into_iter()
+            .map(|cat| Subject::join(&["audit", c.token(), cat]))
+            .collect()
+    }
+
     /// Where `c` publishes an audit event: `audit.<component>.<category>`.
     pub fn audit_event(c: Component, event: &AuditKind) -> Subject {
         Subject::join(&["audit", c.token(), event.category()])
@@ -89,5 +110,49 @@ mod tests {
         let s = Subject::audit_event(Component::Spark, &ev);
         assert_eq!(s.as_str(), "audit.spark.denied");
         assert!(Subject::audit_of(Component::Spark).matches(s.as_str()));
+    }
+
+    #[test]
+    fn every_event_kind_has_one_of_the_fixed_categories() {
+        let every = [
+            AuditKind::KeyRotated {
+                epoch: 1,
+                key_id: String::new(),
+                erased_epochs: Vec::new(),
+            },
+            AuditKind::KeysErased { epochs: Vec::new() },
+            AuditKind::MessageRejected {
+                subject: String::new(),
+                reason: String::new(),
+                claimed_sender: None,
+            },
+            AuditKind::DirectoryEntryRejected {
+                key: String::new(),
+                reason: String::new(),
+            },
+            AuditKind::DirectoryEntryRestored {
+                key: String::new(),
+                found: String::new(),
+            },
+            AuditKind::AuthenticationFailed {
+                client: String::new(),
+                detail: String::new(),
+            },
+            AuditKind::PermissionDenied {
+                subject: String::new(),
+            },
+            AuditKind::RejectionsSuppressed { count: 1 },
+            AuditKind::AuditQuotaReached {
+                subject: String::new(),
+                cap: 1,
+            },
+        ];
+        for ev in every {
+            let s = Subject::audit_event(Component::Forge, &ev);
+            assert!(
+                Subject::audit_categories_of(Component::Forge).contains(&s),
+                "{s} is not a permitted audit subject"
+            );
+        }
     }
 }

@@ -93,13 +93,21 @@ mod tests {
     #[test]
     fn each_component_writes_only_its_own_key_entries() {
         let spark = component(Component::Spark);
-        assert!(spark.may_publish("$KV.ozone-keys.component.spark.7"));
-        assert!(!spark.may_publish("$KV.ozone-keys.component.cognis.7"));
+        for slot in 0..4 {
+            assert!(spark.may_publish(&format!("$KV.ozone-keys.component.spark.{slot}")));
+        }
+        // Four slots, nothing else: no member can fill the bucket with many small entries.
+        for other in ["4", "20418", "0.x", "x"] {
+            let s = format!("$KV.ozone-keys.component.spark.{other}");
+            assert!(!spark.may_publish(&s), "{s}");
+        }
+        assert!(!spark.may_publish("$KV.ozone-keys.component.cognis.3"));
         assert!(!spark.may_publish("$KV.ozone-keys.auditor.siem.0"));
         assert!(!spark.may_publish("$JS.API.STREAM.DELETE.KV_ozone-keys"));
         assert!(!spark.may_publish("$JS.API.STREAM.PURGE.KV_ozone-keys"));
         assert!(spark.may_publish("$JS.API.CONSUMER.CREATE.KV_ozone-keys.c.$KV.ozone-keys.>"));
         assert!(component(Component::Core).may_publish("$KV.ozone-keys.auditor.siem.0"));
+        assert!(!component(Component::Core).may_publish("$KV.ozone-keys.auditor.siem.1"));
         // Only the core brings an old bucket to its hardening; nobody may purge or delete.
         for stream in ["KV_ozone-keys", "KV_ozone-sessions"] {
             let update = format!("$JS.API.STREAM.UPDATE.{stream}");
@@ -125,6 +133,10 @@ mod tests {
                 assert!(!p.may_publish(&audit), "{c} forges {other}'s audit events");
             }
             assert!(!p.may_subscribe("audit.x"));
+            // Its own audit subjects are the fixed categories, each bounded by the stream.
+            assert!(p.may_publish(&format!("audit.{}.rejected", c.name())));
+            assert!(!p.may_publish(&format!("audit.{}.x", c.name())));
+            assert!(!p.may_publish(&format!("audit.{}.rejected.x", c.name())));
         }
     }
 

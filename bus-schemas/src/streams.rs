@@ -15,12 +15,28 @@ pub const SESSION_STREAM: &str = "KV_ozone-sessions";
 /// The audit stream (in the AUDIT account): `audit.>` plus a copy of every key-directory put.
 pub const AUDIT_STREAM: &str = "OZONE_AUDIT";
 
-/// The bucket key of one identity's entry for one epoch: `<kind>.<name>.<epoch>`.
+/// How many keys one component holds in the key directory: its entries go to slot
+/// `epoch mod KEY_SLOTS`, so a member writes at most this many entries (of at most the
+/// bucket's value size) however many it puts, and cannot fill the bucket shared with the
+/// others. Four covers the current epoch, the next one published ahead and the ones still
+/// in their grace window. The real epoch is inside the signed entry; readers take it from
+/// there, never from the key.
+pub const KEY_SLOTS: u64 = 4;
+
+/// The bucket key of one identity's entry for one epoch: `<kind>.<name>.<epoch mod 4>`
+/// (auditors have epoch 0 only: `auditor.<name>.0`).
 pub fn key_entry_key(identity: &Identity, epoch: u64) -> String {
-    format!("{}.{}.{epoch}", identity.kind.as_str(), identity.name)
+    format!(
+        "{}.{}.{}",
+        identity.kind.as_str(),
+        identity.name,
+        epoch % KEY_SLOTS
+    )
 }
 
-/// Parses a bucket key back into (kind, name, epoch); `None` for anything else.
+/// Parses a bucket key back into (kind, name, last token): the slot, or in the layout before
+/// slots (a deployment not yet rid of it) the epoch itself. The epoch that counts is the one
+/// in the entry; `None` for anything that is no directory key.
 pub fn parse_key_entry_key(key: &str) -> Option<(IdentityKind, String, u64)> {
     let mut parts = key.split('.');
     let kind = match parts.next()? {
@@ -33,18 +49,40 @@ pub fn parse_key_entry_key(key: &str) -> Option<(IdentityKind, String, u64)> {
     parts.next().is_none().then_some((kind, name, epoch))
 }
 
-/// The bucket key of a session record: `<sender>.<session id, hex>`.
+/// How many session records one sender holds: a record goes to the slot named by the first
+/// byte of its (random) session id, so a member keeps at most this many records (of at most
+/// the bucket's value size) however many it puts, and cannot fill the bucket the others put
+/// into. A sender has a few dozen live sessions (one per route and peer, ten minutes each).
+/// The session id is inside the record, authenticated when it is opened; a recipient that
+/// finds another session's record in the slot treats the session as unknown.
+pub const SESSION_SLOTS: usize = 256;
+
+/// The slot of a session: the first byte of its id, two hex digits (`00`..`ff`).
+pub fn session_slot(session_id: &[u8]) -> String {
+    format!("{:02x}", session_id.first().copied().unwrap_or(0))
+}
+
+/// The bucket key of a session record: `<sender>.<slot>`.
 pub fn session_record_key(sender: &str, session_id: &[u8]) -> String {
-    format!("{sender}.{}", hex::encode(session_id))
+    format!("{sender}.{}", session_slot(session_id))
 }
 
 impl Subject {
-    /// Every session record a component puts: `$KV.ozone-sessions.<name>.>`.
-    pub fn session_records_of(identity: &Identity) -> Subject {
-        Subject(format!("$KV.{SESSION_BUCKET}.{}.>", identity.name))
+    /// Every session record a component puts: `$KV.ozone-sessions.<name>.<slot>` for its
+    /// [`SESSION_SLOTS`] slots, listed one by one (a wildcard would admit any key).
+    pub fn session_records_of(identity: &Identity) -> Vec<Subject> {
+        (0..=u8::MAX)
+            .map(|b| {
+                Subject(format!(
+                    "$KV.{SESSION_BUCKET}.{}",
+                    session_record_key(&identity.name, &[b])
+                ))
+            })
+            .collect()
     }
 
-    /// Every key entry of one identity: `$KV.ozone-keys.<kind>.<name>.>`.
+    /// Every key entry of one identity: `$KV.ozone-keys.<kind>.<name>.>` (what a reader
+    /// filters on; an identity may write only [`Subject::key_slots_of`]).
     pub fn key_entries_of(identity: &Identity) -> Subject {
         Subject(format!(
             "$KV.{KEY_BUCKET}.{}.{}.>",
@@ -53,9 +91,25 @@ impl Subject {
         ))
     }
 
-    /// Every key entry of one kind of identity: `$KV.ozone-keys.<kind>.>`.
-    pub fn key_entries_of_kind(kind: IdentityKind) -> Subject {
-        Subject(format!("$KV.{KEY_BUCKET}.{}.>", kind.as_str()))
+    /// The key-directory subjects a component may write: its [`KEY_SLOTS`] slots, each
+    /// holding one entry (the bucket keeps the newest per key).
+    pub fn key_slots_of(identity: &Identity) -> Vec<Subject> {
+        (0..KEY_SLOTS)
+            .map(|slot| {
+                Subject(format!(
+                    "$KV.{KEY_BUCKET}.{}",
+                    key_entry_key(identity, slot)
+                ))
+            })
+            .collect()
+    }
+
+    /// Every auditor's key entry: `$KV.ozone-keys.auditor.*.0` (one per auditor).
+    pub fn auditor_keys() -> Subject {
+        Subject(format!(
+            "$KV.{KEY_BUCKET}.{}.*.0",
+            IdentityKind::Auditor.as_str()
+        ))
     }
 
     /// Every key-directory put: `$KV.ozone-keys.>` (what the audit stream copies).
@@ -108,12 +162,31 @@ mod tests {
     fn key_entry_keys_round_trip_and_match_their_subjects() {
         let spark = Identity::component(Component::Spark);
         let key = key_entry_key(&spark, 20418);
-        assert_eq!(key, "component.spark.20418");
+        assert_eq!(key, "component.spark.2");
+        assert_eq!(
+            key_entry_key(&spark, 20422),
+            key,
+            "four epochs later: the same slot"
+        );
         assert_eq!(
             parse_key_entry_key(&key),
+            Some((IdentityKind::Component, "spark".into(), 2))
+        );
+        // A key of the layout before slots still parses (its last token is the epoch).
+        assert_eq!(
+            parse_key_entry_key("component.spark.20418"),
             Some((IdentityKind::Component, "spark".into(), 20418))
         );
-        assert!(Subject::key_entries_of(&spark).matches(&format!("$KV.{KEY_BUCKET}.{key}")));
+        let subject = format!("$KV.{KEY_BUCKET}.{key}");
+        assert!(Subject::key_entries_of(&spark).matches(&subject));
+        let slots = Subject::key_slots_of(&spark);
+        assert_eq!(slots.len(), 4);
+        assert!(slots.iter().any(|s| s.matches(&subject)));
+        assert!(!slots
+            .iter()
+            .any(|s| s.matches("$KV.ozone-keys.component.spark.20418")));
+        assert!(Subject::auditor_keys().matches("$KV.ozone-keys.auditor.siem.0"));
+        assert!(!Subject::auditor_keys().matches("$KV.ozone-keys.auditor.siem.1"));
         for bad in [
             "user.alice.1",
             "component.spark",
@@ -121,6 +194,15 @@ mod tests {
             "a.b.1.2",
         ] {
             assert_eq!(parse_key_entry_key(bad), None, "{bad}");
+        }
+        let records = Subject::session_records_of(&spark);
+        assert_eq!(records.len(), SESSION_SLOTS);
+        assert_eq!(session_record_key("spark", &[0xab, 1, 2]), "spark.ab");
+        let subject = format!("$KV.{SESSION_BUCKET}.spark.ab");
+        assert!(records.iter().any(|s| s.matches(&subject)));
+        for other in ["spark.abcd", "spark.x", "spark.ab.c", "cognis.ab"] {
+            let s = format!("$KV.{SESSION_BUCKET}.{other}");
+            assert!(!records.iter().any(|r| r.matches(&s)), "{s}");
         }
         for s in Subject::jetstream_client_api(AUDIT_STREAM) {
             assert_eq!(Subject::parse(s.as_str()), Ok(s.clone()));

@@ -195,15 +195,16 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         name: "audit events",
-        template: "audit.{component}.>",
+        template: "audit.{component}.{keys,rejected,directory,denied,auth,quota}",
         kind: Kind::Event,
         owner: Some(IdentityKind::Component),
         publishers: Party::Owner,
         subscribers: Party::Auditors,
-        doc: "security decisions, rejections, key rotations; the only subjects exported to AUDIT",
+        doc: "security decisions, rejections, key rotations; exported to AUDIT, where the \
+              stream bounds each subject (a flood evicts only the flooder's own oldest events)",
         subjects: |id| {
             id.as_component()
-                .map(|c| vec![Subject::audit_of(c)])
+                .map(Subject::audit_categories_of)
                 .unwrap_or_default()
         },
         all_owners: Some(Subject::audit_all),
@@ -211,14 +212,15 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         name: "key directory",
-        template: "$KV.ozone-keys.component.{component}.{epoch}",
+        template: "$KV.ozone-keys.component.{component}.{0,1,2,3}",
         kind: Kind::Store,
         owner: Some(IdentityKind::Component),
         publishers: Party::Owner,
         subscribers: Party::Nobody,
-        doc: "the component's signed public key per epoch; read by every component through the \
-              bucket's JetStream API, copied into the audit stream",
-        subjects: |id| vec![Subject::key_entries_of(id)],
+        doc: "the component's signed public key per epoch, in slot `epoch mod 4` (the epoch is \
+              in the signed entry): at most four entries per component; read by every \
+              component through the bucket's JetStream API, copied into the audit stream",
+        subjects: Subject::key_slots_of,
         all_owners: None,
         audited: false,
     },
@@ -231,21 +233,22 @@ pub const ROUTES: &[Route] = &[
         subscribers: Party::Nobody,
         doc: "auditors' recipient keys, signed by each auditor's certificate; `ozone up` and \
               `ozone pki issue auditor` put them as the core",
-        subjects: |_| vec![Subject::key_entries_of_kind(IdentityKind::Auditor)],
+        subjects: |_| vec![Subject::auditor_keys()],
         all_owners: None,
         audited: false,
     },
     Route {
         name: "session records",
-        template: "$KV.ozone-sessions.{component}.{session}",
+        template: "$KV.ozone-sessions.{component}.{00..ff}",
         kind: Kind::Store,
         owner: Some(IdentityKind::Component),
         publishers: Party::Owner,
         subscribers: Party::Nobody,
-        doc: "what the component's compact envelopes leave out (docs/envelope.md); a recipient \
-              that has not seen a full envelope of the session reads it through the bucket's \
-              JetStream API",
-        subjects: |id| vec![Subject::session_records_of(id)],
+        doc: "what the component's compact envelopes leave out (docs/envelope.md), in slot \
+              `<first byte of the session id>`: at most 256 records per component; a \
+              recipient that has not seen a full envelope of the session reads it through the \
+              bucket's JetStream API",
+        subjects: Subject::session_records_of,
         all_owners: None,
         audited: false,
     },
@@ -545,8 +548,10 @@ mod tests {
             vec![Identity::component(Component::Spark)]
         );
         assert_eq!(recipients("ecosystem.phase.spark").len(), 8);
-        assert!(recipients("audit.spark.rotation").is_empty());
-        assert!(audited("audit.spark.rotation"));
+        assert!(recipients("audit.spark.keys").is_empty());
+        assert!(audited("audit.spark.keys"));
+        // Only the fixed categories are audit subjects.
+        assert!(!audited("audit.spark.rotation"));
         assert!(!audited("spark.generate"));
     }
 
@@ -562,7 +567,10 @@ mod tests {
             route("ecosystem.phases").as_deref(),
             Some("ecosystem.phases")
         );
-        assert_eq!(route("audit.spark.keys").as_deref(), Some("audit.spark.>"));
+        assert_eq!(
+            route("audit.spark.keys").as_deref(),
+            Some("audit.spark.keys")
+        );
         assert_eq!(route("_INBOX.forge.x1").as_deref(), Some("_INBOX.forge.>"));
         assert_eq!(route("nowhere.at.all"), None);
     }

@@ -11,9 +11,10 @@
 use crate::{Connection, NatsSettings};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::{Stream, StreamExt};
+use ozone_bus_schemas::audit::AUDIT_CATEGORIES;
 use ozone_bus_schemas::phase::{PhaseEvent, PhaseTransition};
-use ozone_bus_schemas::streams::{parse_key_entry_key, AUDIT_STREAM};
-use ozone_bus_schemas::{AuditEvent, Identity, Subject, AUDIT_SCHEMA};
+use ozone_bus_schemas::streams::{parse_key_entry_key, AUDIT_STREAM, KEY_SLOTS};
+use ozone_bus_schemas::{AuditEvent, Component, Identity, Subject, AUDIT_SCHEMA};
 use ozone_security::envelope::{
     directory_name, Directory, DirectoryEntry, DirectoryTrust, Freshness, Opener, OpenerLimits,
     SecretKeyPair,
@@ -43,6 +44,34 @@ pub enum AuditError {
 /// evidence each.
 pub const AUDIT_MESSAGE_MAX_BYTES: i32 = 16 << 10;
 
+/// What one stored message takes at most: [`AUDIT_MESSAGE_MAX_BYTES`] of headers and payload
+/// plus its subject and the file store's framing (a few dozen bytes; rounded up).
+const STORED_MESSAGE_MAX_BYTES: u64 = (16 << 10) + 512;
+
+/// Auditors the stream's budget leaves room for (one key-directory subject each).
+pub const AUDITORS_BUDGETED: u64 = 16;
+
+/// The subjects the stream can hold messages on, as the permissions bound them: each
+/// component's audit categories and key-directory slots, the auditors' keys, the phase
+/// announcements and the transitions.
+pub fn subjects_budgeted() -> u64 {
+    let components = Component::ALL.len() as u64;
+    components * AUDIT_CATEGORIES.len() as u64
+        + components * KEY_SLOTS
+        + AUDITORS_BUDGETED
+        + components
+        + 1
+}
+
+/// The stream's `max_msgs_per_subject`: small enough that every budgeted subject at its cap,
+/// each message at the largest size, still fits under `max_bytes`. The size cap then never
+/// evicts anything: a flood on one subject drops only that subject's own oldest messages (the
+/// flooder's own events of that category), never another component's. At least one.
+pub fn per_subject_cap(max_bytes: u64) -> i64 {
+    let cap = max_bytes / (subjects_budgeted() * STORED_MESSAGE_MAX_BYTES);
+    i64::try_from(cap.max(1)).unwrap_or(i64::MAX)
+}
+
 /// The stream's configuration from the settings.
 pub fn stream_config(settings: &NatsSettings) -> stream::Config {
     stream::Config {
@@ -62,6 +91,7 @@ pub fn stream_config(settings: &NatsSettings) -> stream::Config {
         max_age: settings.audit_retention,
         max_bytes: i64::try_from(settings.audit_max_bytes).unwrap_or(i64::MAX),
         max_message_size: AUDIT_MESSAGE_MAX_BYTES,
+        max_messages_per_subject: per_subject_cap(settings.audit_max_bytes),
         allow_rollup: false,
         deny_delete: true,
         deny_purge: true,
@@ -94,10 +124,13 @@ fn compare(have: &stream::Config, want: &stream::Config) -> (Vec<String>, Vec<St
         "max_msgs",
         limit(have.max_messages) == limit(want.max_messages),
     );
+    // No per-subject cap is what a stream from before the quota has (reported below); any
+    // other cap than ours was set by someone else.
     check(
         &mut lost,
         "max_msgs_per_subject",
-        limit(have.max_messages_per_subject) == limit(want.max_messages_per_subject),
+        limit(have.max_messages_per_subject) == limit(want.max_messages_per_subject)
+            || limit(have.max_messages_per_subject) == -1,
     );
     check(&mut lost, "allow_rollup_hdrs", !have.allow_rollup);
     check(&mut lost, "sealed", !have.sealed);
@@ -112,6 +145,11 @@ fn compare(have: &stream::Config, want: &stream::Config) -> (Vec<String>, Vec<St
         &mut lost,
         "mirror/sources",
         have.mirror.is_none() && have.sources.as_ref().is_none_or(|s| s.is_empty()),
+    );
+    check(
+        &mut unhardened,
+        "max_msgs_per_subject",
+        limit(have.max_messages_per_subject) == limit(want.max_messages_per_subject),
     );
     check(&mut unhardened, "deny_delete", have.deny_delete);
     check(&mut unhardened, "deny_purge", have.deny_purge);
@@ -434,7 +472,7 @@ impl AuditReader {
     }
 
     fn key_entry(&mut self, key: &str, msg: &jetstream::Message, at_ms: u64) -> Result<(), String> {
-        let (kind, name, epoch) =
+        let (kind, name, _) =
             parse_key_entry_key(key).ok_or_else(|| "not a key-directory key".to_string())?;
         let identity = Identity::new(kind, &name).map_err(|e| e.to_string())?;
         let removed = msg
@@ -449,7 +487,11 @@ impl AuditReader {
         }
         let entry: DirectoryEntry =
             rmp_serde::from_slice(&msg.payload).map_err(|e| format!("malformed: {e}"))?;
-        if entry.service != directory_name(&identity) || entry.epoch != epoch {
+        // The epoch is the signed one in the entry; the key is its slot (or, before slots,
+        // the epoch).
+        if entry.service != directory_name(&identity)
+            || !crate::keydir::placed_under(key, &identity, entry.epoch)
+        {
             return Err(format!("stored under {key} but claims {}", entry.service));
         }
         // Checked as of when it was published: the reader may be months later.
@@ -489,7 +531,8 @@ mod tests {
             (
                 vec![],
                 vec![
-                    "deny_delete".to_string(),
+                    "max_msgs_per_subject".to_string(),
+                    "deny_delete".into(),
                     "deny_purge".into(),
                     "max_msg_size".into()
                 ]
@@ -505,6 +548,26 @@ mod tests {
         assert_eq!(
             compare(&planted, &want).0,
             vec!["max_msgs_per_subject", "allow_rollup_hdrs"]
+        );
+    }
+
+    #[test]
+    fn every_subject_at_its_cap_fits_under_the_size_cap() {
+        assert_eq!(
+            STORED_MESSAGE_MAX_BYTES,
+            u64::try_from(AUDIT_MESSAGE_MAX_BYTES).unwrap() + 512
+        );
+        for max_bytes in [1u64 << 30, 64 << 20, 10 << 30] {
+            let cap = u64::try_from(per_subject_cap(max_bytes)).unwrap();
+            assert!(cap > 1, "{max_bytes}: {cap}");
+            assert!(subjects_budgeted() * cap * STORED_MESSAGE_MAX_BYTES <= max_bytes);
+        }
+        // The default: 8 components × 6 categories + 8 × 4 key slots + 16 auditors + 9 phase
+        // subjects; 605 events of the largest size per subject.
+        assert_eq!(subjects_budgeted(), 105);
+        assert_eq!(
+            stream_config(&NatsSettings::default()).max_messages_per_subject,
+            605
         );
     }
 }

@@ -1,17 +1,24 @@
 //! The key directory on the bus: every identity's signed public keys in a JetStream KV bucket
-//! (`ozone-keys`, one key per identity and epoch). Each service puts its own entries and
+//! (`ozone-keys`). Each service puts its own entries and
 //! follows the bucket; an entry goes into the in-memory [`Directory`] only after its signature
 //! and certificate check out, so write access to the bucket is not enough to substitute a key.
 //! The bucket refuses roll-ups, purges and deletes (`buckets.rs`), so no member can erase the
 //! others' entries; a key is erased with a delete marker on its own key.
+//!
+//! An entry lives under slot `epoch mod 4` of its identity (`component.<name>.<slot>`), and the
+//! permissions let a component write those four keys only: the bucket keeps the newest value
+//! per key, so one member holds at most four entries, however many puts it makes, and cannot
+//! fill the bucket the others rotate into. The epoch is the one inside the signed entry; a
+//! reader never takes it from the key. Keys of the layout before slots (`<name>.<epoch>`)
+//! are still read; the running service puts its live entries again under their slots.
 
 use crate::buckets::{BucketError, BucketSpec};
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use ozone_bus_schemas::streams::{key_entry_key, parse_key_entry_key, KEY_BUCKET};
+use ozone_bus_schemas::streams::{key_entry_key, parse_key_entry_key, KEY_BUCKET, KEY_SLOTS};
 use ozone_bus_schemas::{AuditKind, Identity, IdentityKind};
 use ozone_security::envelope::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -26,9 +33,10 @@ const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 const JETSTREAM_SETTLE: Duration = Duration::from_secs(10);
 
 /// The bucket: entries never expire (a service erases its own), one entry is a few hundred
-/// bytes (a 32-byte key, a leaf certificate, a signature), and the whole directory (a few
-/// live epochs per identity, plus one small delete marker per erased epoch) stays far below
-/// the cap. Past the cap new puts are refused; nothing already stored is evicted.
+/// bytes (a 32-byte key, a leaf certificate, a signature), at most 8 KiB, and each identity
+/// holds at most four keys (its slots), so the whole directory stays far below the cap
+/// however much any member writes. Past the cap new puts are refused; nothing already stored
+/// is evicted.
 pub const KEY_BUCKET_SPEC: BucketSpec = BucketSpec {
     bucket: KEY_BUCKET,
     description: "OZONE STUDIO key directory: signed X25519 public keys",
@@ -138,8 +146,16 @@ impl KeyDirectory {
     /// Removes `identity`'s entry for `epoch` (its key was erased) with a delete marker: a
     /// purge would need roll-ups, which the bucket refuses. The marker is copied into the
     /// audit stream like every put, so the archive shows when each key left the directory.
+    /// Only while the epoch's slot still holds that epoch: a newer one put there (four epochs
+    /// on) stays. An entry of the layout before slots cannot be erased (the permissions no
+    /// longer list its key); followers stop using it when it expires.
     pub async fn erase(&self, identity: &Identity, epoch: u64) -> Result<(), KeyDirError> {
         let key = key_entry_key(identity, epoch);
+        match self.entry(identity, epoch).await? {
+            Some(Ok(held)) if held.epoch != epoch => return Ok(()),
+            None => return Ok(()),
+            _ => {}
+        }
         settled(|| async {
             self.store.delete(&key).await.map_err(|e| KeyDirError::Put {
                 key: key.clone(),
@@ -149,8 +165,9 @@ impl KeyDirectory {
         .await
     }
 
-    /// The entry stored for `identity` and `epoch`: `Ok(None)` when there is none (never put,
-    /// or erased), `Err` with what is there instead when it does not decode.
+    /// The entry stored in the slot of `identity`'s `epoch`: `Ok(None)` when there is none
+    /// (never put, or erased), `Err` with what is there instead when it does not decode. The
+    /// slot may hold another epoch (four apart): the caller compares `epoch`.
     pub async fn entry(
         &self,
         identity: &Identity,
@@ -162,34 +179,60 @@ impl KeyDirectory {
             .get(&key)
             .await
             .map_err(|e| KeyDirError::Watch(e.to_string()))?;
-        Ok(value.map(|v| {
-            rmp_serde::from_slice::<DirectoryEntry>(&v)
-                .map_err(|e| format!("{} bytes that are no entry ({e})", v.len()))
-        }))
+        Ok(value.map(|v| decode(&v)))
     }
 
-    /// The epochs for which `identity` has an entry in the bucket now.
-    pub async fn epochs_of(&self, identity: &Identity) -> Result<Vec<u64>, KeyDirError> {
+    /// Every entry `identity` has in the bucket now, by key (its slots, and keys of the
+    /// layout before slots), decoded or with what is there instead.
+    pub async fn entries_of(
+        &self,
+        identity: &Identity,
+    ) -> Result<Vec<(String, Result<DirectoryEntry, String>)>, KeyDirError> {
         let mut keys = self
             .store
             .keys()
             .await
             .map_err(|e| KeyDirError::Watch(e.to_string()))?;
-        let mut out = Vec::new();
+        let mut mine = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| KeyDirError::Watch(e.to_string()))?;
-            if let Some((kind, name, epoch)) = parse_key_entry_key(&key) {
+            if let Some((kind, name, _)) = parse_key_entry_key(&key) {
                 if kind == identity.kind && name == identity.name {
-                    out.push(epoch);
+                    mine.push(key);
                 }
             }
         }
-        out.sort_unstable();
+        let mut out = Vec::new();
+        for key in mine {
+            let value = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+            if let Some(v) = value {
+                out.push((key, decode(&v)));
+            }
+        }
         Ok(out)
     }
 
-    /// How many keys each identity holds in the bucket (by `<kind>.<name>`; keys that are no
-    /// directory key count under their own name), and the bucket's bytes against its cap.
+    /// The epochs (as the entries say) for which `identity` has an entry in the bucket now.
+    pub async fn epochs_of(&self, identity: &Identity) -> Result<Vec<u64>, KeyDirError> {
+        let mut out: Vec<u64> = self
+            .entries_of(identity)
+            .await?
+            .into_iter()
+            .filter_map(|(_, e)| e.ok().map(|e| e.epoch))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// How many slot keys each identity holds in the bucket (by `<kind>.<name>`; keys that
+    /// are no directory key count under their own name), and the bucket's bytes against its
+    /// cap. Keys of the layout before slots are not counted: nobody may write them any more,
+    /// and they cannot be erased either, so counting them would fail an upgraded home forever.
     pub async fn usage(&self) -> Result<(BTreeMap<String, usize>, u64, i64), KeyDirError> {
         let mut keys = self
             .store
@@ -200,6 +243,7 @@ impl KeyDirectory {
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| KeyDirError::Watch(e.to_string()))?;
             let owner = match parse_key_entry_key(&key) {
+                Some((_, _, token)) if token >= KEY_SLOTS => continue,
                 Some((kind, name, _)) => format!("{} {name}", kind.as_str()),
                 None => key,
             };
@@ -239,6 +283,7 @@ impl KeyDirectory {
             trust,
             directory,
             rejected,
+            held: HashMap::new(),
         };
         if initial > 0 {
             let caught_up = tokio::time::timeout(CATCH_UP, async {
@@ -284,18 +329,25 @@ impl KeyDirectory {
     }
 }
 
+/// A stored value as an entry, or what it is instead.
+fn decode(v: &[u8]) -> Result<DirectoryEntry, String> {
+    rmp_serde::from_slice::<DirectoryEntry>(v)
+        .map_err(|e| format!("{} bytes that are no entry ({e})", v.len()))
+}
+
 /// A follower's state: what entries are checked against, where they go, where refusals are
-/// reported.
+/// reported, and which epoch each key holds (a delete marker names a slot, not an epoch).
 struct Follower {
     trust: DirectoryTrust,
     directory: Arc<RwLock<Directory>>,
     rejected: mpsc::Sender<AuditKind>,
+    held: HashMap<String, u64>,
 }
 
 impl Follower {
     /// Applies one bucket entry, reporting it if it is ignored.
-    fn apply(&self, entry: &kv::Entry) {
-        if let Err(reason) = apply(&self.trust, &self.directory, entry) {
+    fn apply(&mut self, entry: &kv::Entry) {
+        if let Err(reason) = apply(&self.trust, &self.directory, &mut self.held, entry) {
             let _ = self.rejected.try_send(AuditKind::DirectoryEntryRejected {
                 key: entry.key.clone(),
                 reason,
@@ -335,13 +387,25 @@ fn connection_gone(e: &kv::WatcherError) -> bool {
         .is_some_and(|o| o.kind() == OrderedErrorKind::Other)
 }
 
-/// Applies one bucket entry; the error says why it was ignored.
+/// Whether `key` is where an entry of `identity` for `epoch` belongs: its slot, or (the
+/// layout before slots) a key whose last token is the epoch itself.
+pub fn placed_under(key: &str, identity: &Identity, epoch: u64) -> bool {
+    match parse_key_entry_key(key) {
+        Some((_, _, token)) if token < KEY_SLOTS => key == key_entry_key(identity, epoch),
+        Some((_, _, token)) => token == epoch,
+        None => false,
+    }
+}
+
+/// Applies one bucket entry; the error says why it was ignored. `held` is the epoch each key
+/// holds: a delete marker removes that one, and a put into a slot replaces the epoch there.
 fn apply(
     trust: &DirectoryTrust,
     directory: &RwLock<Directory>,
+    held: &mut HashMap<String, u64>,
     entry: &kv::Entry,
 ) -> Result<(), String> {
-    let (kind, name, epoch) =
+    let (kind, name, token) =
         parse_key_entry_key(&entry.key).ok_or_else(|| "not a key-directory key".to_string())?;
     let identity = Identity::new(kind, &name).map_err(|e| e.to_string())?;
     let expected = directory_name(&identity);
@@ -350,24 +414,55 @@ fn apply(
         .map_err(|_| "directory lock poisoned".to_string())?;
     match entry.operation {
         kv::Operation::Delete | kv::Operation::Purge => {
-            dir.remove(&expected, epoch);
+            // A slot's epoch is what was put there; an old-layout key names its epoch.
+            let epoch = held
+                .remove(&entry.key)
+                .or((token >= KEY_SLOTS).then_some(token));
+            if let Some(epoch) = epoch {
+                dir.remove(&expected, epoch);
+            }
             Ok(())
         }
         kv::Operation::Put => {
-            let parsed: DirectoryEntry =
-                rmp_serde::from_slice(&entry.value).map_err(|e| format!("malformed: {e}"))?;
-            if parsed.service != expected || parsed.epoch != epoch {
+            let parsed = decode(&entry.value).map_err(|e| format!("malformed: {e}"))?;
+            if parsed.service != expected || !placed_under(&entry.key, &identity, parsed.epoch) {
                 return Err(format!(
                     "stored under {} but claims {} epoch {}",
                     entry.key, parsed.service, parsed.epoch
                 ));
             }
-            if kind == IdentityKind::Auditor && epoch != 0 {
+            if kind == IdentityKind::Auditor && parsed.epoch != 0 {
                 return Err("auditor keys have epoch 0".into());
             }
             dir.insert(trust, &parsed, crate::bus::now_ms())
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            if let Some(before) = held.insert(entry.key.clone(), parsed.epoch) {
+                if before != parsed.epoch {
+                    // The slot's previous epoch left the bucket with this put.
+                    dir.remove(&expected, before);
+                }
+            }
+            Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ozone_bus_schemas::Component;
+
+    #[test]
+    fn an_entry_belongs_in_its_epochs_slot_or_under_an_old_key_naming_its_epoch() {
+        let spark = Identity::component(Component::Spark);
+        assert!(placed_under("component.spark.2", &spark, 20418));
+        assert!(placed_under("component.spark.2", &spark, 20422));
+        assert!(!placed_under("component.spark.3", &spark, 20418));
+        // The layout before slots: still read, the key naming the entry's own epoch.
+        assert!(placed_under("component.spark.20418", &spark, 20418));
+        assert!(!placed_under("component.spark.20419", &spark, 20418));
+        assert!(!placed_under("junk", &spark, 2));
+        let siem = Identity::new(IdentityKind::Auditor, "siem").unwrap();
+        assert!(placed_under("auditor.siem.0", &siem, 0));
     }
 }

@@ -5,11 +5,17 @@
 //! (a worker started a minute ago, a queue member that got none of the full ones) reads the
 //! record once and caches the session. The bucket is not trusted: a record opens nothing unless
 //! HPKE authenticates its sender and the body authenticates under the key it yields.
+//!
+//! A sender's records live in 256 slots (`<sender>.<first byte of the session id>`), the only
+//! keys its permissions list, so one member cannot fill the bucket with many small records.
+//! Two live sessions of one sender may meet in a slot: the sender then leaves the newer one
+//! without a record (its envelopes stay full, as when a put fails), and a recipient that finds
+//! another session's record in a slot treats the session as unknown.
 
 use crate::buckets::BucketSpec;
 use async_nats::jetstream::kv;
 use ozone_bus_schemas::streams::{session_record_key, SESSION_BUCKET};
-use ozone_security::envelope::SESSION_ID_LEN;
+use ozone_security::envelope::{Establishment, SessionLimits, SESSION_ID_LEN};
 use std::time::Duration;
 
 /// The bucket (hardened like the key directory: no roll-ups, purges or deletes). Records
@@ -33,6 +39,8 @@ pub enum SessionStoreError {
     Put { key: String, detail: String },
     #[error("cannot read session record {key}: {detail}")]
     Get { key: String, detail: String },
+    #[error("session record slot {key} holds another live session")]
+    SlotTaken { key: String },
 }
 
 /// The `ozone-sessions` bucket, opened (and created when absent) by one connection.
@@ -66,7 +74,10 @@ impl SessionStore {
             .map_err(|e| SessionStoreError::Bucket(e.to_string()))
     }
 
-    /// Puts `sender`'s record of a session; returns once JetStream stored it.
+    /// Puts `sender`'s record of a session; returns once JetStream stored it. Refused
+    /// ([`SessionStoreError::SlotTaken`]) while the slot holds another session's record young
+    /// enough for that session to be live: overwriting it would leave that session's late
+    /// recipients without their record.
     pub async fn put(
         &self,
         sender: &str,
@@ -74,6 +85,21 @@ impl SessionStore {
         record: bytes::Bytes,
     ) -> Result<(), SessionStoreError> {
         let key = session_record_key(sender, session_id);
+        let held = self
+            .store
+            .entry(&key)
+            .await
+            .map_err(|e| SessionStoreError::Get {
+                key: key.clone(),
+                detail: e.to_string(),
+            })?;
+        if let Some(held) = held.filter(|e| e.operation == kv::Operation::Put) {
+            let age = time::OffsetDateTime::now_utc() - held.created;
+            let live = age < time::Duration::milliseconds(live_ms());
+            if live && session_of(&held.value) != Some(*session_id) {
+                return Err(SessionStoreError::SlotTaken { key });
+            }
+        }
         self.store
             .put(&key, record)
             .await
@@ -84,19 +110,37 @@ impl SessionStore {
             })
     }
 
-    /// `sender`'s record of a session, if the bucket holds one.
+    /// `sender`'s record of a session, if the bucket holds one: the record in the session's
+    /// slot when it names this session, `None` when the slot is empty or holds another's.
     pub async fn get(
         &self,
         sender: &str,
         session_id: &[u8; SESSION_ID_LEN],
     ) -> Result<Option<bytes::Bytes>, SessionStoreError> {
         let key = session_record_key(sender, session_id);
-        self.store
+        let record = self
+            .store
             .get(&key)
             .await
             .map_err(|e| SessionStoreError::Get {
                 key,
                 detail: e.to_string(),
-            })
+            })?;
+        Ok(record.filter(|r| session_of(r) == Some(*session_id)))
     }
+}
+
+/// The session a record names (unauthenticated here: the opener authenticates it).
+fn session_of(record: &[u8]) -> Option<[u8; SESSION_ID_LEN]> {
+    Establishment::parse_record(record)
+        .ok()
+        .map(|e| e.session_id)
+}
+
+/// How long a session may still be sealing after its record was stored: its data key's age
+/// limit, plus a minute of clock and queueing slack.
+fn live_ms() -> i64 {
+    i64::try_from(SessionLimits::default().max_age_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_add(60_000)
 }

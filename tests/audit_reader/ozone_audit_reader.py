@@ -39,6 +39,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 AUDIT_STREAM = "OZONE_AUDIT"
 KEY_PREFIX = "$KV.ozone-keys."
+# Keys per identity in the key directory (bus-schemas/src/streams.rs KEY_SLOTS).
+KEY_SLOTS = 4
 AUDITOR_PREFIX = "urn:ozone:auditor:"
 
 # --- HPKE, RFC 9180 --------------------------------------------------------------------------
@@ -312,10 +314,14 @@ class Directory:
             return False
 
     def put(self, key: str, payload: bytes, at: datetime.datetime):
-        kind, name, epoch = key.split(".")
+        kind, name, token = key.split(".")
         entry = msgpack.unpackb(payload, raw=False)
         expected = name if kind == "component" else f"urn:ozone:{kind}:{name}"
-        if entry["service"] != expected or entry["epoch"] != int(epoch):
+        # The epoch is the signed one in the entry. The key is its slot, epoch mod KEY_SLOTS;
+        # in the layout before slots (a token of KEY_SLOTS or more) it was the epoch itself.
+        slot = int(token)
+        placed = entry["epoch"] % KEY_SLOTS == slot if slot < KEY_SLOTS else entry["epoch"] == slot
+        if entry["service"] != expected or not placed:
             raise Refused(f"stored under {key} but claims {entry['service']}")
         public = self.verify(entry, at)
         self.keys[(entry["service"], kid_of(public))] = (public, entry["not_after_ms"])

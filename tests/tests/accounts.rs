@@ -61,7 +61,7 @@ async fn only_audit_subjects_cross_into_the_audit_account() -> R {
     }
     spark
         .client
-        .publish("audit.spark.key-rotated", "audit event".into())
+        .publish("audit.spark.keys", "audit event".into())
         .await?;
     core.sync().await?;
     spark.sync().await?;
@@ -77,7 +77,7 @@ async fn only_audit_subjects_cross_into_the_audit_account() -> R {
     crossed.sort();
     assert_eq!(
         crossed,
-        ["audit.spark.key-rotated", "ecosystem.phase.ozone-studio"]
+        ["audit.spark.keys", "ecosystem.phase.ozone-studio"]
     );
     assert!(
         tokio::time::timeout(Duration::from_millis(400), everything.next())

@@ -149,7 +149,7 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
         format!("$JS.API.STREAM.PURGE.{KEY_STREAM}"),
         format!("$JS.API.STREAM.PURGE.{SESSION_STREAM}"),
         format!("$JS.API.STREAM.PURGE.{PHASE_STREAM}"),
-        format!("$KV.ozone-keys.component.cognis.{epoch}"),
+        format!("$KV.ozone-keys.component.cognis.{}", epoch % 4),
         Subject::phase_announce(Component::Cognis).to_string(),
         "audit.cognis.keys".to_string(),
     ];

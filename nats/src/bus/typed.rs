@@ -381,6 +381,10 @@ impl Bus {
                             sealer.mark_published(&r.session_id);
                         }
                     }
+                    // Two live sessions in one slot: expected now and then (256 slots).
+                    Err(e @ crate::SessionStoreError::SlotTaken { .. }) => {
+                        tracing::debug!("{e}; that session's envelopes stay full")
+                    }
                     Err(e) => tracing::warn!("{e}; that session's envelopes stay full"),
                 }
             }
