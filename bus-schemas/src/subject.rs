@@ -61,17 +61,7 @@ impl Subject {
 
     /// Whether `self` (a pattern) matches the concrete subject `other`.
     pub fn matches(&self, other: &str) -> bool {
-        let mut pat = self.0.split('.');
-        let mut sub = other.split('.');
-        loop {
-            match (pat.next(), sub.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(p), Some(s)) if p == s => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
+        pattern_matches(&self.0, other)
     }
 
     /// Everything a component serves: `<component>.>`.
@@ -182,6 +172,22 @@ impl Subject {
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Whether the NATS subject pattern `pattern` (`*` one token, `>` the rest) covers
+/// `subject`: token by token, no allocation (the bus and the envelope run it per message).
+pub fn pattern_matches(pattern: &str, subject: &str) -> bool {
+    let mut pat = pattern.split('.');
+    let mut sub = subject.split('.');
+    loop {
+        match (pat.next(), sub.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(p), Some(s)) if p == s => {}
+            (None, None) => return true,
+            _ => return false,
+        }
     }
 }
 

@@ -150,6 +150,64 @@ impl TestEcosystem {
     pub async fn connect(&self, id: &Identity) -> Result<Connection, ConnectError> {
         self.t.connect(id).await
     }
+
+    /// A running server with a second auditor (`siem`), the audit stream prepared and the
+    /// auditors' keys published: what `ozone up` sets up before the components start.
+    pub async fn audited() -> anyhow::Result<TestEcosystem> {
+        let eco = Self::start_with(
+            |t| t.issue(IdentityKind::Auditor, "siem").map(|_| ()),
+            |c| c,
+        )
+        .await?;
+        ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+        Ok(eco)
+    }
+
+    /// Component `c` joined to the bus as its process joins it: its key published, the key
+    /// directory followed, keys rotated daily.
+    pub async fn join(
+        &self,
+        c: ozone_bus_schemas::Component,
+    ) -> anyhow::Result<ozone_nats::bus::Bus> {
+        let conn = self.connect(&Identity::component(c)).await?;
+        Ok(ozone_nats::bus::Bus::start(
+            conn,
+            &self.t.home,
+            ozone_security::envelope::Rotation::daily(),
+        )
+        .await?)
+    }
+}
+
+/// Every audit event in the stream so far, as (authenticated sender, event), read as
+/// `auditor`.
+pub async fn audit_events(
+    eco: &TestEcosystem,
+    auditor: &str,
+) -> anyhow::Result<Vec<(String, ozone_bus_schemas::AuditKind)>> {
+    use ozone_nats::audit::{AuditReader, AuditRecord};
+    let id = Identity::new(IdentityKind::Auditor, auditor)?;
+    let key = ozone_security::envelope::auditor_key::load(&eco.t.home, &id)?;
+    let conn = eco.connect(&id).await?;
+    let trust = ozone_security::envelope::DirectoryTrust::load(&eco.t.home)?;
+    let records = AuditReader::new(&conn, key, trust)
+        .records(None, false)
+        .await?;
+    futures::pin_mut!(records);
+    let mut out = Vec::new();
+    while let Some(r) = futures::StreamExt::next(&mut records).await {
+        if let AuditRecord::Event { sender, event, .. } = r? {
+            out.push((sender, event.event));
+        }
+    }
+    Ok(out)
+}
+
+/// `fut`, or an error naming `what` after 15 s (generous: the whole suite shares two cores).
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(Duration::from_secs(15), fut)
+        .await
+        .map_err(|_| anyhow::anyhow!("no {what} within 15 s"))
 }
 
 /// Bus keys for every component, each with its own copy of the key directory.

@@ -3,7 +3,7 @@
 
 use ozone_bus_schemas::{Component, Identity, IdentityKind, Subject};
 use ozone_nats::bus::{Bus, BusError};
-use ozone_security::envelope::{Rotation, VERSION, VERSION_COMPACT};
+use ozone_security::envelope::{VERSION, VERSION_COMPACT};
 use ozone_tests::{bus_keys, with_permissions, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -246,12 +246,6 @@ async fn serve(
     }))
 }
 
-/// Joins the bus as component `c` the way its process does (key directory, rotation).
-async fn join(eco: &TestEcosystem, c: Component) -> anyhow::Result<Bus> {
-    let conn = eco.connect(&Identity::component(c)).await?;
-    Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
-}
-
 /// A tap with SPARK's identity, outside any queue group: it sees every envelope on `subject`.
 /// The connection is returned to be kept alive with the subscription.
 async fn tap(
@@ -274,12 +268,12 @@ async fn next_tapped(tap: &mut async_nats::Subscriber) -> anyhow::Result<async_n
 #[tokio::test]
 async fn a_worker_started_later_opens_compact_envelopes_through_the_session_record() -> R {
     let eco = TestEcosystem::start().await?;
-    let core = join(&eco, Component::Core).await?;
+    let core = eco.join(Component::Core).await?;
     let generate = Subject::component_request(Component::Spark, "generate")?;
     let (_tap_conn, mut tap) = tap(&eco, &generate).await?;
     let version = |m: &async_nats::Message| m.payload.get(2).copied();
 
-    let first = serve(join(&eco, Component::Spark).await?, "first").await?;
+    let first = serve(eco.join(Component::Spark).await?, "first").await?;
     let ask = |prompt: &str| Ask {
         prompt: prompt.into(),
     };
@@ -316,7 +310,7 @@ async fn a_worker_started_later_opens_compact_envelopes_through_the_session_reco
     // cache, as a process started a minute later would.
     first.abort();
     let _ = first.await;
-    let second = join(&eco, Component::Spark).await?;
+    let second = eco.join(Component::Spark).await?;
     let second_serving = serve(second, "second").await?;
     let answer: Answer = core
         .request(&generate, &ask("late"), Duration::from_secs(5))
@@ -355,8 +349,8 @@ async fn a_worker_started_later_opens_compact_envelopes_through_the_session_reco
 #[tokio::test]
 async fn a_burst_is_opened_in_order_with_each_bad_message_refused_in_its_place() -> R {
     let eco = TestEcosystem::start().await?;
-    let core = join(&eco, Component::Core).await?;
-    let spark = join(&eco, Component::Spark).await?;
+    let core = eco.join(Component::Core).await?;
+    let spark = eco.join(Component::Spark).await?;
     let generate = Subject::component_request(Component::Spark, "generate")?;
     let (_tap_conn, mut tap) = tap(&eco, &generate).await?;
     let ask = |prompt: String| Ask { prompt };
@@ -382,7 +376,7 @@ async fn a_burst_is_opened_in_order_with_each_bad_message_refused_in_its_place()
     // it reads, with garbage at three places. Its first batch opens only through the
     // session record, every later message of the batch waits on that, and the garbage is
     // refused where it stood.
-    let late = join(&eco, Component::Spark).await?;
+    let late = eco.join(Component::Spark).await?;
     let mut sub = late.subscribe::<Ask>(&generate, None).await?;
     let garbage_at = [10, 50, 90];
     for i in 0..103 {

@@ -8,13 +8,12 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use ozone_bus_schemas::phase::PHASE_STREAM;
 use ozone_bus_schemas::streams::{KEY_STREAM, SESSION_STREAM};
-use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind, Subject};
-use ozone_nats::audit::{AuditReader, AuditRecord};
+use ozone_bus_schemas::{AuditKind, Component, Identity, Subject};
 use ozone_nats::bus::Bus;
 use ozone_nats::client::{ConnEvent, Violation};
 use ozone_nats::{Connection, SessionStore};
-use ozone_security::envelope::{auditor_key, DirectoryTrust, Rotation};
-use ozone_tests::TestEcosystem;
+use ozone_security::envelope::Rotation;
+use ozone_tests::{audit_events, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,29 +30,6 @@ struct Ask {
     n: u32,
 }
 
-/// `c` joined to the bus: its key published, the directory followed.
-async fn join(eco: &TestEcosystem, c: Component) -> anyhow::Result<Bus> {
-    let conn = eco.connect(&Identity::component(c)).await?;
-    Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
-}
-
-/// Every audit event so far, as (authenticated sender, event), read as the console auditor.
-async fn audit_events(eco: &TestEcosystem) -> anyhow::Result<Vec<(String, AuditKind)>> {
-    let id = Identity::new(IdentityKind::Auditor, "console")?;
-    let key = auditor_key::load(&eco.t.home, &id)?;
-    let conn = eco.connect(&id).await?;
-    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(&eco.t.home)?);
-    let records = reader.records(None, false).await?;
-    futures::pin_mut!(records);
-    let mut out = Vec::new();
-    while let Some(r) = records.next().await {
-        if let AuditRecord::Event { sender, event, .. } = r? {
-            out.push((sender, event.event));
-        }
-    }
-    Ok(out)
-}
-
 /// Waits until the audit stream holds an event `wanted` accepts.
 async fn audited(
     eco: &TestEcosystem,
@@ -62,7 +38,7 @@ async fn audited(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let events = audit_events(eco).await?;
+        let events = audit_events(eco, "console").await?;
         if events.iter().any(|(by, e)| wanted(by, e)) {
             return Ok(());
         }
@@ -89,8 +65,8 @@ async fn stream_messages(js: &jetstream::Context, name: &str) -> anyhow::Result<
 async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
     let eco = TestEcosystem::start().await?;
     ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
-    let spark = join(&eco, Component::Spark).await?;
-    let forge = join(&eco, Component::Forge).await?;
+    let spark = eco.join(Component::Spark).await?;
+    let forge = eco.join(Component::Forge).await?;
     let cognis = eco.connect(&Identity::component(Component::Cognis)).await?;
     SessionStore::open(&cognis.client).await?;
     let js = jetstream::new(cognis.client.clone());
@@ -199,7 +175,7 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
     // SPARK's bus refused each of the six, and audited each.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let refused: Vec<String> = audit_events(&eco)
+        let refused: Vec<String> = audit_events(&eco, "console")
             .await?
             .into_iter()
             .filter_map(|(by, e)| match e {
@@ -230,8 +206,8 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
 async fn finding_03_a_push_consumer_cannot_deliver_around_the_call_graph() -> R {
     let eco = TestEcosystem::start().await?;
     ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
-    let forge = join(&eco, Component::Forge).await?;
-    let cognis = join(&eco, Component::Cognis).await?;
+    let forge = eco.join(Component::Forge).await?;
+    let cognis = eco.join(Component::Cognis).await?;
     let raw = forge.connection().client.clone();
     SessionStore::open(&raw).await?;
     let js = jetstream::new(raw.clone());
@@ -372,8 +348,8 @@ async fn finding_17_killing_nats_server_under_load_loses_no_request() -> R {
 async fn finding_11_junk_from_an_unknown_sender_does_not_stall_a_broadcast() -> R {
     let eco = TestEcosystem::start().await?;
     ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
-    let spark = join(&eco, Component::Spark).await?;
-    let cognis = join(&eco, Component::Cognis).await?;
+    let spark = eco.join(Component::Spark).await?;
+    let cognis = eco.join(Component::Cognis).await?;
     // FORGE seals with a key it never published: every directory on the bus lacks it.
     let mut keys = ozone_tests::bus_keys(&eco.t.home)?;
     let unpublished = keys

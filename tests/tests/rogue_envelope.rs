@@ -6,14 +6,13 @@
 
 use ozone_bus_schemas::streams::key_entry_key;
 use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind, Subject};
-use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::bus::{now_ms, Bus};
 use ozone_nats::KeyDirectory;
 use ozone_security::envelope::{
-    auditor_key, keyring_file, CompactHeader, DirectoryTrust, Envelope, HeaderView, KeyId,
-    Rotation, Sealer, SecretKeyPair, ServiceSigner, SessionLimits, VERSION, VERSION_COMPACT,
+    keyring_file, CompactHeader, Envelope, HeaderView, KeyId, Rotation, Sealer, SecretKeyPair,
+    ServiceSigner, SessionLimits, VERSION, VERSION_COMPACT,
 };
-use ozone_tests::TestEcosystem;
+use ozone_tests::{audit_events, within, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -24,47 +23,6 @@ struct Beat {
     n: u32,
 }
 
-/// `fut`, or an error naming `what` after 15 s (generous: the whole suite shares two cores).
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(Duration::from_secs(15), fut)
-        .await
-        .map_err(|_| anyhow::anyhow!("no {what} within 15 s"))
-}
-
-/// A test ecosystem with an auditor and the audit stream prepared, as `ozone up` leaves it.
-async fn audited_ecosystem() -> anyhow::Result<TestEcosystem> {
-    let eco = TestEcosystem::start_with(
-        |t| t.issue(IdentityKind::Auditor, "siem").map(|_| ()),
-        |c| c,
-    )
-    .await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
-    Ok(eco)
-}
-
-/// `c` joined to the bus as a service joins it (its key published, the directory followed).
-async fn join(eco: &TestEcosystem, c: Component) -> anyhow::Result<Bus> {
-    let conn = eco.connect(&Identity::component(c)).await?;
-    Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
-}
-
-/// Every audit event in the stream, as (component, event), read by the auditor.
-async fn audit_events(eco: &TestEcosystem) -> anyhow::Result<Vec<(String, AuditKind)>> {
-    let id = Identity::new(IdentityKind::Auditor, "siem")?;
-    let key = auditor_key::load(&eco.t.home, &id)?;
-    let conn = eco.connect(&id).await?;
-    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(&eco.t.home)?);
-    let records = reader.records(None, false).await?;
-    futures::pin_mut!(records);
-    let mut out = Vec::new();
-    while let Some(r) = futures::StreamExt::next(&mut records).await {
-        if let AuditRecord::Event { sender, event, .. } = r? {
-            out.push((sender, event.event));
-        }
-    }
-    Ok(out)
-}
-
 /// Polls the audit stream until `done` holds (or 10 s pass), then lets late duplicates arrive
 /// for another second before returning what it holds.
 async fn audit_until(
@@ -73,10 +31,10 @@ async fn audit_until(
 ) -> anyhow::Result<Vec<(String, AuditKind)>> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let events = audit_events(eco).await?;
+        let events = audit_events(eco, "siem").await?;
         if done(&events) || Instant::now() > deadline {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            return audit_events(eco).await;
+            return audit_events(eco, "siem").await;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -84,10 +42,10 @@ async fn audit_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_09_a_far_future_epoch_is_refused() -> R {
-    let eco = audited_ecosystem().await?;
+    let eco = TestEcosystem::audited().await?;
     let forge_id = Identity::component(Component::Forge);
-    let core = join(&eco, Component::Core).await?;
-    let forge = join(&eco, Component::Forge).await?;
+    let core = eco.join(Component::Core).await?;
+    let forge = eco.join(Component::Forge).await?;
     // The supervisor's handle for the core (it announces the core's death): it follows the
     // directory too, but the core alone reports what it refuses there (finding 11: each
     // refusal was reported twice, once by the component and once by its announcer).
@@ -120,7 +78,7 @@ async fn finding_09_a_far_future_epoch_is_refused() -> R {
     let key = key_entry_key(&forge_id, epoch);
     let next_key = key_entry_key(&forge_id, next);
     // A service that joins after the puts meets them in its catch-up.
-    let _late = join(&eco, Component::Spark).await?;
+    let _late = eco.join(Component::Spark).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The core keeps sealing to FORGE's real key: the envelope's recipients name it and not
@@ -288,14 +246,14 @@ fn forge_compact(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_04_a_co_recipient_cannot_carry_a_session_to_another_route() -> R {
-    let eco = audited_ecosystem().await?;
+    let eco = TestEcosystem::audited().await?;
     let (core_id, forge_id) = (
         Identity::component(Component::Core),
         Identity::component(Component::Forge),
     );
-    let core = join(&eco, Component::Core).await?;
-    let spark = join(&eco, Component::Spark).await?;
-    let _forge = join(&eco, Component::Forge).await?;
+    let core = eco.join(Component::Core).await?;
+    let spark = eco.join(Component::Spark).await?;
+    let _forge = eco.join(Component::Forge).await?;
     let ring_of = |id: &Identity| {
         keyring_file::load_or_create(&eco.t.home, id, Rotation::daily(), now_ms())
             .map(|r| r.current().map(|k| k.duplicate()))
@@ -396,11 +354,11 @@ async fn finding_04_a_co_recipient_cannot_carry_a_session_to_another_route() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_07_future_stamped_sessions_black_out_nobody_else() -> R {
-    let eco = audited_ecosystem().await?;
+    let eco = TestEcosystem::audited().await?;
     let forge_id = Identity::component(Component::Forge);
-    let core = join(&eco, Component::Core).await?;
-    let spark = join(&eco, Component::Spark).await?;
-    let _forge = join(&eco, Component::Forge).await?;
+    let core = eco.join(Component::Core).await?;
+    let spark = eco.join(Component::Spark).await?;
+    let _forge = eco.join(Component::Forge).await?;
     let key_of = |c: Component| {
         keyring_file::load_or_create(
             &eco.t.home,
@@ -514,7 +472,7 @@ async fn finding_06_revocation_destroys_the_key_ring_and_a_reissued_identity_sta
     let eco = TestEcosystem::start().await?;
     let home = &eco.t.home;
     let forge_id = Identity::component(Component::Forge);
-    let forge = join(&eco, Component::Forge).await?;
+    let forge = eco.join(Component::Forge).await?;
     // The thief copies FORGE's ring: its chain derives every future key of FORGE.
     let ring_path = keyring_file::path(home, &forge_id);
     let stolen = std::fs::read(&ring_path)?;

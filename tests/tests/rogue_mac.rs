@@ -7,13 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind, Subject};
-use ozone_nats::audit::{AuditReader, AuditRecord};
-use ozone_nats::bus::{now_ms, Bus};
+use ozone_nats::bus::now_ms;
 use ozone_security::envelope::{
-    auditor_key, import_session_keys, keyring_file, unwrap_session_keys, DirectoryTrust, Header,
-    HeaderView, PublicKey, Rotation, SecretKeyPair, SENDER_TAG_LEN, VERSION,
+    import_session_keys, keyring_file, unwrap_session_keys, Header, HeaderView, PublicKey,
+    Rotation, SecretKeyPair, SENDER_TAG_LEN, VERSION,
 };
-use ozone_tests::{with_permissions, TestEcosystem};
+use ozone_tests::{audit_events, with_permissions, within, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -24,32 +23,8 @@ struct Beat {
     n: u32,
 }
 
-/// `fut`, or an error naming `what` after 5 s.
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .map_err(|_| anyhow::anyhow!("no {what} within 5 s"))
-}
-
 fn operator() -> Identity {
     Identity::new(IdentityKind::Device, "operator").unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Every audit event in the stream, as (component, event), read by the auditor.
-async fn audit_events(eco: &TestEcosystem) -> anyhow::Result<Vec<(String, AuditKind)>> {
-    let id = Identity::new(IdentityKind::Auditor, "siem")?;
-    let key = auditor_key::load(&eco.t.home, &id)?;
-    let conn = eco.connect(&id).await?;
-    let reader = AuditReader::new(&conn, key, DirectoryTrust::load(&eco.t.home)?);
-    let records = reader.records(None, false).await?;
-    futures::pin_mut!(records);
-    let mut out = Vec::new();
-    while let Some(r) = futures::StreamExt::next(&mut records).await {
-        if let AuditRecord::Event { sender, event, .. } = r? {
-            out.push((sender, event.event));
-        }
-    }
-    Ok(out)
 }
 
 /// What FORGE, a recipient of the core's session, derives from one of its full envelopes: the
@@ -137,14 +112,9 @@ async fn finding_04_a_co_recipient_cannot_forge_a_broadcast_for_another_recipien
     )
     .await?;
     ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
-    let eco = &eco;
-    let join = |c: Component| async move {
-        let conn = eco.connect(&Identity::component(c)).await?;
-        anyhow::Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
-    };
-    let core = join(Component::Core).await?;
-    let spark = join(Component::Spark).await?;
-    let _forge = join(Component::Forge).await?;
+    let core = eco.join(Component::Core).await?;
+    let spark = eco.join(Component::Spark).await?;
+    let _forge = eco.join(Component::Forge).await?;
     let ring_of = |c: Component| {
         keyring_file::load_or_create(
             &eco.t.home,
@@ -241,10 +211,10 @@ async fn finding_04_a_co_recipient_cannot_forge_a_broadcast_for_another_recipien
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut events = audit_events(eco).await?;
+    let mut events = audit_events(&eco, "siem").await?;
     while refusals(&events) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        events = audit_events(eco).await?;
+        events = audit_events(&eco, "siem").await?;
     }
     assert_eq!(refusals(&events), 1, "{events:#?}");
     Ok(())

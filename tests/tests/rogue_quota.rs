@@ -14,12 +14,10 @@ use ozone_bus_schemas::streams::{
 };
 use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind};
 use ozone_nats::audit::{AuditReader, AuditRecord};
-use ozone_nats::bus::Bus;
 use ozone_nats::client::{ConnEvent, Violation};
 use ozone_nats::{Connection, SessionStore};
 use ozone_security::envelope::{
-    auditor_key, DirectoryTrust, Form, Rotation, Sealer, SecretKeyPair, SessionLimits,
-    SessionRecord,
+    auditor_key, DirectoryTrust, Form, Sealer, SecretKeyPair, SessionLimits, SessionRecord,
 };
 use ozone_tests::TestEcosystem;
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,11 +55,6 @@ async fn prepared(audit_max_bytes: u64) -> anyhow::Result<TestEcosystem> {
     .await?;
     ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
     Ok(eco)
-}
-
-async fn join(eco: &TestEcosystem, c: Component) -> anyhow::Result<Bus> {
-    let conn = eco.connect(&Identity::component(c)).await?;
-    Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
 }
 
 /// Every key of the key directory now, with its value.
@@ -136,8 +129,8 @@ async fn refused(conn: &Connection, subject: &str) -> R {
 #[tokio::test]
 async fn finding_13_many_small_key_entries_cannot_fill_the_key_directory() -> R {
     let eco = prepared(1 << 30).await?;
-    let _spark = join(&eco, Component::Spark).await?;
-    let _core = join(&eco, Component::Core).await?;
+    let _spark = eco.join(Component::Spark).await?;
+    let _core = eco.join(Component::Core).await?;
     let rogue = eco.connect(&forge()).await?;
     let before = bucket(&rogue).await?;
     assert!(before.contains_key("auditor.console.0") && before.contains_key("auditor.siem.0"));
@@ -203,8 +196,8 @@ async fn finding_05_a_flood_of_small_audit_messages_evicts_only_the_flooders_own
     assert_eq!(cap, 4);
     let auditor = eco.connect(&console()).await?;
     // SPARK's and the core's evidence: an event of every category each.
-    let spark = join(&eco, Component::Spark).await?;
-    let core = join(&eco, Component::Core).await?;
+    let spark = eco.join(Component::Spark).await?;
+    let core = eco.join(Component::Core).await?;
     for bus in [&spark, &core] {
         bus.audit(AuditKind::KeysErased { epochs: vec![1] });
         bus.audit(AuditKind::MessageRejected {

@@ -10,7 +10,6 @@ use futures::StreamExt;
 use ozone_bus_schemas::streams::{key_entry_key, KEY_BUCKET, KEY_STREAM, SESSION_BUCKET};
 use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind};
 use ozone_nats::audit::{AuditReader, AuditRecord};
-use ozone_nats::bus::Bus;
 use ozone_nats::client::{ConnEvent, Violation};
 use ozone_nats::{Connection, KeyDirectory};
 use ozone_security::envelope::{auditor_key, Directory, DirectoryTrust, Rotation};
@@ -26,23 +25,6 @@ const WAIT: Duration = Duration::from_secs(3);
 
 fn forge() -> Identity {
     Identity::component(Component::Forge)
-}
-
-/// A home with a second auditor, the audit stream prepared and the auditors' keys published
-/// (what `ozone up` does first).
-async fn prepared() -> anyhow::Result<TestEcosystem> {
-    let eco = TestEcosystem::start_with(
-        |t| t.issue(IdentityKind::Auditor, "siem").map(|_| ()),
-        |c| c,
-    )
-    .await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
-    Ok(eco)
-}
-
-async fn join(eco: &TestEcosystem, c: Component) -> anyhow::Result<Bus> {
-    let conn = eco.connect(&Identity::component(c)).await?;
-    Ok(Bus::start(conn, &eco.t.home, Rotation::daily()).await?)
 }
 
 /// Every key in a bucket now, read through `conn`.
@@ -111,11 +93,11 @@ async fn audit_records(eco: &TestEcosystem) -> anyhow::Result<Vec<AuditRecord>> 
 
 #[tokio::test]
 async fn finding_01_rollup_put_cannot_wipe_the_key_directory() -> R {
-    let eco = prepared().await?;
+    let eco = TestEcosystem::audited().await?;
     // Three running services, each with its entry; the auditors' entries from `prepare`.
-    let _spark = join(&eco, Component::Spark).await?;
-    let _core = join(&eco, Component::Core).await?;
-    let _forge_service = join(&eco, Component::Forge).await?;
+    let _spark = eco.join(Component::Spark).await?;
+    let _core = eco.join(Component::Core).await?;
+    let _forge_service = eco.join(Component::Forge).await?;
     let rogue = eco.connect(&forge()).await?;
     let before = keys_in(&rogue, KEY_BUCKET).await?;
     assert!(before.contains("auditor.console.0") && before.contains("auditor.siem.0"));
@@ -271,8 +253,8 @@ async fn stream_state(conn: &Connection, stream: &str) -> anyhow::Result<(u64, u
 /// nothing reaches the readers that follow them.
 #[tokio::test]
 async fn finding_13_one_member_cannot_store_large_values_in_the_shared_buckets() -> R {
-    let eco = prepared().await?;
-    let _spark = join(&eco, Component::Spark).await?;
+    let eco = TestEcosystem::audited().await?;
+    let _spark = eco.join(Component::Spark).await?;
     let rogue = eco.connect(&forge()).await?;
     let console = eco
         .connect(&Identity::new(IdentityKind::Auditor, "console")?)
@@ -310,7 +292,7 @@ async fn finding_13_one_member_cannot_store_large_values_in_the_shared_buckets()
         "{refused} writes of 1 MiB refused; key bucket {keys_before:?}, audit stream {audit_before:?} -> {audit_after:?}"
     );
     // A legitimate entry still fits, and a new follower loads the directory at once.
-    let _cognis = join(&eco, Component::Cognis).await?;
+    let _cognis = eco.join(Component::Cognis).await?;
     let directory = Arc::new(RwLock::new(Directory::default()));
     let (tx, _rx) = tokio::sync::mpsc::channel(64);
     let loaded = Instant::now();
@@ -333,8 +315,8 @@ async fn finding_13_one_member_cannot_store_large_values_in_the_shared_buckets()
 /// events; the stream refuses them.
 #[tokio::test]
 async fn finding_05_large_audit_messages_cannot_evict_other_components_events() -> R {
-    let eco = prepared().await?;
-    let spark = join(&eco, Component::Spark).await?;
+    let eco = TestEcosystem::audited().await?;
+    let spark = eco.join(Component::Spark).await?;
     spark.audit(AuditKind::PermissionDenied {
         subject: "evidence".into(),
     });
@@ -383,7 +365,7 @@ async fn finding_05_large_audit_messages_cannot_evict_other_components_events() 
 /// key (here FORGE's entry replaced with junk by FORGE's own identity, then removed).
 #[tokio::test]
 async fn finding_12_validate_fails_when_a_running_services_key_is_gone() -> R {
-    let eco = prepared().await?;
+    let eco = TestEcosystem::audited().await?;
     let (home, cfg) = (&eco.t.home, &eco.t.cfg);
     let running = [Component::Forge];
     let rogue = eco.connect(&forge()).await?;
@@ -408,7 +390,7 @@ async fn finding_12_validate_fails_when_a_running_services_key_is_gone() -> R {
         "{outcome:?}"
     );
     // With the service running its entry is there and valid again.
-    let _forge_service = join(&eco, Component::Forge).await?;
+    let _forge_service = eco.join(Component::Forge).await?;
     let outcome = ozone::validate_directory::check(home, cfg, &running).await;
     assert!(
         matches!(outcome, ozone::validate::Outcome::Pass(_)),

@@ -697,18 +697,8 @@ impl RecordHead<'_> {
     }
 }
 
-/// Whether `route` (a subject pattern: `*` one token, `>` the rest) covers `subject`. Runs per
-/// message opened: token by token, no allocation.
+/// Whether `route` (a subject pattern: `*` one token, `>` the rest) covers `subject`: the
+/// subject table's own matcher.
 pub fn route_covers(route: &str, subject: &str) -> bool {
-    let mut pat = route.split('.');
-    let mut sub = subject.split('.');
-    loop {
-        match (pat.next(), sub.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(p), Some(s)) if p == s => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    ozone_bus_schemas::subject::pattern_matches(route, subject)
 }
