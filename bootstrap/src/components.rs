@@ -42,11 +42,17 @@ pub fn read_states(home: &Home) -> BTreeMap<String, ProcessState> {
         .unwrap_or_default()
 }
 
-type States = Arc<Mutex<BTreeMap<String, ProcessState>>>;
+pub(crate) type States = Arc<Mutex<BTreeMap<String, ProcessState>>>;
 
-fn record(home: &Home, states: &States, c: Component, update: impl FnOnce(&mut ProcessState)) {
+/// Updates (creating it if needed) the record of the process called `name`.
+pub(crate) fn record(
+    home: &Home,
+    states: &States,
+    name: &str,
+    update: impl FnOnce(&mut ProcessState),
+) {
     let Ok(mut s) = states.lock() else { return };
-    let entry = s.entry(c.name().to_string()).or_insert(ProcessState {
+    let entry = s.entry(name.to_string()).or_insert(ProcessState {
         pid: None,
         state: "starting".into(),
         restarts: 0,
@@ -54,11 +60,44 @@ fn record(home: &Home, states: &States, c: Component, update: impl FnOnce(&mut P
         last_exit: None,
     });
     update(entry);
-    if let Ok(text) = serde_json::to_vec_pretty(&*s) {
+    write_states(home, &s);
+}
+
+/// Drops the record of a process that is no longer wanted (a SPARK worker scaled away).
+pub(crate) fn forget(home: &Home, states: &States, name: &str) {
+    let Ok(mut s) = states.lock() else { return };
+    if s.remove(name).is_some() {
+        write_states(home, &s);
+    }
+}
+
+fn write_states(home: &Home, states: &BTreeMap<String, ProcessState>) {
+    if let Ok(text) = serde_json::to_vec_pretty(states) {
         let path = state_file(home);
         let tmp = path.with_extension("json.tmp");
         if std::fs::write(&tmp, text).is_ok() {
             let _ = std::fs::rename(tmp, path);
+        }
+    }
+}
+
+/// One supervised process: a component's own, or an extra SPARK worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Proc {
+    pub component: Component,
+    /// Its name in `run/components.json`: the component's, or `spark-2`, `spark-3`… for the
+    /// workers `ozone spark scale` asks for.
+    pub name: String,
+    /// Environment beyond the home's (a worker's compute threads).
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Proc {
+    fn main(c: Component) -> Proc {
+        Proc {
+            component: c,
+            name: c.name().to_string(),
+            env: Vec::new(),
         }
     }
 }
@@ -136,10 +175,10 @@ async fn announce_exit(bus: &Bus, c: Component, pid: u32, reason: String) {
     }
 }
 
-fn spawn(home: &Home, c: Component) -> anyhow::Result<Child> {
-    Ok(Command::from(command(home, c)?)
-        .kill_on_drop(true)
-        .spawn()?)
+fn spawn(home: &Home, p: &Proc) -> anyhow::Result<Child> {
+    let mut cmd = command(home, p.component)?;
+    cmd.envs(p.env.iter().map(|(k, v)| (k, v)));
+    Ok(Command::from(cmd).kill_on_drop(true).spawn()?)
 }
 
 /// Sends SIGTERM, waits up to `grace`, then kills.
@@ -155,31 +194,33 @@ async fn stop_child(child: &mut Child, grace: Duration) {
     }
 }
 
-/// What the supervisor tells one component's keeper.
+/// What the supervisor tells one process's keeper.
 #[derive(Clone)]
-struct Controls {
+pub(crate) struct Controls {
     /// Turns true when it is this component's phase's turn to stop.
-    stop: watch::Receiver<bool>,
+    pub stop: watch::Receiver<bool>,
     /// Changes when the operator asks to retry components given up on (SIGUSR1).
-    retry: watch::Receiver<u64>,
+    pub retry: watch::Receiver<u64>,
 }
 
-/// Runs one component until `stop` (then stops it when `stop_now` for its phase turns true);
-/// after [`MAX_RESTARTS`] quick deaths in a row it gives up until the operator asks again.
-async fn keep_running(
+/// Runs one process until `stop` turns true (for a component, when its phase's turn to stop
+/// comes); after [`MAX_RESTARTS`] quick deaths in a row it gives up until the operator asks
+/// again. With `bus`, each death is announced on the bus on the component's behalf.
+pub(crate) async fn keep_running(
     home: Home,
-    c: Component,
+    p: Proc,
     bus: Option<Bus>,
     states: States,
     mut controls: Controls,
 ) {
+    let (c, name) = (p.component, p.name.as_str());
     let mut failures = 0u32;
     loop {
-        let mut child = match spawn(&home, c) {
+        let mut child = match spawn(&home, &p) {
             Ok(ch) => ch,
             Err(e) => {
-                tracing::error!(component = %c, "cannot start: {e:#}");
-                record(&home, &states, c, |s| {
+                tracing::error!(process = name, "cannot start: {e:#}");
+                record(&home, &states, name, |s| {
                     s.state = "failed".into();
                     s.last_exit = Some(format!("{e:#}"));
                 });
@@ -188,17 +229,17 @@ async fn keep_running(
         };
         let pid = child.id().unwrap_or_default();
         let up_since = Instant::now();
-        record(&home, &states, c, |s| {
+        record(&home, &states, name, |s| {
             s.pid = Some(pid);
             s.state = "running".into();
             s.started_at_ms = now_ms();
         });
-        tracing::info!(component = %c, pid, "started");
+        tracing::info!(process = name, pid, "started");
         let status = tokio::select! {
             status = child.wait() => status,
             _ = async { let _ = controls.stop.wait_for(|s| *s).await; } => {
                 stop_child(&mut child, Duration::from_secs(10)).await;
-                record(&home, &states, c, |s| { s.state = "stopped".into(); s.pid = None; });
+                record(&home, &states, name, |s| { s.state = "stopped".into(); s.pid = None; });
                 return;
             }
         };
@@ -206,7 +247,7 @@ async fn keep_running(
             Ok(s) => s.to_string(),
             Err(e) => e.to_string(),
         };
-        tracing::warn!(component = %c, pid, %how, "exited");
+        tracing::warn!(process = name, pid, %how, "exited");
         if let Some(bus) = &bus {
             announce_exit(bus, c, pid, format!("process {pid} exited ({how})")).await;
         }
@@ -215,8 +256,11 @@ async fn keep_running(
         }
         failures += 1;
         if failures > MAX_RESTARTS {
-            tracing::error!(component = %c, "gave up after {MAX_RESTARTS} restarts in a row");
-            record(&home, &states, c, |s| {
+            tracing::error!(
+                process = name,
+                "gave up after {MAX_RESTARTS} restarts in a row"
+            );
+            record(&home, &states, name, |s| {
                 s.state = "failed".into();
                 s.pid = None;
                 s.last_exit = Some(format!(
@@ -232,17 +276,17 @@ async fn keep_running(
             };
             tokio::select! {
                 _ = retry => {
-                    tracing::info!(component = %c, "retrying at the operator's request");
+                    tracing::info!(process = name, "retrying at the operator's request");
                     failures = 0;
                     continue;
                 }
                 _ = async { let _ = controls.stop.wait_for(|s| *s).await; } => {
-                    record(&home, &states, c, |s| s.state = "stopped".into());
+                    record(&home, &states, name, |s| s.state = "stopped".into());
                     return;
                 }
             }
         }
-        record(&home, &states, c, |s| {
+        record(&home, &states, name, |s| {
             s.state = "restarting".into();
             s.pid = None;
             s.restarts += 1;
@@ -256,7 +300,7 @@ async fn keep_running(
         .await
         .is_ok();
         if stop_requested {
-            record(&home, &states, c, |s| s.state = "stopped".into());
+            record(&home, &states, name, |s| s.state = "stopped".into());
             return;
         }
     }
@@ -288,15 +332,26 @@ async fn watch_audit_quota(home: Home, cfg: SecurityConfig, core: Bus) {
     }
 }
 
-/// Starts all eight and keeps them running until `stop` turns true; then stops them in
-/// reverse phase order (each phase fully down before the previous one is asked).
+/// What the operator asks a running supervisor, by signal: each changes on every signal.
+#[derive(Debug, Clone)]
+pub struct OperatorRequests {
+    /// SIGUSR1 (`ozone up`): start again the processes given up on.
+    pub retry: watch::Receiver<u64>,
+    /// SIGUSR2 (`ozone spark scale`): read the SPARK worker count wanted.
+    pub scale: watch::Receiver<u64>,
+}
+
+/// Starts all eight (and the SPARK workers asked for) and keeps them running until `stop`
+/// turns true; then stops them in reverse phase order (each phase fully down before the
+/// previous one is asked).
 pub async fn supervise_all(
     home: &Home,
     cfg: &SecurityConfig,
     mut stop: watch::Receiver<bool>,
     mut auth_failures: tokio::sync::mpsc::Receiver<String>,
-    retry: watch::Receiver<u64>,
+    requests: OperatorRequests,
 ) -> anyhow::Result<()> {
+    let OperatorRequests { retry, scale } = requests;
     let buses = announcers(home, cfg).await?;
     if let Some(core) = buses.get(&Component::Core).cloned() {
         // nats-server has no bus identity: the core audits the clients it refused.
@@ -325,13 +380,25 @@ pub async fn supervise_all(
                 .or_default()
                 .push(tokio::spawn(keep_running(
                     home.clone(),
-                    c,
+                    Proc::main(c),
                     bus,
                     states.clone(),
                     Controls {
                         stop: rx.clone(),
                         retry: retry.clone(),
                     },
+                )));
+        }
+        if phase == Component::Spark.phase() {
+            tasks
+                .entry(phase)
+                .or_default()
+                .push(tokio::spawn(crate::spark_pool::keep(
+                    home.clone(),
+                    states.clone(),
+                    rx.clone(),
+                    scale.clone(),
+                    retry.clone(),
                 )));
         }
     }

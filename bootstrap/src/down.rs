@@ -55,13 +55,6 @@ pub fn supervisor_pid(home: &Home) -> Option<i32> {
 /// Returns the pids it stopped.
 pub fn run(home: &Home) -> Vec<(String, i32)> {
     let mut stopped = Vec::new();
-    // Workers started by `ozone spark scale` first: they are no one's children.
-    for (path, pid) in crate::spark_cmd::extra_workers(home) {
-        if terminate(pid, Duration::from_secs(10)) {
-            stopped.push(("spark worker".to_string(), pid));
-        }
-        let _ = std::fs::remove_file(path);
-    }
     if let Some(pid) = supervisor_pid(home) {
         // It stops the components phase by phase (each up to 10 s), then nats-server.
         if terminate(pid, Duration::from_secs(60)) {

@@ -14,6 +14,7 @@ pub mod progress;
 pub mod selfcheck;
 pub mod spark_bench;
 pub mod spark_cmd;
+pub mod spark_pool;
 pub mod status;
 pub mod supervise;
 pub mod systemd;

@@ -2,6 +2,7 @@
 //! The CLI is BRIDGE's command-line face, so it joins the bus as BRIDGE (the component that
 //! calls SPARK on behalf of people).
 
+use crate::components::ProcessState;
 use anyhow::Context;
 use ozone_bus_schemas::spark::{ChatMessage, GenerateRequest};
 use ozone_bus_schemas::{Component, Identity};
@@ -127,37 +128,7 @@ pub async fn ask(home: &Home, prompt: &str, o: &AskOptions) -> anyhow::Result<()
     Ok(())
 }
 
-/// Where `ozone spark scale` keeps the pids of the workers it started.
-fn workers_dir(home: &Home) -> PathBuf {
-    home.run().join("spark-workers")
-}
-
-/// The extra workers now running (pid files whose process is still ours).
-pub fn extra_workers(home: &Home) -> Vec<(PathBuf, i32)> {
-    let Ok(entries) = std::fs::read_dir(workers_dir(home)) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(PathBuf, i32)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = std::fs::read_to_string(e.path())
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            if crate::down::ours(pid) {
-                Some((e.path(), pid))
-            } else {
-                let _ = std::fs::remove_file(e.path());
-                None
-            }
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// The most SPARK workers `ozone spark scale` starts on one host: every worker loads the
+/// The most SPARK workers `ozone spark scale` asks for on one host: every worker loads the
 /// models (hundreds of MB) and runs its own compute threads, so beyond a few per core they
 /// only fight over memory and CPU. A typo of `1000` must not start 999 processes.
 pub fn max_workers() -> usize {
@@ -165,14 +136,35 @@ pub fn max_workers() -> usize {
     (cores * 2).clamp(2, 64)
 }
 
-/// How long a started worker must stay alive to count as started: loading the models takes
+/// How long a started worker must stay up to count as started: loading the models takes
 /// longer than this, and a worker that cannot load them (or reach the bus) exits sooner.
 const STARTUP_CHECK: Duration = Duration::from_secs(2);
 
-/// `ozone spark scale N`: N workers in all — the supervised one plus N-1 started here (or
-/// stopped, newest first). Extra workers are plain processes with pid files; `ozone down`
-/// stops them. Refused when the ecosystem is not up or N is beyond [`max_workers`]; a worker
-/// that dies within [`STARTUP_CHECK`] fails the command with its exit status.
+/// How long `ozone spark scale` waits for the supervisor to carry the request out.
+const SCALE_WAIT: Duration = Duration::from_secs(30);
+
+/// The SPARK worker processes the supervisor runs now, by their number on this host (1: the
+/// component's own process), with their records.
+fn workers(home: &Home) -> Vec<(usize, ProcessState)> {
+    let mut out: Vec<(usize, ProcessState)> = crate::components::read_states(home)
+        .into_iter()
+        .filter_map(|(name, state)| {
+            let n = if name == Component::Spark.name() {
+                1
+            } else {
+                name.strip_prefix("spark-")?.parse().ok()?
+            };
+            Some((n, state))
+        })
+        .collect();
+    out.sort_by_key(|(n, _)| *n);
+    out
+}
+
+/// `ozone spark scale N`: N workers in all on this host — SPARK's own process plus N-1 the
+/// supervisor runs beside it, restarted when they die like every component (or stopped,
+/// newest first). Refused when the ecosystem is not up or N is beyond [`max_workers`]; a new
+/// worker that dies within [`STARTUP_CHECK`] fails the command with its exit status.
 pub fn scale(home: &Home, n: usize, threads: Option<usize>) -> anyhow::Result<usize> {
     anyhow::ensure!(
         n >= 1,
@@ -184,63 +176,171 @@ pub fn scale(home: &Home, n: usize, threads: Option<usize>) -> anyhow::Result<us
         "{n} workers is more than this host can run usefully (at most {limit}: two per core); \
          add hosts instead — a worker elsewhere needs only its credentials and the NATS URL"
     );
-    anyhow::ensure!(
-        crate::down::supervisor_pid(home).is_some(),
-        "the ecosystem is not up in {}: start it with `ozone up --detach`",
-        home.root().display()
-    );
-    let mut extra = extra_workers(home);
-    let want = n - 1;
-    while extra.len() > want {
-        if let Some((path, pid)) = extra.pop() {
-            crate::down::terminate(pid, Duration::from_secs(10));
-            let _ = std::fs::remove_file(path);
-            println!("stopped SPARK worker pid {pid}");
+    let supervisor = crate::down::supervisor_pid(home).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the ecosystem is not up in {}: start it with `ozone up --detach`",
+            home.root().display()
+        )
+    })?;
+    let before = workers(home);
+    ask_supervisor(home, supervisor, n, threads)?;
+    let deadline = std::time::Instant::now() + SCALE_WAIT;
+    loop {
+        let now = workers(home);
+        match scale_outcome(&before, &now, n, ozone_nats::bus::now_ms()) {
+            Outcome::Done => break,
+            Outcome::Failed(dead) => {
+                // Back to the workers that ran: a new one that cannot start is not left to
+                // crash and restart.
+                ask_supervisor(home, supervisor, before.len().max(1), threads)?;
+                anyhow::bail!(
+                    "{} of the new SPARK workers exited at once ({}) and were stopped; see {}",
+                    dead.len(),
+                    dead.join(", "),
+                    home.logs().join("spark.log").display()
+                )
+            }
+            Outcome::Waiting if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Outcome::Waiting => anyhow::bail!(
+                "the supervisor did not reach {n} SPARK workers within {}s (see {})",
+                SCALE_WAIT.as_secs(),
+                home.logs().join("ozone-supervisor.log").display()
+            ),
         }
     }
-    std::fs::create_dir_all(workers_dir(home))?;
-    let mut started = Vec::new();
-    while extra.len() < want {
-        let mut cmd = crate::components::command(home, Component::Spark)?;
-        if let Some(t) = threads {
-            cmd.env("OZONE_SPARK_THREADS", t.to_string());
+    for (k, state) in &before {
+        if *k > n {
+            println!(
+                "stopped SPARK worker pid {} ({})",
+                state.pid.unwrap_or_default(),
+                crate::spark_pool::worker_name(*k)
+            );
         }
-        // Its own process group: Ctrl-C in this terminal must not stop it.
-        use std::os::unix::process::CommandExt;
-        cmd.process_group(0);
-        let child = cmd.spawn().context("cannot start ozone-spark")?;
-        let pid = child.id() as i32;
-        let path = workers_dir(home).join(format!("{pid}.pid"));
-        std::fs::write(&path, pid.to_string())?;
-        extra.push((path.clone(), pid));
-        started.push((child, path));
     }
-    check_started(home, started)?;
-    Ok(extra.len() + 1)
+    for (k, state) in workers(home) {
+        if k > before.len().max(1) {
+            println!(
+                "started SPARK worker pid {} ({})",
+                state.pid.unwrap_or_default(),
+                crate::spark_pool::worker_name(k)
+            );
+        }
+    }
+    Ok(n)
 }
 
-/// Waits [`STARTUP_CHECK`] and fails if any just-started worker has exited meanwhile.
-fn check_started(home: &Home, started: Vec<(std::process::Child, PathBuf)>) -> anyhow::Result<()> {
-    if started.is_empty() {
-        return Ok(());
+/// Writes the request and signals the supervisor to read it.
+fn ask_supervisor(
+    home: &Home,
+    supervisor: i32,
+    workers: usize,
+    threads: Option<usize>,
+) -> anyhow::Result<()> {
+    let request = crate::spark_pool::ScaleRequest { workers, threads };
+    crate::spark_pool::write_request(home, &request)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .with_context(|| format!("cannot signal the supervisor (pid {supervisor})"))
+}
+
+/// Where a scale request stands, read from the supervisor's records.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Waiting,
+    Done,
+    /// New workers that exited (name and how).
+    Failed(Vec<String>),
+}
+
+/// Compares the workers `before` the request with those `now`: done when exactly `n` run and
+/// every new one has been up [`STARTUP_CHECK`] without a restart; failed as soon as a new one
+/// has exited.
+fn scale_outcome(
+    before: &[(usize, ProcessState)],
+    now: &[(usize, ProcessState)],
+    n: usize,
+    now_ms: u64,
+) -> Outcome {
+    let existed = before.len().max(1);
+    let dead: Vec<String> = now
+        .iter()
+        .filter(|(k, s)| *k > existed && (s.restarts > 0 || s.state == "failed"))
+        .map(|(k, s)| {
+            format!(
+                "{} {}",
+                crate::spark_pool::worker_name(*k),
+                s.last_exit.as_deref().unwrap_or("exited")
+            )
+        })
+        .collect();
+    if !dead.is_empty() {
+        return Outcome::Failed(dead);
     }
-    std::thread::sleep(STARTUP_CHECK);
-    let mut dead = Vec::new();
-    for (mut child, path) in started {
-        match child.try_wait()? {
-            None => println!("started SPARK worker pid {}", child.id()),
-            Some(status) => {
-                let _ = std::fs::remove_file(path);
-                dead.push(format!("pid {} {status}", child.id()));
-            }
+    let settled = now.iter().all(|(k, s)| {
+        *k <= existed
+            || (s.state == "running"
+                && now_ms.saturating_sub(s.started_at_ms) >= STARTUP_CHECK.as_millis() as u64)
+    });
+    if now.len() == n && now.iter().all(|(k, _)| *k <= n) && settled {
+        Outcome::Done
+    } else {
+        Outcome::Waiting
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(started_at_ms: u64) -> ProcessState {
+        ProcessState {
+            pid: Some(42),
+            state: "running".into(),
+            restarts: 0,
+            started_at_ms,
+            last_exit: None,
         }
     }
-    anyhow::ensure!(
-        dead.is_empty(),
-        "{} of the new SPARK workers exited at once ({}); see {}",
-        dead.len(),
-        dead.join(", "),
-        home.logs().join("spark.log").display()
-    );
-    Ok(())
+
+    #[test]
+    fn a_new_worker_counts_once_it_has_stayed_up() {
+        let before = vec![(1, running(0))];
+        let now = vec![(1, running(0)), (2, running(10_000))];
+        assert_eq!(scale_outcome(&before, &now, 2, 11_000), Outcome::Waiting);
+        assert_eq!(scale_outcome(&before, &now, 2, 12_000), Outcome::Done);
+        // Not there yet at all.
+        assert_eq!(scale_outcome(&before, &before, 2, 12_000), Outcome::Waiting);
+    }
+
+    #[test]
+    fn a_new_worker_that_exits_fails_the_request_at_once() {
+        let before = vec![(1, running(0))];
+        let mut dying = running(10_000);
+        dying.restarts = 1;
+        dying.state = "restarting".into();
+        dying.last_exit = Some("exit status: 1".into());
+        let now = vec![(1, running(0)), (2, dying)];
+        assert_eq!(
+            scale_outcome(&before, &now, 2, 10_100),
+            Outcome::Failed(vec!["spark-2 exit status: 1".into()])
+        );
+    }
+
+    #[test]
+    fn scaling_down_is_done_when_the_extra_workers_are_gone() {
+        let before = vec![(1, running(0)), (2, running(0)), (3, running(0))];
+        let now = vec![(1, running(0)), (2, running(0)), (3, running(0))];
+        assert_eq!(scale_outcome(&before, &now, 2, 99_000), Outcome::Waiting);
+        assert_eq!(scale_outcome(&before, &now[..2], 2, 99_000), Outcome::Done);
+        // An old worker that restarted earlier does not fail a later request.
+        let mut restarted = running(0);
+        restarted.restarts = 3;
+        let before = vec![(1, running(0)), (2, restarted.clone())];
+        let now = vec![(1, running(0)), (2, restarted), (3, running(0))];
+        assert_eq!(scale_outcome(&before, &now, 3, 99_000), Outcome::Done);
+    }
 }

@@ -25,6 +25,10 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
     let settings = NatsSettings::load(home)?;
     let binary = find_binary(&home.bin())?;
     let cfg = SecurityConfig::load(home, &[])?;
+    // The operator's signals are ours before the pid file tells anyone where to send them
+    // (SIGUSR1 and SIGUSR2 would otherwise end the process).
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     std::fs::write(pid_file(home), std::process::id().to_string())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = std::sync::Arc::new(stop_tx);
@@ -39,12 +43,18 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         }
         let _ = stop_on_signal.send(true);
     });
-    // SIGUSR1 (sent by `ozone up`): retry the components given up on.
+    // SIGUSR1 (sent by `ozone up`): retry the components given up on. SIGUSR2 (sent by
+    // `ozone spark scale`): read the SPARK worker count wanted.
     let (retry_tx, retry_rx) = watch::channel(0u64);
-    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let (scale_tx, scale_rx) = watch::channel(0u64);
     tokio::spawn(async move {
         while usr1.recv().await.is_some() {
             retry_tx.send_modify(|n| *n += 1);
+        }
+    });
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            scale_tx.send_modify(|n| *n += 1);
         }
     });
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -100,7 +110,11 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         // The reader may be gone (`ozone up` exited); that is fine.
         let _ = writeln!(out, "READY {nats_pid}");
         let _ = out.flush();
-        crate::components::supervise_all(home, &cfg, stop_rx, auth_rx, retry_rx).await
+        let requests = crate::components::OperatorRequests {
+            retry: retry_rx,
+            scale: scale_rx,
+        };
+        crate::components::supervise_all(home, &cfg, stop_rx, auth_rx, requests).await
     }
     .await;
     if let Err(e) = &result {

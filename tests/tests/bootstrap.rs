@@ -69,6 +69,41 @@ fn finding_10_components_do_not_inherit_the_ca_passphrase(t: &TestHome) -> R {
     Ok(())
 }
 
+/// Issue 18, finding 16: a worker `ozone spark scale` asked for is supervised — killed, it is
+/// started again under its name (it used to be silently gone).
+async fn finding_16_a_killed_extra_spark_worker_is_started_again(
+    t: &TestHome,
+    scale_output: &str,
+) -> R {
+    let pid: u32 = scale_output
+        .lines()
+        .find_map(|l| l.strip_prefix("started SPARK worker pid "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {scale_output}"));
+    let record = || read_states(&t.home).get("spark-2").cloned();
+    assert_eq!(record().and_then(|r| r.pid), Some(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(r) = record() {
+            if r.state == "running" && r.pid.is_some_and(|p| p != pid) {
+                assert_eq!(r.restarts, 1, "{r:?}");
+                assert!(r.last_exit.is_some_and(|e| e.contains("signal: 9")));
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "spark-2 not started again after kill -9: {:?}",
+            record()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn phase_events(t: &TestHome) -> anyhow::Result<Vec<PhaseEvent>> {
     let console = Identity::new(IdentityKind::Auditor, "console")?;
     let conn = t.connect(&console).await?;
@@ -429,11 +464,8 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     wait_for_instances(1).await?;
     let (ok, out, err) = ozone!(&t.home, &["spark", "scale", "2"], &env)?;
     assert!(ok, "{out}{err}");
-    let extra: i32 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("started SPARK worker pid "))
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {out}"));
+    finding_16_a_killed_extra_spark_worker_is_started_again(&t, &out).await?;
+    wait_for_instances(2).await?;
 
     // `ozone down` stops everything: every pid we know of is gone.
     let mut pids: Vec<i32> = read_states(&t.home)
@@ -446,8 +478,8 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
             .trim()
             .parse()?,
     );
-    assert_eq!(pids.len(), 10);
-    pids.push(extra);
+    // Eight components, the extra SPARK worker, the supervisor and nats-server.
+    assert_eq!(pids.len(), 11);
     let (ok, out, err) = ozone!(&t.home, &["down"], &env)?;
     assert!(ok, "{out}{err}");
     for pid in pids {

@@ -27,7 +27,7 @@ fn finding_16_spark_scale_is_bounded_and_needs_a_running_ecosystem() -> R {
     let (ok, out, err) = ozone!(&t.home, &["spark", "scale", "2"], &[])?;
     assert!(!ok, "scale 2 without an ecosystem succeeded: {out}");
     assert!(err.contains("not up"), "{err}");
-    assert!(ozone::spark_cmd::extra_workers(&t.home).is_empty());
+    assert!(!ozone::spark_pool::request_file(&t.home).exists());
     Ok(())
 }
 
