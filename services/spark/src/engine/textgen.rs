@@ -68,7 +68,7 @@ impl TextModel {
     pub fn load(path: &Path, name: &str, device: &Device) -> anyhow::Result<TextModel> {
         let mut file =
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let ct = gguf_file::Content::read(&mut file)
+        let ct = crate::models::read_gguf(&mut file)
             .with_context(|| format!("{} is not a GGUF file", path.display()))?;
         let mut tokenizer = Tokenizer::from_gguf(&ct)
             .with_context(|| format!("{}: no usable tokenizer in its metadata", path.display()))?;

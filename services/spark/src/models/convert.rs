@@ -12,7 +12,7 @@ use std::path::Path;
 pub fn requantize_q8_0(src: &Path, dst: &Path, progress: bool) -> anyhow::Result<()> {
     let mut file =
         std::fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
-    let content = gguf_file::Content::read(&mut file)
+    let content = super::read_gguf(&mut file)
         .with_context(|| format!("{} is not a GGUF file", src.display()))?;
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();

@@ -51,7 +51,7 @@ fn name_of(path: &Path) -> String {
 
 fn describe_gguf(path: &Path) -> anyhow::Result<DiscoveredModel> {
     let mut f = std::fs::File::open(path)?;
-    let content = gguf_file::Content::read(&mut f).context("not a readable GGUF file")?;
+    let content = super::read_gguf(&mut f).context("not a readable GGUF file")?;
     let meta = |k: &str| content.metadata.get(k);
     let architecture = meta("general.architecture")
         .and_then(|v| v.to_string().ok().cloned())
@@ -296,6 +296,30 @@ mod tests {
         let found = discover(dir.path());
         let bert = found.iter().find(|m| m.info.name == "bert");
         assert_eq!(bert.map(|m| m.info.served), Some(false), "{found:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn finding_16_a_gguf_cut_inside_its_header_is_refused_in_one_line() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let whole = dir.path().join("whole.gguf");
+        write_tiny_gguf(&whole)?;
+        let cut = dir.path().join("cut.gguf");
+        std::fs::write(&cut, &std::fs::read(&whole)?[..40])?;
+        // What the operator would have set to debug something else: candle then captures a
+        // backtrace for this error and prints it with the message (35 frames in a release
+        // build).
+        std::env::set_var("RUST_BACKTRACE", "1");
+        let e = describe_gguf(&cut).expect_err("a cut header was read");
+        let text = format!("{e:#}");
+        assert!(text.starts_with("not a readable GGUF file: "), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        // Whatever the process decided about backtraces earlier: a captured one is dropped.
+        let with = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("cut".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert_eq!(crate::models::without_backtrace(with).to_string(), "cut");
         Ok(())
     }
 }
