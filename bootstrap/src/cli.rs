@@ -101,10 +101,15 @@ pub struct UpArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum InstallCommand {
-    /// Write systemd unit files (nats-server, the eight components, a target) into DIR
+    /// Write systemd unit files (nats-server, the eight components, a target) into DIR; each
+    /// component runs as its own user with only its own key material. As root, also lets
+    /// GROUP traverse security/ (for identities.json)
     Systemd {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// The group every component's unit runs in (create it first: groupadd --system GROUP)
+        #[arg(long, value_name = "GROUP", default_value = crate::systemd::DEFAULT_GROUP)]
+        group: String,
     },
 }
 

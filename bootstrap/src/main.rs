@@ -87,9 +87,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Install(InstallCommand::Systemd { dir }) => {
-            for path in ozone::systemd::install(&home, &dir)? {
+        Command::Install(InstallCommand::Systemd { dir, group }) => {
+            for path in ozone::systemd::install(&home, &dir, &group)? {
                 println!("wrote {}", path.display());
+            }
+            if nix::unistd::Uid::effective().is_root() {
+                ozone::systemd::open_security_to_group(&home, &group)?;
+                println!(
+                    "{} is now 0750, group {group} (its keys, ca and certificates stay 0700)",
+                    home.security().display()
+                );
+            } else {
+                println!(
+                    "as root, before starting: chgrp {group} {dir} && chmod 0750 {dir} (the units' users read identities.json there)",
+                    dir = home.security().display()
+                );
             }
             println!("then: sudo cp {}/* /etc/systemd/system/ && sudo systemctl daemon-reload && sudo systemctl start ozone-studio.target", dir.display());
         }

@@ -4,6 +4,7 @@
 //! the internal PKI (rcgen), encrypted CA keys, and the TLS identities clients connect with.
 
 pub mod config;
+pub mod credentials;
 pub mod duration_text;
 pub mod envelope;
 pub mod home;

@@ -46,7 +46,7 @@ fn provider(cfg: &SecurityConfig) -> Arc<CryptoProvider> {
 
 /// Roots from the trust bundle (every root the ecosystem currently trusts).
 pub fn trust_roots(home: &Home) -> Result<RootCertStore, TlsError> {
-    let path = CertificateAuthorities::new(home).trust_bundle_path();
+    let path = CertificateAuthorities::new(home).trust_bundle_to_read();
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&path).map_err(read_err(&path))? {
         roots.add(cert.map_err(read_err(&path))?)?;
@@ -138,5 +138,5 @@ pub fn client_config(
     cfg: &SecurityConfig,
     identity: &Identity,
 ) -> Result<ClientConfig, TlsError> {
-    client_config_from_files(home, cfg, &IdentityFiles::of(home, identity))
+    client_config_from_files(home, cfg, &IdentityFiles::own(home, identity))
 }

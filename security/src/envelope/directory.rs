@@ -109,7 +109,7 @@ impl std::fmt::Debug for ServiceSigner {
 
 impl ServiceSigner {
     pub fn load(home: &Home, identity: &Identity) -> Result<ServiceSigner, DirectoryError> {
-        let files = IdentityFiles::of(home, identity);
+        let files = IdentityFiles::own(home, identity);
         let load = |e: String| DirectoryError::Load(e);
         let cert = CertificateDer::from_pem_file(&files.cert)
             .map_err(|e| load(format!("{}: {e}", files.cert.display())))?;
@@ -221,21 +221,27 @@ fn read_revoked(home: &Home) -> Result<HashMap<String, u64>, DirectoryError> {
 impl DirectoryTrust {
     pub fn load(home: &Home) -> Result<DirectoryTrust, DirectoryError> {
         let cas = CertificateAuthorities::new(home);
-        let bundle = cas.trust_bundle_path();
+        let bundle = cas.trust_bundle_to_read();
         let load = |e: String| DirectoryError::Load(e);
         let mut anchors = Vec::new();
-        for cert in CertificateDer::pem_file_iter(&bundle).map_err(|e| load(e.to_string()))? {
-            let cert = cert.map_err(|e| load(e.to_string()))?;
+        let at = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |e: rustls_pki_types::pem::Error| load(format!("{path}: {e}"))
+        };
+        for cert in CertificateDer::pem_file_iter(&bundle).map_err(at(&bundle))? {
+            let cert = cert.map_err(at(&bundle))?;
             anchors.push(
                 webpki::anchor_from_trusted_cert(&cert)
                     .map_err(|e| load(format!("{e:?}")))?
                     .to_owned(),
             );
         }
-        let intermediate = CertificateDer::from_pem_file(cas.cert_path(CaKind::AiApp))
-            .map_err(|e| load(e.to_string()))?;
-        let user_intermediate = CertificateDer::from_pem_file(cas.cert_path(CaKind::User))
-            .map_err(|e| load(e.to_string()))?;
+        let (ai_app, user) = (
+            cas.cert_to_read(CaKind::AiApp),
+            cas.cert_to_read(CaKind::User),
+        );
+        let intermediate = CertificateDer::from_pem_file(&ai_app).map_err(at(&ai_app))?;
+        let user_intermediate = CertificateDer::from_pem_file(&user).map_err(at(&user))?;
         let registry = Registry::path(home);
         // The stamp is taken first: a change racing the read is seen by the next refresh.
         let registry_stamp = stamp_of(&registry);

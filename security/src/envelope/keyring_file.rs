@@ -61,21 +61,38 @@ fn to_hex(b: &[u8; 32]) -> String {
     hex::encode(b)
 }
 
-/// The ring file of a service.
+/// The ring file of a service: in this process's own key directory when it has one
+/// ([`crate::credentials::key_dir`]), else in the home's `security/keys`.
 pub fn path(home: &Home, identity: &Identity) -> PathBuf {
-    home.keys_dir()
-        .join(format!("{}.keyring", identity.file_stem()))
+    crate::credentials::key_dir()
+        .unwrap_or_else(|| home.keys_dir())
+        .join(file_name(identity))
+}
+
+fn file_name(identity: &Identity) -> String {
+    format!("{}.keyring", identity.file_stem())
 }
 
 /// Destroys an identity's ring file, if any: its chain derives every future key of the
 /// service, so a revoked identity's ring must not outlive the revocation (whoever stole it
 /// would read what is sealed to the re-issued service), and a re-issued identity starts a
 /// fresh random chain ([`load_or_create`] finds no file).
+///
+/// Also destroys the ring in the identity's systemd state directory, where the units of
+/// `ozone install systemd` keep it.
 pub fn destroy(home: &Home, identity: &Identity) -> std::io::Result<()> {
-    match std::fs::remove_file(path(home, identity)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    let places = [
+        path(home, identity),
+        home.keys_dir().join(file_name(identity)),
+        crate::credentials::systemd_state_dir(&identity.file_stem()).join(file_name(identity)),
+    ];
+    for file in places {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// Writes the ring (chain at its epoch and the secrets still in grace).

@@ -84,6 +84,9 @@ pub(crate) fn random_serial() -> Result<rcgen::SerialNumber, PkiError> {
     Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
 
+/// The trust bundle's file name (in `security/ca`, and as a credential).
+pub const TRUST_BUNDLE: &str = "trust-bundle.crt";
+
 impl CertificateAuthorities {
     pub fn new(home: &Home) -> CertificateAuthorities {
         CertificateAuthorities { home: home.clone() }
@@ -100,7 +103,31 @@ impl CertificateAuthorities {
     /// Every root the ecosystem trusts. NATS and all clients load this file, never the root
     /// directly, so a root rollover only adds and later removes a certificate here.
     pub fn trust_bundle_path(&self) -> PathBuf {
-        self.home.ca_dir().join("trust-bundle.crt")
+        self.home.ca_dir().join(TRUST_BUNDLE)
+    }
+
+    /// The trust bundle a process reads: the one its service manager handed it
+    /// ([`crate::credentials`]) if any, else the home's.
+    pub fn trust_bundle_to_read(&self) -> PathBuf {
+        crate::credentials::credential(TRUST_BUNDLE).unwrap_or_else(|| self.trust_bundle_path())
+    }
+
+    /// A CA's certificate as a process reads it: handed over (named as in `security/ca`) or
+    /// the home's.
+    pub fn cert_to_read(&self, kind: CaKind) -> PathBuf {
+        crate::credentials::credential(&format!("{}.crt", kind.stem()))
+            .unwrap_or_else(|| self.cert_path(kind))
+    }
+
+    /// The public CA files a component reads (credential name, file in the home): the trust
+    /// bundle and the two intermediates (key-directory entries are checked against them).
+    /// What a service manager hands a component that cannot read `security/ca`.
+    pub fn component_trust_files(&self) -> Vec<(String, PathBuf)> {
+        let mut files = vec![(TRUST_BUNDLE.to_string(), self.trust_bundle_path())];
+        for kind in [CaKind::AiApp, CaKind::User] {
+            files.push((format!("{}.crt", kind.stem()), self.cert_path(kind)));
+        }
+        files
     }
 
     /// Creates whichever CA is missing (root first); never touches an existing one. Returns

@@ -26,6 +26,27 @@ impl IdentityFiles {
         }
     }
 
+    /// The files a process reads for its *own* identity: those its service manager handed it
+    /// ([`crate::credentials`]: `<stem>.crt`, `<stem>-chain.crt`, `<stem>.key`) when it
+    /// holds the key that way, else the home's.
+    pub fn own(home: &Home, identity: &Identity) -> IdentityFiles {
+        let stem = identity.file_stem();
+        let home_files = IdentityFiles::for_stem(home, &stem);
+        match crate::credentials::credential(&format!("{stem}.key")) {
+            Some(key) => {
+                let handed = |name: String, fallback: PathBuf| {
+                    crate::credentials::credential(&name).unwrap_or(fallback)
+                };
+                IdentityFiles {
+                    cert: handed(format!("{stem}.crt"), home_files.cert),
+                    chain: handed(format!("{stem}-chain.crt"), home_files.chain),
+                    key,
+                }
+            }
+            None => home_files,
+        }
+    }
+
     pub fn exist(&self) -> bool {
         self.cert.exists() && self.chain.exists() && self.key.exists()
     }

@@ -10,7 +10,7 @@ mod lifecycle;
 mod registry;
 mod verify;
 
-pub use ca::{CaKind, CertificateAuthorities};
+pub use ca::{CaKind, CertificateAuthorities, TRUST_BUNDLE};
 pub use files::IdentityFiles;
 pub use issue::{issue, IssueOptions, Issued};
 pub use lifecycle::{ensure, renew, revoke, EnsureReport, CONSOLE_AUDITOR};
