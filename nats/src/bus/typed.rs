@@ -982,14 +982,19 @@ impl<T: DeserializeOwned + Send + 'static> TypedSubscriber<T> {
     /// The next message; `None` when the subscription ends.
     pub async fn next(&mut self) -> Option<Result<Received<T>, BusError>> {
         loop {
-            let msg = tokio::select! {
-                Some(settled) = self.settling.0.next(), if !self.settling.0.is_empty() => {
-                    return Some(settled);
+            // Nothing opened aside (the steady state): a plain wait, not a select! that polls
+            // both in a random order for every message.
+            let next = if self.settling.0.is_empty() {
+                self.inner.next().await
+            } else {
+                tokio::select! {
+                    Some(settled) = self.settling.0.next() => return Some(settled),
+                    msg = self.inner.next() => msg,
                 }
-                msg = self.inner.next() => match msg {
-                    Some(m) => m,
-                    None => return self.settling.0.next().await,
-                },
+            };
+            let msg = match next {
+                Some(m) => m,
+                None => return self.settling.0.next().await,
             };
             // The server's own "no responders" status (a request nobody serves): not a forgery.
             if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
