@@ -227,6 +227,18 @@ pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
         .context("the integration tests need nats-server ≥ 2.14.3: run nats/install-nats-server.sh")
 }
 
+/// The executable of component `c`, built beside `cli` (`env!("CARGO_BIN_EXE_ozone-cli")` of
+/// the calling test: `tests/run.sh` builds every binary first).
+pub fn component_binary(cli: &str, c: ozone_bus_schemas::Component) -> PathBuf {
+    let path = std::path::Path::new(cli).with_file_name(c.binary_name());
+    assert!(
+        path.exists(),
+        "{} missing: run tests/run.sh (it builds the component binaries first)",
+        path.display()
+    );
+    path
+}
+
 /// Runs `ozone --home <home> args…`; returns (exit ok, stdout, stderr).
 /// `bin` is `env!("CARGO_BIN_EXE_ozone-cli")` of the calling test.
 pub fn ozone_at(

@@ -21,20 +21,9 @@ use std::time::{Duration, Instant};
 type R = anyhow::Result<()>;
 
 fn component_binary(c: Component) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_ozone-cli"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = dir.join(c.binary_name());
-    assert!(
-        path.exists(),
-        "{} missing: run tests/run.sh (it builds the component binaries first)",
-        path.display()
-    );
-    path
+    ozone_tests::component_binary(env!("CARGO_BIN_EXE_ozone-cli"), c)
 }
 
-/// Every phase event in the audit stream, in stream order.
 /// Issue 18, finding 10: no component process of this home carries the CA passphrase (or the
 /// name of its file) in its environment, though `ozone up` was given it.
 fn finding_10_components_do_not_inherit_the_ca_passphrase(t: &TestHome) -> R {
@@ -104,6 +93,7 @@ async fn finding_16_a_killed_extra_spark_worker_is_started_again(
     }
 }
 
+/// Every phase event in the audit stream, in stream order.
 async fn phase_events(t: &TestHome) -> anyhow::Result<Vec<PhaseEvent>> {
     let console = Identity::new(IdentityKind::Auditor, "console")?;
     let conn = t.connect(&console).await?;

@@ -6,7 +6,7 @@
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use ozone_bus_schemas::phase::PHASE_STREAM;
+use ozone_bus_schemas::phase::{Ping, PingReply, PHASE_STREAM};
 use ozone_bus_schemas::streams::{KEY_STREAM, SESSION_STREAM};
 use ozone_bus_schemas::{AuditKind, Component, Identity, Subject};
 use ozone_nats::bus::Bus;
@@ -391,6 +391,55 @@ async fn finding_11_junk_from_an_unknown_sender_does_not_stall_a_broadcast() -> 
         by == "cognis"
             && matches!(e, AuditKind::MessageRejected { subject, claimed_sender, .. }
                 if subject == own.as_str() && claimed_sender.as_deref() == Some("forge"))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn finding_11_a_ping_naming_another_sender_is_refused_and_audited() -> R {
+    let eco = TestEcosystem::start().await?;
+    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    // A real SPARK worker (phase 0: it waits for nobody, so it answers pings once up).
+    let _spark =
+        ozone_tests::SparkProcess::start(env!("CARGO_BIN_EXE_ozone-cli"), &eco.t.home, &[])?;
+    let forge = eco.join(Component::Forge).await?;
+    let ping = Subject::ping(Component::Spark);
+    let ask = |from: Component| {
+        let forge = forge.clone();
+        let ping = ping.clone();
+        async move {
+            forge
+                .request::<_, PingReply>(
+                    &ping,
+                    &Ping {
+                        from: from.name().into(),
+                    },
+                    Duration::from_secs(3),
+                )
+                .await
+        }
+    };
+    // FORGE naming itself is answered…
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = ask(Component::Forge).await {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "SPARK never answered a ping: {e}; its log:\n{}",
+            std::fs::read_to_string(eco.t.home.logs().join("spark.log")).unwrap_or_default()
+        );
+        // A refusal before SPARK's key is known returns at once: give the directory a turn.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // …FORGE naming COGNIS gets nothing, and SPARK audits the lie under FORGE's name.
+    let lie = ask(Component::Cognis).await;
+    assert!(lie.is_err(), "a ping naming cognis was answered: {lie:?}");
+    audited(&eco, "the ping naming cognis", |by, e| {
+        by == "spark"
+            && matches!(e, AuditKind::MessageRejected { subject, reason, claimed_sender }
+                if subject == ping.as_str()
+                    && reason.contains("names cognis as its sender")
+                    && claimed_sender.as_deref() == Some("forge"))
     })
     .await?;
     Ok(())

@@ -29,7 +29,7 @@ const UID: u32 = 64_011;
 const GID: u32 = 64_012;
 
 fn component_binary(c: Component) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ozone-cli")).with_file_name(c.binary_name())
+    ozone_tests::component_binary(env!("CARGO_BIN_EXE_ozone-cli"), c)
 }
 
 /// Makes `cmd` run as the component's user, with the units' group as its only group (the
