@@ -227,6 +227,23 @@ pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
         .context("the integration tests need nats-server ≥ 2.14.3: run nats/install-nats-server.sh")
 }
 
+/// Component `c`'s current envelope key, read from its ring file in the home as a process of
+/// it (or a thief of its ring) holds it.
+pub fn current_key(
+    home: &Home,
+    c: ozone_bus_schemas::Component,
+) -> anyhow::Result<ozone_security::envelope::SecretKeyPair> {
+    let ring = ozone_security::envelope::keyring_file::load_or_create(
+        home,
+        &Identity::component(c),
+        ozone_security::envelope::Rotation::daily(),
+        ozone_nats::bus::now_ms(),
+    )?;
+    ring.current()
+        .map(|k| k.duplicate())
+        .with_context(|| format!("{c} holds no current key"))
+}
+
 /// The executable of component `c`, built beside `cli` (`env!("CARGO_BIN_EXE_ozone-cli")` of
 /// the calling test: `tests/run.sh` builds every binary first).
 pub fn component_binary(cli: &str, c: ozone_bus_schemas::Component) -> PathBuf {

@@ -12,7 +12,7 @@ use ozone_security::envelope::{
     keyring_file, CompactHeader, Envelope, HeaderView, KeyId, Rotation, Sealer, SecretKeyPair,
     ServiceSigner, SessionLimits, VERSION, VERSION_COMPACT,
 };
-use ozone_tests::{audit_events, within, TestEcosystem};
+use ozone_tests::{audit_events, current_key, within, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -247,20 +247,13 @@ fn forge_compact(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_04_a_co_recipient_cannot_carry_a_session_to_another_route() -> R {
     let eco = TestEcosystem::audited().await?;
-    let (core_id, forge_id) = (
-        Identity::component(Component::Core),
-        Identity::component(Component::Forge),
-    );
+    let forge_id = Identity::component(Component::Forge);
     let core = eco.join(Component::Core).await?;
     let spark = eco.join(Component::Spark).await?;
     let _forge = eco.join(Component::Forge).await?;
-    let ring_of = |id: &Identity| {
-        keyring_file::load_or_create(&eco.t.home, id, Rotation::daily(), now_ms())
-            .map(|r| r.current().map(|k| k.duplicate()))
-    };
     // FORGE's real key ring, as a rogue FORGE holds it; the core's public key.
-    let forge_key = ring_of(&forge_id)?.unwrap();
-    let core_public = *ring_of(&core_id)?.unwrap().public();
+    let forge_key = current_key(&eco.t.home, Component::Forge)?;
+    let core_public = *current_key(&eco.t.home, Component::Core)?.public();
 
     let heartbeat = Subject::heartbeat(Component::Core);
     let generate = Subject::component_request(Component::Spark, "generate")?;
@@ -359,17 +352,8 @@ async fn finding_07_future_stamped_sessions_black_out_nobody_else() -> R {
     let core = eco.join(Component::Core).await?;
     let spark = eco.join(Component::Spark).await?;
     let _forge = eco.join(Component::Forge).await?;
-    let key_of = |c: Component| {
-        keyring_file::load_or_create(
-            &eco.t.home,
-            &Identity::component(c),
-            Rotation::daily(),
-            now_ms(),
-        )
-        .map(|r| r.current().map(|k| k.duplicate()))
-    };
-    let forge_key = key_of(Component::Forge)?.unwrap();
-    let spark_public = *key_of(Component::Spark)?.unwrap().public();
+    let forge_key = current_key(&eco.t.home, Component::Forge)?;
+    let spark_public = *current_key(&eco.t.home, Component::Spark)?.public();
 
     let core_beat = Subject::heartbeat(Component::Core);
     let forge_beat = Subject::heartbeat(Component::Forge);

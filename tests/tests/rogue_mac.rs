@@ -9,10 +9,10 @@
 use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind, Subject};
 use ozone_nats::bus::now_ms;
 use ozone_security::envelope::{
-    import_session_keys, keyring_file, unwrap_session_keys, Header, HeaderView, PublicKey,
-    Rotation, SecretKeyPair, SENDER_TAG_LEN, VERSION,
+    import_session_keys, unwrap_session_keys, Header, HeaderView, PublicKey, SecretKeyPair,
+    SENDER_TAG_LEN, VERSION,
 };
-use ozone_tests::{audit_events, with_permissions, within, TestEcosystem};
+use ozone_tests::{audit_events, current_key, with_permissions, within, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -115,18 +115,9 @@ async fn finding_04_a_co_recipient_cannot_forge_a_broadcast_for_another_recipien
     let core = eco.join(Component::Core).await?;
     let spark = eco.join(Component::Spark).await?;
     let _forge = eco.join(Component::Forge).await?;
-    let ring_of = |c: Component| {
-        keyring_file::load_or_create(
-            &eco.t.home,
-            &Identity::component(c),
-            Rotation::daily(),
-            now_ms(),
-        )
-        .map(|r| r.current().map(|k| k.duplicate()))
-    };
     // FORGE's real key ring, as a rogue FORGE holds it; the core's public key.
-    let forge_key = ring_of(Component::Forge)?.unwrap();
-    let core_public = *ring_of(Component::Core)?.unwrap().public();
+    let forge_key = current_key(&eco.t.home, Component::Forge)?;
+    let core_public = *current_key(&eco.t.home, Component::Core)?.public();
 
     let heartbeat = Subject::heartbeat(Component::Core);
     let mut spark_beats = spark.subscribe::<Beat>(&heartbeat, None).await?;
