@@ -9,6 +9,8 @@ use ozone_security::{passphrase, tls, Home, SecurityConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod stolen;
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

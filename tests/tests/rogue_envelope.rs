@@ -12,6 +12,7 @@ use ozone_security::envelope::{
     keyring_file, CompactHeader, Envelope, HeaderView, KeyId, Rotation, Sealer, SecretKeyPair,
     ServiceSigner, SessionLimits, VERSION, VERSION_COMPACT,
 };
+use ozone_tests::stolen::{steal_session, StolenSession};
 use ozone_tests::{audit_events, current_key, within, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -139,45 +140,6 @@ async fn finding_09_a_far_future_epoch_is_refused() -> R {
     Ok(())
 }
 
-/// What a recipient of one of `sender`'s sessions learns from its full envelope: the data
-/// key (HPKE Auth mode with the recipient's real key, docs/envelope.md) and the record's
-/// digest, everything it needs to seal compact envelopes in that session (all but the other
-/// recipients' sender tags), and how many bytes of sender tags its envelopes end in.
-fn steal_session(
-    full: &[u8],
-    me: &SecretKeyPair,
-    sender: &ozone_security::envelope::PublicKey,
-) -> anyhow::Result<([u8; 32], [u8; 32], usize)> {
-    use ozone_security::envelope::{
-        import_data_key, record_digest, sender_tags_len, unwrap_data_key, HeaderView,
-    };
-    let (view, _) = HeaderView::parse(full)?;
-    let record = view.establishment().record()?;
-    let my_kid = me.public().kid();
-    let (position, entry) = view
-        .recipients()
-        .enumerate()
-        .find(|(_, r)| r.kid == my_kid)
-        .ok_or_else(|| anyhow::anyhow!("not a recipient"))?;
-    let mut info = b"ozone/envelope/v4/wrap".to_vec();
-    info.extend_from_slice(&view.session_id);
-    info.push(view.sender.len() as u8);
-    info.extend_from_slice(view.sender.as_bytes());
-    info.push(view.route.len() as u8);
-    info.extend_from_slice(view.route.as_bytes());
-    info.extend_from_slice(&my_kid.0);
-    let key = match (position, entry.wrapped) {
-        (0, None) => import_data_key(me, sender, &info, &entry.enc)?,
-        (_, Some(w)) => unwrap_data_key(me, sender, &info, &entry.enc, &w)?,
-        _ => anyhow::bail!("malformed entry"),
-    };
-    Ok((
-        *key,
-        record_digest(&record),
-        sender_tags_len(view.recipient_count()),
-    ))
-}
-
 /// Opens a compact envelope by hand with a session's data key and record digest (its
 /// `tags` bytes of sender tags left unchecked).
 fn open_compact(
@@ -281,14 +243,14 @@ async fn finding_04_a_co_recipient_cannot_carry_a_session_to_another_route() -> 
                 if let Ok(session) = steal_session(&sealed.payload, &forge_key, &core_public) {
                     let (view, _) = HeaderView::parse(&sealed.payload)?;
                     assert_eq!(view.route, "ecosystem.heartbeat.ozone-studio");
-                    stolen = Some((session, view.session_id));
+                    stolen = Some(session);
                 }
             }
             Some(&VERSION_COMPACT) if stolen.is_some() => {
                 let (header, _) = CompactHeader::parse(&sealed.payload)?;
                 if stolen
                     .as_ref()
-                    .is_some_and(|(_, id)| *id == header.session_id)
+                    .is_some_and(|s| s.session_id == header.session_id)
                 {
                     compact_seen = Some(sealed.payload.clone());
                     break;
@@ -299,7 +261,13 @@ async fn finding_04_a_co_recipient_cannot_carry_a_session_to_another_route() -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let compact = compact_seen.expect("the heartbeat session never turned compact");
-    let ((data_key, digest, tags), session_id) = stolen.unwrap();
+    let StolenSession {
+        data_key,
+        record_digest: digest,
+        tags_len: tags,
+        session_id,
+        ..
+    } = stolen.unwrap();
     // The theft works: the stolen key and digest authenticate the core's own compact beat.
     open_compact(&data_key, &digest, tags, &compact, heartbeat.as_str())?;
 

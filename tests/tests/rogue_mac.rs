@@ -8,10 +8,8 @@
 
 use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind, Subject};
 use ozone_nats::bus::now_ms;
-use ozone_security::envelope::{
-    import_session_keys, unwrap_session_keys, Header, HeaderView, PublicKey, SecretKeyPair,
-    SENDER_TAG_LEN, VERSION,
-};
+use ozone_security::envelope::{Header, SENDER_TAG_LEN, VERSION};
+use ozone_tests::stolen::{steal_session, StolenSession};
 use ozone_tests::{audit_events, current_key, with_permissions, within, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -27,40 +25,12 @@ fn operator() -> Identity {
     Identity::new(IdentityKind::Device, "operator").unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// What FORGE, a recipient of the core's session, derives from one of its full envelopes: the
-/// data key and its own sender-tag key (docs/envelope.md), and its place among the recipients.
-fn steal_session(
-    full: &[u8],
-    me: &SecretKeyPair,
-    sender: &PublicKey,
-) -> anyhow::Result<([u8; 32], [u8; 32], usize)> {
-    let (view, _) = HeaderView::parse(full)?;
-    let my_kid = me.public().kid();
-    let (position, entry) = view
-        .recipients()
-        .enumerate()
-        .find(|(_, r)| r.kid == my_kid)
-        .ok_or_else(|| anyhow::anyhow!("not a recipient"))?;
-    let mut info = b"ozone/envelope/v4/wrap".to_vec();
-    info.extend_from_slice(&view.session_id);
-    info.push(view.sender.len() as u8);
-    info.extend_from_slice(view.sender.as_bytes());
-    info.push(view.route.len() as u8);
-    info.extend_from_slice(view.route.as_bytes());
-    info.extend_from_slice(&my_kid.0);
-    let (data, tag) = match entry.wrapped {
-        None => import_session_keys(me, sender, &info, &entry.enc)?,
-        Some(w) => unwrap_session_keys(me, sender, &info, &entry.enc, &w)?,
-    };
-    Ok((*data, *tag, position))
-}
-
 /// A full envelope of the stolen session, sealed by hand as `header` says, ending in the sender
 /// tags of every recipient: FORGE's own (it holds that key) and, for everyone else, the only
 /// thing it has — the tags of a genuine envelope.
 fn forge_full(
     header: &Header,
-    (data_key, own_tag_key, position): ([u8; 32], [u8; 32], usize),
+    stolen: &StolenSession,
     genuine_tags: &[u8],
     subject: &str,
     plaintext: &[u8],
@@ -73,7 +43,7 @@ fn forge_full(
     let mut nonce = [0u8; 12];
     nonce[4..].copy_from_slice(&header.counter.to_be_bytes());
     let key = LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, &data_key).map_err(|e| anyhow::anyhow!("{e}"))?,
+        UnboundKey::new(&AES_256_GCM, &stolen.data_key).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let mut body = plaintext.to_vec();
     key.seal_in_place_append_tag(
@@ -85,11 +55,11 @@ fn forge_full(
     let framed = [&(aad.len() as u64).to_be_bytes()[..], &aad, &body].concat();
     let input = digest::digest(&digest::SHA256, &framed);
     let own = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, &own_tag_key),
+        &hmac::Key::new(hmac::HMAC_SHA256, &stolen.tag_key),
         input.as_ref(),
     );
     let mut tags = genuine_tags.to_vec();
-    let at = position * SENDER_TAG_LEN;
+    let at = stolen.position * SENDER_TAG_LEN;
     tags[at..at + SENDER_TAG_LEN].copy_from_slice(&own.as_ref()[..SENDER_TAG_LEN]);
     Ok([head.as_slice(), &body, &tags].concat())
 }
@@ -162,7 +132,7 @@ async fn finding_04_a_co_recipient_cannot_forge_a_broadcast_for_another_recipien
     let payload = [0x81, 0xa1, b'n', 0xcd, 0x03, 0xe7]; // MessagePack {"n": 999}
     let forged = forge_full(
         &header,
-        keys,
+        &keys,
         &envelope.sender_tags,
         heartbeat.as_str(),
         &payload,
