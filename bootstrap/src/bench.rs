@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use ozone_bus_schemas::{Component, Identity, Subject};
 use ozone_nats::bus::{local_keys, Bus};
-use ozone_nats::{find_binary, Connection, NatsServer, NatsSettings};
+use ozone_nats::{find_binary, Connection, NatsServer, NatsSettings, ServerError};
 use ozone_security::envelope::{Form, Sealer, SecretKeyPair, SessionLimits};
 use ozone_security::{tls, Home};
 use serde::{Deserialize, Serialize};
@@ -262,7 +262,6 @@ async fn bus_reqrep(
     Ok(lat)
 }
 
-/// Runs the whole comparison on a throw-away home and server.
 /// A throwaway home with its own nats-server on free ports, for a benchmark run.
 #[derive(Debug)]
 pub struct BenchServer {
@@ -274,7 +273,20 @@ pub struct BenchServer {
 }
 
 impl BenchServer {
+    /// Starts one, trying fresh ports when the ones picked were taken in the gap between
+    /// picking and binding (an outgoing connection may be handed the same ephemeral port).
     pub async fn start(max_payload: Option<u32>) -> anyhow::Result<BenchServer> {
+        const TRIES: u32 = 3;
+        let mut tried = 1;
+        loop {
+            match Self::start_once(max_payload).await {
+                Err(e) if tried < TRIES && port_was_taken(&e) => tried += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(max_payload: Option<u32>) -> anyhow::Result<BenchServer> {
         let tmp = tempfile::tempdir()?;
         let home = Home::new(tmp.path().join("bench"));
         let free = || {
@@ -306,6 +318,11 @@ impl BenchServer {
             _tmp: tmp,
         })
     }
+}
+
+fn port_was_taken(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ServerError>()
+        .is_some_and(ServerError::port_was_taken)
 }
 
 pub async fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {

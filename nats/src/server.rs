@@ -41,6 +41,13 @@ pub enum ServerError {
     ReloadUnconfirmed { pid: i32, waited: Duration },
 }
 
+impl ServerError {
+    /// The server could not bind its port because something else holds it.
+    pub fn port_was_taken(&self) -> bool {
+        matches!(self, ServerError::Exited { log, .. } if log.contains("address already in use"))
+    }
+}
+
 /// A running nats-server child process.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -396,6 +403,20 @@ async fn backoff(failures: u32, shutdown: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_held_by_another_process_is_told_apart_from_other_exits() {
+        let taken = ServerError::Exited {
+            status: "exit status: 1".into(),
+            log: r#"[FTL] Error listening on port: 127.0.0.1:35275, "listen tcp 127.0.0.1:35275: bind: address already in use""#.into(),
+        };
+        assert!(taken.port_was_taken());
+        let bad_config = ServerError::Exited {
+            status: "exit status: 1".into(),
+            log: "nats-server: config error".into(),
+        };
+        assert!(!bad_config.port_was_taken());
+    }
 
     #[test]
     fn refused_clients_are_recognised_in_the_server_log() {

@@ -11,12 +11,36 @@ use std::time::Duration;
 
 pub mod stolen;
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a test server to bind a moment later.
+///
+/// Taken below the kernel's ephemeral range: a port from inside it (what binding port 0
+/// hands out) can be given to another test's outgoing connection in the gap before
+/// nats-server binds it, which made a test fail with "address already in use". Ports are
+/// handed out in turn from a per-process start, so two tests of one binary never get the
+/// same one; each is checked free before it is returned.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TURN: AtomicU32 = AtomicU32::new(0);
+    let low = 10_000u32;
+    let high = ephemeral_range_start().max(low + 1_000);
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let turn = TURN.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + turn) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// The first port the kernel may pick for an outgoing connection (32768 when unknown).
+fn ephemeral_range_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// An initialised home (no server).
@@ -389,5 +413,23 @@ impl SparkProcess {
 impl Drop for SparkProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            ports.len(),
+            "a port handed out twice: {ports:?}"
+        );
+        let ephemeral = ephemeral_range_start();
+        assert!(ports.iter().all(|&p| (p as u32) < ephemeral && p >= 10_000));
     }
 }
