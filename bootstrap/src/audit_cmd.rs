@@ -56,6 +56,9 @@ pub async fn publish_auditor_keys(
             tracing::info!("hardened a bucket: {}", changed.join(", "));
         }
     }
+    if ozone_nats::phase_stream::update(&core.client).await? {
+        tracing::info!("phase stream updated: members read it by direct get");
+    }
     let keydir = KeyDirectory::open(&core.client).await?;
     let mut names = Vec::new();
     for r in registry.identities.iter().filter(|r| {

@@ -105,11 +105,25 @@ mod tests {
         assert!(!spark.may_publish("$KV.ozone-keys.auditor.siem.0"));
         assert!(!spark.may_publish("$JS.API.STREAM.DELETE.KV_ozone-keys"));
         assert!(!spark.may_publish("$JS.API.STREAM.PURGE.KV_ozone-keys"));
-        assert!(spark.may_publish("$JS.API.CONSUMER.CREATE.KV_ozone-keys.c.$KV.ozone-keys.>"));
+        assert!(spark.may_publish("$JS.API.DIRECT.GET.KV_ozone-keys"));
+        assert!(spark.may_subscribe("ecosystem.keys.component.cognis.3"));
+        assert!(!spark.may_publish("ecosystem.keys.component.cognis.3"));
         assert!(component(Component::Core).may_publish("$KV.ozone-keys.auditor.siem.0"));
         assert!(!component(Component::Core).may_publish("$KV.ozone-keys.auditor.siem.1"));
         // Only the core brings an old bucket to its hardening; nobody may purge or delete.
-        for stream in ["KV_ozone-keys", "KV_ozone-sessions"] {
+        for stream in ["KV_ozone-keys", "KV_ozone-sessions", "OZONE_PHASE"] {
+            // No consumers: a consumer's configuration names where the server delivers.
+            for c in Component::ALL {
+                for api in [
+                    format!("CONSUMER.CREATE.{stream}"),
+                    format!("CONSUMER.CREATE.{stream}.c.>"),
+                    format!("CONSUMER.DURABLE.CREATE.{stream}.c"),
+                    format!("CONSUMER.MSG.NEXT.{stream}.c"),
+                ] {
+                    let s = format!("$JS.API.{api}");
+                    assert!(!component(c).may_publish(&s), "{c} may publish {s}");
+                }
+            }
             let update = format!("$JS.API.STREAM.UPDATE.{stream}");
             assert!(!spark.may_publish(&update));
             assert!(component(Component::Core).may_publish(&update));

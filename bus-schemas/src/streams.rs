@@ -12,6 +12,9 @@ pub const KEY_STREAM: &str = "KV_ozone-keys";
 pub const SESSION_BUCKET: &str = "ozone-sessions";
 /// The stream behind [`SESSION_BUCKET`].
 pub const SESSION_STREAM: &str = "KV_ozone-sessions";
+/// Where the key directory's stream republishes each entry it stores: `$KV.ozone-keys.<key>`
+/// becomes `ecosystem.keys.<key>`, with the stream sequence in `Nats-Sequence`.
+pub const KEY_FEED: &str = "ecosystem.keys.>";
 /// The audit stream (in the AUDIT account): `audit.>` plus a copy of every key-directory put.
 pub const AUDIT_STREAM: &str = "OZONE_AUDIT";
 
@@ -117,22 +120,44 @@ impl Subject {
         Subject(format!("$KV.{KEY_BUCKET}.>"))
     }
 
+    /// Every key-directory entry as the bucket's stream republishes it:
+    /// `ecosystem.keys.>` (`$KV.ozone-keys.<key>` becomes `ecosystem.keys.<key>`).
+    pub fn key_feed_all() -> Subject {
+        Subject(KEY_FEED.into())
+    }
+
+    /// A batch or single direct get of what `stream` stored: `$JS.API.DIRECT.GET.<stream>`.
+    pub fn direct_get(stream: &str) -> Subject {
+        Subject(format!("$JS.API.DIRECT.GET.{stream}"))
+    }
+
+    /// The JetStream API calls of a reader that holds no consumer: create-if-absent and info
+    /// of the stream, and reads of stored messages (direct and by sequence), each answered to
+    /// the caller's own inbox. Nothing that deletes, purges or reconfigures the stream, and no
+    /// consumer: one's configuration names where the server delivers.
+    pub fn jetstream_reader_api(stream: &str) -> Vec<Subject> {
+        vec![
+            Subject(format!("$JS.API.STREAM.CREATE.{stream}")),
+            Subject(format!("$JS.API.STREAM.INFO.{stream}")),
+            Subject(format!("$JS.API.STREAM.MSG.GET.{stream}")),
+            Subject::direct_get(stream),
+            Subject(format!("$JS.API.DIRECT.GET.{stream}.>")),
+        ]
+    }
+
     /// The JetStream API calls a client of `stream` makes: account info, create-if-absent and
     /// info of the stream, ephemeral or ordered consumers, pulls and direct gets. Nothing that
-    /// deletes, purges or reconfigures the stream.
+    /// deletes, purges or reconfigures the stream. Only auditors (external tools reading the
+    /// audit stream) hold consumers.
     pub fn jetstream_client_api(stream: &str) -> Vec<Subject> {
         let mut out = vec![Subject("$JS.API.INFO".into())];
+        out.extend(Subject::jetstream_reader_api(stream));
         for s in [
-            format!("$JS.API.STREAM.CREATE.{stream}"),
-            format!("$JS.API.STREAM.INFO.{stream}"),
-            format!("$JS.API.STREAM.MSG.GET.{stream}"),
             format!("$JS.API.CONSUMER.CREATE.{stream}"),
             format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
             format!("$JS.API.CONSUMER.INFO.{stream}.*"),
             format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
             format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
-            format!("$JS.API.DIRECT.GET.{stream}"),
-            format!("$JS.API.DIRECT.GET.{stream}.>"),
         ] {
             out.push(Subject(s));
         }
@@ -142,14 +167,10 @@ impl Subject {
     /// Acknowledgements and flow-control answers to a stream's deliveries (nobody has
     /// `allow_responses` for them).
     pub fn jetstream_delivery_replies(stream: &str) -> Vec<Subject> {
-        let mut out = vec![Subject(format!("$JS.ACK.{stream}.>"))];
-        out.extend(Subject::jetstream_flow_control(stream));
-        out
-    }
-
-    /// Flow-control answers to an ordered consumer's deliveries from `stream`.
-    pub fn jetstream_flow_control(stream: &str) -> Vec<Subject> {
-        vec![Subject(format!("$JS.FC.{stream}.>"))]
+        vec![
+            Subject(format!("$JS.ACK.{stream}.>")),
+            Subject(format!("$JS.FC.{stream}.>")),
+        ]
     }
 }
 

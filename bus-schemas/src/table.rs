@@ -19,6 +19,8 @@ pub enum Kind {
     Store,
     /// Calls to the JetStream API of one stream.
     JetStream,
+    /// What a stream stored, republished by the server (nobody publishes here).
+    Feed,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
             Kind::Reply => "reply inbox",
             Kind::Store => "key-value put",
             Kind::JetStream => "JetStream API",
+            Kind::Feed => "stream republish",
         }
     }
 }
@@ -253,29 +256,33 @@ pub const ROUTES: &[Route] = &[
         audited: false,
     },
     Route {
+        name: "key directory feed",
+        template: "ecosystem.keys.{kind}.{name}.{slot}",
+        kind: Kind::Feed,
+        owner: None,
+        publishers: Party::Nobody,
+        subscribers: Party::AllComponents,
+        doc: "every entry the key directory stores, republished by its stream with its \
+              sequence (`Nats-Sequence`, `Nats-Subject`): how components follow the directory \
+              without a consumer; only the server writes here",
+        subjects: |_| vec![Subject::key_feed_all()],
+        all_owners: None,
+        audited: false,
+    },
+    Route {
         name: "key directory, session records and phase state API",
-        template: "$JS.API.*.KV_ozone-keys…, $JS.API.*.KV_ozone-sessions…, $JS.API.*.OZONE_PHASE…, $JS.FC.<those>.>",
+        template: "$JS.API.{INFO,STREAM.CREATE,STREAM.INFO,STREAM.MSG.GET,DIRECT.GET}.{KV_ozone-keys,KV_ozone-sessions,OZONE_PHASE}",
         kind: Kind::JetStream,
         owner: None,
         publishers: Party::AllComponents,
         subscribers: Party::Nobody,
-        doc: "create the buckets and the phase stream if absent, watch and read them; never delete or reconfigure",
+        doc: "create the buckets and the phase stream if absent, read them by direct get; no \
+              consumers (a consumer's configuration chooses where the server delivers), never \
+              delete or reconfigure",
         subjects: |_| {
-            let mut s = Subject::jetstream_client_api(KEY_STREAM);
-            s.extend(
-                Subject::jetstream_client_api(SESSION_STREAM)
-                    .into_iter()
-                    .filter(|x| x.as_str() != "$JS.API.INFO"),
-            );
-            s.extend(
-                Subject::jetstream_client_api(PHASE_STREAM)
-                    .into_iter()
-                    .filter(|x| x.as_str() != "$JS.API.INFO"),
-            );
-            // Flow-control answers of the ordered consumers that follow them (components have
-            // no `allow_responses`).
+            let mut s = vec![Subject("$JS.API.INFO".into())];
             for stream in [KEY_STREAM, SESSION_STREAM, PHASE_STREAM] {
-                s.extend(Subject::jetstream_flow_control(stream));
+                s.extend(Subject::jetstream_reader_api(stream));
             }
             s
         },
@@ -284,15 +291,16 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         name: "bucket hardening",
-        template: "$JS.API.STREAM.UPDATE.{KV_ozone-keys,KV_ozone-sessions}",
+        template: "$JS.API.STREAM.UPDATE.{KV_ozone-keys,KV_ozone-sessions,OZONE_PHASE}",
         kind: Kind::JetStream,
         owner: None,
         publishers: Party::Only(Component::Core),
         subscribers: Party::Nobody,
         doc: "`ozone up` brings buckets created before their hardening to it (no roll-ups, purges \
-              or deletes; bounded writes); nats-server never lets an update take a denial back",
+              or deletes; bounded writes; the key directory's feed) and the phase stream to \
+              direct gets; nats-server never lets an update take a denial back",
         subjects: |_| {
-            [KEY_STREAM, SESSION_STREAM]
+            [KEY_STREAM, SESSION_STREAM, PHASE_STREAM]
                 .map(|s| Subject(format!("$JS.API.STREAM.UPDATE.{s}")))
                 .to_vec()
         },

@@ -26,6 +26,9 @@ pub struct BucketSpec {
     pub max_bytes: i64,
     /// A cap on one entry (value plus headers).
     pub max_value_bytes: i32,
+    /// Where the stream republishes each entry it stores (`$KV.<bucket>.>` onto this
+    /// pattern), for members that follow the bucket without a consumer (`stored.rs`).
+    pub feed: Option<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,11 @@ impl BucketSpec {
             deny_purge: true,
             allow_direct: true,
             num_replicas: 1,
+            republish: self.feed.map(|destination| stream::Republish {
+                source: format!("$KV.{}.>", self.bucket),
+                destination: destination.into(),
+                headers_only: false,
+            }),
             ..Default::default()
         }
     }
@@ -93,6 +101,8 @@ impl BucketSpec {
             have.max_messages_per_subject == want.max_messages_per_subject,
         );
         check("subjects", have.subjects == want.subjects);
+        check("allow_direct", have.allow_direct == want.allow_direct);
+        check("republish", have.republish == want.republish);
         check("sealed", !have.sealed);
         out
     }
@@ -208,7 +218,25 @@ mod tests {
             max_age: Duration::ZERO,
             max_bytes: 1 << 20,
             max_value_bytes: 4096,
+            feed: None,
         }
+    }
+
+    #[test]
+    fn a_bucket_with_a_feed_republishes_every_entry_and_drifts_without_it() {
+        let fed = BucketSpec {
+            feed: Some("fed.>"),
+            ..spec()
+        };
+        let c = fed.stream_config();
+        let republish = c.republish.clone().expect("a republish");
+        assert_eq!(
+            (republish.source.as_str(), republish.destination.as_str()),
+            ("$KV.b.>", "fed.>")
+        );
+        assert!(!republish.headers_only);
+        assert_eq!(fed.drift(&spec().stream_config()), ["republish"]);
+        assert!(fed.drift(&c).is_empty());
     }
 
     #[test]

@@ -13,9 +13,12 @@
 //! are still read; the running service puts its live entries again under their slots.
 
 use crate::buckets::{BucketError, BucketSpec};
+use crate::stored::{last_per_subject, Stored};
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use ozone_bus_schemas::streams::{key_entry_key, parse_key_entry_key, KEY_BUCKET, KEY_SLOTS};
+use ozone_bus_schemas::streams::{
+    key_entry_key, parse_key_entry_key, KEY_BUCKET, KEY_FEED, KEY_SLOTS, KEY_STREAM,
+};
 use ozone_bus_schemas::{AuditKind, Identity, IdentityKind};
 use ozone_security::envelope::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
 use std::collections::{BTreeMap, HashMap};
@@ -23,8 +26,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How long a new follower waits to load the bucket's current entries.
-const CATCH_UP: Duration = Duration::from_secs(10);
+/// How often a follower reads the whole directory again: the feed is plain NATS, and a
+/// message it drops (a slow subscriber) would otherwise stay missing until its owner's next
+/// put.
+const RESYNC: Duration = Duration::from_secs(60);
 
 /// How often a follower looks for new revocations in the identity registry.
 const REVOCATION_CHECK: Duration = Duration::from_secs(2);
@@ -43,6 +48,7 @@ pub const KEY_BUCKET_SPEC: BucketSpec = BucketSpec {
     max_age: Duration::ZERO,
     max_bytes: 16 << 20,
     max_value_bytes: 8 << 10,
+    feed: Some(KEY_FEED),
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +69,7 @@ pub enum KeyDirError {
 #[derive(Clone)]
 pub struct KeyDirectory {
     store: kv::Store,
+    client: async_nats::Client,
 }
 
 impl std::fmt::Debug for KeyDirectory {
@@ -106,7 +113,10 @@ impl KeyDirectory {
                 .map_err(|e| KeyDirError::Bucket(e.to_string()))
         })
         .await?;
-        Ok(KeyDirectory { store })
+        Ok(KeyDirectory {
+            store,
+            client: client.clone(),
+        })
     }
 
     /// Brings a bucket created before the hardening to it; returns the settings changed. Only
@@ -188,32 +198,28 @@ impl KeyDirectory {
         &self,
         identity: &Identity,
     ) -> Result<Vec<(String, Result<DirectoryEntry, String>)>, KeyDirError> {
-        let mut keys = self
-            .store
-            .keys()
+        let filter = ozone_bus_schemas::Subject::key_entries_of(identity);
+        Ok(self
+            .stored(filter.as_str())
+            .await?
+            .into_iter()
+            .filter_map(|(key, stored)| Some((key, decode(&stored?.payload))))
+            .collect())
+    }
+
+    /// The current value of every key under `filter` (a subject of the bucket), by key:
+    /// `None` for a key whose last entry is a delete marker.
+    async fn stored(&self, filter: &str) -> Result<Vec<(String, Option<Stored>)>, KeyDirError> {
+        let stored = last_per_subject(&self.client, KEY_STREAM, filter)
             .await
             .map_err(|e| KeyDirError::Watch(e.to_string()))?;
-        let mut mine = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| KeyDirError::Watch(e.to_string()))?;
-            if let Some((kind, name, _)) = parse_key_entry_key(&key) {
-                if kind == identity.kind && name == identity.name {
-                    mine.push(key);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for key in mine {
-            let value = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| KeyDirError::Watch(e.to_string()))?;
-            if let Some(v) = value {
-                out.push((key, decode(&v)));
-            }
-        }
-        Ok(out)
+        Ok(stored
+            .into_iter()
+            .filter_map(|s| {
+                let key = bucket_key(&s.subject)?.to_string();
+                Some((key, (!s.is_delete_marker()).then_some(s)))
+            })
+            .collect())
     }
 
     /// The epochs (as the entries say) for which `identity` has an entry in the bucket now.
@@ -234,14 +240,12 @@ impl KeyDirectory {
     /// cap. Keys of the layout before slots are not counted: nobody may write them any more,
     /// and they cannot be erased either, so counting them would fail an upgraded home forever.
     pub async fn usage(&self) -> Result<(BTreeMap<String, usize>, u64, i64), KeyDirError> {
-        let mut keys = self
-            .store
-            .keys()
-            .await
-            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        let all = ozone_bus_schemas::Subject::key_entries_all();
         let mut per = BTreeMap::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        for (key, stored) in self.stored(all.as_str()).await? {
+            if stored.is_none() {
+                continue;
+            }
             let owner = match parse_key_entry_key(&key) {
                 Some((_, _, token)) if token >= KEY_SLOTS => continue,
                 Some((kind, name, _)) => format!("{} {name}", kind.as_str()),
@@ -258,24 +262,22 @@ impl KeyDirectory {
     }
 
     /// Loads every current entry into `directory`, then keeps following the bucket in a
-    /// background task. Entries that fail verification are reported on `rejected` (to be
-    /// audited) and never used. Every [`REVOCATION_CHECK`] the task also re-reads the
-    /// identity registry `trust` was loaded from and drops (and reports) the keys of
-    /// certificates revoked since.
+    /// background task: the entries its stream republishes on the feed, and the whole
+    /// directory read again every [`RESYNC`]. No consumer is involved (`stored.rs`). Entries
+    /// that fail verification are reported on `rejected` (to be audited) and never used. Every
+    /// [`REVOCATION_CHECK`] the task also re-reads the identity registry `trust` was loaded
+    /// from and drops (and reports) the keys of certificates revoked since.
     pub async fn follow(
         &self,
         trust: DirectoryTrust,
         directory: Arc<RwLock<Directory>>,
         rejected: mpsc::Sender<AuditKind>,
     ) -> Result<tokio::task::JoinHandle<()>, KeyDirError> {
-        let store = self.store.clone();
-        let initial = store
-            .status()
-            .await
-            .map_err(|e| KeyDirError::Watch(e.to_string()))?
-            .values();
-        let mut watch = store
-            .watch_with_history(">")
+        // Subscribed before the first read: whatever is stored meanwhile arrives on the feed,
+        // and sequences sort out the overlap.
+        let mut feed = self
+            .client
+            .subscribe(KEY_FEED)
             .await
             .map_err(|e| KeyDirError::Watch(e.to_string()))?;
         // One owner for the trust: the catch-up below, then the follower task.
@@ -284,49 +286,43 @@ impl KeyDirectory {
             directory,
             rejected,
             held: HashMap::new(),
+            applied: HashMap::new(),
         };
-        if initial > 0 {
-            let caught_up = tokio::time::timeout(CATCH_UP, async {
-                while let Some(entry) = watch.next().await {
-                    let entry = entry.map_err(|e| KeyDirError::Watch(e.to_string()))?;
-                    let done = entry.seen_current;
-                    follower.apply(&entry);
-                    if done {
-                        break;
-                    }
-                }
-                Ok::<(), KeyDirError>(())
-            })
-            .await;
-            caught_up
-                .map_err(|_| KeyDirError::Watch(format!("no catch-up within {CATCH_UP:?}")))??;
-        }
+        follower.catch_up(&self.client).await?;
+        let client = self.client.clone();
         Ok(tokio::spawn(async move {
             let mut check = tokio::time::interval(REVOCATION_CHECK);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut resync = tokio::time::interval(RESYNC);
+            resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            resync.reset();
             loop {
-                let entry = tokio::select! {
-                    entry = watch.next() => entry,
-                    _ = check.tick() => {
-                        follower.check_revocations();
-                        continue;
+                tokio::select! {
+                    msg = feed.next() => {
+                        let Some(msg) = msg else { break };
+                        match Stored::from_delivery(KEY_STREAM, msg) {
+                            Ok(stored) => follower.apply(&stored),
+                            Err(e) => tracing::warn!("key directory feed: {e}"),
+                        }
                     }
-                };
-                let Some(entry) = entry else { break };
-                match entry {
-                    Ok(entry) => follower.apply(&entry),
-                    Err(e) => {
-                        tracing::warn!("key directory watch: {e}");
-                        if connection_gone(&e) {
-                            // Polling again would panic inside async-nats (its ordered
-                            // consumer resumes a finished future); the connection is closed.
-                            break;
+                    _ = check.tick() => follower.check_revocations(),
+                    _ = resync.tick() => {
+                        if let Err(e) = follower.catch_up(&client).await {
+                            tracing::warn!("key directory: {e}");
                         }
                     }
                 }
             }
         }))
     }
+}
+
+/// The bucket key of a subject of the bucket (`$KV.ozone-keys.<key>`).
+fn bucket_key(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("$KV.")?
+        .strip_prefix(KEY_BUCKET)?
+        .strip_prefix('.')
 }
 
 /// A stored value as an entry, or what it is instead.
@@ -336,20 +332,51 @@ fn decode(v: &[u8]) -> Result<DirectoryEntry, String> {
 }
 
 /// A follower's state: what entries are checked against, where they go, where refusals are
-/// reported, and which epoch each key holds (a delete marker names a slot, not an epoch).
+/// reported, which epoch each key holds (a delete marker names a slot, not an epoch), and the
+/// stream sequence last applied per key (a snapshot and the feed overlap).
 struct Follower {
     trust: DirectoryTrust,
     directory: Arc<RwLock<Directory>>,
     rejected: mpsc::Sender<AuditKind>,
     held: HashMap<String, u64>,
+    applied: HashMap<String, u64>,
 }
 
 impl Follower {
-    /// Applies one bucket entry, reporting it if it is ignored.
-    fn apply(&mut self, entry: &kv::Entry) {
-        if let Err(reason) = apply(&self.trust, &self.directory, &mut self.held, entry) {
+    /// Reads the last entry of every key and applies those newer than what it holds.
+    async fn catch_up(&mut self, client: &async_nats::Client) -> Result<(), KeyDirError> {
+        let all = ozone_bus_schemas::Subject::key_entries_all();
+        let stored = last_per_subject(client, KEY_STREAM, all.as_str())
+            .await
+            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+        for s in &stored {
+            self.apply(s);
+        }
+        Ok(())
+    }
+
+    /// Applies one stored entry unless an entry as new or newer of its key is applied
+    /// already, reporting it if it is ignored.
+    fn apply(&mut self, stored: &Stored) {
+        let Some(key) = bucket_key(&stored.subject) else {
+            return;
+        };
+        if self
+            .applied
+            .get(key)
+            .is_some_and(|&seq| seq >= stored.sequence)
+        {
+            return;
+        }
+        self.applied.insert(key.to_string(), stored.sequence);
+        let change = if stored.is_delete_marker() {
+            Change::Erased
+        } else {
+            Change::Put(&stored.payload)
+        };
+        if let Err(reason) = apply(&self.trust, &self.directory, &mut self.held, key, change) {
             let _ = self.rejected.try_send(AuditKind::DirectoryEntryRejected {
-                key: entry.key.clone(),
+                key: key.to_string(),
                 reason,
             });
         }
@@ -378,13 +405,10 @@ impl Follower {
     }
 }
 
-/// Whether a watch error means the connection itself is gone (closed or drained), rather than
-/// a missed heartbeat or a consumer the watch recreates by itself.
-fn connection_gone(e: &kv::WatcherError) -> bool {
-    use async_nats::jetstream::consumer::push::{OrderedError, OrderedErrorKind};
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<OrderedError>())
-        .is_some_and(|o| o.kind() == OrderedErrorKind::Other)
+/// What the last entry of a key says.
+enum Change<'a> {
+    Put(&'a [u8]),
+    Erased,
 }
 
 /// Whether `key` is where an entry of `identity` for `epoch` belongs: its slot, or (the
@@ -403,32 +427,31 @@ fn apply(
     trust: &DirectoryTrust,
     directory: &RwLock<Directory>,
     held: &mut HashMap<String, u64>,
-    entry: &kv::Entry,
+    key: &str,
+    change: Change<'_>,
 ) -> Result<(), String> {
     let (kind, name, token) =
-        parse_key_entry_key(&entry.key).ok_or_else(|| "not a key-directory key".to_string())?;
+        parse_key_entry_key(key).ok_or_else(|| "not a key-directory key".to_string())?;
     let identity = Identity::new(kind, &name).map_err(|e| e.to_string())?;
     let expected = directory_name(&identity);
     let mut dir = directory
         .write()
         .map_err(|_| "directory lock poisoned".to_string())?;
-    match entry.operation {
-        kv::Operation::Delete | kv::Operation::Purge => {
+    match change {
+        Change::Erased => {
             // A slot's epoch is what was put there; an old-layout key names its epoch.
-            let epoch = held
-                .remove(&entry.key)
-                .or((token >= KEY_SLOTS).then_some(token));
+            let epoch = held.remove(key).or((token >= KEY_SLOTS).then_some(token));
             if let Some(epoch) = epoch {
                 dir.remove(&expected, epoch);
             }
             Ok(())
         }
-        kv::Operation::Put => {
-            let parsed = decode(&entry.value).map_err(|e| format!("malformed: {e}"))?;
-            if parsed.service != expected || !placed_under(&entry.key, &identity, parsed.epoch) {
+        Change::Put(value) => {
+            let parsed = decode(value).map_err(|e| format!("malformed: {e}"))?;
+            if parsed.service != expected || !placed_under(key, &identity, parsed.epoch) {
                 return Err(format!(
-                    "stored under {} but claims {} epoch {}",
-                    entry.key, parsed.service, parsed.epoch
+                    "stored under {key} but claims {} epoch {}",
+                    parsed.service, parsed.epoch
                 ));
             }
             if kind == IdentityKind::Auditor && parsed.epoch != 0 {
@@ -436,7 +459,7 @@ fn apply(
             }
             dir.insert(trust, &parsed, crate::bus::now_ms())
                 .map_err(|e| e.to_string())?;
-            if let Some(before) = held.insert(entry.key.clone(), parsed.epoch) {
+            if let Some(before) = held.insert(key.to_string(), parsed.epoch) {
                 if before != parsed.epoch {
                     // The slot's previous epoch left the bucket with this put.
                     dir.remove(&expected, before);

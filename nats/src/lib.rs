@@ -7,8 +7,10 @@ pub mod bus;
 pub mod client;
 pub mod config;
 pub mod keydir;
+pub mod phase_stream;
 pub mod server;
 pub mod sessions;
+pub mod stored;
 pub mod settings;
 pub mod version;
 

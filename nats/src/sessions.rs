@@ -29,6 +29,7 @@ pub const SESSION_BUCKET_SPEC: BucketSpec = BucketSpec {
     max_age: Duration::from_secs(26 * 3600),
     max_bytes: 256 << 20,
     max_value_bytes: 8 << 10,
+    feed: None,
 };
 
 #[derive(Debug, thiserror::Error)]

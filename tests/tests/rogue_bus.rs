@@ -203,71 +203,65 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
 }
 
 #[tokio::test]
-async fn finding_03_a_push_consumer_cannot_deliver_around_the_call_graph() -> R {
+async fn finding_03_no_component_may_create_a_consumer_and_a_redirected_read_is_refused() -> R {
     let eco = TestEcosystem::start().await?;
     ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
     let forge = eco.join(Component::Forge).await?;
     let cognis = eco.join(Component::Cognis).await?;
     let raw = forge.connection().client.clone();
+    let mut events = forge.connection().events();
     SessionStore::open(&raw).await?;
-    let js = jetstream::new(raw.clone());
-    js.get_or_create_stream(jetstream::stream::Config {
-        name: PHASE_STREAM.into(),
-        subjects: vec![Subject::phase_all().to_string()],
-        max_messages_per_subject: 1,
-        ..Default::default()
-    })
-    .await?;
+    ozone_nats::phase_stream::ensure(&raw).await?;
 
-    // COGNIS listens to SPARK's phase (a literal subscription: nats-server binds a push
-    // consumer only to one; the wildcard `ecosystem.phase.>` the components use never binds).
+    // COGNIS listens to SPARK's phase.
     let spark_phase = Subject::phase_announce(Component::Spark);
     let mut listening = cognis.subscribe::<Ask>(&spark_phase, None).await?;
 
-    // FORGE stores a genuinely sealed announcement of its own in streams it may write…
+    // FORGE stores a genuinely sealed announcement of its own where it may write…
     let own = Subject::phase_announce(Component::Forge);
-    forge.publish(&own, &Ask { n: 1 }).await?;
-    let sealed = forge.seal(&own, &Ask { n: 2 })?;
-    raw.publish("$KV.ozone-sessions.forge.00", sealed).await?;
-    raw.flush().await?;
-    // …and asks JetStream to deliver them to `ecosystem.phase.spark`.
-    let push = |filter: &str| jetstream::consumer::push::Config {
-        deliver_subject: spark_phase.to_string(),
-        filter_subject: filter.to_string(),
-        ..Default::default()
-    };
-    let from_phase = js
-        .get_stream(PHASE_STREAM)
-        .await?
-        .create_consumer(push(own.as_str()))
-        .await;
-    // A stream cannot deliver into its own subjects: the server refuses (a cycle).
-    assert!(from_phase.is_err(), "consumer over {PHASE_STREAM} created");
-    js.get_stream(SESSION_STREAM)
-        .await?
-        .create_consumer(push("$KV.ozone-sessions.forge.>"))
+    let stored_at = "$KV.ozone-sessions.forge.00";
+    raw.publish(stored_at, forge.seal(&own, &Ask { n: 2 })?)
         .await?;
+    raw.flush().await?;
 
-    // What arrives keeps its stored subject: COGNIS's bus refuses it, and audits it.
+    // …and asks JetStream for a consumer delivering it to `ecosystem.phase.spark`, on every
+    // stream components use, ephemeral or named: the server refuses each request outright
+    // (a consumer's configuration chooses where the server delivers; components get none).
+    let push = serde_json::json!({
+        "config": { "deliver_subject": spark_phase.as_str(), "ack_policy": "none" }
+    });
+    for stream in [KEY_STREAM, SESSION_STREAM, PHASE_STREAM] {
+        for api in [
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.redirect.>"),
+            format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.redirect"),
+        ] {
+            raw.publish_with_reply(api.clone(), raw.new_inbox(), push.to_string().into())
+                .await?;
+            expect_violation(forge.connection(), &mut events, Violation::Publish(api)).await?;
+        }
+    }
+
+    // The read it keeps, a direct get, answers to whatever reply subject the caller names:
+    // aimed at `ecosystem.phase.spark`, the stored envelope arrives there, and COGNIS's bus
+    // refuses it (FORGE does not publish there, and the envelope is bound to FORGE's own
+    // phase subject) and audits it.
+    let get = serde_json::json!({ "last_by_subj": stored_at });
+    raw.publish_with_reply(
+        Subject::direct_get(SESSION_STREAM).to_string(),
+        spark_phase.to_string(),
+        get.to_string().into(),
+    )
+    .await?;
+    raw.flush().await?;
     let got = tokio::time::timeout(WAIT, listening.next())
         .await?
         .ok_or_else(|| anyhow::anyhow!("subscription ended"))?;
-    match got {
-        Err(ozone_nats::bus::BusError::Misdelivered {
-            subject,
-            subscribed,
-        }) => {
-            assert_eq!(subject, "$KV.ozone-sessions.forge.00");
-            assert_eq!(subscribed, spark_phase.as_str());
-        }
-        other => panic!("a redirected delivery was not refused: {other:?}"),
-    }
-    audited(&eco, "the redirected delivery", |by, e| {
+    assert!(got.is_err(), "a redirected read was accepted: {got:?}");
+    audited(&eco, "the redirected read", |by, e| {
         by == "cognis"
-            && matches!(e, AuditKind::MessageRejected { subject, reason, claimed_sender }
-                if subject == "$KV.ozone-sessions.forge.00"
-                    && reason.contains("delivered to a subscription on ecosystem.phase.spark")
-                    && claimed_sender.as_deref() == Some("forge"))
+            && matches!(e, AuditKind::MessageRejected { subject, claimed_sender, .. }
+                if subject == spark_phase.as_str() && claimed_sender.as_deref() == Some("forge"))
     })
     .await?;
     Ok(())

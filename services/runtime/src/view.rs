@@ -1,10 +1,8 @@
 //! What a component knows about the others: their last announced state and whether they are
 //! still alive (heartbeats), kept current from the bus.
 
-use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
 use ozone_bus_schemas::phase::{
-    ComponentState, Heartbeat, Instances, PhaseEvent, HEARTBEAT_STALE_MS, PHASE_STREAM,
+    ComponentState, Heartbeat, Instances, PhaseEvent, HEARTBEAT_STALE_MS,
 };
 use ozone_bus_schemas::{Component, Subject};
 use ozone_nats::bus::{Bus, BusError};
@@ -47,24 +45,11 @@ pub struct PhaseView {
     pub newcomer: Arc<tokio::sync::Notify>,
 }
 
-/// Creates the retained phase stream if absent: the last message per subject, file storage.
+/// Creates the retained phase stream if absent (`ozone_nats::phase_stream`).
 pub async fn ensure_phase_stream(client: &async_nats::Client) -> Result<(), BusError> {
-    let js = jetstream::new(client.clone());
-    js.get_or_create_stream(stream::Config {
-        name: PHASE_STREAM.into(),
-        description: Some("OZONE STUDIO: the last state of each component".into()),
-        subjects: vec![
-            Subject::phase_all().to_string(),
-            Subject::phase_transitions().to_string(),
-        ],
-        max_messages_per_subject: 1,
-        storage: stream::StorageType::File,
-        discard: stream::DiscardPolicy::Old,
-        ..Default::default()
-    })
-    .await
-    .map(|_| ())
-    .map_err(|e| BusError::Nats(format!("phase stream {PHASE_STREAM}: {e}")))
+    ozone_nats::phase_stream::ensure(client)
+        .await
+        .map_err(|e| BusError::Nats(e.to_string()))
 }
 
 impl PhaseView {
@@ -174,37 +159,15 @@ impl PhaseView {
 /// Events that can no longer be opened (their keys are past grace) are skipped: heartbeats
 /// fill in within a second.
 async fn load_retained(bus: &Bus, known: &Mutex<HashMap<Component, Known>>) {
-    let js = jetstream::new(bus.connection().client.clone());
-    let Ok(stream) = js.get_stream(PHASE_STREAM).await else {
-        return;
+    let retained = match ozone_nats::phase_stream::retained(&bus.connection().client).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!("retained phase states not read: {e}");
+            return;
+        }
     };
-    let Ok(mut consumer) = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: Subject::phase_all().to_string(),
-            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await
-    else {
-        return;
-    };
-    let pending = consumer.info().await.map(|i| i.num_pending).unwrap_or(0);
-    if pending == 0 {
-        return;
-    }
-    let Ok(mut messages) = consumer.messages().await else {
-        return;
-    };
-    let deadline = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(deadline);
-    loop {
-        let msg = tokio::select! {
-            m = messages.next() => m,
-            _ = &mut deadline => None,
-        };
-        let Some(Ok(msg)) = msg else { break };
-        let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
-        match bus.open_archived::<PhaseEvent>(&msg) {
+    for stored in retained {
+        match bus.open_archived::<PhaseEvent>(&stored.as_message()) {
             Ok(ev) if *ev.sender != *ev.message.component => {}
             Ok(ev) => {
                 if let (Some(c), Ok(mut k)) =
@@ -217,9 +180,6 @@ async fn load_retained(bus: &Bus, known: &Mutex<HashMap<Component, Known>>) {
                 }
             }
             Err(e) => tracing::debug!("retained phase event skipped: {e}"),
-        }
-        if last {
-            break;
         }
     }
 }
