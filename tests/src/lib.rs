@@ -247,6 +247,23 @@ pub fn bus_keys(
     )?)
 }
 
+/// The current value of every key of a bucket (`bucket`, behind `stream`), read as a member
+/// reads it: by batch direct get (members hold no consumer). Erased keys are left out.
+pub async fn bucket_entries(
+    conn: &Connection,
+    stream: &str,
+    bucket: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, bytes::Bytes>> {
+    let prefix = format!("$KV.{bucket}.");
+    let stored =
+        ozone_nats::stored::last_per_subject(&conn.client, stream, &format!("{prefix}>")).await?;
+    Ok(stored
+        .into_iter()
+        .filter(|s| !s.is_delete_marker())
+        .filter_map(|s| Some((s.subject.strip_prefix(&prefix)?.to_string(), s.payload)))
+        .collect())
+}
+
 /// nats-server as the product finds it (OZONE_NATS_SERVER, PATH).
 pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
     ozone_nats::find_binary(std::path::Path::new("/nonexistent"))

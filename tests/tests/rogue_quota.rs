@@ -59,18 +59,7 @@ async fn prepared(audit_max_bytes: u64) -> anyhow::Result<TestEcosystem> {
 
 /// Every key of the key directory now, with its value.
 async fn bucket(conn: &Connection) -> anyhow::Result<BTreeMap<String, bytes::Bytes>> {
-    let store = jetstream::new(conn.client.clone())
-        .get_key_value(KEY_BUCKET)
-        .await?;
-    let mut keys = store.keys().await?;
-    let mut out = BTreeMap::new();
-    while let Some(k) = keys.next().await {
-        let k = k?;
-        if let Some(v) = store.get(&k).await? {
-            out.insert(k, v);
-        }
-    }
-    Ok(out)
+    ozone_tests::bucket_entries(conn, KEY_STREAM, KEY_BUCKET).await
 }
 
 /// Messages per subject in `stream` under `filter`, and the stream's bytes.

@@ -27,17 +27,12 @@ fn forge() -> Identity {
     Identity::component(Component::Forge)
 }
 
-/// Every key in a bucket now, read through `conn`.
-async fn keys_in(conn: &Connection, bucket: &str) -> anyhow::Result<BTreeSet<String>> {
-    let store = jetstream::new(conn.client.clone())
-        .get_key_value(bucket)
-        .await?;
-    let mut keys = store.keys().await?;
-    let mut out = BTreeSet::new();
-    while let Some(k) = keys.next().await {
-        out.insert(k?);
-    }
-    Ok(out)
+/// Every key in the key directory now, read through `conn`.
+async fn keys_in(conn: &Connection) -> anyhow::Result<BTreeSet<String>> {
+    Ok(ozone_tests::bucket_entries(conn, KEY_STREAM, KEY_BUCKET)
+        .await?
+        .into_keys()
+        .collect())
 }
 
 /// Publishes `payload` on `subject` through JetStream with `headers`; the server's answer.
@@ -99,7 +94,7 @@ async fn finding_01_rollup_put_cannot_wipe_the_key_directory() -> R {
     let _core = eco.join(Component::Core).await?;
     let _forge_service = eco.join(Component::Forge).await?;
     let rogue = eco.connect(&forge()).await?;
-    let before = keys_in(&rogue, KEY_BUCKET).await?;
+    let before = keys_in(&rogue).await?;
     assert!(before.contains("auditor.console.0") && before.contains("auditor.siem.0"));
     assert_eq!(
         before
@@ -143,7 +138,7 @@ async fn finding_01_rollup_put_cannot_wipe_the_key_directory() -> R {
     ] {
         refused_api_call(&rogue, &api, body).await?;
     }
-    assert_eq!(keys_in(&rogue, KEY_BUCKET).await?, before, "entries lost");
+    assert_eq!(keys_in(&rogue).await?, before, "entries lost");
 
     // What remains possible is a delete marker on a key FORGE may write: its own. The running
     // FORGE service notices its entry is gone and puts it again, and audits it.
@@ -167,7 +162,7 @@ async fn finding_01_rollup_put_cannot_wipe_the_key_directory() -> R {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("entry back after {:?}", deleted_at.elapsed());
-    assert_eq!(keys_in(&rogue, KEY_BUCKET).await?, before);
+    assert_eq!(keys_in(&rogue).await?, before);
     // The entry that came back verifies (a follower would use it).
     let keydir = KeyDirectory::open(&rogue.client).await?;
     let epoch: u64 = forge_key.rsplit('.').next().unwrap().parse()?;
@@ -233,7 +228,7 @@ async fn finding_01_buckets_created_before_the_hardening_are_hardened_by_ozone_u
             .is_err_and(|e| e.contains("rollup not permitted")),
         "{refused:?}"
     );
-    assert!(keys_in(&rogue, KEY_BUCKET)
+    assert!(keys_in(&rogue)
         .await?
         .contains("auditor.console.0"));
     Ok(())
