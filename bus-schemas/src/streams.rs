@@ -52,6 +52,20 @@ pub fn parse_key_entry_key(key: &str) -> Option<(IdentityKind, String, u64)> {
     parts.next().is_none().then_some((kind, name, epoch))
 }
 
+/// Every subject of a key-value bucket: `$KV.<bucket>.>` (what its stream stores).
+pub fn bucket_subjects(bucket: &str) -> String {
+    format!("$KV.{bucket}.>")
+}
+
+/// The key a subject of `bucket` stores (`$KV.<bucket>.<key>` gives `<key>`).
+pub fn bucket_key<'a>(bucket: &str, subject: &'a str) -> Option<&'a str> {
+    subject
+        .strip_prefix("$KV.")?
+        .strip_prefix(bucket)?
+        .strip_prefix('.')
+        .filter(|k| !k.is_empty())
+}
+
 /// How many session records one sender holds: a record goes to the slot named by the first
 /// byte of its (random) session id, so a member keeps at most this many records (of at most
 /// the bucket's value size) however many it puts, and cannot fill the bucket the others put
@@ -200,6 +214,10 @@ mod tests {
         );
         let subject = format!("$KV.{KEY_BUCKET}.{key}");
         assert!(Subject::key_entries_of(&spark).matches(&subject));
+        assert_eq!(bucket_key(KEY_BUCKET, &subject), Some(key.as_str()));
+        assert_eq!(bucket_key(KEY_BUCKET, "$KV.ozone-keysx.a"), None);
+        assert_eq!(bucket_key(KEY_BUCKET, "$KV.ozone-keys."), None);
+        assert!(Subject(bucket_subjects(KEY_BUCKET)).matches(&subject));
         let slots = Subject::key_slots_of(&spark);
         assert_eq!(slots.len(), 4);
         assert!(slots.iter().any(|s| s.matches(&subject)));

@@ -13,6 +13,7 @@
 //! [`harden`]). A component that opens a stream not yet hardened works with it and says so.
 
 use async_nats::jetstream::{self, kv, stream};
+use ozone_bus_schemas::streams::bucket_subjects;
 use std::time::Duration;
 
 /// What one bucket is made of.
@@ -54,7 +55,7 @@ impl BucketSpec {
         stream::Config {
             name: self.stream_name(),
             description: Some(self.description.into()),
-            subjects: vec![format!("$KV.{}.>", self.bucket)],
+            subjects: vec![bucket_subjects(self.bucket)],
             max_messages_per_subject: 1,
             max_bytes: self.max_bytes,
             max_age: self.max_age,
@@ -68,7 +69,7 @@ impl BucketSpec {
             allow_direct: true,
             num_replicas: 1,
             republish: self.feed.map(|destination| stream::Republish {
-                source: format!("$KV.{}.>", self.bucket),
+                source: bucket_subjects(self.bucket),
                 destination: destination.into(),
                 headers_only: false,
             }),

@@ -319,10 +319,7 @@ impl KeyDirectory {
 
 /// The bucket key of a subject of the bucket (`$KV.ozone-keys.<key>`).
 fn bucket_key(subject: &str) -> Option<&str> {
-    subject
-        .strip_prefix("$KV.")?
-        .strip_prefix(KEY_BUCKET)?
-        .strip_prefix('.')
+    ozone_bus_schemas::streams::bucket_key(KEY_BUCKET, subject)
 }
 
 /// A stored value as an entry, or what it is instead.

@@ -254,13 +254,14 @@ pub async fn bucket_entries(
     stream: &str,
     bucket: &str,
 ) -> anyhow::Result<std::collections::BTreeMap<String, bytes::Bytes>> {
-    let prefix = format!("$KV.{bucket}.");
+    use ozone_bus_schemas::streams::{bucket_key, bucket_subjects};
     let stored =
-        ozone_nats::stored::last_per_subject(&conn.client, stream, &format!("{prefix}>")).await?;
+        ozone_nats::stored::last_per_subject(&conn.client, stream, &bucket_subjects(bucket))
+            .await?;
     Ok(stored
         .into_iter()
         .filter(|s| !s.is_delete_marker())
-        .filter_map(|s| Some((s.subject.strip_prefix(&prefix)?.to_string(), s.payload)))
+        .filter_map(|s| Some((bucket_key(bucket, &s.subject)?.to_string(), s.payload)))
         .collect())
 }
 
