@@ -10,8 +10,8 @@ pub mod keydir;
 pub mod phase_stream;
 pub mod server;
 pub mod sessions;
-pub mod stored;
 pub mod settings;
+pub mod stored;
 pub mod version;
 
 pub use client::{connect, ConnectError, Connection, Violation};

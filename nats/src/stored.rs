@@ -214,7 +214,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(e, StoredError::MissingHeader { header: "Nats-Sequence", .. }),
+            matches!(
+                e,
+                StoredError::MissingHeader {
+                    header: "Nats-Sequence",
+                    ..
+                }
+            ),
             "{e}"
         );
     }

@@ -228,9 +228,7 @@ async fn finding_01_buckets_created_before_the_hardening_are_hardened_by_ozone_u
             .is_err_and(|e| e.contains("rollup not permitted")),
         "{refused:?}"
     );
-    assert!(keys_in(&rogue)
-        .await?
-        .contains("auditor.console.0"));
+    assert!(keys_in(&rogue).await?.contains("auditor.console.0"));
     Ok(())
 }
 
