@@ -62,11 +62,13 @@ fn envelope_size(size: usize) -> anyhow::Result<usize> {
         SecretKeyPair::generate()?,
         SessionLimits::default(),
     );
+    let subject = Subject::component_request(Component::Spark, "bench")?;
+    let route = Subject::component_requests(Component::Spark);
     let seal = |sealer: &mut Sealer| {
         let form = Form::CompactWhenPublished;
         sealer.seal_with(
-            "spark.bench",
-            "spark.>",
+            subject.as_str(),
+            route.as_str(),
             1,
             &[recipient],
             form,
@@ -151,7 +153,8 @@ async fn raw_pubsub(
     size: usize,
     n: usize,
 ) -> anyhow::Result<f64> {
-    let mut sub = sub_conn.client.subscribe("spark.bench.raw").await?;
+    let subject = Subject::component_request(Component::Spark, "bench.raw")?;
+    let mut sub = sub_conn.client.subscribe(subject.to_string()).await?;
     // A server round trip, so the subscription is live before the first publish (a flush
     // only empties the client's buffer).
     sub_conn.sync().await?;
@@ -171,7 +174,7 @@ async fn raw_pubsub(
     let started = Instant::now();
     for sent in 0..n {
         progress.wait_below_window(sent).await;
-        pub_c.publish("spark.bench.raw", payload.clone()).await?;
+        pub_c.publish(subject.to_string(), payload.clone()).await?;
     }
     reader.await??;
     Ok(n as f64 / started.elapsed().as_secs_f64())
@@ -209,7 +212,8 @@ async fn raw_reqrep(
     size: usize,
     n: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut sub = spark_conn.client.subscribe("spark.bench.rawecho").await?;
+    let subject = Subject::component_request(Component::Spark, "bench.rawecho")?;
+    let mut sub = spark_conn.client.subscribe(subject.to_string()).await?;
     spark_conn.sync().await?;
     let responder = spark_conn.client.clone();
     let task = tokio::spawn(async move {
@@ -223,7 +227,7 @@ async fn raw_reqrep(
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        core.request("spark.bench.rawecho", payload.clone()).await?;
+        core.request(subject.to_string(), payload.clone()).await?;
         lat.push(t.elapsed());
     }
     task.abort();

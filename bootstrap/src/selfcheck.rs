@@ -28,14 +28,16 @@ impl CheckResult {
 
 const WAIT: Duration = Duration::from_secs(3);
 
-/// A subject the component may not publish to: another component's requests it never calls.
+/// A subject the component may not publish to: a request to another component it never
+/// calls, else another component's own self-check subject (only its owner publishes there).
 fn forbidden_publish(c: Component, p: &Permissions) -> String {
-    Component::ALL
-        .into_iter()
-        .filter(|o| *o != c)
-        .map(|o| format!("{}.selfcheck", o.name()))
+    let others = || Component::ALL.into_iter().filter(move |o| *o != c);
+    others()
+        .filter_map(|o| Subject::component_request(o, "selfcheck").ok())
+        .chain(others().map(Subject::selfcheck))
+        .map(|s| s.to_string())
         .find(|s| !p.may_publish(s))
-        .unwrap_or_else(|| "ecosystem.forbidden".into())
+        .unwrap_or_default()
 }
 
 async fn check_one(url: &str, home: &Home, cfg: &SecurityConfig, c: Component) -> CheckResult {

@@ -6,7 +6,7 @@
 use crate::components::{read_states, ProcessState};
 use futures::StreamExt;
 use ozone_bus_schemas::phase::{ComponentState, Instances, PhaseEvent};
-use ozone_bus_schemas::{Component, Identity, IdentityKind};
+use ozone_bus_schemas::{Component, Identity, IdentityKind, Subject};
 use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::{Connection, NatsSettings};
 use ozone_security::pki::CONSOLE_AUDITOR;
@@ -68,7 +68,11 @@ pub async fn discover(
     let inbox = conn.client.new_inbox();
     let mut sub = conn.client.subscribe(inbox.clone()).await?;
     conn.client
-        .publish_with_reply(format!("$SRV.{verb}"), inbox, "".into())
+        .publish_with_reply(
+            Subject::service_discovery_request(verb).to_string(),
+            inbox,
+            "".into(),
+        )
         .await?;
     let mut out = Vec::new();
     let deadline = tokio::time::sleep(wait);

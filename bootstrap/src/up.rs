@@ -124,6 +124,14 @@ pub async fn run(
     } else {
         eprintln!("      already initialised");
     }
+    let unhonoured = ozone_security::honoured::unhonoured(&cfg);
+    if !unhonoured.is_empty() {
+        eprintln!(
+            "      {} setting(s) of security-config.toml not honoured yet (details: `ozone validate`): {}",
+            unhonoured.len(),
+            unhonoured.iter().map(|u| u.key).collect::<Vec<_>>().join(", ")
+        );
+    }
     renew_if_enabled(home, &cfg).await?;
     let models = crate::spark_cmd::models_dir(home);
     if !ozone_spark::models::install::installed(&models) {

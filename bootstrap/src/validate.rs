@@ -1,5 +1,5 @@
-//! `ozone validate`: the seed's validation checks, each passed, failed (with the fix) or
-//! skipped (with why); any failure makes the exit status non-zero.
+//! `ozone validate`: the seed's validation checks, each passed, failed (with the fix),
+//! skipped (with why) or passed with a warning; any failure makes the exit status non-zero.
 
 use ozone_bus_schemas::Component;
 use ozone_nats::{check_version, find_binary};
@@ -12,6 +12,8 @@ pub enum Outcome {
     Pass(String),
     Fail(String),
     Skip(String),
+    /// Nothing is broken, but something the operator asked for is not done.
+    Warn(Vec<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -24,7 +26,18 @@ pub struct Check {
 const MIN_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn run(home: &Home, cfg: &SecurityConfig) -> Vec<Check> {
-    let mut checks = Vec::new();
+    let unhonoured: Vec<String> = ozone_security::honoured::unhonoured(cfg)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut checks = vec![Check {
+        name: "settings",
+        outcome: if unhonoured.is_empty() {
+            Outcome::Pass("every setting of security-config.toml is honoured".into())
+        } else {
+            Outcome::Warn(unhonoured)
+        },
+    }];
     let nats = match find_binary(&home.bin()).and_then(|b| check_version(&b)) {
         Ok(v) => Outcome::Pass(format!("nats-server {v}")),
         Err(e) => Outcome::Fail(e.to_string()),
@@ -142,6 +155,16 @@ pub fn print(checks: &[Check]) -> usize {
         match &c.outcome {
             Outcome::Pass(d) => println!("  ok    {:<22} {d}", c.name),
             Outcome::Skip(d) => println!("  skip  {:<22} {d}", c.name),
+            Outcome::Warn(items) => {
+                println!(
+                    "  warn  {:<22} {} set but not honoured yet:",
+                    c.name,
+                    items.len()
+                );
+                for item in items {
+                    println!("          - {item}");
+                }
+            }
             Outcome::Fail(d) => {
                 failures += 1;
                 println!("  FAIL  {:<22} {d}", c.name)

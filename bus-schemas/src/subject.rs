@@ -136,6 +136,20 @@ impl Subject {
         Subject(format!("_INBOX.{}.>", identity.file_stem()))
     }
 
+    /// The requester part of a reply inbox: `_INBOX.<requester>` of
+    /// `_INBOX.<requester>.<token>…`; `None` for a subject of any other shape.
+    pub fn requester_inbox(reply: &str) -> Option<&str> {
+        const INBOX: &str = "_INBOX.";
+        let dot = reply.strip_prefix(INBOX)?.find('.')?;
+        reply.get(..INBOX.len() + dot)
+    }
+
+    /// A NATS micro-service discovery request to every service: `$SRV.<verb>` (`PING`,
+    /// `INFO`, `STATS`).
+    pub fn service_discovery_request(verb: &str) -> Subject {
+        Subject::join(&["$SRV", verb])
+    }
+
     /// The reply subjects nats-server gives requests that arrive through a service import
     /// (auditors' `$SRV` requests): `_R_.>`.
     pub fn service_import_replies() -> Subject {
@@ -203,6 +217,21 @@ mod tests {
         for good in ["a", "a.*.c", "a.>", "$SRV.PING", "_INBOX.spark.>"] {
             assert!(Subject::parse(good).is_ok(), "{good:?} rejected");
         }
+    }
+
+    #[test]
+    fn a_reply_inbox_names_its_requester() {
+        assert_eq!(
+            Subject::requester_inbox("_INBOX.forge.abc.1"),
+            Some("_INBOX.forge")
+        );
+        for other in ["_INBOX.forge", "_R_.x.y", "ecosystem.phase.spark", "_INBOXforge.a"] {
+            assert_eq!(Subject::requester_inbox(other), None, "{other}");
+        }
+        assert_eq!(
+            Subject::service_discovery_request("PING").as_str(),
+            "$SRV.PING"
+        );
     }
 
     #[test]

@@ -272,7 +272,7 @@ impl SecurityConfig {
                 "use at least 1m",
             ));
         }
-        Ok(())
+        crate::honoured::always_on(self)
     }
 
     /// Writes the defaults as `path` unless it exists (init never overwrites an edited file).

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod duration_text;
 pub mod envelope;
 pub mod home;
+pub mod honoured;
 pub mod keyfile;
 pub mod passphrase;
 pub mod pki;

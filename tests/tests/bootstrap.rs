@@ -390,10 +390,14 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     )?;
     assert!(late.wait()?.success());
 
-    // `ozone validate`: passes now; fails naming a component that stops answering, and a
-    // certificate that expires within a day.
+    // `ozone validate`: passes now, naming the settings asked for but not built yet; fails
+    // naming a component that stops answering, and a certificate that expires within a day.
     let (ok, out, _) = ozone!(&t.home, &["validate"], &env)?;
     assert!(ok, "{out}");
+    assert!(
+        out.contains("warn  settings") && out.contains("authentication.api_key_authentication"),
+        "{out}"
+    );
     let scribe = read_states(&t.home)["scribe"].pid.unwrap() as i32;
     let pid = nix::unistd::Pid::from_raw(scribe);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;

@@ -875,13 +875,8 @@ impl Bus {
     /// `_INBOX.<requester>.>`, so a server keeps one session per requester. An inbox of
     /// another shape binds its session to itself alone.
     fn reply_route(&self, inbox: &str) -> Result<Arc<str>, BusError> {
-        const INBOX: &str = "_INBOX.";
         // `_INBOX.<requester>`, the part before the request's own tokens.
-        let prefix = inbox
-            .strip_prefix(INBOX)
-            .and_then(|rest| rest.find('.'))
-            .and_then(|dot| inbox.get(..INBOX.len() + dot));
-        let Some(prefix) = prefix else {
+        let Some(prefix) = Subject::requester_inbox(inbox) else {
             return Ok(inbox.into());
         };
         let mut routes = self.reply_routes.lock().map_err(lock_err)?;

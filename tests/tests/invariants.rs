@@ -1,0 +1,108 @@
+//! Invariants of the source tree that ARCHITECTURE.md promises, checked by reading the code.
+//!
+//! "No crate outside `bus-schemas` spells a subject": every subject is built by a
+//! constructor of `bus_schemas::Subject`, so the subject table stays the single source of
+//! permissions, recipients and docs. A string literal in non-test code that starts like a
+//! subject (`spark.`, `ecosystem.`, `$JS.`, `_INBOX.`…) is a second spelling.
+
+use ozone_bus_schemas::Component;
+use std::path::{Path, PathBuf};
+
+/// Subject roots besides the component tokens.
+const ROOTS: [&str; 7] = ["$JS.", "$KV.", "$SRV.", "$O.", "_INBOX.", "ecosystem.", "audit."];
+
+/// Endings that make a literal a file name (`spark.log`, `ecosystem.env`), not a subject.
+const FILE_ENDINGS: [&str; 9] = [
+    ".log", ".env", ".toml", ".json", ".key", ".pem", ".crt", ".target", ".service",
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The `.rs` files under `dir`, skipping test, fuzz and build directories.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !matches!(name.as_str(), "tests" | "fuzz" | "target" | "benches") {
+                sources(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The string literals of one line (a plain scan: enough for this code base's style).
+fn literals(line: &str) -> Vec<&str> {
+    let code = line.split("//").next().unwrap_or("");
+    code.split('"').skip(1).step_by(2).collect()
+}
+
+fn spells_a_subject(literal: &str) -> bool {
+    let mut roots: Vec<String> = ROOTS.iter().map(|r| r.to_string()).collect();
+    roots.extend(Component::ALL.iter().map(|c| format!("{}.", c.token())));
+    roots.iter().any(|r| literal.starts_with(r.as_str()))
+        && !FILE_ENDINGS.iter().any(|e| literal.ends_with(e))
+        && !literal.contains(' ')
+}
+
+/// `(file:line, literal)` for every subject spelled in the non-test code under `crate_dir`.
+fn spelled_subjects(crate_dir: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    sources(crate_dir, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable source");
+        // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            for lit in literals(line).into_iter().filter(|l| spells_a_subject(l)) {
+                found.push((format!("{}:{}", file.display(), n + 1), lit.to_string()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_scan_finds_a_spelled_subject() {
+    assert_eq!(
+        literals(r#"client.publish("spark.bench", x); // "audit.x""#),
+        vec!["spark.bench"]
+    );
+    assert!(spells_a_subject("spark.bench"));
+    assert!(spells_a_subject("$JS.API.STREAM.INFO.OZONE_PHASE"));
+    assert!(spells_a_subject("ozone-studio.phase"));
+    assert!(!spells_a_subject("spark.log"));
+    assert!(!spells_a_subject("sparkle.x"));
+    assert!(!spells_a_subject("ecosystem.env"));
+}
+
+#[test]
+fn no_crate_outside_bus_schemas_spells_a_subject() {
+    let root = workspace();
+    let mut found = Vec::new();
+    for dir in ["bootstrap", "nats", "security", "services", "tests/src"] {
+        found.extend(spelled_subjects(&root.join(dir)));
+    }
+    assert!(
+        found.is_empty(),
+        "subjects spelled outside bus-schemas (use a bus_schemas::Subject constructor):\n{}",
+        found
+            .iter()
+            .map(|(at, lit)| format!("  {at}: \"{lit}\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The scan reaches the code it guards: bus-schemas itself spells subjects.
+    assert!(!spelled_subjects(&root.join("bus-schemas/src")).is_empty());
+}
