@@ -5,7 +5,7 @@ use futures::StreamExt;
 use ozone_bus_schemas::{Component, Identity, Subject};
 use ozone_nats::bus::{local_keys, Bus};
 use ozone_nats::{find_binary, Connection, NatsServer, NatsSettings, ServerError};
-use ozone_security::envelope::{Form, Sealer, SecretKeyPair, SessionLimits};
+use ozone_security::envelope::{Form, SealTo, Sealer, SecretKeyPair, SessionLimits};
 use ozone_security::{tls, Home};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -67,11 +67,13 @@ fn envelope_size(size: usize) -> anyhow::Result<usize> {
     let seal = |sealer: &mut Sealer| {
         let form = Form::CompactWhenPublished;
         sealer.seal_with(
-            subject.as_str(),
-            route.as_str(),
-            1,
-            &[recipient],
-            form,
+            SealTo {
+                subject: subject.as_str(),
+                route: route.as_str(),
+                schema: 1,
+                recipients: &[recipient],
+                form,
+            },
             0,
             size,
             |out| {

@@ -225,7 +225,12 @@ mod tests {
             Subject::requester_inbox("_INBOX.forge.abc.1"),
             Some("_INBOX.forge")
         );
-        for other in ["_INBOX.forge", "_R_.x.y", "ecosystem.phase.spark", "_INBOXforge.a"] {
+        for other in [
+            "_INBOX.forge",
+            "_R_.x.y",
+            "ecosystem.phase.spark",
+            "_INBOXforge.a",
+        ] {
             assert_eq!(Subject::requester_inbox(other), None, "{other}");
         }
         assert_eq!(

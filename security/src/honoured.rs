@@ -188,7 +188,10 @@ mod tests {
         cfg.encryption.encryption_at_rest_enabled = true;
         let named: Vec<String> = unhonoured(&cfg).iter().map(ToString::to_string).collect();
         assert!(!named.iter().any(|u| u.contains("api_key")), "{named:?}");
-        assert!(!named.iter().any(|u| u.contains("rate_limiting")), "{named:?}");
+        assert!(
+            !named.iter().any(|u| u.contains("rate_limiting")),
+            "{named:?}"
+        );
         assert!(
             named
                 .iter()
@@ -201,7 +204,10 @@ mod tests {
     fn turning_off_a_guarantee_is_refused_with_the_reason() {
         let mut cfg = defaults();
         cfg.authorization.audit_logging_enabled = false;
-        let err = always_on(&cfg).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = always_on(&cfg)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(
             err.contains("authorization.audit_logging_enabled")
                 && err.contains("always go to the audit stream"),

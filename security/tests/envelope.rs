@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ozone_security::envelope::{
-    Envelope, EnvelopeError, Form, Freshness, KeyId, Opener, OpenerLimits, PublicKey, Sealer,
-    SecretKeyPair, SessionLimits, COMPACT_HEADER_LEN, VERSION, VERSION_COMPACT,
+    Envelope, EnvelopeError, Form, Freshness, Incoming, KeyId, Opener, OpenerLimits, PublicKey,
+    SealTo, Sealer, SecretKeyPair, SessionLimits, COMPACT_HEADER_LEN, VERSION, VERSION_COMPACT,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{HashMap, HashSet};
@@ -86,11 +86,13 @@ fn a_sealed_message_opens_only_for_its_recipient_on_its_subject() {
     let wide = p
         .sealer
         .seal_with(
-            "spark.generate",
-            "spark.>",
-            1,
-            &[r],
-            Form::Full,
+            SealTo {
+                subject: "spark.generate",
+                route: "spark.>",
+                schema: 1,
+                recipients: &[r],
+                form: Form::Full,
+            },
             NOW,
             0,
             |out| {
@@ -534,11 +536,13 @@ fn envelopes_sealed_into_the_shared_arena_stay_intact_while_later_ones_are_seale
         .map(|(i, plain)| {
             p.sealer
                 .seal_with(
-                    "spark.embed",
-                    "spark.>",
-                    1,
-                    &[r],
-                    Form::Full,
+                    SealTo {
+                        subject: "spark.embed",
+                        route: "spark.>",
+                        schema: 1,
+                        recipients: &[r],
+                        form: Form::Full,
+                    },
                     NOW + i as u64,
                     0,
                     |out| {
@@ -555,14 +559,16 @@ fn envelopes_sealed_into_the_shared_arena_stay_intact_while_later_ones_are_seale
         let now = NOW + i as u64;
         let header = opener
             .open_into(
-                Freshness::Live,
-                "spark.embed",
-                env,
+                Incoming {
+                    freshness: Freshness::Live,
+                    subject: "spark.embed",
+                    bytes: env,
+                    record: None,
+                },
                 p.mine().as_slice(),
                 &p.senders,
                 now,
                 &mut buf,
-                None,
             )
             .unwrap();
         assert_eq!(&*header.sender, "ozone-studio");
@@ -583,11 +589,13 @@ fn seal_compact(
     let seal = |sealer: &mut Sealer| {
         sealer
             .seal_with(
-                subject,
-                "spark.>",
-                1,
-                &[r],
-                Form::CompactWhenPublished,
+                SealTo {
+                    subject,
+                    route: "spark.>",
+                    schema: 1,
+                    recipients: &[r],
+                    form: Form::CompactWhenPublished,
+                },
                 now,
                 0,
                 |out| {
@@ -617,11 +625,13 @@ fn a_session_turns_compact_once_its_record_is_published_and_opens_from_cache_or_
     let full = p
         .sealer
         .seal_with(
-            "spark.embed",
-            "spark.>",
-            1,
-            &[r],
-            Form::CompactWhenPublished,
+            SealTo {
+                subject: "spark.embed",
+                route: "spark.>",
+                schema: 1,
+                recipients: &[r],
+                form: Form::CompactWhenPublished,
+            },
             NOW,
             0,
             |out| {
@@ -658,14 +668,16 @@ fn a_session_turns_compact_once_its_record_is_published_and_opens_from_cache_or_
     let open = |o: &mut Opener, env: &[u8], record: Option<&[u8]>| {
         let mut plain = Vec::new();
         o.open_into(
-            Freshness::Live,
-            "spark.embed",
-            env,
+            Incoming {
+                freshness: Freshness::Live,
+                subject: "spark.embed",
+                bytes: env,
+                record,
+            },
             mine.as_slice(),
             &p.senders,
             NOW,
             &mut plain,
-            record,
         )
         .map(|_| plain)
     };
@@ -704,14 +716,16 @@ fn a_session_turns_compact_once_its_record_is_published_and_opens_from_cache_or_
     let mut plain = Vec::new();
     assert_eq!(
         p.opener().open_into(
-            Freshness::Live,
-            "spark.embed",
-            &compact,
+            Incoming {
+                freshness: Freshness::Live,
+                subject: "spark.embed",
+                bytes: &compact,
+                record: Some(&record)
+            },
             stranger.as_slice(),
             &p.senders,
             NOW,
-            &mut plain,
-            Some(&record),
+            &mut plain
         ),
         Err(EnvelopeError::NotARecipient)
     );
@@ -728,14 +742,16 @@ fn every_bit_flip_and_truncation_of_a_compact_envelope_is_refused() {
         let mut plain = Vec::new();
         p.opener()
             .open_into(
-                Freshness::Live,
-                subject,
-                env,
+                Incoming {
+                    freshness: Freshness::Live,
+                    subject,
+                    bytes: env,
+                    record: Some(&record),
+                },
                 mine.as_slice(),
                 &p.senders,
                 NOW,
                 &mut plain,
-                Some(&record),
             )
             .map(|_| plain)
     };
@@ -797,11 +813,13 @@ fn finding_11_a_co_recipient_cannot_plant_a_wrong_record_digest_in_a_late_receiv
     let seal = |sealer: &mut Sealer, plaintext: &[u8]| {
         sealer
             .seal_with(
-                "ecosystem.heartbeat.ozone-studio",
-                "ecosystem.heartbeat.ozone-studio",
-                1,
-                &recipients,
-                Form::CompactWhenPublished,
+                SealTo {
+                    subject: "ecosystem.heartbeat.ozone-studio",
+                    route: "ecosystem.heartbeat.ozone-studio",
+                    schema: 1,
+                    recipients: &recipients,
+                    form: Form::CompactWhenPublished,
+                },
                 NOW,
                 0,
                 |out| {
@@ -856,14 +874,16 @@ fn finding_11_a_co_recipient_cannot_plant_a_wrong_record_digest_in_a_late_receiv
     let mut plain = Vec::new();
     let mut open = |o: &mut Opener, env: &[u8], record: Option<&[u8]>| {
         o.open_into(
-            Freshness::Live,
-            subject,
-            env,
+            Incoming {
+                freshness: Freshness::Live,
+                subject,
+                bytes: env,
+                record,
+            },
             mine.as_slice(),
             &p.senders,
             NOW,
             &mut plain,
-            record,
         )
         .map(|_| plain.clone())
     };

@@ -6,9 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ozone_security::envelope::{
-    import_session_keys, unwrap_session_keys, Envelope, EnvelopeError, Form, Freshness, KeyId,
-    Opener, OpenerLimits, PublicKey, Sealer, SecretKeyPair, SessionLimits, SENDER_TAG_LEN, VERSION,
-    VERSION_COMPACT,
+    import_session_keys, unwrap_session_keys, Envelope, EnvelopeError, Form, Freshness, Incoming,
+    KeyId, Opener, OpenerLimits, PublicKey, SealTo, Sealer, SecretKeyPair, SessionLimits,
+    SENDER_TAG_LEN, VERSION, VERSION_COMPACT,
 };
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::{digest, hmac};
@@ -51,10 +51,21 @@ impl Broadcast {
     fn seal(&mut self, plaintext: &[u8], form: Form) -> Vec<u8> {
         let to: Vec<PublicKey> = self.recipients.iter().map(|k| *k.public()).collect();
         self.sealer
-            .seal_with(SUBJECT, SUBJECT, 1, &to, form, NOW, 0, |out| {
-                out.extend_from_slice(plaintext);
-                Ok(())
-            })
+            .seal_with(
+                SealTo {
+                    subject: SUBJECT,
+                    route: SUBJECT,
+                    schema: 1,
+                    recipients: &to,
+                    form,
+                },
+                NOW,
+                0,
+                |out| {
+                    out.extend_from_slice(plaintext);
+                    Ok(())
+                },
+            )
             .unwrap()
             .to_vec()
     }
@@ -70,14 +81,16 @@ impl Broadcast {
         let mut plain = Vec::new();
         opener
             .open_into(
-                Freshness::Live,
-                SUBJECT,
-                envelope,
+                Incoming {
+                    freshness: Freshness::Live,
+                    subject: SUBJECT,
+                    bytes: envelope,
+                    record,
+                },
                 mine,
                 &self.senders,
                 NOW,
                 &mut plain,
-                record,
             )
             .map(|_| plain)
     }
@@ -381,10 +394,21 @@ fn cost_of_sender_tags() {
         let mine = [SecretKeyPair::from_secret(keys[n - 1].0).unwrap()];
         let seal = |sealer: &mut Sealer, form: Form| {
             sealer
-                .seal_with(SUBJECT, SUBJECT, 1, &to, form, NOW, 1024, |out| {
-                    out.extend_from_slice(&payload);
-                    Ok(())
-                })
+                .seal_with(
+                    SealTo {
+                        subject: SUBJECT,
+                        route: SUBJECT,
+                        schema: 1,
+                        recipients: &to,
+                        form,
+                    },
+                    NOW,
+                    1024,
+                    |out| {
+                        out.extend_from_slice(&payload);
+                        Ok(())
+                    },
+                )
                 .unwrap()
         };
         let first = seal(&mut sealer, Form::CompactWhenPublished);
@@ -395,14 +419,16 @@ fn cost_of_sender_tags() {
         let mut open = |opener: &mut Opener, env: &[u8]| {
             opener
                 .open_into(
-                    Freshness::Archived,
-                    SUBJECT,
-                    env,
+                    Incoming {
+                        freshness: Freshness::Archived,
+                        subject: SUBJECT,
+                        bytes: env,
+                        record: None,
+                    },
                     mine.as_slice(),
                     &senders,
                     NOW,
                     &mut plain,
-                    None,
                 )
                 .unwrap();
         };

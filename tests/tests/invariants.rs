@@ -5,11 +5,21 @@
 //! permissions, recipients and docs. A string literal in non-test code that starts like a
 //! subject (`spark.`, `ecosystem.`, `$JS.`, `_INBOX.`…) is a second spelling.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ozone_bus_schemas::Component;
 use std::path::{Path, PathBuf};
 
 /// Subject roots besides the component tokens.
-const ROOTS: [&str; 7] = ["$JS.", "$KV.", "$SRV.", "$O.", "_INBOX.", "ecosystem.", "audit."];
+const ROOTS: [&str; 7] = [
+    "$JS.",
+    "$KV.",
+    "$SRV.",
+    "$O.",
+    "_INBOX.",
+    "ecosystem.",
+    "audit.",
+];
 
 /// Endings that make a literal a file name (`spark.log`, `ecosystem.env`), not a subject.
 const FILE_ENDINGS: [&str; 9] = [

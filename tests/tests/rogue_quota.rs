@@ -17,7 +17,7 @@ use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::client::{ConnEvent, Violation};
 use ozone_nats::{Connection, SessionStore};
 use ozone_security::envelope::{
-    auditor_key, DirectoryTrust, Form, Sealer, SecretKeyPair, SessionLimits, SessionRecord,
+    auditor_key, DirectoryTrust, Form, SealTo, Sealer, SecretKeyPair, SessionLimits, SessionRecord,
 };
 use ozone_tests::TestEcosystem;
 use std::collections::{BTreeMap, BTreeSet};
@@ -344,11 +344,13 @@ fn two_records_in_one_slot() -> anyhow::Result<(SessionRecord, SessionRecord)> {
     for _ in 0..2000 {
         let to = SecretKeyPair::generate()?;
         sealer.seal_with(
-            "spark.x",
-            "spark.>",
-            1,
-            &[*to.public()],
-            Form::CompactWhenPublished,
+            SealTo {
+                subject: "spark.x",
+                route: "spark.>",
+                schema: 1,
+                recipients: &[*to.public()],
+                form: Form::CompactWhenPublished,
+            },
             ozone_nats::bus::now_ms(),
             1,
             |b| {

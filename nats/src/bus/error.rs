@@ -30,12 +30,40 @@ pub enum BusError {
     Misdelivered { subject: String, subscribed: String },
     #[error("{subject}: invalid message ({detail})")]
     Invalid { subject: String, detail: String },
+    #[error("{subject}: the payload does not decode: {source}")]
+    Decode {
+        subject: String,
+        source: rmp_serde::decode::Error,
+    },
+    #[error("{subject}: the payload does not encode: {source}")]
+    Encode {
+        subject: String,
+        source: rmp_serde::encode::Error,
+    },
     #[error("no published key for {0}; is it running?")]
     NoKey(String),
     #[error("nobody subscribes to {0} in the subject table")]
     NoRecipients(String),
     #[error("key material: {0}")]
-    Keys(String),
-    #[error("nats: {0}")]
-    Nats(String),
+    Keys(#[source] BoxError),
+    /// The NATS client or server failed (the client's own error, kept whole).
+    #[error(transparent)]
+    Nats(BoxError),
+    #[error("internal lock poisoned: {0}")]
+    Poisoned(&'static str),
+}
+
+/// An error kept whole, whatever its type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl BusError {
+    /// A failure of the NATS client or server, its error kept as the source.
+    pub fn nats(e: impl Into<BoxError>) -> BusError {
+        BusError::Nats(e.into())
+    }
+
+    /// A failure to load, sign or store key material, its error kept as the source.
+    pub fn keys(e: impl Into<BoxError>) -> BusError {
+        BusError::Keys(e.into())
+    }
 }

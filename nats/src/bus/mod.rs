@@ -7,14 +7,19 @@
 
 mod audit_sink;
 mod error;
+mod handle;
 mod keys;
+mod open;
+mod request;
 mod rotation;
+mod seal;
 mod start;
-mod typed;
+mod subscriber;
 
 pub use audit_sink::RATE_PER_SEC as AUDIT_RATE_PER_SEC;
-pub use error::BusError;
+pub use error::{BoxError, BusError};
+pub use handle::{Bus, Received, SCHEMA_VERSION};
 pub(crate) use keys::coarse_now_ms;
 pub use keys::{local_keys, now_ms, BusKeys, LocalKeysError};
 pub use rotation::HEAL_EVERY;
-pub use typed::{Bus, Received, TypedSubscriber, SCHEMA_VERSION};
+pub use subscriber::TypedSubscriber;

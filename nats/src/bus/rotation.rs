@@ -6,7 +6,7 @@
 //! restored from an old backup) heals within [`HEAL_EVERY`] without waiting for the next
 //! epoch.
 
-use super::{now_ms, BusKeys};
+use super::{now_ms, BusError, BusKeys};
 use crate::KeyDirectory;
 use ozone_bus_schemas::{AuditKind, Identity};
 use ozone_security::envelope::{
@@ -80,10 +80,14 @@ pub(crate) async fn drive(r: Rotator) {
 
 /// Puts again each held key's entry the bucket no longer holds (or holds in a form that
 /// would not be used), and audits what was found instead.
-async fn heal(r: &Rotator) -> Result<(), String> {
+async fn heal(r: &Rotator) -> Result<(), BusError> {
     let now = now_ms();
     let held: Vec<_> = {
-        let ring = r.keys.ring.read().map_err(|_| "ring lock poisoned")?;
+        let ring = r
+            .keys
+            .ring
+            .read()
+            .map_err(|_| BusError::Poisoned("key ring"))?;
         let rotation = ring.rotation();
         ring.held_epochs()
             .into_iter()
@@ -96,7 +100,7 @@ async fn heal(r: &Rotator) -> Result<(), String> {
             .keydir
             .entry(&r.identity, epoch)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(BusError::keys)?;
         let found = match stored {
             None => "no entry".to_string(),
             Some(Err(junk)) => junk,
@@ -108,11 +112,11 @@ async fn heal(r: &Rotator) -> Result<(), String> {
         let entry = r
             .signer
             .sign(epoch, not_after_ms, &public)
-            .map_err(|e| e.to_string())?;
+            .map_err(BusError::keys)?;
         r.keydir
             .put(&r.identity, &entry)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(BusError::keys)?;
         let key = ozone_bus_schemas::streams::key_entry_key(&r.identity, epoch);
         tracing::warn!(identity = %r.identity, %key, "key-directory entry put again (found {found})");
         let _ = r
@@ -150,21 +154,25 @@ fn usable(
 /// Brings the ring to now and acts on what changed. "Rotated" is judged by the key the sealer
 /// uses, not by the epoch moving in this call, so a rotation whose publication failed (the
 /// server restarting at the boundary) is retried at the next step instead of forgotten.
-async fn step(r: &Rotator) -> Result<(), String> {
+async fn step(r: &Rotator) -> Result<(), BusError> {
     let now = now_ms();
     let sealing_with = r
         .keys
         .sealer
         .lock()
-        .map_err(|_| "sealer lock poisoned")?
+        .map_err(|_| BusError::Poisoned("sealer"))?
         .sender_key()
         .kid();
     let (erased, pending) = {
-        let mut ring = r.keys.ring.write().map_err(|_| "ring lock poisoned")?;
+        let mut ring = r
+            .keys
+            .ring
+            .write()
+            .map_err(|_| BusError::Poisoned("key ring"))?;
         let before = ring.held_epochs();
-        let erased = ring.advance(now).map_err(|e| e.to_string())?;
+        let erased = ring.advance(now).map_err(BusError::keys)?;
         if ring.held_epochs() != before {
-            keyring_file::save(&r.home, &r.identity, &ring).map_err(|e| e.to_string())?;
+            keyring_file::save(&r.home, &r.identity, &ring).map_err(BusError::keys)?;
         }
         let pending = ring
             .current()
@@ -178,14 +186,17 @@ async fn step(r: &Rotator) -> Result<(), String> {
         let entry = r
             .signer
             .sign(epoch, rotation.retire_at(epoch), &public)
-            .map_err(|e| e.to_string())?;
+            .map_err(BusError::keys)?;
         // Publish before sealing with the new key, so receivers can already verify it.
         r.keydir
             .put(&r.identity, &entry)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(BusError::keys)?;
         let sealer = Sealer::new(&r.identity.name, key, SessionLimits::default());
-        *r.keys.sealer.lock().map_err(|_| "sealer lock poisoned")? = sealer;
+        *r.keys
+            .sealer
+            .lock()
+            .map_err(|_| BusError::Poisoned("sealer"))? = sealer;
         let _ = r.audit.try_send(AuditKind::KeyRotated {
             epoch,
             key_id: public.kid().to_string(),

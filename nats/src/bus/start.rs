@@ -1,17 +1,13 @@
 //! Joining the bus as a service: load the key ring, publish this epoch's signed key, follow
 //! everyone else's, and keep rotating.
 
+use super::handle::TaskGuard;
 use super::rotation::{self, Rotator};
-use super::typed::TaskGuard;
 use super::{now_ms, Bus, BusError, BusKeys};
 use crate::{Connection, KeyDirectory};
 use ozone_security::envelope::{keyring_file, Directory, DirectoryTrust, Rotation, ServiceSigner};
 use ozone_security::Home;
 use std::sync::{Arc, RwLock};
-
-fn keys_err(e: impl std::fmt::Display) -> BusError {
-    BusError::Keys(e.to_string())
-}
 
 impl Bus {
     /// Starts a component's bus over `conn`: its ring from `security/keys/<stem>.keyring`
@@ -42,32 +38,37 @@ impl Bus {
     ) -> Result<Bus, BusError> {
         let identity = conn.identity.clone();
         if identity.as_component().is_none() {
-            return Err(keys_err(format!("{identity} is not a component")));
+            return Err(BusError::keys(format!("{identity} is not a component")));
         }
         let now = now_ms();
         let ring =
-            keyring_file::load_or_create(home, &identity, rotation, now).map_err(keys_err)?;
-        let signer = ServiceSigner::load(home, &identity).map_err(keys_err)?;
+            keyring_file::load_or_create(home, &identity, rotation, now).map_err(BusError::keys)?;
+        let signer = ServiceSigner::load(home, &identity).map_err(BusError::keys)?;
         let trust = DirectoryTrust::load(home)
-            .map_err(keys_err)?
+            .map_err(BusError::keys)?
             .with_rotation(rotation);
-        let keydir = KeyDirectory::open(&conn.client).await.map_err(keys_err)?;
+        let keydir = KeyDirectory::open(&conn.client)
+            .await
+            .map_err(BusError::keys)?;
         let epoch = ring.current_epoch();
         let public = *ring
             .current()
-            .ok_or_else(|| keys_err("the key ring holds no current key"))?
+            .ok_or_else(|| BusError::keys("the key ring holds no current key"))?
             .public();
         let entry = signer
             .sign(epoch, ring.rotation().retire_at(epoch), &public)
-            .map_err(keys_err)?;
-        keydir.put(&identity, &entry).await.map_err(keys_err)?;
+            .map_err(BusError::keys)?;
+        keydir
+            .put(&identity, &entry)
+            .await
+            .map_err(BusError::keys)?;
         let directory = Arc::new(RwLock::new(Directory::default()));
         let keys = BusKeys::new(ring, directory.clone())
-            .ok_or_else(|| keys_err("the key ring holds no current key"))?;
+            .ok_or_else(|| BusError::keys("the key ring holds no current key"))?;
         let bus = Bus::new(conn, keys);
         let audit = if audits_keys {
             bus.audit_sender()
-                .ok_or_else(|| keys_err("no audit channel"))?
+                .ok_or_else(|| BusError::keys("no audit channel"))?
         } else {
             // Nobody receives: what would be reported here, the component reports itself.
             tokio::sync::mpsc::channel(1).0
@@ -75,7 +76,7 @@ impl Bus {
         let follower = keydir
             .follow(trust.clone(), directory, audit.clone())
             .await
-            .map_err(keys_err)?;
+            .map_err(BusError::keys)?;
         let rotator = Rotator {
             home: home.clone(),
             identity,

@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ozone_security::envelope::{
-    CompactHeader, Envelope, Establishment, Form, Freshness, KeyId, Opener, OpenerLimits,
+    CompactHeader, Envelope, Establishment, Form, Freshness, Incoming, KeyId, SealTo, Opener, OpenerLimits,
     PublicKey, Sealer, SecretKeyPair, SessionLimits,
 };
 use std::collections::HashMap;
@@ -48,7 +48,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let session = Establishment::parse_record(&record).expect("record").session_id;
     sealer.mark_published(&session);
     let compact = sealer
-        .seal_with("spark.generate", "spark.generate", 1, &[recipient], Form::CompactWhenPublished, 1, 4, |out| {
+        .seal_with(SealTo { subject: "spark.generate", route: "spark.generate", schema: 1, recipients: &[recipient], form: Form::CompactWhenPublished }, 1, 4, |out| {
             out.extend_from_slice(b"next");
             Ok(())
         })
@@ -82,18 +82,12 @@ fuzz_target!(|data: &[u8]| {
         }
         // A compact envelope of a session the opener has not seen, with its genuine record.
         let mut plain = Vec::new();
-        let _ = Opener::new(OpenerLimits::default()).open_into(
-            Freshness::Live, "spark.generate", input, f.mine.as_slice(), &f.senders, 1,
-            &mut plain, Some(&f.record),
-        );
+        let _ = Opener::new(OpenerLimits::default()).open_into(Incoming { freshness: Freshness::Live, subject: "spark.generate", bytes: input, record: Some(&f.record) }, f.mine.as_slice(), &f.senders, 1, &mut plain);
     }
     // A genuine compact envelope with an arbitrary or spliced record.
     for input in [data, record.as_slice()] {
         let _ = Establishment::parse_record(input);
         let mut plain = Vec::new();
-        let _ = Opener::new(OpenerLimits::default()).open_into(
-            Freshness::Live, "spark.generate", &f.compact, f.mine.as_slice(), &f.senders, 1,
-            &mut plain, Some(input),
-        );
+        let _ = Opener::new(OpenerLimits::default()).open_into(Incoming { freshness: Freshness::Live, subject: "spark.generate", bytes: &f.compact, record: Some(input) }, f.mine.as_slice(), &f.senders, 1, &mut plain);
     }
 });

@@ -33,9 +33,9 @@ pub use hpke_wrap::{
 };
 pub use keyring::{KeyRing, Rotation};
 pub use keys::{is_low_order, KeyId, PublicKey, SecretKeyPair, KEY_ID_LEN};
-pub use open::{Freshness, MessageMeta, Opened, Opener, OpenerLimits, SenderKeys};
+pub use open::{Freshness, Incoming, MessageMeta, Opened, Opener, OpenerLimits, SenderKeys};
 pub use replay::ReplayGuard;
-pub use seal::{Form, Sealer, SessionLimits, SessionRecord};
+pub use seal::{Form, SealTo, Sealer, SessionLimits, SessionRecord};
 pub use sender_tags::{sender_tags_len, SENDER_TAG_LEN};
 pub use wire::{
     envelope_version, message_id, record_digest, route_covers, CompactHeader, Envelope,

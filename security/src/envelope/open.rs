@@ -88,6 +88,29 @@ pub enum Freshness {
     Archived,
 }
 
+/// One message to open: how fresh it must be, the subject it arrived on (bound into its
+/// associated data, never read from the envelope), its bytes, and — for a compact envelope of
+/// a session not cached yet — the session's record fetched by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub freshness: Freshness,
+    pub subject: &'a str,
+    pub bytes: &'a [u8],
+    pub record: Option<&'a [u8]>,
+}
+
+impl<'a> Incoming<'a> {
+    /// A live message with no session record at hand.
+    pub fn live(subject: &'a str, bytes: &'a [u8]) -> Incoming<'a> {
+        Incoming {
+            freshness: Freshness::Live,
+            subject,
+            bytes,
+            record: None,
+        }
+    }
+}
+
 /// An authentic, fresh message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
@@ -274,16 +297,13 @@ impl Opener {
         now_ms: u64,
     ) -> Result<Opened, EnvelopeError> {
         let mut plaintext = Vec::new();
-        let meta = self.open_into(
+        let msg = Incoming {
             freshness,
-            actual_subject,
+            subject: actual_subject,
             bytes,
-            mine,
-            senders,
-            now_ms,
-            &mut plaintext,
-            None,
-        )?;
+            record: None,
+        };
+        let meta = self.open_into(msg, mine, senders, now_ms, &mut plaintext)?;
         let header = match meta.version {
             VERSION_COMPACT => Header {
                 version: meta.version,
@@ -307,31 +327,20 @@ impl Opener {
     /// header's facts. A compact envelope of a session not cached yet opens only with its
     /// session `record` (else `UnknownSession`). On an error `plaintext` holds nothing
     /// authentic.
-    #[allow(clippy::too_many_arguments)]
     pub fn open_into(
         &mut self,
-        freshness: Freshness,
-        actual_subject: &str,
-        bytes: &[u8],
+        msg: Incoming<'_>,
         mine: &(impl RecipientKeys + ?Sized),
         senders: &impl SenderKeys,
         now_ms: u64,
         plaintext: &mut Vec<u8>,
-        record: Option<&[u8]>,
     ) -> Result<MessageMeta, EnvelopeError> {
         plaintext.clear();
-        let authentic = match envelope_version(bytes)? {
-            VERSION_COMPACT => self.authenticate_compact(
-                actual_subject,
-                bytes,
-                mine,
-                senders,
-                now_ms,
-                plaintext,
-                record,
-            ),
-            _ => self.authenticate(actual_subject, bytes, mine, senders, now_ms, plaintext),
+        let authentic = match envelope_version(msg.bytes)? {
+            VERSION_COMPACT => self.authenticate_compact(msg, mine, senders, now_ms, plaintext),
+            _ => self.authenticate(msg.subject, msg.bytes, mine, senders, now_ms, plaintext),
         };
+        let freshness = msg.freshness;
         let header = match authentic {
             Ok(h) => h,
             Err(e) => {
@@ -421,17 +430,20 @@ impl Opener {
 
     /// A compact envelope: its session's key from the cache, or derived from the session
     /// `record` (fetched by the caller) and cached once the body authenticates.
-    #[allow(clippy::too_many_arguments)]
     fn authenticate_compact(
         &mut self,
-        actual_subject: &str,
-        bytes: &[u8],
+        msg: Incoming<'_>,
         mine: &(impl RecipientKeys + ?Sized),
         senders: &impl SenderKeys,
         now_ms: u64,
         plaintext: &mut Vec<u8>,
-        record: Option<&[u8]>,
     ) -> Result<MessageMeta, EnvelopeError> {
+        let Incoming {
+            subject: actual_subject,
+            bytes,
+            record,
+            ..
+        } = msg;
         let (header, header_end) = CompactHeader::parse(bytes)?;
         let cache_key = (header.session_id, header.sender_kid);
         let (head, rest) = bytes.split_at(header_end);

@@ -68,6 +68,18 @@ pub enum Form {
     CompactWhenPublished,
 }
 
+/// Where and how one message is sealed: the subject it is published on, the route its
+/// session is bound to (the subject pattern of its table row; it must cover `subject`), the
+/// payload's schema version, the recipients and the envelope form.
+#[derive(Debug, Clone, Copy)]
+pub struct SealTo<'a> {
+    pub subject: &'a str,
+    pub route: &'a str,
+    pub schema: u16,
+    pub recipients: &'a [PublicKey],
+    pub form: Form,
+}
+
 /// A new session's record, for the caller to publish where recipients can fetch it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -264,11 +276,13 @@ impl Sealer {
             });
         }
         self.seal_with(
-            subject,
-            subject,
-            schema,
-            recipients,
-            Form::Full,
+            SealTo {
+                subject,
+                route: subject,
+                schema,
+                recipients,
+                form: Form::Full,
+            },
             now_ms,
             plaintext.len(),
             |out| {
@@ -283,18 +297,19 @@ impl Sealer {
     /// after the header: no intermediate copy), for `subject` in a session bound to `route`
     /// (the subject pattern of the subject's table row for its owner; it must cover
     /// `subject`). `size_hint` is the payload size expected.
-    #[allow(clippy::too_many_arguments)]
     pub fn seal_with(
         &mut self,
-        subject: &str,
-        route: &str,
-        schema: u16,
-        recipients: &[PublicKey],
-        form: Form,
+        to: SealTo<'_>,
         now_ms: u64,
         size_hint: usize,
         write: impl FnOnce(&mut BytesMut) -> Result<(), EnvelopeError>,
     ) -> Result<Bytes, EnvelopeError> {
+        let SealTo {
+            subject,
+            route,
+            recipients,
+            ..
+        } = to;
         if recipients.is_empty() {
             return Err(EnvelopeError::NoRecipients);
         }
@@ -309,26 +324,26 @@ impl Sealer {
         set.extend(recipients.iter().map(PublicKey::kid));
         set.sort_unstable();
         set.dedup();
-        let result = self.seal_to_set(
-            &set, subject, route, schema, recipients, form, now_ms, size_hint, write,
-        );
+        let result = self.seal_to_set(&set, to, now_ms, size_hint, write);
         self.scratch = set;
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn seal_to_set(
         &mut self,
         set: &[KeyId],
-        subject: &str,
-        route: &str,
-        schema: u16,
-        recipients: &[PublicKey],
-        form: Form,
+        to: SealTo<'_>,
         now_ms: u64,
         size_hint: usize,
         write: impl FnOnce(&mut BytesMut) -> Result<(), EnvelopeError>,
     ) -> Result<Bytes, EnvelopeError> {
+        let SealTo {
+            subject,
+            route,
+            schema,
+            recipients,
+            form,
+        } = to;
         let limits = self.limits;
         let fresh = |s: &Session| {
             s.counter < limits.max_messages

@@ -49,7 +49,7 @@ impl Announcer {
 
     /// Publishes a state change (skipped when the state is unchanged).
     pub async fn announce(&self, state: ComponentState) -> Result<(), BusError> {
-        let lock_err = |_| BusError::Nats("state lock poisoned".into());
+        let lock_err = |_| BusError::Poisoned("component state");
         if *self.state.lock().map_err(lock_err)? == state && state != ComponentState::Starting {
             return Ok(());
         }

@@ -49,7 +49,7 @@ pub struct PhaseView {
 pub async fn ensure_phase_stream(client: &async_nats::Client) -> Result<(), BusError> {
     ozone_nats::phase_stream::ensure(client)
         .await
-        .map_err(|e| BusError::Nats(e.to_string()))
+        .map_err(BusError::nats)
 }
 
 impl PhaseView {
