@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod component;
 pub mod identity;
+pub mod operation;
 pub mod permissions;
 pub mod phase;
 pub mod spark;

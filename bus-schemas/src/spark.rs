@@ -1,23 +1,20 @@
 //! SPARK's messages: generation, embeddings, the model list, and the per-worker control
 //! subject.
 //!
-//! Every operation answers with a stream of events on the requester's inbox, so a requester
+//! Generation and embedding answer with a stream of events on the requester's inbox, so a requester
 //! always learns which worker took its request and can tell a slow worker (it keeps sending
 //! `Alive`) from a dead one (silence). Requests carry an id chosen by the requester and are
 //! idempotent: a request whose worker died is sent again with the same id and seed, to
 //! another worker of the queue group, and the requester skips the tokens it already has.
 
+use crate::operation::{Limits, Operation, OperationSpec, Refusal, ReplyKind, Streamed};
+use crate::table::Party;
 use crate::{Component, Subject};
 use serde::{Deserialize, Serialize};
 
-/// How often a worker says it is still working on a request (prefill, queue, batch).
-pub const ALIVE_MS: u64 = 500;
-/// Silence from a worker longer than this means it is gone: the request is retried.
-pub const WORKER_SILENCE_MS: u64 = 2_500;
-/// How often a requester says it is still listening to a worker.
-pub const KEEPALIVE_MS: u64 = 1_000;
-/// A worker stops a generation whose requester has been silent this long (it went away).
-pub const REQUESTER_SILENCE_MS: u64 = 4_000;
+pub use crate::operation::{
+    Control, ALIVE_MS, KEEPALIVE_MS, REQUESTER_SILENCE_MS, WORKER_SILENCE_MS,
+};
 
 /// The operations, as `spark.<operation>` subjects.
 pub const GENERATE: &str = "generate";
@@ -29,10 +26,132 @@ pub fn operation(op: &str) -> Subject {
     Subject::join(&[Component::Spark.token(), op])
 }
 
-/// Where one worker takes cancels and keepalives: `spark.worker.<worker>.control`. Worker ids
-/// are made by the worker from `[a-z0-9]` only, so they are valid subject tokens.
+/// Where one worker takes cancels and keepalives: `spark.worker.<worker>.control`.
 pub fn worker_control(worker: &str) -> Subject {
-    Subject::join(&[Component::Spark.token(), "worker", worker, "control"])
+    crate::operation::worker_control(Component::Spark, worker)
+}
+
+/// `spark.generate`: text from a prompt, streamed token by token.
+#[derive(Debug, Clone, Copy)]
+pub struct Generate;
+
+impl Operation for Generate {
+    const SPEC: OperationSpec = OperationSpec {
+        component: Component::Spark,
+        name: GENERATE,
+        reply: ReplyKind::Events,
+        callers: Party::Callers,
+        // Far above any prompt that fits a served model's context.
+        limits: Limits {
+            max_request_bytes: 256 * 1024,
+        },
+        doc: "Generates text from a chat or a raw prompt; answers Accepted, Alive, Token… then Done or Failed.",
+    };
+    type Request = GenerateRequest;
+    type Reply = GenerateEvent;
+    type Error = SparkError;
+
+    fn failed(error: SparkError) -> Option<GenerateEvent> {
+        Some(GenerateEvent::Failed(error))
+    }
+}
+
+impl Streamed for Generate {
+    fn request_id(request: &GenerateRequest) -> &str {
+        &request.request_id
+    }
+    fn accepted(worker: &str) -> GenerateEvent {
+        GenerateEvent::Accepted {
+            worker: worker.to_string(),
+        }
+    }
+    fn alive() -> GenerateEvent {
+        GenerateEvent::Alive
+    }
+}
+
+/// `spark.embed`: one vector per text, batched across requests on the worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Embed;
+
+impl Operation for Embed {
+    const SPEC: OperationSpec = OperationSpec {
+        component: Component::Spark,
+        name: EMBED,
+        reply: ReplyKind::Events,
+        callers: Party::Callers,
+        // The bus's own payload limit (1 MiB): batches are bounded by count on the worker.
+        limits: Limits {
+            max_request_bytes: 1024 * 1024,
+        },
+        doc: "Embeds texts (mean-pooled, L2-normalised); answers Accepted, Alive… then Done or Failed.",
+    };
+    type Request = EmbedRequest;
+    type Reply = EmbedEvent;
+    type Error = SparkError;
+
+    fn failed(error: SparkError) -> Option<EmbedEvent> {
+        Some(EmbedEvent::Failed(error))
+    }
+}
+
+impl Streamed for Embed {
+    fn request_id(request: &EmbedRequest) -> &str {
+        &request.request_id
+    }
+    fn accepted(worker: &str) -> EmbedEvent {
+        EmbedEvent::Accepted {
+            worker: worker.to_string(),
+        }
+    }
+    fn alive() -> EmbedEvent {
+        EmbedEvent::Alive
+    }
+}
+
+/// `spark.models`: the models folder one worker serves from.
+#[derive(Debug, Clone, Copy)]
+pub struct Models;
+
+impl Operation for Models {
+    const SPEC: OperationSpec = OperationSpec {
+        component: Component::Spark,
+        name: MODELS,
+        reply: ReplyKind::One,
+        callers: Party::Callers,
+        limits: Limits {
+            max_request_bytes: 4 * 1024,
+        },
+        doc: "Lists the models in the answering worker's folder and whether it serves each.",
+    };
+    type Request = ModelsRequest;
+    type Reply = ModelsReply;
+    type Error = SparkError;
+
+    /// The model list has no error form: a refused request is audited and left unanswered.
+    fn failed(_: SparkError) -> Option<ModelsReply> {
+        None
+    }
+}
+
+impl From<Refusal> for SparkError {
+    fn from(r: Refusal) -> SparkError {
+        match r {
+            Refusal::Invalid(detail) => SparkError::Invalid(detail),
+            Refusal::NotAllowed { caller, operation } => {
+                SparkError::NotAllowed { caller, operation }
+            }
+            Refusal::Overloaded {
+                detail,
+                retry_after_ms,
+            } => SparkError::Overloaded {
+                detail,
+                retry_after_ms,
+            },
+            Refusal::Cancelled => SparkError::Cancelled,
+            Refusal::Internal(detail) => SparkError::Internal(detail),
+        }
+    }
 }
 
 /// One turn of a conversation.
@@ -211,16 +330,6 @@ pub struct ModelsReply {
     pub models: Vec<ModelInfo>,
 }
 
-/// On `spark.worker.<worker>.control`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Control {
-    /// Stop this request now (its requester answers `Failed(Cancelled)` to the user).
-    Cancel { request_id: String },
-    /// The requester of these requests is still listening.
-    Keepalive { request_ids: Vec<String> },
-}
-
 /// A request SPARK refused or could not finish. The worker keeps serving after each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
@@ -240,6 +349,8 @@ pub enum SparkError {
     PromptTooLong { tokens: u32, context: u32 },
     #[error("{texts} texts in one embedding batch; the limit is {limit}")]
     BatchTooLarge { texts: u32, limit: u32 },
+    #[error("{caller} may not call {operation}")]
+    NotAllowed { caller: String, operation: String },
     #[error("cancelled")]
     Cancelled,
     #[error("SPARK failed: {0}")]

@@ -364,6 +364,16 @@ async fn bad_input_gets_a_clear_error_and_the_worker_keeps_serving() -> anyhow::
         other => anyhow::bail!("no clear answer to a malformed request: {other:?}"),
     }
 
+    // Above the operation's declared size limit (256 KiB for `spark.generate`), below the
+    // bus's 1 MiB: the kit refuses it before the handler sees it, and says why.
+    let mut huge = story(8);
+    huge.prompt = Prompt::Raw("word ".repeat(60_000));
+    let e = generate(&client, huge).await.err();
+    assert!(
+        matches!(&e, Some(ClientError::Spark(SparkError::Invalid(d))) if d.contains("spark.generate takes at most 262144")),
+        "{e:?}"
+    );
+
     // Still serving, both operations.
     let (_, ok) = generate(&client, story(4)).await?;
     assert_eq!(ok.usage.completion_tokens, 4);

@@ -2,6 +2,7 @@
 //! dependencies are ready and before it announces `ready` (so `ready` means "serving").
 
 use futures::future::BoxFuture;
+use ozone_bus_schemas::Component;
 use ozone_nats::bus::Bus;
 use ozone_security::Home;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,7 @@ impl StatsSlot {
 /// What a capability gets to start with.
 #[derive(Debug)]
 pub struct Serving<'a> {
+    pub component: Component,
     pub bus: Bus,
     /// The component's micro-service: add endpoints here (they join its queue group).
     pub service: &'a async_nats::service::Service,

@@ -10,6 +10,7 @@
 mod announce;
 mod args;
 mod capability;
+pub mod kit;
 mod logging;
 mod run;
 mod view;

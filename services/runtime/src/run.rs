@@ -207,6 +207,7 @@ pub async fn run(
     let serving = match capability {
         Some(cap) => {
             let serving = Serving {
+                component: c,
                 bus: bus.clone(),
                 service: &service,
                 instance: instance.clone(),

@@ -4,7 +4,6 @@
 //! requests over the queue group; a worker on another host needs only its credentials and
 //! the NATS URL.
 
-pub mod admission;
 pub mod args;
 pub mod batcher;
 mod handlers;
@@ -14,41 +13,27 @@ pub use args::{SparkArgs, WorkerArgs};
 
 use crate::engine::{Embedder, TextModel};
 use crate::models::{discover, DiscoveredModel};
-use admission::Admission;
 use batcher::Batcher;
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use metrics::Metrics;
-use ozone_bus_schemas::spark::{self, Control, ModelKind};
-use ozone_nats::bus::Bus;
+use ozone_bus_schemas::spark::{self, ModelKind};
+use ozone_service::kit::{Admission, Kit};
 use ozone_service::{Capability, Serving};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// A request being worked on, as the control subject sees it.
-#[derive(Debug)]
-pub(crate) struct InFlight {
-    /// Only the authenticated requester may cancel or keep alive its request.
-    requester: String,
-    cancel: Arc<AtomicBool>,
-    last_keepalive: Instant,
-}
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct Worker {
     pub id: String,
-    pub(crate) bus: Bus,
     pub(crate) args: WorkerArgs,
     pub(crate) catalog: Vec<DiscoveredModel>,
     pub(crate) text: HashMap<String, Arc<TextModel>>,
     pub(crate) embedders: HashMap<String, Batcher>,
     pub(crate) default_text: Option<String>,
     pub(crate) default_embedder: Option<String>,
-    pub(crate) admission: Admission,
-    pub(crate) inflight: Mutex<HashMap<String, InFlight>>,
+    pub(crate) admission: Arc<Admission>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -128,98 +113,37 @@ async fn start(
         // The runtime's instance id (lowercase hex: a valid subject token), so a worker's
         // answers, stats and phase announcements name it the same way.
         id: serving.instance.clone(),
-        bus: serving.bus.clone(),
-        admission: Admission::new(args.concurrency, args.queue, args.queue_wait),
+        admission: Arc::new(Admission::new(
+            args.concurrency,
+            args.queue,
+            args.queue_wait,
+        )),
         default_text: pick(ModelKind::Generation),
         default_embedder: pick(ModelKind::Embedding),
         args,
         catalog,
         text,
         embedders,
-        inflight: Mutex::default(),
         metrics,
     });
     tracing::info!(worker = %worker.id, "serving {} generation and {} embedding models",
         worker.text.len(), worker.embedders.len());
 
-    // The control subject first, so a requester's first keepalive is never missed.
-    let mut control = worker
-        .bus
-        .subscribe::<Control>(&spark::worker_control(&worker.id), None)
+    let mut kit = Kit::new(&serving);
+    let admission = Some(worker.admission.clone());
+    kit.serve_stream::<spark::Generate, _>(worker.clone(), admission)
         .await?;
-    let w = worker.clone();
-    tasks.push(tokio::spawn(async move {
-        while let Some(msg) = control.next().await {
-            match msg {
-                Ok(m) => w.control(&m.sender, m.message),
-                Err(e) => tracing::warn!("control message refused: {e}"),
-            }
-        }
-    }));
-    let w = worker.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            w.cancel_abandoned();
-        }
-    }));
-    for op in [spark::GENERATE, spark::EMBED, spark::MODELS] {
-        let mut endpoint = serving
-            .service
-            .endpoint(spark::operation(op).to_string())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot add the {op} endpoint: {e}"))?;
-        let w = worker.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(req) = endpoint.next().await {
-                let w = w.clone();
-                tokio::spawn(async move { w.handle(op, req.message).await });
-            }
-        }));
-    }
+    // Embeddings are bounded by the batcher's own queue (`embed_queue` texts).
+    kit.serve_stream::<spark::Embed, _>(worker.clone(), None)
+        .await?;
+    kit.serve::<spark::Models, _>(worker.clone()).await?;
+    tasks.extend(kit.into_tasks());
     let w = worker.clone();
     serving.stats.set(Box::new(move |_endpoint| w.stats()));
     Ok(tasks)
 }
 
 impl Worker {
-    fn control(&self, sender: &str, c: Control) {
-        let Ok(mut inflight) = self.inflight.lock() else {
-            return;
-        };
-        match c {
-            Control::Cancel { request_id } => {
-                if let Some(f) = inflight.get(&request_id).filter(|f| f.requester == sender) {
-                    f.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            Control::Keepalive { request_ids } => {
-                let now = Instant::now();
-                for id in request_ids {
-                    if let Some(f) = inflight.get_mut(&id).filter(|f| f.requester == sender) {
-                        f.last_keepalive = now;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Stops work whose requester went away (no keepalive for `REQUESTER_SILENCE_MS`).
-    fn cancel_abandoned(&self) {
-        let Ok(inflight) = self.inflight.lock() else {
-            return;
-        };
-        let limit = Duration::from_millis(spark::REQUESTER_SILENCE_MS);
-        for (id, f) in inflight.iter() {
-            if f.last_keepalive.elapsed() > limit
-                && !f.cancel.swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
-                tracing::info!(request = %id, "requester went away; stopping its generation");
-            }
-        }
-    }
-
     fn stats(&self) -> serde_json::Value {
         let load = serde_json::json!({
             "worker": self.id,

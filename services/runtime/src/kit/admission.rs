@@ -1,8 +1,9 @@
-//! Admission: at most `running` requests work at once; at most `queued` more wait, each for at
-//! most `wait_limit`. Anything beyond is refused at once with `Overloaded`: a saturated worker
-//! never queues without bound (memory) or keeps a requester waiting without an answer.
+//! Admission, an operation's concurrency limit: at most `running` requests work at once; at
+//! most `queued` more wait, each for at most `wait_limit`. Anything beyond is refused at once
+//! with `Overloaded`: a saturated worker never queues without bound (memory) or keeps a
+//! requester waiting without an answer.
 
-use ozone_bus_schemas::spark::SparkError;
+use ozone_bus_schemas::operation::Refusal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +32,8 @@ impl Admission {
         }
     }
 
-    fn overloaded(&self, detail: String) -> SparkError {
-        SparkError::Overloaded {
+    fn overloaded(&self, detail: String) -> Refusal {
+        Refusal::Overloaded {
             detail,
             retry_after_ms: 250,
         }
@@ -40,7 +41,7 @@ impl Admission {
 
     /// A slot now if one is free; `Err` if the queue is full too. Otherwise waits (up to the
     /// wait limit), calling `tick` every `every` (the requester hears `Alive`).
-    pub async fn enter<F, Fut>(&self, every: Duration, mut tick: F) -> Result<Slot, SparkError>
+    pub async fn enter<F, Fut>(&self, every: Duration, mut tick: F) -> Result<Slot, Refusal>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -62,7 +63,7 @@ impl Admission {
         loop {
             tokio::select! {
                 slot = &mut acquire => {
-                    return slot.map_err(|_| SparkError::Internal("worker stopping".into()));
+                    return slot.map_err(|_| Refusal::Internal("worker stopping".into()));
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(self.overloaded(format!(
@@ -107,7 +108,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(a.waiting(), 1);
         let third = a.enter(Duration::from_millis(10), || async {}).await;
-        assert!(matches!(third, Err(SparkError::Overloaded { .. })));
+        assert!(matches!(third, Err(Refusal::Overloaded { .. })));
         drop(held);
         assert!(matches!(waiter.await, Ok(Ok(_))));
         assert_eq!(a.waiting(), 0);
@@ -124,7 +125,7 @@ mod tests {
                 async {}
             })
             .await;
-        assert!(matches!(r, Err(SparkError::Overloaded { .. })));
+        assert!(matches!(r, Err(Refusal::Overloaded { .. })));
         assert!(ticks >= 2, "{ticks}");
     }
 }
