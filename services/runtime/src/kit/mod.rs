@@ -42,6 +42,35 @@ pub trait Handler<Op: Operation>: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Op::Reply, Op::Error>>;
 }
 
+/// A [`Handler`] made of an async function of the request and the authenticated caller.
+pub struct FnHandler<F>(F);
+
+impl<F> std::fmt::Debug for FnHandler<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnHandler")
+    }
+}
+
+/// Wraps `f` as a one-reply handler: `kit.serve::<Op, _>(handler_fn(|request, caller| async move { … }))`.
+pub fn handler_fn<F>(f: F) -> Arc<FnHandler<F>> {
+    Arc::new(FnHandler(f))
+}
+
+impl<Op, F, Fut> Handler<Op> for FnHandler<F>
+where
+    Op: Operation,
+    F: Fn(Op::Request, Arc<str>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Op::Reply, Op::Error>> + Send + 'static,
+{
+    fn handle(
+        self: Arc<Self>,
+        request: Op::Request,
+        caller: Arc<str>,
+    ) -> BoxFuture<'static, Result<Op::Reply, Op::Error>> {
+        Box::pin((self.0)(request, caller))
+    }
+}
+
 /// Answers a streamed operation in two steps: `check` before the request is accepted (an
 /// error is the answer, at once), `run` after admission.
 pub trait StreamHandler<Op: Streamed>: Send + Sync + 'static {
