@@ -17,7 +17,7 @@ use ozone_bus_schemas::{Component, Identity, IdentityKind};
 use ozone_nats::bus::now_ms;
 use ozone_nats::keydir::placed_under;
 use ozone_nats::{KeyDirectory, NatsSettings};
-use ozone_security::envelope::{directory_name, DirectoryTrust};
+use ozone_security::keydir::{directory_name, DirectoryTrust};
 use ozone_security::pki::Registry;
 use ozone_security::{tls, Home, SecurityConfig};
 

@@ -15,10 +15,8 @@ use ozone_bus_schemas::audit::AUDIT_CATEGORIES;
 use ozone_bus_schemas::phase::{PhaseEvent, PhaseTransition};
 use ozone_bus_schemas::streams::{parse_key_entry_key, AUDIT_STREAM, KEY_SLOTS};
 use ozone_bus_schemas::{AuditEvent, Component, Identity, Subject, AUDIT_SCHEMA};
-use ozone_security::envelope::{
-    directory_name, Directory, DirectoryEntry, DirectoryTrust, Freshness, Opener, OpenerLimits,
-    SecretKeyPair,
-};
+use ozone_security::envelope::{Freshness, Opener, OpenerLimits, SecretKeyPair};
+use ozone_security::keydir::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
 use std::time::SystemTime;
 
 #[derive(Debug, thiserror::Error)]

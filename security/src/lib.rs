@@ -9,6 +9,7 @@ pub mod duration_text;
 pub mod envelope;
 pub mod home;
 pub mod honoured;
+pub mod keydir;
 pub mod keyfile;
 pub mod passphrase;
 pub mod pki;

@@ -4,9 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ozone_bus_schemas::{Component, Identity};
-use ozone_security::envelope::{
-    Directory, DirectoryEntry, DirectoryError, DirectoryTrust, EnvelopeError, PublicKey, Rotation,
-    SecretKeyPair, SenderKeys, ServiceSigner,
+use ozone_security::envelope::{EnvelopeError, PublicKey, Rotation, SecretKeyPair, SenderKeys};
+use ozone_security::keydir::{
+    Directory, DirectoryEntry, DirectoryError, DirectoryTrust, ServiceSigner,
 };
 use ozone_security::pki::{self, IdentityFiles};
 use ozone_security::{Home, SecurityConfig};

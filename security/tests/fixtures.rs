@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ozone_security::envelope::{DirectoryEntry, Envelope, KeyId, RecipientEntry};
+use ozone_security::envelope::{Envelope, KeyId, RecipientEntry};
+
+use ozone_security::keydir::DirectoryEntry;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {

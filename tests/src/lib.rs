@@ -219,7 +219,7 @@ pub async fn audit_events(
     let id = Identity::new(IdentityKind::Auditor, auditor)?;
     let key = ozone_security::envelope::auditor_key::load(&eco.t.home, &id)?;
     let conn = eco.connect(&id).await?;
-    let trust = ozone_security::envelope::DirectoryTrust::load(&eco.t.home)?;
+    let trust = ozone_security::keydir::DirectoryTrust::load(&eco.t.home)?;
     let records = AuditReader::new(&conn, key, trust)
         .records(None, false)
         .await?;

@@ -8,10 +8,8 @@ use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind, Subject};
 use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::bus::{now_ms, Bus};
 use ozone_nats::KeyDirectory;
-use ozone_security::envelope::{
-    auditor_key, keyring_file, DirectoryEntry, DirectoryTrust, EnvelopeError, Rotation,
-    SecretKeyPair, ServiceSigner,
-};
+use ozone_security::envelope::{auditor_key, keyring_file, EnvelopeError, Rotation, SecretKeyPair};
+use ozone_security::keydir::{DirectoryEntry, DirectoryTrust, ServiceSigner};
 use ozone_security::Home;
 use ozone_tests::TestEcosystem;
 use serde::{Deserialize, Serialize};

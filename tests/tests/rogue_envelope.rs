@@ -10,8 +10,9 @@ use ozone_nats::bus::{now_ms, Bus};
 use ozone_nats::KeyDirectory;
 use ozone_security::envelope::{
     keyring_file, CompactHeader, Envelope, HeaderView, KeyId, Rotation, Sealer, SecretKeyPair,
-    ServiceSigner, SessionLimits, VERSION, VERSION_COMPACT,
+    SessionLimits, VERSION, VERSION_COMPACT,
 };
+use ozone_security::keydir::ServiceSigner;
 use ozone_tests::stolen::{steal_session, StolenSession};
 use ozone_tests::{audit_events, current_key, within, TestEcosystem};
 use serde::{Deserialize, Serialize};

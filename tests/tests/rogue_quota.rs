@@ -17,8 +17,9 @@ use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::client::{ConnEvent, Violation};
 use ozone_nats::{Connection, SessionStore};
 use ozone_security::envelope::{
-    auditor_key, DirectoryTrust, Form, SealTo, Sealer, SecretKeyPair, SessionLimits, SessionRecord,
+    auditor_key, Form, SealTo, Sealer, SecretKeyPair, SessionLimits, SessionRecord,
 };
+use ozone_security::keydir::DirectoryTrust;
 use ozone_tests::TestEcosystem;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

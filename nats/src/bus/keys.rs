@@ -1,7 +1,9 @@
 //! The key material a bus connection needs: the service's own key ring and sealer, and the
 //! directory of everyone's verified public keys.
 
-use ozone_security::envelope::{Directory, KeyRing, Opener, OpenerLimits, Sealer, SessionLimits};
+use ozone_security::envelope::{KeyRing, Opener, OpenerLimits, Sealer, SessionLimits};
+
+use ozone_security::keydir::Directory;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Milliseconds since the Unix epoch (the envelope's clock).
@@ -55,7 +57,7 @@ impl BusKeys {
 #[derive(Debug, thiserror::Error)]
 pub enum LocalKeysError {
     #[error(transparent)]
-    Directory(#[from] ozone_security::envelope::DirectoryError),
+    Directory(#[from] ozone_security::keydir::DirectoryError),
     #[error(transparent)]
     Envelope(#[from] ozone_security::envelope::EnvelopeError),
     #[error("the system random generator failed")]
@@ -72,7 +74,8 @@ pub fn local_keys(
     home: &ozone_security::Home,
     components: &[ozone_bus_schemas::Component],
 ) -> Result<std::collections::HashMap<ozone_bus_schemas::Component, BusKeys>, LocalKeysError> {
-    use ozone_security::envelope::{DirectoryTrust, Rotation, ServiceSigner};
+    use ozone_security::envelope::Rotation;
+    use ozone_security::keydir::{DirectoryTrust, ServiceSigner};
     let rotation = Rotation::daily();
     let trust = DirectoryTrust::load(home)?.with_rotation(rotation);
     let mut directory = Directory::default();

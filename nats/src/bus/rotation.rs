@@ -9,9 +9,8 @@
 use super::{now_ms, BusError, BusKeys};
 use crate::KeyDirectory;
 use ozone_bus_schemas::{AuditKind, Identity};
-use ozone_security::envelope::{
-    keyring_file, DirectoryEntry, DirectoryTrust, Sealer, ServiceSigner, SessionLimits,
-};
+use ozone_security::envelope::{keyring_file, Sealer, SessionLimits};
+use ozone_security::keydir::{DirectoryEntry, DirectoryTrust, ServiceSigner};
 use ozone_security::Home;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -138,7 +137,7 @@ fn usable(
     not_after_ms: u64,
     now: u64,
 ) -> Result<(), String> {
-    if entry.service != ozone_security::envelope::directory_name(&r.identity)
+    if entry.service != ozone_security::keydir::directory_name(&r.identity)
         || entry.epoch != epoch
         || entry.public != *public.as_bytes()
         || entry.not_after_ms != not_after_ms

@@ -5,7 +5,8 @@ use super::handle::TaskGuard;
 use super::rotation::{self, Rotator};
 use super::{now_ms, Bus, BusError, BusKeys};
 use crate::{Connection, KeyDirectory};
-use ozone_security::envelope::{keyring_file, Directory, DirectoryTrust, Rotation, ServiceSigner};
+use ozone_security::envelope::{keyring_file, Rotation};
+use ozone_security::keydir::{Directory, DirectoryTrust, ServiceSigner};
 use ozone_security::Home;
 use std::sync::{Arc, RwLock};
 

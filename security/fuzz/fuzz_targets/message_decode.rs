@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ozone_security::envelope::{DirectoryEntry, PublicKey};
+use ozone_security::envelope::PublicKey;
+use ozone_security::keydir::DirectoryEntry;
 use serde::Deserialize;
 
 /// The shape of a typical request: strings, numbers, optional and nested fields, bytes.

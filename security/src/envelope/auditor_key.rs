@@ -6,7 +6,8 @@
 //! identity (revoking the identity deletes it). It is stored as PKCS#8 PEM (`X25519`, RFC
 //! 8410), 0600, at `security/keys/<stem>.x25519.pem`, so tools in any language can load it.
 
-use super::{DirectoryEntry, DirectoryError, EnvelopeError, SecretKeyPair, ServiceSigner};
+use super::{EnvelopeError, SecretKeyPair};
+use crate::keydir::{DirectoryEntry, DirectoryError, ServiceSigner};
 use crate::keyfile::{write_secret, KeyFileError};
 use crate::Home;
 use ozone_bus_schemas::Identity;

@@ -11,7 +11,6 @@
 //! `docs/envelope.md` specifies the wire format.
 
 pub mod auditor_key;
-mod directory;
 mod error;
 mod hpke_wrap;
 mod keyring;
@@ -23,9 +22,6 @@ mod seal;
 mod sender_tags;
 mod wire;
 
-pub use directory::{
-    directory_name, Directory, DirectoryEntry, DirectoryError, DirectoryTrust, ServiceSigner,
-};
 pub use error::EnvelopeError;
 pub use hpke_wrap::{
     import_data_key, import_session_keys, unwrap_data_key, unwrap_session_keys, wrap_data_key,

@@ -1,159 +1,15 @@
-//! Signed key-directory entries: a service publishes its current X25519 public key signed by
-//! the private key of its CA-issued certificate, so nobody with write access to the directory
-//! (the JetStream bucket, the broker's operator) can substitute a key.
-//!
-//! Signed bytes: `"ozone/keydir/v1" ‖ len(service):u8 ‖ service ‖ epoch:u64 ‖ not_after_ms:u64 ‖
-//! public:32`, ECDSA P-256 with SHA-256 (ASN.1 DER signature).
+//! What a directory entry must prove: a certificate chained to our CAs that names the
+//! service, not revoked in the identity registry, and an epoch and expiry the clock, the
+//! rotation and the certificate allow.
 
-use super::{EnvelopeError, KeyId, PublicKey, Rotation, SenderKeys};
-use crate::pki::{CaKind, CertificateAuthorities, IdentityFiles, Registry};
+use super::entry::*;
+use crate::envelope::{PublicKey, Rotation};
+use crate::pki::{CaKind, CertificateAuthorities, Registry};
 use crate::Home;
-use ozone_bus_schemas::Identity;
-use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor, UnixTime};
-use serde::{Deserialize, Serialize};
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-
-/// One published key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectoryEntry {
-    pub service: String,
-    pub epoch: u64,
-    /// After this instant (its epoch's end plus grace) the key opens nothing.
-    pub not_after_ms: u64,
-    #[serde(with = "serde_bytes")]
-    pub public: [u8; 32],
-    /// The service's leaf certificate (DER); its key made `signature`.
-    #[serde(with = "serde_bytes")]
-    pub certificate: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    pub signature: Vec<u8>,
-}
-
-/// Why an entry was ignored. Each is audited by the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DirectoryError {
-    #[error("directory entry for {0} carries no signature")]
-    Unsigned(String),
-    #[error("directory entry for {0}: the signature does not match the entry")]
-    BadSignature(String),
-    #[error("directory entry for {service}: certificate not trusted ({detail})")]
-    UntrustedCertificate { service: String, detail: String },
-    #[error("directory entry claims {claimed} but is certified for {certified:?}")]
-    WrongService {
-        claimed: String,
-        certified: Vec<String>,
-    },
-    #[error("directory entry for {0} has expired")]
-    Expired(String),
-    #[error("directory entry for {service}: epoch {epoch} is not the clock's (epoch {current} now, at most one ahead accepted)")]
-    EpochNotCurrent {
-        service: String,
-        epoch: u64,
-        current: u64,
-    },
-    #[error("directory entry for {service}: expiry {not_after_ms} lies beyond {limit} ({what})")]
-    ExpiryTooLate {
-        service: String,
-        not_after_ms: u64,
-        limit: u64,
-        what: &'static str,
-    },
-    #[error("directory entry for {service}: its certificate (serial {serial}) is revoked")]
-    Revoked { service: String, serial: String },
-    #[error("directory entry for {0}: {1}")]
-    BadKey(String, EnvelopeError),
-    #[error("cannot load signing material: {0}")]
-    Load(String),
-}
-
-/// The name an identity's entries carry: a component's name (`spark`, as in envelope headers)
-/// or, for anyone else, the URN its certificate names (`urn:ozone:auditor:siem`).
-pub fn directory_name(identity: &Identity) -> String {
-    match identity.as_component() {
-        Some(c) => c.name().to_string(),
-        None => identity.urn(),
-    }
-}
-
-/// Prefix of auditors' directory names.
-const AUDITOR_PREFIX: &str = "urn:ozone:auditor:";
-
-fn signed_bytes(service: &str, epoch: u64, not_after_ms: u64, public: &[u8; 32]) -> Vec<u8> {
-    let mut b = b"ozone/keydir/v1".to_vec();
-    b.push(service.len() as u8);
-    b.extend_from_slice(service.as_bytes());
-    b.extend_from_slice(&epoch.to_be_bytes());
-    b.extend_from_slice(&not_after_ms.to_be_bytes());
-    b.extend_from_slice(public);
-    b
-}
-
-/// A service's certificate and its signing key (read from `security/`, never exported).
-pub struct ServiceSigner {
-    service: String,
-    certificate: Vec<u8>,
-    /// When the certificate expires (Unix ms): no entry it signs outlives it.
-    certificate_not_after_ms: u64,
-    key: EcdsaKeyPair,
-}
-
-impl std::fmt::Debug for ServiceSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ServiceSigner({}, key redacted)", self.service)
-    }
-}
-
-impl ServiceSigner {
-    pub fn load(home: &Home, identity: &Identity) -> Result<ServiceSigner, DirectoryError> {
-        let files = IdentityFiles::own(home, identity);
-        let load = |e: String| DirectoryError::Load(e);
-        let cert = CertificateDer::from_pem_file(&files.cert)
-            .map_err(|e| load(format!("{}: {e}", files.cert.display())))?;
-        let key = PrivateKeyDer::from_pem_file(&files.key)
-            .map_err(|e| load(format!("{}: {e}", files.key.display())))?;
-        let key = EcdsaKeyPair::from_pkcs8(
-            &ECDSA_P256_SHA256_ASN1_SIGNING,
-            key.secret_der(),
-            &SystemRandom::new(),
-        )
-        .map_err(|e| load(format!("{}: {e}", files.key.display())))?;
-        let (_, _, certificate_not_after_ms) = certified_names_and_serial(&cert);
-        Ok(ServiceSigner {
-            service: directory_name(identity),
-            certificate: cert.to_vec(),
-            certificate_not_after_ms,
-            key,
-        })
-    }
-
-    /// Signs `public` as the key of `epoch` until `not_after_ms`, or until the certificate
-    /// expires if that comes first (receivers refuse an entry that outlives its certificate).
-    pub fn sign(
-        &self,
-        epoch: u64,
-        not_after_ms: u64,
-        public: &PublicKey,
-    ) -> Result<DirectoryEntry, DirectoryError> {
-        let not_after_ms = not_after_ms.min(self.certificate_not_after_ms);
-        let msg = signed_bytes(&self.service, epoch, not_after_ms, public.as_bytes());
-        let sig = self
-            .key
-            .sign(&SystemRandom::new(), &msg)
-            .map_err(|_| DirectoryError::Load("signing failed".into()))?;
-        Ok(DirectoryEntry {
-            service: self.service.clone(),
-            epoch,
-            not_after_ms,
-            public: *public.as_bytes(),
-            certificate: self.certificate.clone(),
-            signature: sig.as_ref().to_vec(),
-        })
-    }
-}
 
 /// What entries are checked against: the trusted roots, the AI-App intermediate (services),
 /// the User intermediate (auditors), and the serials `ozone pki revoke` has revoked (read from
@@ -179,7 +35,7 @@ pub struct DirectoryTrust {
 /// A serial as compared here: lowercase hex without leading zero bytes (DER may add one to
 /// keep an integer positive; the registry writes the bytes as issued). Works on the text, so
 /// a malformed registry serial is compared as written rather than skipped.
-fn serial_key(hex_text: &str) -> String {
+pub(super) fn serial_key(hex_text: &str) -> String {
     let mut s = hex_text.trim().to_ascii_lowercase();
     while s.len() > 2 && s.starts_with("00") {
         s.drain(..2);
@@ -297,7 +153,7 @@ impl DirectoryTrust {
     /// Whether the certificate with this serial was revoked at or before `at_ms`. Entries
     /// published before a revocation stay verifiable when read back from the audit stream's
     /// archive (`at_ms` = when they were published); live use passes the current time.
-    fn is_revoked(&self, serial: &str, at_ms: u64) -> bool {
+    pub(super) fn is_revoked(&self, serial: &str, at_ms: u64) -> bool {
         self.revoked.get(serial).is_some_and(|&when| when <= at_ms)
     }
 
@@ -309,7 +165,7 @@ impl DirectoryTrust {
     }
 
     /// [`DirectoryTrust::verify`], also giving the certificate's serial (as `serial_key`).
-    fn verify_entry(
+    pub(super) fn verify_entry(
         &self,
         entry: &DirectoryEntry,
         now_ms: u64,
@@ -421,7 +277,7 @@ impl DirectoryTrust {
 
 /// DNS names and URIs in the certificate's subjectAltName, its serial (as `serial_key`), and
 /// when it expires (Unix ms; 0 if it cannot be read, which then refuses every expiry).
-fn certified_names_and_serial(der: &[u8]) -> (Vec<String>, String, u64) {
+pub(super) fn certified_names_and_serial(der: &[u8]) -> (Vec<String>, String, u64) {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return (Vec::new(), String::new(), 0);
     };
@@ -443,159 +299,4 @@ fn certified_names_and_serial(der: &[u8]) -> (Vec<String>, String, u64) {
         })
         .collect();
     (names, serial, not_after_ms)
-}
-
-/// A verified key: its epoch, the key, when it stops opening anything, and the serial of the
-/// certificate that vouched for it (checked again when revocations change).
-#[derive(Debug, Clone)]
-struct Published {
-    epoch: u64,
-    key: PublicKey,
-    not_after_ms: u64,
-    serial: String,
-}
-
-type FastHash = foldhash::fast::RandomState;
-
-/// The verified keys of every service; bad entries never get in.
-#[derive(Debug, Default, Clone)]
-pub struct Directory {
-    /// service → key id → key. Nested so a lookup by `&str` allocates nothing (it runs for
-    /// every message opened); hashed with foldhash, since only verified entries get in.
-    keys: HashMap<String, HashMap<KeyId, Published, FastHash>, FastHash>,
-    /// Bumped on every change, so callers can cache lookups.
-    generation: u64,
-}
-
-impl Directory {
-    /// Verifies and adds an entry; the error says why it was ignored.
-    pub fn insert(
-        &mut self,
-        trust: &DirectoryTrust,
-        entry: &DirectoryEntry,
-        now_ms: u64,
-    ) -> Result<KeyId, DirectoryError> {
-        let (key, serial) = trust.verify_entry(entry, now_ms)?;
-        self.generation += 1;
-        let keys = self.keys.entry(entry.service.clone()).or_default();
-        // One key per service and epoch: a re-published epoch (a recreated ring) replaces it.
-        keys.retain(|kid, p| p.epoch != entry.epoch || *kid == key.kid());
-        keys.insert(
-            key.kid(),
-            Published {
-                epoch: entry.epoch,
-                key,
-                not_after_ms: entry.not_after_ms,
-                serial,
-            },
-        );
-        Ok(key.kid())
-    }
-
-    /// Forgets every key whose certificate `trust` now holds revoked; returns each dropped
-    /// (service, epoch). A revoked service's keys then neither authenticate its messages nor
-    /// receive new ones, even before their entries expire or leave the bucket.
-    pub fn drop_revoked(&mut self, trust: &DirectoryTrust, now_ms: u64) -> Vec<(String, u64)> {
-        let mut dropped = Vec::new();
-        for (service, keys) in &mut self.keys {
-            keys.retain(|_, p| {
-                let revoked = trust.is_revoked(&p.serial, now_ms);
-                if revoked {
-                    dropped.push((service.clone(), p.epoch));
-                }
-                !revoked
-            });
-        }
-        if !dropped.is_empty() {
-            self.generation += 1;
-        }
-        dropped.sort();
-        dropped
-    }
-
-    /// Forgets a service's key of one epoch (its entry was deleted from the bucket).
-    pub fn remove(&mut self, service: &str, epoch: u64) -> bool {
-        let Some(keys) = self.keys.get_mut(service) else {
-            return false;
-        };
-        let before = keys.len();
-        keys.retain(|_, p| p.epoch != epoch);
-        self.generation += 1;
-        before != keys.len()
-    }
-
-    /// The service that published key `kid` (a compact envelope names its sender by key id
-    /// alone; the session's record, authenticated by HPKE, then names the sender).
-    pub fn service_of(&self, kid: &KeyId) -> Option<&str> {
-        self.keys
-            .iter()
-            .find(|(_, keys)| keys.contains_key(kid))
-            .map(|(service, _)| service.as_str())
-    }
-
-    /// Changes with every insert or removal.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// When the earliest of these keys stops being current (its entry's `not_after_ms`).
-    pub fn expiry_of(&self, service: &str, key: &PublicKey) -> Option<u64> {
-        self.keys
-            .get(service)?
-            .get(&key.kid())
-            .map(|p| p.not_after_ms)
-    }
-
-    /// The current key of every auditor: audit events are sealed to all of them.
-    pub fn auditors(&self, now_ms: u64) -> Vec<PublicKey> {
-        let mut names: Vec<&String> = self
-            .keys
-            .keys()
-            .filter(|s| s.starts_with(AUDITOR_PREFIX))
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .filter_map(|s| self.current(s, now_ms))
-            .collect()
-    }
-
-    /// The newest unexpired key of a service: what senders seal to.
-    pub fn current(&self, service: &str, now_ms: u64) -> Option<PublicKey> {
-        self.keys
-            .get(service)?
-            .values()
-            .filter(|p| p.not_after_ms > now_ms)
-            .max_by_key(|p| p.epoch)
-            .map(|p| p.key)
-    }
-}
-
-impl SenderKeys for Directory {
-    /// A key past its entry's `not_after_ms` (its epoch's end plus grace) authenticates
-    /// nothing, even while a sender that died before erasing it leaves its entry behind: a key
-    /// stolen later cannot speak for its service.
-    fn sender_key(
-        &self,
-        sender: &str,
-        kid: &KeyId,
-        now_ms: u64,
-    ) -> Result<PublicKey, EnvelopeError> {
-        let published = self
-            .keys
-            .get(sender)
-            .and_then(|keys| keys.get(kid))
-            .ok_or_else(|| EnvelopeError::UnknownSender {
-                sender: sender.to_string(),
-                kid: kid.to_string(),
-            })?;
-        if published.not_after_ms <= now_ms {
-            return Err(EnvelopeError::SenderKeyExpired {
-                sender: sender.to_string(),
-                kid: kid.to_string(),
-                not_after_ms: published.not_after_ms,
-            });
-        }
-        Ok(published.key)
-    }
 }
