@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ozone::components::read_states;
-use ozone_bus_schemas::phase::{ComponentState, PhaseEvent, Ping, PingReply};
+use ozone_bus_schemas::phase::{ComponentState, PhaseEvent, PhaseTransition, Ping, PingReply};
 use ozone_bus_schemas::{Component, Identity, IdentityKind, Subject};
 use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::bus::Bus;
@@ -94,8 +94,8 @@ async fn finding_16_a_killed_extra_spark_worker_is_started_again(
     }
 }
 
-/// Every phase event in the audit stream, in stream order.
-async fn phase_events(t: &TestHome) -> anyhow::Result<Vec<PhaseEvent>> {
+/// Every phase event and phase transition in the audit stream, in stream order.
+async fn phase_records(t: &TestHome) -> anyhow::Result<(Vec<PhaseEvent>, Vec<PhaseTransition>)> {
     let console = Identity::new(IdentityKind::Auditor, "console")?;
     let conn = t.connect(&console).await?;
     let key = auditor_key::load(&t.home, &console)?;
@@ -103,13 +103,35 @@ async fn phase_events(t: &TestHome) -> anyhow::Result<Vec<PhaseEvent>> {
         .records(None, false)
         .await?;
     futures::pin_mut!(records);
-    let mut out = Vec::new();
+    let (mut events, mut transitions) = (Vec::new(), Vec::new());
     while let Some(r) = futures::StreamExt::next(&mut records).await {
-        if let AuditRecord::Phase { event, .. } = r? {
-            out.push(event);
+        match r? {
+            AuditRecord::Phase { event, .. } => events.push(event),
+            AuditRecord::Transition { event, .. } => transitions.push(event),
+            _ => {}
         }
     }
-    Ok(out)
+    Ok((events, transitions))
+}
+
+/// The core's capability announced each phase becoming ready, in phase order.
+async fn core_announced_every_phase_ready(t: &TestHome) -> R {
+    let mut transitions = Vec::new();
+    for _ in 0..50 {
+        transitions = phase_records(t).await?.1;
+        if transitions.iter().any(|tr| tr.phase == 3 && tr.ready) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let ready: Vec<u8> = transitions
+        .iter()
+        .filter(|tr| tr.ready)
+        .map(|tr| tr.phase)
+        .collect();
+    assert_eq!(ready, vec![0, 1, 2, 3], "{transitions:#?}");
+    assert!(transitions.iter().all(|tr| tr.component == "ozone-studio"));
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +166,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     eprintln!("{line}");
 
     // Readiness order on ecosystem.phase.* follows the seed's phases.
-    let events = phase_events(&t).await?;
+    let events = phase_records(&t).await?.0;
     let mut first_ready: BTreeMap<Component, u64> = BTreeMap::new();
     for e in &events {
         if e.state == ComponentState::Ready {
@@ -165,6 +187,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     }
     let span = first_ready.values().max().unwrap() - events.first().unwrap().at_ms;
     eprintln!("first announcement to all ready: {span} ms");
+    core_announced_every_phase_ready(&t).await?;
 
     // Status as JSON, and one log file per component.
     let (ok, out, err) = ozone!(&t.home, &["status", "--json"], &env)?;
@@ -298,7 +321,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     }
     // Nothing in a later phase served while COGNIS was not ready: no pong between the
     // supervisor's degraded announcement and the new instance's ready.
-    let events = phase_events(&t).await?;
+    let events = phase_records(&t).await?.0;
     let down_at = events
         .iter()
         .find(|e| e.component == "cognis" && matches!(e.state, ComponentState::Degraded { .. }))
@@ -372,7 +395,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let late_ready = loop {
-        let events = phase_events(&t).await?;
+        let events = phase_records(&t).await?.0;
         if let Some(e) = events.iter().find(|e| {
             e.component == "forge" && e.pid == late.id() && e.state == ComponentState::Ready
         }) {
@@ -516,7 +539,7 @@ async fn a_component_whose_dependencies_never_come_up_names_them_and_gives_up() 
             .is_some_and(|m| m.contains("timed out after 2s waiting for spark"))),
         "{log}"
     );
-    let events = phase_events(&eco.t).await?;
+    let events = phase_records(&eco.t).await?.0;
     let states: Vec<&ComponentState> = events.iter().map(|e| &e.state).collect();
     assert!(
         states.contains(&&ComponentState::Waiting {

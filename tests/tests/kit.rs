@@ -99,8 +99,10 @@ async fn an_operation_is_a_declaration_and_a_handler_function() -> anyhow::Resul
     .await?;
     let service = conn.client.service_builder().start("scribe", "0.1.0").await;
     let service = service.map_err(|e| anyhow::anyhow!("micro-service: {e}"))?;
+    let (view, _follower) = ozone_service::PhaseView::follow(&scribe).await?;
     let serving = Serving {
         component: Component::Scribe,
+        view,
         bus: scribe,
         service: &service,
         instance: "a1b2c3".into(),

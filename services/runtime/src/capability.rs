@@ -1,6 +1,7 @@
 //! What a component does beyond the lifecycle: its own endpoints, started once its
 //! dependencies are ready and before it announces `ready` (so `ready` means "serving").
 
+use crate::view::PhaseView;
 use futures::future::BoxFuture;
 use ozone_bus_schemas::Component;
 use ozone_nats::bus::Bus;
@@ -47,6 +48,8 @@ pub struct Serving<'a> {
     pub instance: String,
     pub home: Home,
     pub stats: StatsSlot,
+    /// Who is ready, as this component sees it (`changed()` wakes on every change).
+    pub view: PhaseView,
 }
 
 /// A component's own work. `start` sets up (loads, subscribes) and returns the tasks that

@@ -10,10 +10,13 @@
 mod announce;
 mod args;
 mod capability;
+mod join;
 pub mod kit;
 mod logging;
 mod run;
+mod serve;
 mod view;
+mod wait;
 
 pub use args::Args;
 pub use capability::{Capability, Serving, StatsFn, StatsSlot};
