@@ -108,7 +108,7 @@ pub enum InstallCommand {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// The group every component's unit runs in (create it first: groupadd --system GROUP)
-        #[arg(long, value_name = "GROUP", default_value = crate::systemd::DEFAULT_GROUP)]
+        #[arg(long, value_name = "GROUP", default_value = crate::cmd::systemd::DEFAULT_GROUP)]
         group: String,
     },
 }

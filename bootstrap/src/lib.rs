@@ -1,24 +1,16 @@
-//! The `ozone` command's library: each subcommand is a module with a `run` function, so the
-//! binary only parses arguments and integration tests can call the same code.
+//! The `ozone` command's library: each subcommand is a module of `cmd/` with a `run` (or
+//! named) function, so the binary only parses arguments and integration tests can call the
+//! same code. The other modules are what commands share: joining the bus (`connect`), the
+//! audit plane's setup (`audit_stream`), our processes by pid (`processes`), the component
+//! supervisor (`supervisor/`), `up`'s progress and self-check.
 
-pub mod audit_cmd;
 pub mod audit_quota;
-pub mod bench;
+pub mod audit_stream;
 pub mod cli;
-pub mod components;
-pub mod down;
+pub mod cmd;
+pub mod connect;
 pub mod env_file;
-pub mod init;
-pub mod pki_cmd;
+pub mod processes;
 pub mod progress;
 pub mod selfcheck;
-pub mod spark_bench;
-pub mod spark_cmd;
-pub mod spark_pool;
-pub mod status;
-pub mod supervise;
-pub mod systemd;
-pub mod up;
-pub mod validate;
-pub mod validate_audit;
-pub mod validate_directory;
+pub mod supervisor;

@@ -23,7 +23,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let load_cfg = || SecurityConfig::load(&home, &cli.set);
     match cli.command {
         Command::Init(args) => {
-            let (report, _) = ozone::init::run(&home, &settings(&args), &cli.set)?;
+            let (report, _) = ozone::cmd::init::run(&home, &settings(&args), &cli.set)?;
             if report.changed_anything() {
                 println!("initialised {}", home.root().display());
                 for d in &report.created_dirs {
@@ -46,21 +46,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Up(args) => {
-            let report = ozone::up::run(&home, &settings(&args.init), &cli.set).await?;
-            ozone::up::print_summary(&report);
+            let report = ozone::cmd::up::run(&home, &settings(&args.init), &cli.set).await?;
+            ozone::cmd::up::print_summary(&report);
             if !report.ok() {
                 return Ok(ExitCode::FAILURE);
             }
             if !args.detach {
                 println!("running in the foreground; Ctrl-C stops everything (`ozone up --detach` leaves it running)");
                 tokio::signal::ctrl_c().await?;
-                for (what, pid) in ozone::down::run(&home) {
+                for (what, pid) in ozone::cmd::down::run(&home) {
                     println!("stopped {what} (pid {pid})");
                 }
             }
         }
         Command::Down => {
-            let stopped = ozone::down::run(&home);
+            let stopped = ozone::cmd::down::run(&home);
             if stopped.is_empty() {
                 println!("nothing was running");
             }
@@ -69,30 +69,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status { json } => {
-            let status = ozone::status::gather(&home, &load_cfg()?)
+            let status = ozone::cmd::status::gather(&home, &load_cfg()?)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e:#}\n  (is the ecosystem up? `ozone up`)"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                ozone::status::print(&status);
+                ozone::cmd::status::print(&status);
             }
             if !status.all_ready() {
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::Validate => {
-            let checks = ozone::validate::run(&home, &load_cfg()?).await;
-            if ozone::validate::print(&checks) > 0 {
+            let checks = ozone::cmd::validate::run(&home, &load_cfg()?).await;
+            if ozone::cmd::validate::print(&checks) > 0 {
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::Install(InstallCommand::Systemd { dir, group }) => {
-            for path in ozone::systemd::install(&home, &dir, &group)? {
+            for path in ozone::cmd::systemd::install(&home, &dir, &group)? {
                 println!("wrote {}", path.display());
             }
             if nix::unistd::Uid::effective().is_root() {
-                ozone::systemd::open_security_to_group(&home, &group)?;
+                ozone::cmd::systemd::open_security_to_group(&home, &group)?;
                 println!(
                     "{} is now 0750, group {group} (its keys, ca and certificates stay 0700)",
                     home.security().display()
@@ -109,23 +109,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load_cfg()?;
             match cmd {
                 PkiCommand::Verify => {
-                    if ozone::pki_cmd::verify(&home, &cfg) > 0 {
+                    if ozone::cmd::pki::verify(&home, &cfg) > 0 {
                         return Ok(ExitCode::FAILURE);
                     }
                 }
                 PkiCommand::Issue { kind, name } => {
-                    ozone::pki_cmd::issue(&home, &cfg, kind.into(), &name).await?
+                    ozone::cmd::pki::issue(&home, &cfg, kind.into(), &name).await?
                 }
                 PkiCommand::Renew { within } => {
                     let within = within
                         .map(|d| Duration::from_secs(d * 86_400))
                         .unwrap_or(cfg.certificate_authority.renew_before_expiry);
-                    ozone::pki_cmd::renew(&home, &cfg, within).await?;
+                    ozone::cmd::pki::renew(&home, &cfg, within).await?;
                 }
                 PkiCommand::Revoke { name, kind } => {
-                    ozone::pki_cmd::revoke(&home, &cfg, kind.map(Into::into), &name).await?
+                    ozone::cmd::pki::revoke(&home, &cfg, kind.map(Into::into), &name).await?
                 }
-                PkiCommand::List => ozone::pki_cmd::list(&home)?,
+                PkiCommand::List => ozone::cmd::pki::list(&home)?,
             }
         }
         Command::Schema(SchemaCommand::Docs { out, check }) => {
@@ -151,14 +151,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rounds,
         }) => {
             eprintln!("ozone bench bus: raw async-nats vs the encrypted bus on one nats-server");
-            let plan = ozone::bench::Plan {
+            let plan = ozone::cmd::bench_bus::Plan {
                 messages: messages as usize,
                 requests: requests as usize,
                 sizes: sizes.into_iter().map(|s| s as usize).collect(),
                 rounds: rounds as usize,
             };
-            let rows = until_interrupted(ozone::bench::run(&plan)).await?;
-            ozone::bench::print(&rows, &plan);
+            let rows = until_interrupted(ozone::cmd::bench_bus::run(&plan)).await?;
+            ozone::cmd::bench_bus::print(&rows, &plan);
         }
         Command::Audit(AuditCommand::Tail {
             follow,
@@ -167,12 +167,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keys,
         }) => {
             let n =
-                ozone::audit_cmd::tail(&home, &load_cfg()?, &auditor, since, follow, keys).await?;
+                ozone::cmd::audit::tail(&home, &load_cfg()?, &auditor, since, follow, keys).await?;
             eprintln!("{n} audit events");
         }
         Command::Models(ModelsCommand::Install { dir }) => {
-            let dir = dir.unwrap_or_else(|| ozone::spark_cmd::models_dir(&home));
-            let done = ozone::spark_cmd::install(dir.clone(), true)?;
+            let dir = dir.unwrap_or_else(|| ozone::cmd::spark::models_dir(&home));
+            let done = ozone::cmd::spark::install(dir.clone(), true)?;
             if done.is_empty() {
                 println!("the shipped models are already in {}", dir.display());
             } else {
@@ -180,20 +180,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Models(ModelsCommand::List { dir }) => {
-            ozone::spark_cmd::list(&dir.unwrap_or_else(|| ozone::spark_cmd::models_dir(&home)));
+            ozone::cmd::spark::list(&dir.unwrap_or_else(|| ozone::cmd::spark::models_dir(&home)));
         }
         Command::Ask(a) => {
-            let opts = ozone::spark_cmd::AskOptions {
+            let opts = ozone::cmd::spark::AskOptions {
                 max_tokens: a.max_tokens,
                 temperature: a.temperature,
                 seed: a.seed,
                 stop: a.stop,
                 system: a.system,
             };
-            ozone::spark_cmd::ask(&home, &a.prompt, &opts).await?;
+            ozone::cmd::spark::ask(&home, &a.prompt, &opts).await?;
         }
         Command::Spark(SparkCommand::Scale { workers, threads }) => {
-            let n = ozone::spark_cmd::scale(&home, workers, threads)?;
+            let n = ozone::cmd::spark::scale(&home, workers, threads)?;
             println!("{n} SPARK workers on this host");
         }
         Command::Bench(BenchCommand::Spark {
@@ -201,12 +201,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             embeds,
             models,
         }) => {
-            let dir = models.unwrap_or_else(|| ozone::spark_cmd::models_dir(&home));
+            let dir = models.unwrap_or_else(|| ozone::cmd::spark::models_dir(&home));
             eprintln!("ozone bench spark: SPARK over the bus vs in-process, 2 workers vs 1");
-            let report = until_interrupted(ozone::spark_bench::run(&dir, tokens, embeds)).await?;
-            ozone::spark_bench::print(&report);
+            let report =
+                until_interrupted(ozone::cmd::bench_spark::run(&dir, tokens, embeds)).await?;
+            ozone::cmd::bench_spark::print(&report);
         }
-        Command::Supervise => ozone::supervise::run(&home).await?,
+        Command::Supervise => ozone::cmd::supervise::run(&home).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

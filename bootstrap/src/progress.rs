@@ -32,7 +32,7 @@ pub async fn follow(
     since: SystemTime,
     timeout: Duration,
 ) -> anyhow::Result<BootReport> {
-    let (_conn, reader) = crate::audit_cmd::reader(home, cfg, CONSOLE_AUDITOR).await?;
+    let (_conn, reader) = crate::audit_stream::reader(home, cfg, CONSOLE_AUDITOR).await?;
     let records = reader.records(Some(since), true).await?;
     futures::pin_mut!(records);
 

@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use ozone_bus_schemas::{Component, Identity, Permissions, Subject};
 use ozone_nats::client::{ConnEvent, Connection, Violation};
-use ozone_security::{tls, Home, SecurityConfig};
+use ozone_security::{Home, SecurityConfig};
 use std::time::{Duration, Instant};
 
 /// The outcome for one component.
@@ -30,14 +30,13 @@ const WAIT: Duration = Duration::from_secs(3);
 
 /// A subject the component may not publish to: a request to another component it never
 /// calls, else another component's own self-check subject (only its owner publishes there).
-fn forbidden_publish(c: Component, p: &Permissions) -> String {
+fn forbidden_publish(c: Component, p: &Permissions) -> Option<String> {
     let others = || Component::ALL.into_iter().filter(move |o| *o != c);
     others()
         .filter_map(|o| Subject::component_request(o, "selfcheck").ok())
         .chain(others().map(Subject::selfcheck))
         .map(|s| s.to_string())
         .find(|s| !p.may_publish(s))
-        .unwrap_or_default()
 }
 
 async fn check_one(url: &str, home: &Home, cfg: &SecurityConfig, c: Component) -> CheckResult {
@@ -66,7 +65,7 @@ async fn run_checks(
     r: &mut CheckResult,
 ) -> anyhow::Result<()> {
     let id = Identity::component(c);
-    let conn = ozone_nats::connect(url, &id, tls::client_config(home, cfg, &id)?).await?;
+    let conn = crate::connect::connect_to(url, home, cfg, &id).await?;
     r.connected = true;
     let perms = Permissions::of(&id).ok_or_else(|| anyhow::anyhow!("no permissions for {c}"))?;
 
@@ -83,7 +82,11 @@ async fn run_checks(
         .is_some();
 
     let mut events = conn.events();
-    let target = forbidden_publish(c, &perms);
+    let target = forbidden_publish(c, &perms).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{c} may publish on every other component's subjects: its permissions are too wide"
+        )
+    })?;
     conn.client
         .publish(target.clone(), "must be refused".into())
         .await?;

@@ -65,7 +65,7 @@ impl TestHome {
             monitor_port: free_port(),
             ..NatsSettings::default()
         };
-        let (_, cfg) = ozone::init::run(&home, &wanted, &[])?;
+        let (_, cfg) = ozone::cmd::init::run(&home, &wanted, &[])?;
         let settings = NatsSettings::load(&home)?;
         Ok(TestHome {
             tmp,
@@ -189,7 +189,7 @@ impl TestEcosystem {
             |c| c,
         )
         .await?;
-        ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+        ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
         Ok(eco)
     }
 

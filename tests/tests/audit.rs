@@ -121,7 +121,7 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
     )
     .await?;
     let home = &eco.t.home;
-    let prepared = ozone::audit_cmd::prepare(home, &eco.t.cfg).await?;
+    let prepared = ozone::audit_stream::prepare(home, &eco.t.cfg).await?;
     assert_eq!(prepared.auditors, vec!["console", "siem"]);
 
     let spark_id = Identity::component(Component::Spark);
@@ -419,7 +419,7 @@ async fn keys_rotate_on_the_bus_and_every_refusal_reaches_the_audit_stream() -> 
 async fn issuing_an_auditor_publishes_its_key_and_revoking_withdraws_it() -> R {
     let eco = TestEcosystem::start().await?;
     let home = &eco.t.home;
-    ozone::audit_cmd::prepare(home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(home, &eco.t.cfg).await?;
     let (ok, out, err) = ozone_tests::ozone!(home, &["pki", "issue", "auditor", "late"], &[])?;
     assert!(ok && out.contains("published its key"), "{out}{err}");
     let late = Identity::new(IdentityKind::Auditor, "late")?;
@@ -465,7 +465,7 @@ async fn issuing_an_auditor_publishes_its_key_and_revoking_withdraws_it() -> R {
 async fn a_revoked_services_keys_leave_every_directory_within_seconds() -> R {
     let eco = TestEcosystem::start().await?;
     let home = &eco.t.home;
-    ozone::audit_cmd::prepare(home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(home, &eco.t.cfg).await?;
     let spark_id = Identity::component(Component::Spark);
     let (spark, core) = spark_and_core(&eco).await?;
     let generate = Subject::component_request(Component::Spark, "generate")?;
@@ -557,7 +557,7 @@ async fn an_audit_cap_beyond_the_disk_says_what_to_change() -> R {
 async fn status_reads_the_phase_events_and_nothing_else() -> R {
     use ozone_bus_schemas::phase::{ComponentState, PhaseEvent};
     let eco = TestEcosystem::start_with(|_| Ok(()), |c| c).await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     let (spark, _core) = spark_and_core(&eco).await?;
     let raw = eco.connect(&Identity::component(Component::Spark)).await?;
     const OTHERS: usize = 200;
@@ -627,7 +627,7 @@ async fn status_reads_the_phase_events_and_nothing_else() -> R {
     assert_eq!(event, &ready);
 
     let status =
-        ozone::status::gather_with(&eco.t.home, &eco.t.cfg, Duration::from_millis(50)).await?;
+        ozone::cmd::status::gather_with(&eco.t.home, &eco.t.cfg, Duration::from_millis(50)).await?;
     let spark_row = status
         .components
         .iter()

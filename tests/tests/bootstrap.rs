@@ -6,7 +6,7 @@
 //! `tests/run.sh` builds them first (`cargo build --workspace --bins`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ozone::components::read_states;
+use ozone::supervisor::read_states;
 use ozone_bus_schemas::phase::{ComponentState, PhaseEvent, PhaseTransition, Ping, PingReply};
 use ozone_bus_schemas::{Component, Identity, IdentityKind, Subject};
 use ozone_nats::audit::{AuditReader, AuditRecord};
@@ -236,7 +236,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     let console = t
         .connect(&Identity::new(IdentityKind::Auditor, "console")?)
         .await?;
-    let pings = ozone::status::discover(&console, "PING", Duration::from_millis(700)).await?;
+    let pings = ozone::cmd::status::discover(&console, "PING", Duration::from_millis(700)).await?;
     let names: BTreeSet<String> = pings
         .iter()
         .filter_map(|p| p["name"].as_str().map(String::from))
@@ -282,7 +282,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     // `ozone status` shows it degraded before the restarted process is ready.
     let mut saw_degraded = false;
     for _ in 0..20 {
-        let s = ozone::status::gather_with(&t.home, &t.cfg, Duration::from_millis(50)).await?;
+        let s = ozone::cmd::status::gather_with(&t.home, &t.cfg, Duration::from_millis(50)).await?;
         let cognis = s
             .components
             .iter()
@@ -304,7 +304,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     // The supervisor restarted it and the phase became ready again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = ozone::status::gather(&t.home, &t.cfg).await?;
+        let s = ozone::cmd::status::gather(&t.home, &t.cfg).await?;
         let cognis = s
             .components
             .iter()
@@ -446,7 +446,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     // discovery), the pool answers `ozone ask`, scaling back stops it; a scaled worker left
     // running is stopped by `ozone down` below.
     let spark_instances = || async {
-        let status = ozone::status::gather(&t.home, &t.cfg).await?;
+        let status = ozone::cmd::status::gather(&t.home, &t.cfg).await?;
         anyhow::Ok(
             status
                 .components
@@ -490,7 +490,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
         .values()
         .filter_map(|p| p.pid.map(|x| x as i32))
         .collect();
-    pids.push(ozone::down::supervisor_pid(&t.home).unwrap());
+    pids.push(ozone::processes::supervisor_pid(&t.home).unwrap());
     pids.push(
         std::fs::read_to_string(t.home.run().join("nats-server.pid"))?
             .trim()
@@ -512,7 +512,7 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
 #[tokio::test]
 async fn a_component_whose_dependencies_never_come_up_names_them_and_gives_up() -> R {
     let eco = ozone_tests::TestEcosystem::start().await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     let started = Instant::now();
     let out = tokio::process::Command::new(component_binary(Component::Core))
         .arg("--home")

@@ -116,3 +116,48 @@ fn no_crate_outside_bus_schemas_spells_a_subject() {
     // The scan reaches the code it guards: bus-schemas itself spells subjects.
     assert!(!spelled_subjects(&root.join("bus-schemas/src")).is_empty());
 }
+
+/// The `ozone` command's shared modules (everything outside `bootstrap/src/cmd/`, but the
+/// argument parser and `main`) that name a command module: each would be an import cycle
+/// waiting to happen, since commands use the shared modules.
+fn shared_modules_using_commands() -> Vec<String> {
+    let src = workspace().join("bootstrap/src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    files
+        .into_iter()
+        .filter(|f| !f.starts_with(src.join("cmd")))
+        .filter(|f| !f.ends_with("main.rs") && !f.ends_with("cli.rs"))
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .contains("crate::cmd")
+        })
+        .map(|f| f.display().to_string())
+        .collect()
+}
+
+#[test]
+fn the_commands_shared_modules_do_not_use_commands() {
+    let offenders = shared_modules_using_commands();
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+/// Every connection the `ozone` command makes goes through `connect.rs`.
+#[test]
+fn the_command_connects_in_one_place() {
+    let src = workspace().join("bootstrap/src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let copies: Vec<String> = files
+        .into_iter()
+        .filter(|f| !f.ends_with("connect.rs"))
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .contains("ozone_nats::connect(")
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(copies.is_empty(), "{copies:#?}");
+}

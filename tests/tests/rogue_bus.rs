@@ -64,7 +64,7 @@ async fn stream_messages(js: &jetstream::Context, name: &str) -> anyhow::Result<
 #[tokio::test]
 async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
     let eco = TestEcosystem::start().await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     let spark = eco.join(Component::Spark).await?;
     let forge = eco.join(Component::Forge).await?;
     let cognis = eco.connect(&Identity::component(Component::Cognis)).await?;
@@ -205,7 +205,7 @@ async fn finding_02_a_reply_goes_only_to_the_requesters_inbox() -> R {
 #[tokio::test]
 async fn finding_03_no_component_may_create_a_consumer_and_a_redirected_read_is_refused() -> R {
     let eco = TestEcosystem::start().await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     let forge = eco.join(Component::Forge).await?;
     let cognis = eco.join(Component::Cognis).await?;
     let raw = forge.connection().client.clone();
@@ -341,7 +341,7 @@ async fn finding_17_killing_nats_server_under_load_loses_no_request() -> R {
 #[tokio::test]
 async fn finding_11_junk_from_an_unknown_sender_does_not_stall_a_broadcast() -> R {
     let eco = TestEcosystem::start().await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     let spark = eco.join(Component::Spark).await?;
     let cognis = eco.join(Component::Cognis).await?;
     // FORGE seals with a key it never published: every directory on the bus lacks it.
@@ -393,7 +393,7 @@ async fn finding_11_junk_from_an_unknown_sender_does_not_stall_a_broadcast() -> 
 #[tokio::test]
 async fn finding_11_a_ping_naming_another_sender_is_refused_and_audited() -> R {
     let eco = TestEcosystem::start().await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     // A real SPARK worker (phase 0: it waits for nobody, so it answers pings once up).
     let _spark =
         ozone_tests::SparkProcess::start(env!("CARGO_BIN_EXE_ozone-cli"), &eco.t.home, &[])?;

@@ -81,7 +81,7 @@ async fn finding_04_a_co_recipient_cannot_forge_a_broadcast_for_another_recipien
         },
     )
     .await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     let core = eco.join(Component::Core).await?;
     let spark = eco.join(Component::Spark).await?;
     let _forge = eco.join(Component::Forge).await?;

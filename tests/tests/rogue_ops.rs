@@ -21,13 +21,13 @@ fn finding_16_spark_scale_is_bounded_and_needs_a_running_ecosystem() -> R {
     let t = TestHome::new()?;
     let (ok, out, err) = ozone!(&t.home, &["spark", "scale", "1000"], &[])?;
     assert!(!ok, "scale 1000 succeeded: {out}");
-    let limit = ozone::spark_cmd::max_workers();
+    let limit = ozone::cmd::spark::max_workers();
     assert!(err.contains(&format!("at most {limit}")), "{err}");
     // Within the bound, but nothing is up in this home: refused, nothing started.
     let (ok, out, err) = ozone!(&t.home, &["spark", "scale", "2"], &[])?;
     assert!(!ok, "scale 2 without an ecosystem succeeded: {out}");
     assert!(err.contains("not up"), "{err}");
-    assert!(!ozone::spark_pool::request_file(&t.home).exists());
+    assert!(!ozone::supervisor::spark_pool::request_file(&t.home).exists());
     Ok(())
 }
 
@@ -49,7 +49,7 @@ fn finding_16_init_names_the_directory_it_cannot_create() -> R {
 
 /// The supervisor's record of one component: (state, pid).
 fn process_of(home: &Home, c: &str) -> (String, Option<u32>) {
-    ozone::components::read_states(home)
+    ozone::supervisor::read_states(home)
         .get(c)
         .map(|p| (p.state.clone(), p.pid))
         .unwrap_or_default()

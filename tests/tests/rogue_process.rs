@@ -75,7 +75,7 @@ async fn finding_10_a_component_as_its_own_user_reads_only_its_own_key_material(
     // The home is reachable by everyone, as /opt/ozone-studio is (the temporary directory
     // above it is the test's own 0700).
     std::fs::set_permissions(eco.t.tmp.path(), std::fs::Permissions::from_mode(0o755))?;
-    ozone::systemd::open_security_to(home, GID)?;
+    ozone::cmd::systemd::open_security_to(home, GID)?;
 
     // What `LoadCredential=` does: copies of FORGE's own files, readable by its user alone.
     let forge = Identity::component(Component::Forge);

@@ -54,7 +54,7 @@ async fn prepared(audit_max_bytes: u64) -> anyhow::Result<TestEcosystem> {
         |c| c,
     )
     .await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     Ok(eco)
 }
 
@@ -160,7 +160,7 @@ async fn finding_13_many_small_key_entries_cannot_fill_the_key_directory() -> R 
     assert!(bytes < 256 << 10, "{bytes} bytes: the flood was stored");
 
     // The others still put: the core its auditors' keys, SPARK its entry (the same bytes).
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     let spark = eco.connect(&Identity::component(Component::Spark)).await?;
     let (key, value) = before
         .iter()
@@ -220,9 +220,9 @@ async fn finding_05_a_flood_of_small_audit_messages_evicts_only_the_flooders_own
         assert!(Instant::now() < deadline, "not all audited: {counts:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let outcome = ozone::validate_audit::check(home, cfg).await;
+    let outcome = ozone::cmd::validate::audit::check(home, cfg).await;
     assert!(
-        matches!(outcome, ozone::validate::Outcome::Pass(_)),
+        matches!(outcome, ozone::cmd::validate::Outcome::Pass(_)),
         "{outcome:?}"
     );
 
@@ -282,7 +282,9 @@ async fn finding_05_a_flood_of_small_audit_messages_evicts_only_the_flooders_own
         assert_eq!(opened.get(who), Some(&AUDIT_CATEGORIES.len()), "{opened:?}");
     }
 
-    let ozone::validate::Outcome::Fail(why) = ozone::validate_audit::check(home, cfg).await else {
+    let ozone::cmd::validate::Outcome::Fail(why) =
+        ozone::cmd::validate::audit::check(home, cfg).await
+    else {
         panic!("subjects at their cap passed")
     };
     eprintln!("{why}");

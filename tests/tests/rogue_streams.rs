@@ -212,7 +212,7 @@ async fn finding_01_buckets_created_before_the_hardening_are_hardened_by_ozone_u
         .await
         .map_err(anyhow::Error::msg)?;
 
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     for bucket in [KEY_BUCKET, SESSION_BUCKET] {
         let mut stream = js.get_stream(format!("KV_{bucket}")).await?;
         let c = stream.info().await?.config.clone();
@@ -368,8 +368,8 @@ async fn finding_12_validate_fails_when_a_running_services_key_is_gone() -> R {
     js_put(&rogue, &subject, &[], b"junk".to_vec())
         .await
         .map_err(anyhow::Error::msg)?;
-    let ozone::validate::Outcome::Fail(why) =
-        ozone::validate_directory::check(home, cfg, &running).await
+    let ozone::cmd::validate::Outcome::Fail(why) =
+        ozone::cmd::validate::directory::check(home, cfg, &running).await
     else {
         panic!("junk in place of FORGE's key passed")
     };
@@ -378,16 +378,16 @@ async fn finding_12_validate_fails_when_a_running_services_key_is_gone() -> R {
     js_put(&rogue, &subject, &[("KV-Operation", "DEL")], Vec::new())
         .await
         .map_err(anyhow::Error::msg)?;
-    let outcome = ozone::validate_directory::check(home, cfg, &running).await;
+    let outcome = ozone::cmd::validate::directory::check(home, cfg, &running).await;
     assert!(
-        matches!(&outcome, ozone::validate::Outcome::Fail(w) if w.contains("forge")),
+        matches!(&outcome, ozone::cmd::validate::Outcome::Fail(w) if w.contains("forge")),
         "{outcome:?}"
     );
     // With the service running its entry is there and valid again.
     let _forge_service = eco.join(Component::Forge).await?;
-    let outcome = ozone::validate_directory::check(home, cfg, &running).await;
+    let outcome = ozone::cmd::validate::directory::check(home, cfg, &running).await;
     assert!(
-        matches!(outcome, ozone::validate::Outcome::Pass(_)),
+        matches!(outcome, ozone::cmd::validate::Outcome::Pass(_)),
         "{outcome:?}"
     );
     // FORGE can write no other key than its four slots (tests/rogue_quota.rs, finding 13).

@@ -25,7 +25,7 @@ fn event(state: ComponentState) -> PhaseEvent {
 
 async fn forge_state(eco: &TestEcosystem) -> anyhow::Result<String> {
     let status =
-        ozone::status::gather_with(&eco.t.home, &eco.t.cfg, Duration::from_millis(50)).await?;
+        ozone::cmd::status::gather_with(&eco.t.home, &eco.t.cfg, Duration::from_millis(50)).await?;
     Ok(status
         .components
         .iter()
@@ -37,7 +37,7 @@ async fn forge_state(eco: &TestEcosystem) -> anyhow::Result<String> {
 #[tokio::test]
 async fn finding_14_status_refuses_a_replayed_phase_event() -> R {
     let eco = TestEcosystem::start().await?;
-    ozone::audit_cmd::prepare(&eco.t.home, &eco.t.cfg).await?;
+    ozone::audit_stream::prepare(&eco.t.home, &eco.t.cfg).await?;
     let forge_id = Identity::component(Component::Forge);
     let forge = Bus::start(
         eco.connect(&forge_id).await?,

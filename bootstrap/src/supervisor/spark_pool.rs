@@ -6,7 +6,7 @@
 //! recorded in `run/components.json`, and stopped with SPARK's phase. A worker killed is
 //! started again; one scaled away is stopped and forgotten.
 
-use crate::components::{forget, keep_running, Controls, Proc, States};
+use crate::supervisor::{forget, keep_running, Controls, Proc, States};
 use ozone_bus_schemas::Component;
 use ozone_security::Home;
 use serde::{Deserialize, Serialize};

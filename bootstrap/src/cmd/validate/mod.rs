@@ -1,6 +1,9 @@
 //! `ozone validate`: the seed's validation checks, each passed, failed (with the fix),
 //! skipped (with why) or passed with a warning; any failure makes the exit status non-zero.
 
+pub mod audit;
+pub mod directory;
+
 use ozone_bus_schemas::Component;
 use ozone_nats::{check_version, find_binary};
 use ozone_security::pki::{self, Registry, Severity};
@@ -80,7 +83,7 @@ pub async fn run(home: &Home, cfg: &SecurityConfig) -> Vec<Check> {
         outcome: certs,
     });
 
-    let status = crate::status::gather(home, cfg).await;
+    let status = crate::cmd::status::gather(home, cfg).await;
     let components = match &status {
         Ok(s) => {
             let bad: Vec<String> = s
@@ -123,7 +126,7 @@ pub async fn run(home: &Home, cfg: &SecurityConfig) -> Vec<Check> {
                 .filter(|c| !c.instances.is_empty())
                 .filter_map(|c| Component::from_name(&c.component))
                 .collect();
-            crate::validate_directory::check(home, cfg, &running).await
+            crate::cmd::validate::directory::check(home, cfg, &running).await
         }
         Err(_) => Outcome::Skip("the bus is not reachable (see above)".into()),
     };
@@ -132,7 +135,7 @@ pub async fn run(home: &Home, cfg: &SecurityConfig) -> Vec<Check> {
         outcome: directory,
     });
     let audit = match &status {
-        Ok(_) => crate::validate_audit::check(home, cfg).await,
+        Ok(_) => crate::cmd::validate::audit::check(home, cfg).await,
         Err(_) => Outcome::Skip("the bus is not reachable (see above)".into()),
     };
     checks.push(Check {

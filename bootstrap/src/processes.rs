@@ -1,10 +1,16 @@
-//! `ozone down`: stop the supervisor (which stops the components in reverse phase order, then
-//! nats-server) and make sure no process of ours is left.
+//! Our processes by pid: the supervisor's pid file, whether a pid is alive and one of ours,
+//! and stopping one (SIGTERM, then SIGKILL after a grace period).
 
 use ozone_security::Home;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn read_pid(path: &std::path::Path) -> Option<i32> {
+/// Where the running supervisor writes its pid.
+pub fn supervisor_pid_file(home: &Home) -> PathBuf {
+    home.run().join("ozone-supervisor.pid")
+}
+
+pub fn read_pid(path: &std::path::Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
@@ -49,33 +55,5 @@ pub fn terminate(pid: i32, grace: Duration) -> bool {
 
 /// The running supervisor's pid, if any.
 pub fn supervisor_pid(home: &Home) -> Option<i32> {
-    read_pid(&crate::supervise::pid_file(home)).filter(|p| ours(*p))
-}
-
-/// Returns the pids it stopped.
-pub fn run(home: &Home) -> Vec<(String, i32)> {
-    let mut stopped = Vec::new();
-    if let Some(pid) = supervisor_pid(home) {
-        // It stops the components phase by phase (each up to 10 s), then nats-server.
-        if terminate(pid, Duration::from_secs(60)) {
-            stopped.push(("ozone supervisor".to_string(), pid));
-        }
-    }
-    // Components left behind by a crashed supervisor.
-    for (name, p) in crate::components::read_states(home) {
-        if let Some(pid) = p.pid.map(|x| x as i32).filter(|x| ours(*x)) {
-            if terminate(pid, Duration::from_secs(10)) {
-                stopped.push((name, pid));
-            }
-        }
-    }
-    // A server left behind by a crashed supervisor.
-    let nats_pid = home.run().join("nats-server.pid");
-    if let Some(pid) = read_pid(&nats_pid).filter(|p| ours(*p)) {
-        if terminate(pid, Duration::from_secs(10)) {
-            stopped.push(("nats-server".to_string(), pid));
-        }
-    }
-    let _ = std::fs::remove_file(crate::supervise::pid_file(home));
-    stopped
+    read_pid(&supervisor_pid_file(home)).filter(|p| ours(*p))
 }

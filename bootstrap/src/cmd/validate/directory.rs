@@ -6,7 +6,7 @@
 //! the keys in use expire a day later. (A member can write only its four slots; more keys
 //! under one identity are left from the layout before slots and are reported.)
 
-use crate::validate::Outcome;
+use crate::cmd::validate::Outcome;
 
 /// Keys one identity may hold: its slots (rotation needs the current epoch, the previous one
 /// in its grace window and, briefly, the next).
@@ -19,7 +19,7 @@ use ozone_nats::keydir::placed_under;
 use ozone_nats::{KeyDirectory, NatsSettings};
 use ozone_security::keydir::{directory_name, DirectoryTrust};
 use ozone_security::pki::Registry;
-use ozone_security::{tls, Home, SecurityConfig};
+use ozone_security::{Home, SecurityConfig};
 
 /// Checks the directory for `running` (the components answering `$SRV`) and every active
 /// auditor; reads the bucket as the core, as `ozone up` writes the auditors' entries.
@@ -41,7 +41,7 @@ async fn problems(
 ) -> anyhow::Result<Vec<String>> {
     let core = Identity::component(Component::Core);
     let url = NatsSettings::load(home)?.url();
-    let conn = ozone_nats::connect(&url, &core, tls::client_config(home, cfg, &core)?).await?;
+    let conn = crate::connect::connect_to(&url, home, cfg, &core).await?;
     let keydir = KeyDirectory::open(&conn.client).await?;
     let trust = DirectoryTrust::load(home)?;
     let mut out = Vec::new();

@@ -8,7 +8,7 @@
 //! before the quota has no per-subject cap; there a flood reaches the size cap and evicts
 //! everyone's oldest events, which fails the check too.
 
-use crate::validate::Outcome;
+use crate::cmd::validate::Outcome;
 use futures::StreamExt;
 use ozone_bus_schemas::streams::AUDIT_STREAM;
 use ozone_bus_schemas::Subject;
@@ -36,7 +36,7 @@ pub async fn check(home: &Home, cfg: &SecurityConfig) -> Outcome {
 }
 
 async fn inspect(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Outcome> {
-    let conn = crate::status::console(home, cfg).await?;
+    let conn = crate::connect::console(home, cfg).await?;
     let js = async_nats::jetstream::new(conn.client.clone());
     let mut stream = js.get_stream(AUDIT_STREAM).await?;
     let info = stream.info().await?.clone();

@@ -2,13 +2,11 @@
 //! The CLI is BRIDGE's command-line face, so it joins the bus as BRIDGE (the component that
 //! calls SPARK on behalf of people).
 
-use crate::components::ProcessState;
+use crate::supervisor::ProcessState;
 use anyhow::Context;
 use ozone_bus_schemas::spark::{ChatMessage, GenerateRequest};
-use ozone_bus_schemas::{Component, Identity};
-use ozone_nats::bus::Bus;
-use ozone_nats::NatsSettings;
-use ozone_security::{tls, Home, SecurityConfig};
+use ozone_bus_schemas::Component;
+use ozone_security::Home;
 use ozone_spark::client::{new_request_id, random_u64, SparkClient};
 use ozone_spark::models::{self, InstallOptions};
 use std::io::Write;
@@ -60,17 +58,6 @@ pub fn list(dir: &std::path::Path) {
     }
 }
 
-/// Joins the bus as BRIDGE.
-pub async fn bridge_bus(home: &Home) -> anyhow::Result<Bus> {
-    let cfg = SecurityConfig::load(home, &[])?;
-    let id = Identity::component(Component::Bridge);
-    let url = NatsSettings::load(home)?.url();
-    let conn = ozone_nats::connect(&url, &id, tls::client_config(home, &cfg, &id)?)
-        .await
-        .context("cannot reach the bus (is the ecosystem up? `ozone up --detach`)")?;
-    Ok(Bus::start(conn, home, cfg.rotation()).await?)
-}
-
 /// Options of `ozone ask`.
 #[derive(Debug, Clone)]
 pub struct AskOptions {
@@ -83,7 +70,7 @@ pub struct AskOptions {
 
 /// `ozone ask`: one chat turn, tokens printed as they stream; Ctrl-C cancels.
 pub async fn ask(home: &Home, prompt: &str, o: &AskOptions) -> anyhow::Result<()> {
-    let client = SparkClient::new(bridge_bus(home).await?);
+    let client = SparkClient::new(crate::connect::cli_bus(home).await?);
     let mut messages = Vec::new();
     if let Some(s) = &o.system {
         messages.push(ChatMessage {
@@ -146,7 +133,7 @@ const SCALE_WAIT: Duration = Duration::from_secs(30);
 /// The SPARK worker processes the supervisor runs now, by their number on this host (1: the
 /// component's own process), with their records.
 fn workers(home: &Home) -> Vec<(usize, ProcessState)> {
-    let mut out: Vec<(usize, ProcessState)> = crate::components::read_states(home)
+    let mut out: Vec<(usize, ProcessState)> = crate::supervisor::read_states(home)
         .into_iter()
         .filter_map(|(name, state)| {
             let n = if name == Component::Spark.name() {
@@ -176,7 +163,7 @@ pub fn scale(home: &Home, n: usize, threads: Option<usize>) -> anyhow::Result<us
         "{n} workers is more than this host can run usefully (at most {limit}: two per core); \
          add hosts instead — a worker elsewhere needs only its credentials and the NATS URL"
     );
-    let supervisor = crate::down::supervisor_pid(home).ok_or_else(|| {
+    let supervisor = crate::processes::supervisor_pid(home).ok_or_else(|| {
         anyhow::anyhow!(
             "the ecosystem is not up in {}: start it with `ozone up --detach`",
             home.root().display()
@@ -215,7 +202,7 @@ pub fn scale(home: &Home, n: usize, threads: Option<usize>) -> anyhow::Result<us
             println!(
                 "stopped SPARK worker pid {} ({})",
                 state.pid.unwrap_or_default(),
-                crate::spark_pool::worker_name(*k)
+                crate::supervisor::spark_pool::worker_name(*k)
             );
         }
     }
@@ -224,7 +211,7 @@ pub fn scale(home: &Home, n: usize, threads: Option<usize>) -> anyhow::Result<us
             println!(
                 "started SPARK worker pid {} ({})",
                 state.pid.unwrap_or_default(),
-                crate::spark_pool::worker_name(k)
+                crate::supervisor::spark_pool::worker_name(k)
             );
         }
     }
@@ -238,8 +225,8 @@ fn ask_supervisor(
     workers: usize,
     threads: Option<usize>,
 ) -> anyhow::Result<()> {
-    let request = crate::spark_pool::ScaleRequest { workers, threads };
-    crate::spark_pool::write_request(home, &request)?;
+    let request = crate::supervisor::spark_pool::ScaleRequest { workers, threads };
+    crate::supervisor::spark_pool::write_request(home, &request)?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(supervisor),
         nix::sys::signal::Signal::SIGUSR2,
@@ -272,7 +259,7 @@ fn scale_outcome(
         .map(|(k, s)| {
             format!(
                 "{} {}",
-                crate::spark_pool::worker_name(*k),
+                crate::supervisor::spark_pool::worker_name(*k),
                 s.last_exit.as_deref().unwrap_or("exited")
             )
         })

@@ -3,14 +3,14 @@
 //! (`run/components.json`), each component's last announced state (the audit stream, read as
 //! the console auditor) and NATS micro-service discovery (`$SRV.STATS`).
 
-use crate::components::{read_states, ProcessState};
+use crate::supervisor::{read_states, ProcessState};
 use futures::StreamExt;
 use ozone_bus_schemas::phase::{ComponentState, Instances, PhaseEvent};
-use ozone_bus_schemas::{Component, Identity, IdentityKind, Subject};
+use ozone_bus_schemas::{Component, Subject};
 use ozone_nats::audit::{AuditReader, AuditRecord};
 use ozone_nats::{Connection, NatsSettings};
 use ozone_security::pki::CONSOLE_AUDITOR;
-use ozone_security::{tls, Home, SecurityConfig};
+use ozone_security::{Home, SecurityConfig};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,13 +50,6 @@ impl Status {
             .iter()
             .all(|c| c.state == "ready" && !c.instances.is_empty())
     }
-}
-
-/// Connects as the console auditor (read-only, in the audit account).
-pub async fn console(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Connection> {
-    let id = Identity::new(IdentityKind::Auditor, CONSOLE_AUDITOR)?;
-    let url = NatsSettings::load(home)?.url();
-    Ok(ozone_nats::connect(&url, &id, tls::client_config(home, cfg, &id)?).await?)
 }
 
 /// Sends a `$SRV` request and gathers every answer that arrives within `wait`.
@@ -133,7 +126,7 @@ pub async fn gather_with(
     cfg: &SecurityConfig,
     stats_wait: Duration,
 ) -> anyhow::Result<Status> {
-    let (conn, reader) = crate::audit_cmd::reader(home, cfg, CONSOLE_AUDITOR).await?;
+    let (conn, reader) = crate::audit_stream::reader(home, cfg, CONSOLE_AUDITOR).await?;
     let events = fold(reader).await?;
     let stats = discover(&conn, "STATS", stats_wait).await?;
     let processes = read_states(home);
@@ -167,7 +160,7 @@ pub async fn gather_with(
         })
         .collect();
     Ok(Status {
-        supervisor_pid: crate::down::supervisor_pid(home),
+        supervisor_pid: crate::processes::supervisor_pid(home),
         nats_url: NatsSettings::load(home)?.url(),
         components,
     })

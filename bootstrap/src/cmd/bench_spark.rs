@@ -10,7 +10,7 @@ use ozone_bus_schemas::spark::ModelKind;
 use ozone_bus_schemas::spark::{GenerateRequest, Prompt};
 use ozone_bus_schemas::{Component, Identity};
 use ozone_nats::bus::Bus;
-use ozone_security::{tls, Home};
+use ozone_security::Home;
 use ozone_spark::client::{new_request_id, SparkClient};
 use ozone_spark::engine::{Embedder, TextModel};
 use ozone_spark::models::discover;
@@ -69,7 +69,7 @@ fn bench_request(tokens: u32) -> GenerateRequest {
 
 /// A worker process serving `models` on the bench home.
 fn start_worker(home: &Home, models: &Path, threads: usize) -> anyhow::Result<std::process::Child> {
-    Ok(crate::components::command(home, Component::Spark)?
+    Ok(crate::supervisor::command(home, Component::Spark)?
         .env("OZONE_MODELS_DIR", models)
         .env("OZONE_SPARK_THREADS", threads.to_string())
         .spawn()?)
@@ -118,11 +118,10 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
     let device = ozone_spark::engine::compute_device()?;
     let device_label = ozone_spark::engine::device_label(&device);
     eprintln!("  compute device: {device_label}");
-    let bench = crate::bench::BenchServer::start(None).await?;
+    let bench = crate::cmd::bench_bus::BenchServer::start(None).await?;
     let (home, cfg, settings) = (&bench.home, &bench.cfg, &bench.settings);
     let id = Identity::component(Component::Bridge);
-    let conn =
-        ozone_nats::connect(&settings.url(), &id, tls::client_config(home, cfg, &id)?).await?;
+    let conn = crate::connect::connect_to(&settings.url(), home, cfg, &id).await?;
     let client = SparkClient::new(Bus::start(conn, home, cfg.rotation()).await?);
 
     // 1. Decode: one worker with every core vs the same model in this process.

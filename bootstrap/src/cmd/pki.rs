@@ -65,7 +65,7 @@ pub async fn issue(
             ozone_security::envelope::auditor_key::path(home, &identity).display()
         );
         if running {
-            crate::audit_cmd::publish_auditor_keys(home, cfg, Some(&identity)).await?;
+            crate::audit_stream::publish_auditor_keys(home, cfg, Some(&identity)).await?;
             println!("  published its key: audit events are sealed to it from now on");
         }
     }
@@ -122,7 +122,7 @@ pub async fn revoke(
     if identity.kind == IdentityKind::Auditor {
         ozone_security::envelope::auditor_key::remove(home, identity)?;
         if running {
-            crate::audit_cmd::withdraw_auditor_key(home, cfg, identity).await?;
+            crate::audit_stream::withdraw_auditor_key(home, cfg, identity).await?;
             println!("withdrew its recipient key: nothing new is sealed to it");
         }
     }

@@ -6,7 +6,7 @@ use ozone_bus_schemas::{Component, Identity, Subject};
 use ozone_nats::bus::{local_keys, Bus};
 use ozone_nats::{find_binary, Connection, NatsServer, NatsSettings, ServerError};
 use ozone_security::envelope::{Form, SealTo, Sealer, SecretKeyPair, SessionLimits};
-use ozone_security::{tls, Home};
+use ozone_security::Home;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -307,7 +307,7 @@ impl BenchServer {
             max_payload: max_payload.unwrap_or(defaults.max_payload),
             ..defaults
         };
-        let (_, cfg) = crate::init::run(&home, &wanted, &[])?;
+        let (_, cfg) = crate::cmd::init::run(&home, &wanted, &[])?;
         let settings = NatsSettings::load(&home)?;
         let server = NatsServer::start(
             &home,
@@ -342,9 +342,8 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let (home, cfg, settings) = (&bench.home, &bench.cfg, &bench.settings);
     let connect = |c: Component| {
         let id = Identity::component(c);
-        let tls = tls::client_config(home, cfg, &id);
         let url = settings.url();
-        async move { anyhow::Ok(ozone_nats::connect(&url, &id, tls?).await?) }
+        async move { crate::connect::connect_to(&url, home, cfg, &id).await }
     };
     let (core_c, spark_c) = (
         connect(Component::Core).await?,

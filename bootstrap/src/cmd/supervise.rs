@@ -10,13 +10,8 @@
 use ozone_nats::{find_binary, NatsSettings};
 use ozone_security::{Home, SecurityConfig};
 use std::io::Write;
-use std::path::PathBuf;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, watch};
-
-pub fn pid_file(home: &Home) -> PathBuf {
-    home.run().join("ozone-supervisor.pid")
-}
 
 /// Restarts allowed in a row before the supervisor gives up on nats-server.
 const MAX_RESTARTS: u32 = 5;
@@ -29,7 +24,10 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
     // (SIGUSR1 and SIGUSR2 would otherwise end the process).
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
-    std::fs::write(pid_file(home), std::process::id().to_string())?;
+    std::fs::write(
+        crate::processes::supervisor_pid_file(home),
+        std::process::id().to_string(),
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = std::sync::Arc::new(stop_tx);
     let stop_on_signal = stop_tx.clone();
@@ -102,7 +100,7 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
             Ok(pid) => pid,
             Err(_) => return Err(anyhow::anyhow!("nats-server did not start (see var/log)")),
         };
-        let prepared = crate::audit_cmd::prepare(home, &cfg).await;
+        let prepared = crate::audit_stream::prepare(home, &cfg).await;
         if let Err(e) = &prepared {
             tracing::error!("audit stream: {e:#}");
         }
@@ -110,11 +108,11 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         // The reader may be gone (`ozone up` exited); that is fine.
         let _ = writeln!(out, "READY {nats_pid}");
         let _ = out.flush();
-        let requests = crate::components::OperatorRequests {
+        let requests = crate::supervisor::OperatorRequests {
             retry: retry_rx,
             scale: scale_rx,
         };
-        crate::components::supervise_all(home, &cfg, stop_rx, auth_rx, requests).await
+        crate::supervisor::supervise_all(home, &cfg, stop_rx, auth_rx, requests).await
     }
     .await;
     if let Err(e) = &result {
@@ -125,7 +123,7 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .and_then(|r| Ok(r?));
-    let _ = std::fs::remove_file(pid_file(home));
+    let _ = std::fs::remove_file(crate::processes::supervisor_pid_file(home));
     match nats_result {
         Ok(Err(e)) => {
             tracing::error!(error = %e, "supervisor stopping");

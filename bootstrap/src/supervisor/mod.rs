@@ -3,11 +3,13 @@
 //! with backoff when they die, announced degraded on the bus the moment they do, stopped in
 //! reverse phase order. Their state is written to `run/components.json` for `ozone status`.
 
+pub mod spark_pool;
+
 use ozone_bus_schemas::phase::PhaseEvent;
 use ozone_bus_schemas::{Component, Identity, Subject};
 use ozone_nats::bus::{now_ms, Bus};
 use ozone_nats::NatsSettings;
-use ozone_security::{tls, Home, SecurityConfig};
+use ozone_security::{Home, SecurityConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -149,7 +151,7 @@ async fn announcers(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<BTreeMa
         let url = url.clone();
         async move {
             let id = Identity::component(c);
-            let conn = ozone_nats::connect(&url, &id, tls::client_config(home, cfg, &id)?).await?;
+            let conn = crate::connect::connect_to(&url, home, cfg, &id).await?;
             anyhow::Ok((c, Bus::start_announcer(conn, home, rotation).await?))
         }
     }))
@@ -316,7 +318,7 @@ async fn watch_audit_quota(home: Home, cfg: SecurityConfig, core: Bus) {
     loop {
         tick.tick().await;
         if conn.is_none() {
-            match crate::status::console(&home, &cfg).await {
+            match crate::connect::console(&home, &cfg).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::debug!("audit quota: cannot connect as the console auditor: {e:#}");
@@ -390,16 +392,15 @@ pub async fn supervise_all(
                 )));
         }
         if phase == Component::Spark.phase() {
-            tasks
-                .entry(phase)
-                .or_default()
-                .push(tokio::spawn(crate::spark_pool::keep(
+            tasks.entry(phase).or_default().push(tokio::spawn(
+                crate::supervisor::spark_pool::keep(
                     home.clone(),
                     states.clone(),
                     rx.clone(),
                     scale.clone(),
                     retry.clone(),
-                )));
+                ),
+            ));
         }
     }
     let _ = stop.wait_for(|s| *s).await;
