@@ -174,7 +174,8 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SchemaCommand {
-    /// Write the subject reference generated from bus-schemas (default docs/subjects.md)
+    /// Write the subject reference (default docs/subjects.md) and, beside it, the message
+    /// reference (docs/messages/), both generated from bus-schemas
     Docs {
         #[arg(long, default_value = "docs/subjects.md")]
         out: PathBuf,

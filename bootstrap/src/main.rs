@@ -129,19 +129,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Schema(SchemaCommand::Docs { out, check }) => {
-            let text = ozone_bus_schemas::table::markdown();
-            let current = std::fs::read_to_string(&out).unwrap_or_default();
-            if check {
-                if current != text {
-                    eprintln!("{} is out of date: run `ozone schema docs`", out.display());
-                    return Ok(ExitCode::FAILURE);
-                }
-                println!("{} is up to date", out.display());
-            } else if current != text {
-                std::fs::write(&out, text)?;
-                println!("wrote {}", out.display());
-            } else {
-                println!("{} is up to date", out.display());
+            let stale = ozone::cmd::schema::docs(&out, check)?;
+            if check && stale > 0 {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Bench(BenchCommand::Bus {

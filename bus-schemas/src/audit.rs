@@ -2,13 +2,14 @@
 //! the auditors, and what the audit stream keeps.
 
 use crate::{Component, Subject};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Schema version of [`AuditEvent`]; bump on incompatible changes.
 pub const AUDIT_SCHEMA: u16 = 1;
 
 /// One security-relevant fact, as published by a component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditEvent {
     /// When it happened (Unix milliseconds, the publisher's clock).
     pub at_ms: u64,
@@ -18,7 +19,7 @@ pub struct AuditEvent {
 }
 
 /// What happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum AuditKind {
     /// The component published its key for a new epoch and erased the keys past grace.

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod operation;
 pub mod permissions;
 pub mod phase;
+pub mod reference;
 pub mod spark;
 pub mod streams;
 pub mod subject;

@@ -15,6 +15,7 @@
 
 use crate::table::Party;
 use crate::{Component, Identity, Subject};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +121,7 @@ pub trait Streamed: Operation {
 }
 
 /// On `<component>.worker.<worker>.control`, from the requester of a streamed operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Control {
     /// Stop this request now (its requester answers `Failed(Cancelled)` to the user).

@@ -3,6 +3,7 @@
 //! transitions on `ecosystem.phases`, and the lifecycle ping every component answers.
 
 use crate::{Component, Subject};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Schema version of these messages.
@@ -17,7 +18,7 @@ pub const HEARTBEAT_MS: u64 = 1_000;
 pub const HEARTBEAT_STALE_MS: u64 = 3_500;
 
 /// Where a component stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum ComponentState {
     /// Process started, connecting and loading its state.
@@ -48,7 +49,7 @@ impl ComponentState {
 }
 
 /// A component's state change, on `ecosystem.phase.<component>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PhaseEvent {
     pub component: String,
     pub phase: u8,
@@ -61,7 +62,7 @@ pub struct PhaseEvent {
 }
 
 /// "Still here", on `ecosystem.heartbeat.<component>` every [`HEARTBEAT_MS`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Heartbeat {
     pub component: String,
     pub instance: String,
@@ -71,7 +72,7 @@ pub struct Heartbeat {
 
 /// The core's announcement that a phase became ready (or stopped being), on
 /// `ecosystem.phases`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PhaseTransition {
     /// Always the core, which announces transitions.
     pub component: String,
@@ -81,13 +82,13 @@ pub struct PhaseTransition {
 }
 
 /// The lifecycle request every component answers on `<component>.ping`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Ping {
     pub from: String,
 }
 
 /// Served only when ready; otherwise says what it waits for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum PingReply {
     Pong {

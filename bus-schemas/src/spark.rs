@@ -10,6 +10,7 @@
 use crate::operation::{Limits, Operation, OperationSpec, Refusal, ReplyKind, Streamed};
 use crate::table::Party;
 use crate::{Component, Subject};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::operation::{
@@ -155,14 +156,14 @@ impl From<Refusal> for SparkError {
 }
 
 /// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
 }
 
 /// What to continue: a conversation (rendered with the model's own chat template) or raw text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Prompt {
     Chat(Vec<ChatMessage>),
@@ -170,7 +171,7 @@ pub enum Prompt {
 }
 
 /// `spark.generate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GenerateRequest {
     /// Chosen by the requester; the same id on a retry.
     pub request_id: String,
@@ -213,7 +214,7 @@ impl GenerateRequest {
 }
 
 /// Why a generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// The model's end-of-turn token or a stop sequence.
@@ -224,7 +225,7 @@ pub enum FinishReason {
 }
 
 /// What a finished generation cost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
@@ -237,7 +238,7 @@ pub struct Usage {
 }
 
 /// The end of a generation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Generated {
     pub model: String,
     /// Exactly the concatenation of the streamed token texts.
@@ -249,7 +250,7 @@ pub struct Generated {
 
 /// The events answering `spark.generate`, in order: `Accepted`, any number of `Alive` and
 /// `Token`, then `Done` or `Failed`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GenerateEvent {
     Accepted {
@@ -266,7 +267,7 @@ pub enum GenerateEvent {
 }
 
 /// `spark.embed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EmbedRequest {
     pub request_id: String,
     pub model: Option<String>,
@@ -274,7 +275,7 @@ pub struct EmbedRequest {
 }
 
 /// The vectors, one per text, mean-pooled and L2-normalised.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EmbedResult {
     pub model: String,
     pub dimensions: u32,
@@ -286,7 +287,7 @@ pub struct EmbedResult {
     pub worker: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EmbedEvent {
     Accepted { worker: String },
@@ -296,10 +297,10 @@ pub enum EmbedEvent {
 }
 
 /// `spark.models` (answered by any one worker, about the models folder it serves from).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelsRequest {}
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     Generation,
@@ -307,7 +308,7 @@ pub enum ModelKind {
 }
 
 /// One model found in the models folder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelInfo {
     pub name: String,
     pub kind: ModelKind,
@@ -324,14 +325,14 @@ pub struct ModelInfo {
     pub served: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelsReply {
     pub worker: String,
     pub models: Vec<ModelInfo>,
 }
 
 /// A request SPARK refused or could not finish. The worker keeps serving after each.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SparkError {
     #[error("SPARK is overloaded: {detail}; retry after {retry_after_ms} ms or start more workers (`ozone spark scale N`)")]

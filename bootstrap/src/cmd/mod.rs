@@ -6,6 +6,7 @@ pub mod bench_spark;
 pub mod down;
 pub mod init;
 pub mod pki;
+pub mod schema;
 pub mod spark;
 pub mod status;
 pub mod supervise;
