@@ -1,5 +1,9 @@
 //! Running nats-server: version check, start with the generated configuration, readiness
 //! from the server's own "ready" event, clean stop, reload, and restart when it dies.
+//!
+//! One file past 400 lines: these are the lifecycle of one child process and the reading of
+//! its one log (readiness, reload confirmation, authentication failures); split, each part
+//! would reach into the others' process handle and log channel. A fifth of it is tests.
 
 use crate::version::{check_version, VersionError};
 use crate::NatsSettings;

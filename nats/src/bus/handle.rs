@@ -73,6 +73,25 @@ pub struct Received<T> {
     pub message: T,
 }
 
+impl<T> Received<T> {
+    /// The message taken out, and where it came from (to answer it).
+    pub fn split(self) -> (Received<()>, T) {
+        let Received {
+            subject,
+            sender,
+            reply,
+            message,
+        } = self;
+        let origin = Received {
+            subject,
+            sender,
+            reply,
+            message: (),
+        };
+        (origin, message)
+    }
+}
+
 /// The error for a poisoned internal lock (a thread panicked holding it).
 pub(super) fn lock_err<E>(_: E) -> BusError {
     BusError::Poisoned("bus cache")

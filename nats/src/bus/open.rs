@@ -306,17 +306,13 @@ pub(super) fn received_on<R>(
 
 /// An opened message whose payload decoded, or the decoding error.
 pub(super) fn decoded<T>(opened: Received<Result<T, BusError>>) -> Result<Received<T>, BusError> {
-    let Received {
-        subject,
-        sender,
-        reply,
-        message,
-    } = opened;
+    let (origin, message) = opened.split();
+    let message = message?;
     Ok(Received {
-        subject,
-        sender,
-        reply,
-        message: message?,
+        subject: origin.subject,
+        sender: origin.sender,
+        reply: origin.reply,
+        message,
     })
 }
 

@@ -83,25 +83,14 @@ pub(crate) async fn take<Op: Operation>(
             ))),
         }
     };
-    let Received {
-        subject,
-        sender,
-        reply,
-        message,
-    } = opened;
+    let (to, message) = opened.split();
     if let Some(r) = &refusal {
         bus.audit(AuditKind::MessageRejected {
-            subject: subject.to_string(),
+            subject: to.subject.to_string(),
             reason: r.to_string(),
-            claimed_sender: Some(sender.to_string()),
+            claimed_sender: Some(to.sender.to_string()),
         });
     }
-    let to = Received {
-        subject,
-        sender,
-        reply,
-        message: (),
-    };
     let replier = Replier {
         bus: bus.clone(),
         to,

@@ -26,6 +26,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+mod follow;
+use follow::Follower;
+
 /// How often a follower reads the whole directory again: the feed is plain NATS, and a
 /// message it drops (a slow subscriber) would otherwise stay missing until its owner's next
 /// put.
@@ -328,86 +331,6 @@ fn decode(v: &[u8]) -> Result<DirectoryEntry, String> {
         .map_err(|e| format!("{} bytes that are no entry ({e})", v.len()))
 }
 
-/// A follower's state: what entries are checked against, where they go, where refusals are
-/// reported, which epoch each key holds (a delete marker names a slot, not an epoch), and the
-/// stream sequence last applied per key (a snapshot and the feed overlap).
-struct Follower {
-    trust: DirectoryTrust,
-    directory: Arc<RwLock<Directory>>,
-    rejected: mpsc::Sender<AuditKind>,
-    held: HashMap<String, u64>,
-    applied: HashMap<String, u64>,
-}
-
-impl Follower {
-    /// Reads the last entry of every key and applies those newer than what it holds.
-    async fn catch_up(&mut self, client: &async_nats::Client) -> Result<(), KeyDirError> {
-        let all = ozone_bus_schemas::Subject::key_entries_all();
-        let stored = last_per_subject(client, KEY_STREAM, all.as_str())
-            .await
-            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
-        for s in &stored {
-            self.apply(s);
-        }
-        Ok(())
-    }
-
-    /// Applies one stored entry unless an entry as new or newer of its key is applied
-    /// already, reporting it if it is ignored.
-    fn apply(&mut self, stored: &Stored) {
-        let Some(key) = bucket_key(&stored.subject) else {
-            return;
-        };
-        if self
-            .applied
-            .get(key)
-            .is_some_and(|&seq| seq >= stored.sequence)
-        {
-            return;
-        }
-        self.applied.insert(key.to_string(), stored.sequence);
-        let change = if stored.is_delete_marker() {
-            Change::Erased
-        } else {
-            Change::Put(&stored.payload)
-        };
-        if let Err(reason) = apply(&self.trust, &self.directory, &mut self.held, key, change) {
-            let _ = self.rejected.try_send(AuditKind::DirectoryEntryRejected {
-                key: key.to_string(),
-                reason,
-            });
-        }
-    }
-
-    /// Drops the keys of certificates revoked since the last check and reports each.
-    fn check_revocations(&mut self) {
-        match self.trust.refresh_revocations() {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                tracing::warn!("cannot re-read revocations: {e}");
-                return;
-            }
-        }
-        let Ok(mut dir) = self.directory.write() else {
-            return;
-        };
-        for (service, epoch) in dir.drop_revoked(&self.trust, crate::bus::now_ms()) {
-            tracing::warn!(%service, epoch, "key dropped: its certificate is revoked");
-            let _ = self.rejected.try_send(AuditKind::DirectoryEntryRejected {
-                key: format!("{service} (epoch {epoch})"),
-                reason: "its certificate is revoked".into(),
-            });
-        }
-    }
-}
-
-/// What the last entry of a key says.
-enum Change<'a> {
-    Put(&'a [u8]),
-    Erased,
-}
-
 /// Whether `key` is where an entry of `identity` for `epoch` belongs: its slot, or (the
 /// layout before slots) a key whose last token is the epoch itself.
 pub fn placed_under(key: &str, identity: &Identity, epoch: u64) -> bool {
@@ -415,55 +338,6 @@ pub fn placed_under(key: &str, identity: &Identity, epoch: u64) -> bool {
         Some((_, _, token)) if token < KEY_SLOTS => key == key_entry_key(identity, epoch),
         Some((_, _, token)) => token == epoch,
         None => false,
-    }
-}
-
-/// Applies one bucket entry; the error says why it was ignored. `held` is the epoch each key
-/// holds: a delete marker removes that one, and a put into a slot replaces the epoch there.
-fn apply(
-    trust: &DirectoryTrust,
-    directory: &RwLock<Directory>,
-    held: &mut HashMap<String, u64>,
-    key: &str,
-    change: Change<'_>,
-) -> Result<(), String> {
-    let (kind, name, token) =
-        parse_key_entry_key(key).ok_or_else(|| "not a key-directory key".to_string())?;
-    let identity = Identity::new(kind, &name).map_err(|e| e.to_string())?;
-    let expected = directory_name(&identity);
-    let mut dir = directory
-        .write()
-        .map_err(|_| "directory lock poisoned".to_string())?;
-    match change {
-        Change::Erased => {
-            // A slot's epoch is what was put there; an old-layout key names its epoch.
-            let epoch = held.remove(key).or((token >= KEY_SLOTS).then_some(token));
-            if let Some(epoch) = epoch {
-                dir.remove(&expected, epoch);
-            }
-            Ok(())
-        }
-        Change::Put(value) => {
-            let parsed = decode(value).map_err(|e| format!("malformed: {e}"))?;
-            if parsed.service != expected || !placed_under(key, &identity, parsed.epoch) {
-                return Err(format!(
-                    "stored under {key} but claims {} epoch {}",
-                    parsed.service, parsed.epoch
-                ));
-            }
-            if kind == IdentityKind::Auditor && parsed.epoch != 0 {
-                return Err("auditor keys have epoch 0".into());
-            }
-            dir.insert(trust, &parsed, crate::bus::now_ms())
-                .map_err(|e| e.to_string())?;
-            if let Some(before) = held.insert(key.to_string(), parsed.epoch) {
-                if before != parsed.epoch {
-                    // The slot's previous epoch left the bucket with this put.
-                    dir.remove(&expected, before);
-                }
-            }
-            Ok(())
-        }
     }
 }
 
