@@ -200,12 +200,7 @@ impl Bus {
             recipients: &[key],
             form: Form::CompactWhenPublished,
         };
-        let sealed = self.seal_for(to, response, now)?;
-        self.conn
-            .client
-            .publish(inbox.clone(), sealed)
-            .await
-            .map_err(BusError::nats)
+        self.publish_sealed(to, response, now).await
     }
 
     /// The route a reply on `inbox` is sealed in: the requester's whole inbox,

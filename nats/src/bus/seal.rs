@@ -199,10 +199,21 @@ impl Bus {
             recipients: &auditors,
             form: Form::Full,
         };
-        let sealed = self.seal_for(to, record, now)?;
+        self.publish_sealed(to, record, now).await
+    }
+
+    /// Seals `message` as `to` says and publishes it on `to.subject`.
+    pub(super) async fn publish_sealed(
+        &self,
+        to: SealTo<'_>,
+        message: &impl Serialize,
+        now: u64,
+    ) -> Result<(), BusError> {
+        let subject = to.subject.to_string();
+        let sealed = self.seal_for(to, message, now)?;
         self.conn
             .client
-            .publish(subject.to_string(), sealed)
+            .publish(subject, sealed)
             .await
             .map_err(BusError::nats)
     }
