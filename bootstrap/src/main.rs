@@ -162,15 +162,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Models(ModelsCommand::Install { dir }) => {
             let dir = dir.unwrap_or_else(|| ozone::cmd::spark::models_dir(&home));
-            let done = ozone::cmd::spark::install(dir.clone(), true)?;
-            if done.is_empty() {
-                println!("the shipped models are already in {}", dir.display());
-            } else {
-                println!("installed {} into {}", done.join(", "), dir.display());
-            }
+            ozone::cmd::spark::install(&dir, false)?;
         }
         Command::Models(ModelsCommand::List { dir }) => {
-            ozone::cmd::spark::list(&dir.unwrap_or_else(|| ozone::cmd::spark::models_dir(&home)));
+            ozone::cmd::spark::list(&dir.unwrap_or_else(|| ozone::cmd::spark::models_dir(&home)))?;
         }
         Command::Ask(a) => {
             let opts = ozone::cmd::spark::AskOptions {

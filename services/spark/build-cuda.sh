@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds `ozone` and `ozone-spark` with CUDA on a host with no GPU and no CUDA toolkit, for a
+# Builds `ozone-spark` with CUDA (and `ozone`, which links no model code, beside it) on a host with no GPU and no CUDA toolkit, for a
 # GPU host with a CUDA 13 driver and the CUDA 13 libraries (cuBLAS, cuRAND).
 #
 # - nvcc, its headers and libcudart come from NVIDIA's wheels on PyPI (pip download: no
@@ -50,6 +50,6 @@ done
 
 export PATH=$CUDA_HOME/bin:$PATH
 export LD_LIBRARY_PATH=$CUDA_HOME/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-cargo build --release --locked -p ozone -p ozone-spark --features ozone/cuda,ozone-spark/cuda
+cargo build --release --locked -p ozone -p ozone-spark --features ozone-spark/cuda
 cp "$CUDA_HOME/lib/libcudart.so.13" "$CARGO_TARGET_DIR/release/"
 echo "built: $CARGO_TARGET_DIR/release/ozone and ozone-spark (CUDA, compute capability $CUDA_COMPUTE_CAP)"

@@ -7,7 +7,7 @@
 use ozone_bus_schemas::{Component, Identity};
 use ozone_nats::bus::Bus;
 use ozone_security::envelope::Rotation;
-use ozone_spark::client::SparkClient;
+use ozone_spark_client::SparkClient;
 use ozone_tests::{SparkProcess, TestEcosystem};
 use std::time::Duration;
 

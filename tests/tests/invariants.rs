@@ -161,3 +161,20 @@ fn the_command_connects_in_one_place() {
         .collect();
     assert!(copies.is_empty(), "{copies:#?}");
 }
+
+/// The `ozone` command links no model code: SPARK's engine (candle) stays in `ozone-spark`,
+/// which the CLI runs for model files and the benchmark's baseline.
+#[test]
+fn the_command_links_no_model_code() {
+    let manifest = std::fs::read_to_string(workspace().join("bootstrap/Cargo.toml")).unwrap();
+    let deps: Vec<&str> = manifest
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("ozone-spark ")
+                || l.starts_with("ozone-spark=")
+                || l.starts_with("candle")
+        })
+        .collect();
+    assert!(deps.is_empty(), "{deps:?}");
+}

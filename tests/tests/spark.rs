@@ -10,7 +10,7 @@ use ozone_bus_schemas::spark::{
 use ozone_bus_schemas::{Component, Identity};
 use ozone_nats::bus::Bus;
 use ozone_security::envelope::Rotation;
-use ozone_spark::client::{new_request_id, ClientError, ClientOptions, SparkClient};
+use ozone_spark_client::{new_request_id, ClientError, ClientOptions, SparkClient};
 use ozone_tests::{SparkProcess, TestEcosystem};
 use std::time::{Duration, Instant};
 

@@ -1,21 +1,19 @@
 //! `ozone bench spark`: SPARK measured against its own baselines in one run, on a private
 //! nats-server with real `ozone-spark` worker processes:
 //! - decode tokens/s over the bus vs the same model called in-process (same prompt, seed and
-//!   token count; median of 5 alternating rounds each);
+//!   token count; median of 5 alternating rounds each) — in-process means `ozone-spark
+//!   baseline`, a process with the models and no bus, so this command links no model code;
 //! - embedding throughput with 2 workers vs 1, each worker on one thread;
 //! - embed latency p50/p99 for one sentence over the bus (in-process latency beside it).
 
 use anyhow::Context;
-use ozone_bus_schemas::spark::ModelKind;
-use ozone_bus_schemas::spark::{GenerateRequest, Prompt};
 use ozone_bus_schemas::{Component, Identity};
 use ozone_nats::bus::Bus;
 use ozone_security::Home;
-use ozone_spark::client::{new_request_id, SparkClient};
-use ozone_spark::engine::{Embedder, TextModel};
-use ozone_spark::models::discover;
+use ozone_spark_client::{bench_request, SparkClient};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -51,19 +49,63 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.get(i).copied().unwrap_or(0.0)
 }
 
-fn bench_request(tokens: u32) -> GenerateRequest {
-    GenerateRequest {
-        request_id: new_request_id(),
-        model: None,
-        prompt: Prompt::Raw("Once upon a time, in a small village by the sea, there lived".into()),
-        max_tokens: tokens,
-        temperature: 0.8,
-        top_p: Some(0.95),
-        top_k: None,
-        repeat_penalty: 1.1,
-        repeat_last_n: 64,
-        seed: 42,
-        stop: Vec::new(),
+/// `ozone-spark baseline`: the models in a process of their own, without the bus.
+struct Baseline {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Baseline {
+    /// Starts it and returns it with the device it computes on.
+    fn start(models: &Path) -> anyhow::Result<(Baseline, String)> {
+        let mut child = std::process::Command::new(crate::supervisor::binary(Component::Spark)?)
+            .arg("baseline")
+            .arg("--models")
+            .arg(models)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start ozone-spark baseline")?;
+        let (input, output) = match (child.stdin.take(), child.stdout.take()) {
+            (Some(i), Some(o)) => (i, BufReader::new(o)),
+            _ => anyhow::bail!("ozone-spark baseline has no pipes"),
+        };
+        let mut baseline = Baseline {
+            child,
+            input,
+            output,
+        };
+        let device = baseline.answer("device")?;
+        let device = device.as_str().unwrap_or("unknown").to_string();
+        Ok((baseline, device))
+    }
+
+    /// Sends one command; the value of `field` in its answer.
+    fn ask(&mut self, command: &str, field: &str) -> anyhow::Result<f64> {
+        writeln!(self.input, "{command}")?;
+        self.input.flush()?;
+        self.answer(field)?
+            .as_f64()
+            .with_context(|| format!("baseline answered no {field}"))
+    }
+
+    fn answer(&mut self, field: &str) -> anyhow::Result<serde_json::Value> {
+        let mut line = String::new();
+        self.output.read_line(&mut line)?;
+        anyhow::ensure!(
+            !line.is_empty(),
+            "ozone-spark baseline stopped (are the models installed? `ozone models install`)"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        Ok(v[field].clone())
+    }
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -104,19 +146,8 @@ async fn embed_throughput(
 }
 
 pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Report> {
-    let found = discover(models);
-    let text_model = found
-        .iter()
-        .find(|m| m.info.served && m.info.kind == ModelKind::Generation)
-        .context("no generation model to bench: `ozone models install`")?;
-    let embed_model = found
-        .iter()
-        .find(|m| m.info.served && m.info.kind == ModelKind::Embedding)
-        .context("no embedding model to bench: `ozone models install`")?;
-
     // The device the workers pick too: the baseline runs where they run.
-    let device = ozone_spark::engine::compute_device()?;
-    let device_label = ozone_spark::engine::device_label(&device);
+    let (mut baseline, device_label) = Baseline::start(models)?;
     eprintln!("  compute device: {device_label}");
     let bench = crate::cmd::bench_bus::BenchServer::start(None).await?;
     let (home, cfg, settings) = (&bench.home, &bench.cfg, &bench.settings);
@@ -124,28 +155,16 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
     let conn = crate::connect::connect_to(&settings.url(), home, cfg, &id).await?;
     let client = SparkClient::new(Bus::start(conn, home, cfg.rotation()).await?);
 
-    // 1. Decode: one worker with every core vs the same model in this process.
+    // 1. Decode: one worker with every core vs the same model in the baseline process.
     let mut first = KillOnDrop(start_worker(home, models, 0)?);
     client.wait_for_workers(1, WORKER_START).await?;
-    let model = TextModel::load(&text_model.path, &text_model.info.name, &device)?;
     let (mut local, mut bus) = (Vec::new(), Vec::new());
     for round in 0..DECODE_ROUNDS {
         eprintln!("  decode round {}/{DECODE_ROUNDS}", round + 1);
-        let req = bench_request(tokens);
-        let prompt = model
-            .encode_prompt(&req.prompt)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut first_at = None;
-        // On this thread, as the worker runs it on a blocking thread: the runtime's other
-        // threads stay free for the bus client's background tasks.
-        let g = tokio::task::block_in_place(|| {
-            model.generate(&req, &prompt, &AtomicBool::new(false), &mut |_| {
-                first_at.get_or_insert_with(Instant::now);
-            })
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let secs = first_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-        local.push(f64::from(g.completion_tokens.saturating_sub(1)) / secs.max(1e-9));
+        let decode = format!("decode {tokens}");
+        local.push(tokio::task::block_in_place(|| {
+            baseline.ask(&decode, "tok_s")
+        })?);
 
         let mut first_at = None;
         let done = client
@@ -156,18 +175,11 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
         let secs = first_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
         bus.push(f64::from(done.usage.completion_tokens.saturating_sub(1)) / secs.max(1e-9));
     }
-    drop(model);
     first.stop();
 
     // 2. Embedding throughput, one thread per worker: 1 worker, then 2.
-    let embedder = Embedder::load(&embed_model.path, &embed_model.info.name, &device)?;
-    let mut local_lat = Vec::new();
-    for i in 0..50 {
-        let t = Instant::now();
-        embedder.embed(&[format!("a short sentence to embed, number {i}")])?;
-        local_lat.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    drop(embedder);
+    let local_p50 = tokio::task::block_in_place(|| baseline.ask("embed 50", "p50_ms"))?;
+    drop(baseline);
     let _a = KillOnDrop(start_worker(home, models, 1)?);
     client.wait_for_workers(1, WORKER_START).await?;
     embed_throughput(&client, 50, 16).await?; // warm-up
@@ -202,7 +214,7 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
         two_workers_per_s: median(two),
         embed_p50_ms: percentile(lat.clone(), 0.5),
         embed_p99_ms: percentile(lat, 0.99),
-        in_process_embed_p50_ms: percentile(local_lat, 0.5),
+        in_process_embed_p50_ms: local_p50,
     })
 }
 

@@ -7,10 +7,9 @@ use anyhow::Context;
 use ozone_bus_schemas::spark::{ChatMessage, GenerateRequest};
 use ozone_bus_schemas::Component;
 use ozone_security::Home;
-use ozone_spark::client::{new_request_id, random_u64, SparkClient};
-use ozone_spark::models::{self, InstallOptions};
+use ozone_spark_client::{new_request_id, random_u64, SparkClient};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The models folder the workers of this home serve from.
@@ -20,42 +19,46 @@ pub fn models_dir(home: &Home) -> PathBuf {
         .unwrap_or_else(|| home.models())
 }
 
-/// Installs whatever shipped model is missing (a no-op when all are there).
-pub fn install(dir: PathBuf, progress: bool) -> anyhow::Result<Vec<String>> {
-    let mut opts = InstallOptions::new(dir);
-    opts.progress = progress;
-    models::install(&opts)
+/// `ozone-spark models <args>` beside this binary, its output shown as it comes: model files
+/// are SPARK's business, so the CLI links no model code.
+fn spark_models(args: &[&str], dir: &Path) -> anyhow::Result<bool> {
+    let status = std::process::Command::new(crate::supervisor::binary(Component::Spark)?)
+        .arg("models")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .status()
+        .context("cannot run ozone-spark")?;
+    Ok(status.success())
+}
+
+/// `ozone models install`: installs whatever shipped model is missing (a no-op when all are
+/// there), with progress bars unless `quiet`.
+pub fn install(dir: &Path, quiet: bool) -> anyhow::Result<()> {
+    let args: &[&str] = if quiet {
+        &["install", "--quiet"]
+    } else {
+        &["install"]
+    };
+    anyhow::ensure!(spark_models(args, dir)?, "installing the models failed");
+    Ok(())
+}
+
+/// Whether every shipped model is in `dir`.
+pub fn installed(dir: &Path) -> anyhow::Result<bool> {
+    let status = std::process::Command::new(crate::supervisor::binary(Component::Spark)?)
+        .args(["models", "check", "--dir"])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("cannot run ozone-spark")?;
+    Ok(status.success())
 }
 
 /// `ozone models list`: what discovery finds (the same list `spark.models` answers).
-pub fn list(dir: &std::path::Path) {
-    let found = models::discover(dir);
-    if found.is_empty() {
-        println!(
-            "no models in {} (`ozone models install` puts the shipped ones there)",
-            dir.display()
-        );
-        return;
-    }
-    println!(
-        "{:<34} {:<10} {:<11} {:<8} {:>7} {:<6} {:>7} {:>8}  SERVED",
-        "NAME", "KIND", "FORMAT", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE"
-    );
-    for m in found {
-        let i = m.info;
-        println!(
-            "{:<34} {:<10} {:<11} {:<8} {:>6.1}M {:<6} {:>7} {:>6.0}MB  {}",
-            i.name,
-            format!("{:?}", i.kind).to_lowercase(),
-            i.format,
-            i.architecture,
-            i.parameters as f64 / 1e6,
-            i.quantization,
-            i.context_length,
-            i.size_bytes as f64 / 1e6,
-            if i.served { "yes" } else { "no" }
-        );
-    }
+pub fn list(dir: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(spark_models(&["list"], dir)?, "listing the models failed");
+    Ok(())
 }
 
 /// Options of `ozone ask`.

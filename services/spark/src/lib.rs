@@ -4,12 +4,14 @@
 //! - [`engine`]: the models in-process (generation, embeddings).
 //! - [`worker`]: one `ozone-spark` process serving them on the bus, with admission limits,
 //!   cross-request embedding batches and metrics.
-//! - [`client`]: how other components (and the CLI) call the pool: streaming, cancellation,
-//!   retry on another worker when one dies.
+//! - [`tools`]: what the `ozone` command asks of this binary (`ozone-spark models …`,
+//!   `ozone-spark baseline`), so that the CLI links no model code.
+//!
+//! Callers use `ozone-spark-client` (`services/spark-client`), which has no engine in it.
 
-pub mod client;
 pub mod engine;
 pub mod models;
+pub mod tools;
 pub mod worker;
 
 use ozone_bus_schemas::Component;

@@ -4,6 +4,15 @@ use clap::Parser;
 use ozone_spark::worker::{SparkArgs, SparkCapability};
 
 fn main() -> std::process::ExitCode {
+    if ozone_spark::tools::requested() {
+        return match ozone_spark::tools::run(ozone_spark::tools::ToolArgs::parse()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let mut args = SparkArgs::parse();
     // Messaging on one thread: the cores are for the model, and each streamed token then
     // wakes one messaging thread. (`ozone bench spark` is too noisy here to show the effect

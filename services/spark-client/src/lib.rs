@@ -10,7 +10,7 @@
 
 use ozone_bus_schemas::spark::{
     self, Control, EmbedEvent, EmbedRequest, EmbedResult, GenerateEvent, GenerateRequest,
-    Generated, ModelsReply, ModelsRequest, SparkError,
+    Generated, ModelsReply, ModelsRequest, Prompt, SparkError,
 };
 use ozone_nats::bus::{Bus, BusError, TypedSubscriber};
 use serde::de::DeserializeOwned;
@@ -69,6 +69,24 @@ pub struct SparkClient {
     bus: Bus,
     opts: ClientOptions,
     retried: Arc<AtomicU64>,
+}
+
+/// The generation `ozone bench spark` measures, over the bus and in-process alike (same
+/// prompt, seed and token count).
+pub fn bench_request(tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        request_id: new_request_id(),
+        model: None,
+        prompt: Prompt::Raw("Once upon a time, in a small village by the sea, there lived".into()),
+        max_tokens: tokens,
+        temperature: 0.8,
+        top_p: Some(0.95),
+        top_k: None,
+        repeat_penalty: 1.1,
+        repeat_last_n: 64,
+        seed: 42,
+        stop: Vec::new(),
+    }
 }
 
 /// A random id/seed (the same on every retry of one request).
