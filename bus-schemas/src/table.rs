@@ -495,11 +495,14 @@ pub fn markdown() -> String {
             r.doc
         ));
     }
-    out.push_str("\nWho calls whom (`{component}.>` publishers):\n\n");
+    out.push_str(
+        "\nWho calls whom: each component, then the components it sends requests to (it may \
+         publish on their `{component}.>`):\n\n",
+    );
     for c in Component::ALL {
         let callees: Vec<&str> = c.calls().iter().map(|c| c.name()).collect();
         out.push_str(&format!(
-            "- {}: {}\n",
+            "- {} → {}\n",
             c.name(),
             if callees.is_empty() {
                 "nobody".to_string()
