@@ -12,6 +12,7 @@
 //! update an existing stream, which `ozone up` does for streams created before this (see
 //! [`harden`]). A component that opens a stream not yet hardened works with it and says so.
 
+use crate::bus::BoxError;
 use async_nats::jetstream::{self, kv, stream};
 use ozone_bus_schemas::streams::bucket_subjects;
 use std::time::Duration;
@@ -35,12 +36,17 @@ pub struct BucketSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum BucketError {
     #[error("bucket {bucket}: {detail}")]
-    Open { bucket: String, detail: String },
+    Open {
+        bucket: String,
+        #[source]
+        detail: BoxError,
+    },
     #[error("bucket {bucket} is not hardened ({drift}) and cannot be updated: {detail}")]
     Harden {
         bucket: String,
         drift: String,
-        detail: String,
+        #[source]
+        detail: BoxError,
     },
 }
 
@@ -112,13 +118,13 @@ impl BucketSpec {
     /// other settings is used as it is (only the core may change it: [`harden`]) and reported.
     pub async fn open(&self, client: &async_nats::Client) -> Result<kv::Store, BucketError> {
         let js = jetstream::new(client.clone());
-        let err = |detail: String| BucketError::Open {
+        let err = |detail: BoxError| BucketError::Open {
             bucket: self.bucket.into(),
             detail,
         };
         match js.get_stream(self.stream_name()).await {
             Ok(mut s) => {
-                let drift = self.drift(&s.info().await.map_err(|e| err(e.to_string()))?.config);
+                let drift = self.drift(&s.info().await.map_err(|e| err(e.into()))?.config);
                 if !drift.is_empty() {
                     tracing::warn!(
                         bucket = self.bucket,
@@ -133,11 +139,11 @@ impl BucketSpec {
                     tracing::debug!(bucket = self.bucket, "create: {e}");
                 }
             }
-            Err(e) => return Err(err(e.to_string())),
+            Err(e) => return Err(err(e.into())),
         }
         js.get_key_value(self.bucket)
             .await
-            .map_err(|e| err(e.to_string()))
+            .map_err(|e| err(e.into()))
     }
 }
 
@@ -146,7 +152,7 @@ pub async fn drift_of(store: &kv::Store, spec: &BucketSpec) -> Result<Vec<String
     let mut stream = store.stream.clone();
     let info = stream.info().await.map_err(|e| BucketError::Open {
         bucket: spec.bucket.into(),
-        detail: e.to_string(),
+        detail: e.into(),
     })?;
     Ok(spec.drift(&info.config))
 }
@@ -173,14 +179,14 @@ pub async fn harden(
         .await
         .map_err(|e| BucketError::Open {
             bucket: spec.bucket.into(),
-            detail: e.to_string(),
+            detail: e.into(),
         })?;
     let have = s
         .info()
         .await
         .map_err(|e| BucketError::Open {
             bucket: spec.bucket.into(),
-            detail: e.to_string(),
+            detail: e.into(),
         })?
         .config
         .clone();
@@ -198,7 +204,7 @@ pub async fn harden(
         .map_err(|e| BucketError::Harden {
             bucket: spec.bucket.into(),
             drift: drift.join(", "),
-            detail: e.to_string(),
+            detail: e.into(),
         })?;
     tracing::info!(
         bucket = spec.bucket,

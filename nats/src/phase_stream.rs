@@ -2,6 +2,7 @@
 //! component that joins late learns where the others stand without waiting for their next
 //! heartbeat. Members read it by batch direct get (`stored.rs`), never through a consumer.
 
+use crate::bus::BoxError;
 use crate::stored::{last_per_subject, Stored, StoredError};
 use async_nats::jetstream::{self, stream};
 use ozone_bus_schemas::phase::PHASE_STREAM;
@@ -10,9 +11,15 @@ use ozone_bus_schemas::Subject;
 #[derive(Debug, thiserror::Error)]
 pub enum PhaseStreamError {
     #[error("phase stream {PHASE_STREAM}: {detail}")]
-    Open { detail: String },
+    Open {
+        #[source]
+        detail: BoxError,
+    },
     #[error("phase stream {PHASE_STREAM} lacks direct gets and cannot be updated: {detail}")]
-    Update { detail: String },
+    Update {
+        #[source]
+        detail: BoxError,
+    },
 }
 
 /// The stream's configuration: one message per subject, file storage, direct gets.
@@ -39,12 +46,11 @@ pub async fn ensure(client: &async_nats::Client) -> Result<(), PhaseStreamError>
     let mut s = js
         .get_or_create_stream(config())
         .await
-        .map_err(|e| PhaseStreamError::Open {
-            detail: e.to_string(),
-        })?;
-    let info = s.info().await.map_err(|e| PhaseStreamError::Open {
-        detail: e.to_string(),
-    })?;
+        .map_err(|e| PhaseStreamError::Open { detail: e.into() })?;
+    let info = s
+        .info()
+        .await
+        .map_err(|e| PhaseStreamError::Open { detail: e.into() })?;
     if !info.config.allow_direct {
         tracing::warn!(
             "phase stream {PHASE_STREAM} has no direct gets: retained states are not read \
@@ -62,15 +68,11 @@ pub async fn update(client: &async_nats::Client) -> Result<bool, PhaseStreamErro
     let mut s = js
         .get_stream(PHASE_STREAM)
         .await
-        .map_err(|e| PhaseStreamError::Open {
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| PhaseStreamError::Open { detail: e.into() })?;
     let have = s
         .info()
         .await
-        .map_err(|e| PhaseStreamError::Open {
-            detail: e.to_string(),
-        })?
+        .map_err(|e| PhaseStreamError::Open { detail: e.into() })?
         .config
         .clone();
     if have.allow_direct {
@@ -81,9 +83,7 @@ pub async fn update(client: &async_nats::Client) -> Result<bool, PhaseStreamErro
         ..have
     })
     .await
-    .map_err(|e| PhaseStreamError::Update {
-        detail: e.to_string(),
-    })?;
+    .map_err(|e| PhaseStreamError::Update { detail: e.into() })?;
     Ok(true)
 }
 

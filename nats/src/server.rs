@@ -35,8 +35,8 @@ pub enum ServerError {
     NotReady(Duration),
     #[error("nats-server is not running (no pid in {0}); start it with `ozone up`")]
     NotRunning(PathBuf),
-    #[error("cannot signal nats-server (pid {pid}): {detail}")]
-    Signal { pid: i32, detail: String },
+    #[error("cannot signal nats-server (pid {pid}): {source}")]
+    Signal { pid: i32, source: nix::errno::Errno },
     #[error("nats-server died {restarts} times in a row; giving up. last error: {last}")]
     GaveUp { restarts: u32, last: String },
     #[error("nats-server (pid {pid}) refused the new configuration: {line}")]
@@ -188,10 +188,8 @@ impl NatsServer {
 }
 
 fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<(), ServerError> {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| ServerError::Signal {
-        pid,
-        detail: e.to_string(),
-    })
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+        .map_err(|source| ServerError::Signal { pid, source })
 }
 
 /// Tells the running server (found by its pid file) to re-read its configuration, and waits

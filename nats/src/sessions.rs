@@ -13,6 +13,7 @@
 //! another session's record in a slot treats the session as unknown.
 
 use crate::buckets::BucketSpec;
+use crate::bus::BoxError;
 use async_nats::jetstream::kv;
 use ozone_bus_schemas::streams::{session_record_key, SESSION_BUCKET};
 use ozone_security::envelope::{Establishment, SessionLimits, SESSION_ID_LEN};
@@ -35,11 +36,19 @@ pub const SESSION_BUCKET_SPEC: BucketSpec = BucketSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum SessionStoreError {
     #[error("session record bucket {SESSION_BUCKET}: {0}")]
-    Bucket(String),
+    Bucket(#[source] BoxError),
     #[error("cannot put session record {key}: {detail}")]
-    Put { key: String, detail: String },
+    Put {
+        key: String,
+        #[source]
+        detail: BoxError,
+    },
     #[error("cannot read session record {key}: {detail}")]
-    Get { key: String, detail: String },
+    Get {
+        key: String,
+        #[source]
+        detail: BoxError,
+    },
     #[error("session record slot {key} holds another live session")]
     SlotTaken { key: String },
 }
@@ -63,7 +72,7 @@ impl SessionStore {
         let store = SESSION_BUCKET_SPEC
             .open(client)
             .await
-            .map_err(|e| SessionStoreError::Bucket(e.to_string()))?;
+            .map_err(|e| SessionStoreError::Bucket(e.into()))?;
         Ok(SessionStore { store })
     }
 
@@ -72,7 +81,7 @@ impl SessionStore {
     pub async fn harden(client: &async_nats::Client) -> Result<Vec<String>, SessionStoreError> {
         crate::buckets::harden(client, &SESSION_BUCKET_SPEC)
             .await
-            .map_err(|e| SessionStoreError::Bucket(e.to_string()))
+            .map_err(|e| SessionStoreError::Bucket(e.into()))
     }
 
     /// Puts `sender`'s record of a session; returns once JetStream stored it. Refused
@@ -92,7 +101,7 @@ impl SessionStore {
             .await
             .map_err(|e| SessionStoreError::Get {
                 key: key.clone(),
-                detail: e.to_string(),
+                detail: e.into(),
             })?;
         if let Some(held) = held.filter(|e| e.operation == kv::Operation::Put) {
             let age = time::OffsetDateTime::now_utc() - held.created;
@@ -107,7 +116,7 @@ impl SessionStore {
             .map(|_| ())
             .map_err(|e| SessionStoreError::Put {
                 key,
-                detail: e.to_string(),
+                detail: e.into(),
             })
     }
 
@@ -125,7 +134,7 @@ impl SessionStore {
             .await
             .map_err(|e| SessionStoreError::Get {
                 key,
-                detail: e.to_string(),
+                detail: e.into(),
             })?;
         Ok(record.filter(|r| session_of(r) == Some(*session_id)))
     }

@@ -53,7 +53,11 @@ impl Default for NatsSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("{path}: {detail}")]
-    Invalid { path: PathBuf, detail: String },
+    Invalid {
+        path: PathBuf,
+        #[source]
+        detail: crate::bus::BoxError,
+    },
 }
 
 impl NatsSettings {
@@ -64,14 +68,14 @@ impl NatsSettings {
     /// Reads `etc/nats.toml`, or the defaults when it does not exist yet.
     pub fn load(home: &Home) -> Result<NatsSettings, SettingsError> {
         let path = Self::path(home);
-        let invalid = |detail: String| SettingsError::Invalid {
+        let invalid = |detail: crate::bus::BoxError| SettingsError::Invalid {
             path: path.clone(),
             detail,
         };
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| invalid(e.to_string())),
+            Ok(text) => toml::from_str(&text).map_err(|e| invalid(e.into())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NatsSettings::default()),
-            Err(e) => Err(invalid(e.to_string())),
+            Err(e) => Err(invalid(e.into())),
         }
     }
 
@@ -81,16 +85,16 @@ impl NatsSettings {
         if path.exists() {
             return Ok(false);
         }
-        let invalid = |detail: String| SettingsError::Invalid {
+        let invalid = |detail: crate::bus::BoxError| SettingsError::Invalid {
             path: path.clone(),
             detail,
         };
-        let body = toml::to_string(self).map_err(|e| invalid(e.to_string()))?;
+        let body = toml::to_string(self).map_err(|e| invalid(e.into()))?;
         std::fs::write(
             &path,
             format!("# Where nats-server listens; read by `ozone` and every component.\n{body}"),
         )
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(e.into()))?;
         Ok(true)
     }
 

@@ -14,8 +14,11 @@ pub const MIN_VERSION: Version = Version::new(2, 14, 3);
 pub enum VersionError {
     #[error("nats-server not found: set OZONE_NATS_SERVER, put it on PATH, or run nats/install-nats-server.sh (installs 2.15.1 into $OZONE_STUDIO_HOME/bin)")]
     NotFound,
-    #[error("cannot run {path} --version: {detail}")]
-    Run { path: PathBuf, detail: String },
+    #[error("cannot run {path} --version: {source}")]
+    Run {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} printed {output:?}, which holds no version number")]
     Unparsable { path: PathBuf, output: String },
     #[error("{path} is nats-server {found}; {MIN_VERSION} or newer is required because older servers have known permission-bypass advisories (CVE-2026-33248 verify_and_map DN bypass, GHSA-wh7g wildcard deny bypass, GHSA-jx8g queue-subscription deny bypass); install 2.15.1 with nats/install-nats-server.sh")]
@@ -52,9 +55,9 @@ pub fn check_version(path: &Path) -> Result<Version, VersionError> {
     let out = Command::new(path)
         .arg("--version")
         .output()
-        .map_err(|e| VersionError::Run {
+        .map_err(|source| VersionError::Run {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            source,
         })?;
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);

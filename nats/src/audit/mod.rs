@@ -13,6 +13,7 @@ mod reader;
 
 pub use reader::{AuditReader, AuditRecord};
 
+use crate::bus::BoxError;
 use crate::{Connection, NatsSettings};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::{Stream, StreamExt};
@@ -27,7 +28,7 @@ use std::time::SystemTime;
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit stream {AUDIT_STREAM}: {0}")]
-    Stream(String),
+    Stream(#[source] BoxError),
     #[error(
         "audit stream {AUDIT_STREAM} exists with other settings ({0}); \
          its retention is not changed by `ozone up` — check etc/nats.toml"
@@ -172,13 +173,14 @@ pub async fn ensure_stream(
 ) -> Result<stream::Info, AuditError> {
     let js = jetstream::new(conn.client.clone());
     let want = stream_config(settings);
-    let mut stream = js.get_or_create_stream(want.clone()).await.map_err(|e| {
-        no_storage(&e, settings).unwrap_or_else(|| AuditError::Stream(e.to_string()))
-    })?;
+    let mut stream = js
+        .get_or_create_stream(want.clone())
+        .await
+        .map_err(|e| no_storage(&e, settings).unwrap_or_else(|| AuditError::Stream(e.into())))?;
     let info = stream
         .info()
         .await
-        .map_err(|e| AuditError::Stream(e.to_string()))?
+        .map_err(|e| AuditError::Stream(e.into()))?
         .clone();
     let (lost, unhardened) = compare(&info.config, &want);
     if !lost.is_empty() {

@@ -2,6 +2,7 @@
 //! with the auditor's key as of its storage time, each directory put verified before use.
 
 use super::*;
+use crate::bus::BoxError;
 
 /// One record read back from the audit stream.
 #[derive(Debug, Clone)]
@@ -66,12 +67,12 @@ impl AuditReader {
         filter: Vec<String>,
         deliver_policy: consumer::DeliverPolicy,
     ) -> Result<(consumer::pull::Ordered, u64), AuditError> {
-        let err = |e: String| AuditError::Stream(e);
+        let err = |e: BoxError| AuditError::Stream(e);
         let stream = self
             .js
             .get_stream(AUDIT_STREAM)
             .await
-            .map_err(|e| err(format!("{e}; has `ozone up` created it?")))?;
+            .map_err(|e| err(format!("{e}; has `ozone up` created it?").into()))?;
         let mut consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subjects: filter,
@@ -79,13 +80,13 @@ impl AuditReader {
                 ..Default::default()
             })
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
         let pending = consumer
             .info()
             .await
-            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| err(e.into()))?
             .num_pending;
-        let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+        let messages = consumer.messages().await.map_err(|e| err(e.into()))?;
         Ok((messages, pending))
     }
 
@@ -103,7 +104,7 @@ impl AuditReader {
             return Ok(0);
         }
         while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(|e| AuditError::Stream(e.to_string()))?;
+            let msg = msg.map_err(|e| AuditError::Stream(e.into()))?;
             let last = msg.info().map(|i| i.pending == 0).unwrap_or(true);
             let _ = self.record(&msg);
             n += 1;
@@ -168,10 +169,7 @@ impl AuditReader {
                 let msg = match messages.next().await? {
                     Ok(m) => m,
                     Err(e) => {
-                        return Some((
-                            Err(AuditError::Stream(e.to_string())),
-                            (reader, messages, true),
-                        ))
+                        return Some((Err(AuditError::Stream(e.into())), (reader, messages, true)))
                     }
                 };
                 let last = !follow && msg.info().map(|i| i.pending == 0).unwrap_or(true);

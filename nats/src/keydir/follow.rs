@@ -24,7 +24,7 @@ impl Follower {
         let all = ozone_bus_schemas::Subject::key_entries_all();
         let stored = last_per_subject(client, KEY_STREAM, all.as_str())
             .await
-            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+            .map_err(|e| KeyDirError::Watch(e.into()))?;
         for s in &stored {
             self.apply(s);
         }

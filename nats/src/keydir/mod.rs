@@ -13,6 +13,7 @@
 //! are still read; the running service puts its live entries again under their slots.
 
 use crate::buckets::{BucketError, BucketSpec};
+use crate::bus::BoxError;
 use crate::stored::{last_per_subject, Stored};
 use async_nats::jetstream::kv;
 use futures::StreamExt;
@@ -57,13 +58,17 @@ pub const KEY_BUCKET_SPEC: BucketSpec = BucketSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyDirError {
     #[error("key directory bucket {KEY_BUCKET}: {0}")]
-    Bucket(String),
+    Bucket(#[source] BoxError),
     #[error("cannot put {key} into the key directory: {detail}")]
-    Put { key: String, detail: String },
+    Put {
+        key: String,
+        #[source]
+        detail: BoxError,
+    },
     #[error("cannot follow the key directory: {0}")]
-    Watch(String),
+    Watch(#[source] BoxError),
     #[error("cannot encode a directory entry: {0}")]
-    Encode(String),
+    Encode(#[source] BoxError),
     #[error(transparent)]
     Hardening(#[from] BucketError),
 }
@@ -113,7 +118,7 @@ impl KeyDirectory {
             KEY_BUCKET_SPEC
                 .open(client)
                 .await
-                .map_err(|e| KeyDirError::Bucket(e.to_string()))
+                .map_err(|e| KeyDirError::Bucket(e.into()))
         })
         .await?;
         Ok(KeyDirectory {
@@ -140,8 +145,7 @@ impl KeyDirectory {
         entry: &DirectoryEntry,
     ) -> Result<(), KeyDirError> {
         let key = key_entry_key(identity, entry.epoch);
-        let bytes =
-            rmp_serde::to_vec_named(entry).map_err(|e| KeyDirError::Encode(e.to_string()))?;
+        let bytes = rmp_serde::to_vec_named(entry).map_err(|e| KeyDirError::Encode(e.into()))?;
         let bytes = bytes::Bytes::from(bytes);
         settled(|| async {
             self.store
@@ -150,7 +154,7 @@ impl KeyDirectory {
                 .map(|_| ())
                 .map_err(|e| KeyDirError::Put {
                     key: key.clone(),
-                    detail: e.to_string(),
+                    detail: e.into(),
                 })
         })
         .await
@@ -172,7 +176,7 @@ impl KeyDirectory {
         settled(|| async {
             self.store.delete(&key).await.map_err(|e| KeyDirError::Put {
                 key: key.clone(),
-                detail: e.to_string(),
+                detail: e.into(),
             })
         })
         .await
@@ -191,7 +195,7 @@ impl KeyDirectory {
             .store
             .get(&key)
             .await
-            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+            .map_err(|e| KeyDirError::Watch(e.into()))?;
         Ok(value.map(|v| decode(&v)))
     }
 
@@ -215,7 +219,7 @@ impl KeyDirectory {
     async fn stored(&self, filter: &str) -> Result<Vec<(String, Option<Stored>)>, KeyDirError> {
         let stored = last_per_subject(&self.client, KEY_STREAM, filter)
             .await
-            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+            .map_err(|e| KeyDirError::Watch(e.into()))?;
         Ok(stored
             .into_iter()
             .filter_map(|s| {
@@ -260,7 +264,7 @@ impl KeyDirectory {
         let info = stream
             .info()
             .await
-            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+            .map_err(|e| KeyDirError::Watch(e.into()))?;
         Ok((per, info.state.bytes, info.config.max_bytes))
     }
 
@@ -282,7 +286,7 @@ impl KeyDirectory {
             .client
             .subscribe(KEY_FEED)
             .await
-            .map_err(|e| KeyDirError::Watch(e.to_string()))?;
+            .map_err(|e| KeyDirError::Watch(e.into()))?;
         // One owner for the trust: the catch-up below, then the follower task.
         let mut follower = Follower {
             trust,
