@@ -6,7 +6,7 @@ use ozone_bus_schemas::{Identity, IdentityKind};
 use ozone_nats::{ConnectError, Connection, NatsServer, NatsSettings};
 use ozone_security::pki::{self, IssueOptions};
 use ozone_security::{passphrase, tls, Home, SecurityConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod stolen;
@@ -231,6 +231,35 @@ pub async fn audit_events(
         }
     }
     Ok(out)
+}
+
+/// Runs one of the Python programs beside the tests (`audit_reader/ozone_audit_reader.py`,
+/// `example_client/ozone_example_client.py`) against `eco` as identity `name` (`--as`), with
+/// `$OZONE_AUDIT_PYTHON` (tests/run.sh prepares it); one JSON value per line it prints.
+pub fn run_python(
+    script: &str,
+    eco: &TestEcosystem,
+    name: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let python = std::env::var("OZONE_AUDIT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
+        .arg("--home")
+        .arg(eco.t.home.root())
+        .args(["--as", name, "--url", &eco.t.url()])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("ModuleNotFoundError") {
+        anyhow::bail!(
+            "{python} lacks the packages: run tests/run.sh, or pip install -r \
+             tests/audit_reader/requirements.txt and set OZONE_AUDIT_PYTHON\n{stderr}"
+        );
+    }
+    anyhow::ensure!(out.status.success(), "{script} failed: {stderr}");
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
 }
 
 /// `fut`, or an error naming `what` after 15 s (generous: the whole suite shares two cores).

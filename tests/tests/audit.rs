@@ -67,29 +67,7 @@ fn events(records: &[AuditRecord]) -> Vec<(String, AuditKind)> {
 
 /// Runs the Python audit reader (tests/audit_reader) as `auditor`; one JSON value per record.
 fn python_reader(eco: &TestEcosystem, auditor: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let python = std::env::var("OZONE_AUDIT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/audit_reader/ozone_audit_reader.py"
-    );
-    let out = std::process::Command::new(&python)
-        .arg(script)
-        .arg("--home")
-        .arg(eco.t.home.root())
-        .args(["--as", auditor, "--url", &eco.t.url()])
-        .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("ModuleNotFoundError") {
-        anyhow::bail!(
-            "{python} lacks the reader's packages: run tests/run.sh, or pip install -r \
-             tests/audit_reader/requirements.txt and set OZONE_AUDIT_PYTHON\n{stderr}"
-        );
-    }
-    anyhow::ensure!(out.status.success(), "python reader failed: {stderr}");
-    Ok(String::from_utf8(out.stdout)?
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?)
+    ozone_tests::run_python("audit_reader/ozone_audit_reader.py", eco, auditor)
 }
 
 fn forged(home: &Home, epoch: u64) -> anyhow::Result<(DirectoryEntry, DirectoryEntry)> {

@@ -14,25 +14,8 @@ use std::time::Duration;
 const CLI: &str = env!("CARGO_BIN_EXE_ozone-cli");
 
 /// Runs the example client as FORGE (a caller of SPARK that no process plays here).
-async fn example_client(eco: &TestEcosystem) -> anyhow::Result<Vec<serde_json::Value>> {
-    let python = std::env::var("OZONE_AUDIT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/example_client/ozone_example_client.py"
-    );
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg("--home")
-        .arg(eco.t.home.root())
-        .args(["--as", "forge", "--url", &eco.t.url()])
-        .output()
-        .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(out.status.success(), "the example client failed: {stderr}");
-    Ok(String::from_utf8(out.stdout)?
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?)
+fn example_client(eco: &TestEcosystem) -> anyhow::Result<Vec<serde_json::Value>> {
+    ozone_tests::run_python("example_client/ozone_example_client.py", eco, "forge")
 }
 
 fn field<'a>(lines: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
@@ -53,7 +36,8 @@ async fn a_client_written_from_the_docs_pings_generates_with_keepalives_and_embe
         .wait_for_workers(1, Duration::from_secs(90))
         .await?;
 
-    let lines = example_client(&eco).await?;
+    // A process of its own; this test's thread only waits for it.
+    let lines = tokio::task::block_in_place(|| example_client(&eco))?;
     for l in &lines {
         eprintln!("{l}");
     }
