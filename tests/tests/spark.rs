@@ -457,5 +457,10 @@ async fn stats_report_the_work_and_an_abandoned_generation_stops() -> anyhow::Re
     assert_eq!(data["load"]["generation_slots"], 2);
     assert_eq!(data["load"]["generations_running"], 0);
     assert_eq!(data["totals"]["embed_texts"], 2);
+    // The kit's own count for this operation: two generations taken, one answered, the
+    // abandoned one failed (cancelled).
+    assert_eq!(data["operation"]["requests"], 2, "{data}");
+    assert_eq!(data["operation"]["answered"], 1, "{data}");
+    assert_eq!(data["operation"]["failed"], 1, "{data}");
     Ok(())
 }

@@ -19,11 +19,12 @@ mod admission;
 mod call;
 mod inflight;
 mod serve;
+mod stats;
 
 pub use admission::{Admission, Slot};
 pub use call::Call;
 
-use crate::capability::Serving;
+use crate::capability::{Serving, StatsFn};
 use futures::future::BoxFuture;
 use inflight::InFlight;
 use ozone_bus_schemas::operation::{self, Operation, ReplyKind, Streamed, REQUESTER_SILENCE_MS};
@@ -117,12 +118,22 @@ pub enum KitError {
 }
 
 /// Serves one component's operations; hand its tasks to the runtime.
-#[derive(Debug)]
 pub struct Kit<'a> {
     serving: &'a Serving<'a>,
     worker: Arc<str>,
     inflight: Option<Arc<InFlight>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    counters: stats::Registry,
+    component_stats: Option<StatsFn>,
+}
+
+impl std::fmt::Debug for Kit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kit")
+            .field("component", &self.serving.component)
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Kit<'a> {
@@ -132,7 +143,15 @@ impl<'a> Kit<'a> {
             worker: serving.instance.as_str().into(),
             inflight: None,
             tasks: Vec::new(),
+            counters: stats::Registry::default(),
+            component_stats: None,
         }
+    }
+
+    /// The component's own figures for `$SRV.STATS` (per endpoint name); the kit adds each
+    /// operation's counters under `operation`.
+    pub fn component_stats(&mut self, f: StatsFn) {
+        self.component_stats = Some(f);
     }
 
     pub fn bus(&self) -> &Bus {
@@ -147,10 +166,13 @@ impl<'a> Kit<'a> {
         self.check::<Op>(ReplyKind::One)?;
         let mut endpoint = self.endpoint::<Op>().await?;
         let bus = self.serving.bus.clone();
+        let counters = self.counters.add(Op::SPEC.subject().as_str());
         self.tasks.push(tokio::spawn(async move {
             while let Some(req) = futures::StreamExt::next(&mut endpoint).await {
-                let (bus, handler) = (bus.clone(), handler.clone());
-                tokio::spawn(async move { serve::one::<Op, H>(&bus, handler, req.message).await });
+                let (bus, handler, counters) = (bus.clone(), handler.clone(), counters.clone());
+                tokio::spawn(async move {
+                    serve::one::<Op, H>(&bus, handler, &counters, req.message).await
+                });
             }
         }));
         Ok(())
@@ -172,6 +194,7 @@ impl<'a> Kit<'a> {
             admission,
             inflight,
             worker: self.worker.clone(),
+            counters: self.counters.add(Op::SPEC.subject().as_str()),
         });
         self.tasks.push(tokio::spawn(async move {
             while let Some(req) = futures::StreamExt::next(&mut endpoint).await {
@@ -182,8 +205,15 @@ impl<'a> Kit<'a> {
         Ok(())
     }
 
-    /// The tasks serving the operations (the runtime stops them with the component).
+    /// Installs the `$SRV.STATS` data (the component's figures and the operations' counters)
+    /// and returns the tasks serving the operations (the runtime stops them with the
+    /// component).
     pub fn into_tasks(self) -> Vec<tokio::task::JoinHandle<()>> {
+        let (counters, component) = (self.counters, self.component_stats);
+        self.serving.stats.set(Box::new(move |endpoint| {
+            let own = component.as_ref().map(|f| f(endpoint)).unwrap_or_default();
+            counters.data(endpoint, own)
+        }));
         self.tasks
     }
 

@@ -4,6 +4,7 @@
 
 use super::call::take;
 use super::inflight::InFlight;
+use super::stats::{Counters, Outcome};
 use super::{Admission, Call, Handler, StreamHandler};
 use ozone_bus_schemas::operation::{Operation, Refusal, Streamed, ALIVE_MS, MAX_REQUEST_ID_BYTES};
 use ozone_nats::bus::Bus;
@@ -15,20 +16,29 @@ const ALIVE: Duration = Duration::from_millis(ALIVE_MS);
 pub(super) async fn one<Op: Operation, H: Handler<Op>>(
     bus: &Bus,
     handler: Arc<H>,
+    counters: &Counters,
     msg: async_nats::Message,
 ) {
     let Some((replier, request)) = take::<Op>(bus, &msg).await else {
         return; // refused and audited by the bus: nobody to answer
     };
-    let outcome = match request {
-        Ok(request) => handler.handle(request, replier.sender().clone()).await,
-        Err(refusal) => Err(refusal.into()),
+    counters.took();
+    let request = match request {
+        Ok(r) => r,
+        Err(refusal) => {
+            counters.ended(Outcome::Refused);
+            return replier.fail::<Op>(refusal.into()).await;
+        }
     };
-    match outcome {
+    match handler.handle(request, replier.sender().clone()).await {
         Ok(reply) => {
+            counters.ended(Outcome::Answered);
             replier.send(&reply).await;
         }
-        Err(e) => replier.fail::<Op>(e).await,
+        Err(e) => {
+            counters.ended(Outcome::Failed);
+            replier.fail::<Op>(e).await
+        }
     }
 }
 
@@ -39,6 +49,7 @@ pub(super) struct StreamCtx<H> {
     pub(super) admission: Option<Arc<Admission>>,
     pub(super) inflight: Arc<InFlight>,
     pub(super) worker: Arc<str>,
+    pub(super) counters: Arc<Counters>,
 }
 
 pub(super) async fn stream<Op: Streamed, H: StreamHandler<Op>>(
@@ -50,20 +61,22 @@ pub(super) async fn stream<Op: Streamed, H: StreamHandler<Op>>(
         return;
     };
     let replier = Arc::new(replier);
-    let fail = |e: Op::Error| {
+    ctx.counters.took();
+    let fail = |e: Op::Error, outcome| {
+        ctx.counters.ended(outcome);
         ctx.handler.failed(&e);
         replier.fail::<Op>(e)
     };
     let request = match request.and_then(valid_id::<Op>) {
         Ok(r) => r,
-        Err(refusal) => return fail(refusal.into()).await,
+        Err(refusal) => return fail(refusal.into(), Outcome::Refused).await,
     };
     let running = ctx
         .inflight
         .start(replier.sender().clone(), Op::request_id(&request));
     let checked = match ctx.handler.check(request) {
         Ok(c) => c,
-        Err(e) => return fail(e).await,
+        Err(e) => return fail(e, Outcome::Failed).await,
     };
     replier.send(&Op::accepted(&ctx.worker)).await;
     let slot = match &ctx.admission {
@@ -75,7 +88,7 @@ pub(super) async fn stream<Op: Streamed, H: StreamHandler<Op>>(
             .await
         {
             Ok(slot) => Some(slot),
-            Err(refusal) => return fail(refusal.into()).await,
+            Err(refusal) => return fail(refusal.into(), Outcome::Refused).await,
         },
     };
     let call = Call::new(
@@ -102,9 +115,10 @@ pub(super) async fn stream<Op: Streamed, H: StreamHandler<Op>>(
     drop(slot); // the work is over: the next request may start while this one's answer goes
     match outcome {
         Ok(last) => {
+            ctx.counters.ended(Outcome::Answered);
             replier.send(&last).await;
         }
-        Err(e) => fail(e).await,
+        Err(e) => fail(e, Outcome::Failed).await,
     }
 }
 

@@ -137,9 +137,9 @@ async fn start(
     kit.serve_stream::<spark::Embed, _>(worker.clone(), None)
         .await?;
     kit.serve::<spark::Models, _>(worker.clone()).await?;
-    tasks.extend(kit.into_tasks());
     let w = worker.clone();
-    serving.stats.set(Box::new(move |_endpoint| w.stats()));
+    kit.component_stats(Box::new(move |_endpoint| w.stats()));
+    tasks.extend(kit.into_tasks());
     Ok(tasks)
 }
 
