@@ -200,7 +200,7 @@ impl Bus {
             recipients: &[key],
             form: Form::CompactWhenPublished,
         };
-        self.publish_sealed(to, response, now).await
+        self.publish_sealed(inbox.clone(), to, response, now).await
     }
 
     /// The route a reply on `inbox` is sealed in: the requester's whole inbox,

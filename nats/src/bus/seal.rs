@@ -199,17 +199,21 @@ impl Bus {
             recipients: &auditors,
             form: Form::Full,
         };
-        self.publish_sealed(to, record, now).await
+        self.publish_sealed(subject.to_string(), to, record, now)
+            .await
     }
 
-    /// Seals `message` as `to` says and publishes it on `to.subject`.
+    /// Seals `message` as `to` says and publishes it on `on` (`to.subject`, handed over in
+    /// the form the caller already holds: a reply inbox is not copied per message).
     pub(super) async fn publish_sealed(
         &self,
+        on: impl async_nats::subject::ToSubject,
         to: SealTo<'_>,
         message: &impl Serialize,
         now: u64,
     ) -> Result<(), BusError> {
-        let subject = to.subject.to_string();
+        let subject = on.to_subject();
+        debug_assert_eq!(subject.as_str(), to.subject);
         let sealed = self.seal_for(to, message, now)?;
         self.conn
             .client
