@@ -29,7 +29,7 @@ use futures::future::BoxFuture;
 use inflight::InFlight;
 use ozone_bus_schemas::operation::{self, Operation, ReplyKind, Streamed, REQUESTER_SILENCE_MS};
 use ozone_bus_schemas::Component;
-use ozone_nats::bus::{Bus, BusError};
+use ozone_nats::bus::BusError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,10 +152,6 @@ impl<'a> Kit<'a> {
     /// operation's counters under `operation`.
     pub fn component_stats(&mut self, f: StatsFn) {
         self.component_stats = Some(f);
-    }
-
-    pub fn bus(&self) -> &Bus {
-        &self.serving.bus
     }
 
     /// Serves a one-reply operation with `handler`.
