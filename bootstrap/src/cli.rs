@@ -119,6 +119,7 @@ pub enum Kind {
     User,
     Device,
     Auditor,
+    Operator,
 }
 
 impl From<Kind> for IdentityKind {
@@ -128,6 +129,7 @@ impl From<Kind> for IdentityKind {
             Kind::User => IdentityKind::User,
             Kind::Device => IdentityKind::Device,
             Kind::Auditor => IdentityKind::Auditor,
+            Kind::Operator => IdentityKind::Operator,
         }
     }
 }

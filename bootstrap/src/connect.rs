@@ -1,10 +1,10 @@
 //! Joining the bus from the `ozone` command: one way to connect as an identity.
 
 use anyhow::Context;
-use ozone_bus_schemas::{Component, Identity, IdentityKind};
+use ozone_bus_schemas::{Identity, IdentityKind};
 use ozone_nats::bus::Bus;
 use ozone_nats::{Connection, NatsSettings};
-use ozone_security::pki::CONSOLE_AUDITOR;
+use ozone_security::pki::{CONSOLE_AUDITOR, CONSOLE_OPERATOR};
 use ozone_security::{tls, Home, SecurityConfig};
 
 /// Connects to `url` with `id`'s certificate from `home`.
@@ -34,10 +34,22 @@ pub async fn console(home: &Home, cfg: &SecurityConfig) -> anyhow::Result<Connec
     connect_as(home, cfg, &id).await
 }
 
-/// Joins the bus as the identity the command line speaks for (BRIDGE, the human door).
+/// The operator identity the command line speaks as on this host.
+pub fn console_operator() -> anyhow::Result<Identity> {
+    Ok(Identity::new(IdentityKind::Operator, CONSOLE_OPERATOR)?)
+}
+
+/// Joins the bus as the console operator: its own certificate, NATS user and key ring
+/// (`security/keys/operator-console.keyring`), never a component's.
 pub async fn cli_bus(home: &Home) -> anyhow::Result<Bus> {
     let cfg = SecurityConfig::load(home, &[])?;
-    let conn = connect_as(home, &cfg, &Identity::component(Component::Bridge))
+    let id = console_operator()?;
+    if !ozone_security::pki::IdentityFiles::of(home, &id).exist() {
+        anyhow::bail!(
+            "this home has no certificate for {id}; run `ozone init` (it issues what is missing)"
+        );
+    }
+    let conn = connect_as(home, &cfg, &id)
         .await
         .context("cannot reach the bus (is the ecosystem up? `ozone up --detach`)")?;
     Ok(Bus::start(conn, home, cfg.rotation()).await?)

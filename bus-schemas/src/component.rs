@@ -106,6 +106,13 @@ impl Component {
             Forge | Scribe => &[Spark, Nexus, Zsei],
         }
     }
+
+    /// Whether operators (the `ozone` command, [`crate::IdentityKind::Operator`]) may call
+    /// this component directly. SPARK does, for `ozone ask` and `ozone bench spark`; anything
+    /// else an operator wants goes through the components that own it.
+    pub fn takes_operators(self) -> bool {
+        matches!(self, Component::Spark)
+    }
 }
 
 impl std::fmt::Display for Component {

@@ -15,6 +15,10 @@ pub enum IdentityKind {
     Device,
     /// A read-only external audit tool (User CA, audit account).
     Auditor,
+    /// Someone running the `ozone` command on the ecosystem's machine (User CA, ecosystem
+    /// account): calls the components that take operators' requests
+    /// ([`Component::takes_operators`]) with a key ring of its own.
+    Operator,
 }
 
 impl IdentityKind {
@@ -24,7 +28,20 @@ impl IdentityKind {
             IdentityKind::User => "user",
             IdentityKind::Device => "device",
             IdentityKind::Auditor => "auditor",
+            IdentityKind::Operator => "operator",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<IdentityKind> {
+        [
+            IdentityKind::Component,
+            IdentityKind::User,
+            IdentityKind::Device,
+            IdentityKind::Auditor,
+            IdentityKind::Operator,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
     }
 }
 
@@ -49,6 +66,11 @@ impl NatsAccount {
         }
     }
 }
+
+const URN_PREFIX: &str = "urn:ozone:";
+/// The first token of every operator's inbox stem (`_INBOX.operator.<name>`).
+pub(crate) const OPERATOR_INBOX: &str = "operator";
+const OPERATOR_URN_PREFIX: &str = "urn:ozone:operator:";
 
 /// A name that is not allowed for an identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,7 +153,56 @@ impl Identity {
         match self.kind {
             IdentityKind::User => false,
             IdentityKind::Component => self.as_component().is_some(),
-            IdentityKind::Device | IdentityKind::Auditor => true,
+            IdentityKind::Device | IdentityKind::Auditor | IdentityKind::Operator => true,
+        }
+    }
+
+    /// Whether the identity joins the bus with a key ring of its own (seals and opens
+    /// messages): the components and operators.
+    pub fn is_member(&self) -> bool {
+        match self.kind {
+            IdentityKind::Component => self.as_component().is_some(),
+            IdentityKind::Operator => true,
+            _ => false,
+        }
+    }
+
+    /// The name its key-directory entries and envelopes carry: a component's name (`spark`)
+    /// or, for anyone else, the URN its certificate names (`urn:ozone:operator:console`).
+    pub fn directory_name(&self) -> String {
+        match self.as_component() {
+            Some(c) => c.name().to_string(),
+            None => self.urn(),
+        }
+    }
+
+    /// The identity a key-directory name stands for (see [`Identity::directory_name`]).
+    pub fn from_directory_name(name: &str) -> Option<Identity> {
+        if let Some(c) = Component::from_name(name) {
+            return Some(Identity::component(c));
+        }
+        let (kind, name) = name.strip_prefix(URN_PREFIX)?.split_once(':')?;
+        let kind = IdentityKind::from_name(kind).filter(|k| *k != IdentityKind::Component)?;
+        Identity::new(kind, name).ok()
+    }
+
+    /// What follows `_INBOX.` in the identity's reply subjects: its file stem, except for
+    /// operators, whose inboxes share the token `operator` (`_INBOX.operator.<name>`) so
+    /// that one permission lets a component answer every operator.
+    pub fn inbox_stem(&self) -> std::borrow::Cow<'_, str> {
+        match self.kind {
+            IdentityKind::Component => self.name.as_str().into(),
+            IdentityKind::Operator => format!("{OPERATOR_INBOX}.{}", self.name).into(),
+            _ => self.file_stem().into(),
+        }
+    }
+
+    /// [`Identity::inbox_stem`] of the identity a key-directory name stands for, without
+    /// allocating for a component (this runs for every message opened).
+    pub fn inbox_stem_of(directory_name: &str) -> std::borrow::Cow<'_, str> {
+        match directory_name.strip_prefix(OPERATOR_URN_PREFIX) {
+            Some(name) => format!("{OPERATOR_INBOX}.{name}").into(),
+            None => directory_name.into(),
         }
     }
 
@@ -155,13 +226,15 @@ impl Identity {
 
     /// `urn:ozone:<kind>:<name>`, the URI SAN of non-component identities.
     pub fn urn(&self) -> String {
-        format!("urn:ozone:{}:{}", self.kind.as_str(), self.name)
+        format!("{URN_PREFIX}{}:{}", self.kind.as_str(), self.name)
     }
 
     /// The account the identity's NATS user lives in; `None` for people (no NATS user).
     pub fn account(&self) -> Option<NatsAccount> {
         match self.kind {
-            IdentityKind::Component | IdentityKind::Device => Some(NatsAccount::Ecosystem),
+            IdentityKind::Component | IdentityKind::Device | IdentityKind::Operator => {
+                Some(NatsAccount::Ecosystem)
+            }
             IdentityKind::Auditor => Some(NatsAccount::Audit),
             IdentityKind::User => None,
         }
@@ -197,7 +270,11 @@ mod tests {
             .iter()
             .filter_map(|c| Identity::component(*c).nats_user("0a"))
             .collect();
-        for kind in [IdentityKind::Device, IdentityKind::Auditor] {
+        for kind in [
+            IdentityKind::Device,
+            IdentityKind::Auditor,
+            IdentityKind::Operator,
+        ] {
             users.extend(
                 Identity::new(kind, "x")
                     .ok()
@@ -220,5 +297,35 @@ mod tests {
         assert!(!Identity::new(IdentityKind::User, "alice")
             .map(|i| i.has_nats_user())
             .unwrap_or(true));
+    }
+
+    #[test]
+    fn directory_names_and_inboxes_name_one_identity() {
+        let op = Identity::new(IdentityKind::Operator, "console").unwrap();
+        assert_eq!(op.directory_name(), "urn:ozone:operator:console");
+        assert_eq!(op.inbox_stem(), "operator.console");
+        assert_eq!(
+            Identity::inbox_stem_of(&op.directory_name()),
+            "operator.console"
+        );
+        assert_eq!(Identity::inbox_stem_of("spark"), "spark");
+        let siem = Identity::new(IdentityKind::Auditor, "siem").unwrap();
+        for id in [op, siem, Identity::component(Component::Core)] {
+            assert_eq!(
+                Identity::from_directory_name(&id.directory_name()),
+                Some(id)
+            );
+        }
+        for bad in [
+            "sparky",
+            "urn:ozone:component:spark",
+            "urn:ozone:operator:",
+            "urn:ozone:operator:Bad",
+            "urn:ozone:operator:spark",
+            "urn:ozone:wizard:x",
+            "urn:other:operator:x",
+        ] {
+            assert_eq!(Identity::from_directory_name(bad), None, "{bad}");
+        }
     }
 }

@@ -70,9 +70,7 @@ impl OperationSpec {
     /// Whether the authenticated `sender` (a key-directory name) may call this operation.
     pub fn allows(&self, sender: &str) -> bool {
         let owner = Identity::component(self.component);
-        Component::from_name(sender)
-            .map(Identity::component)
-            .is_some_and(|who| self.callers.includes(&who, &owner))
+        Identity::from_directory_name(sender).is_some_and(|who| self.callers.includes(&who, &owner))
     }
 }
 
@@ -167,6 +165,16 @@ mod tests {
         assert!(SPEC.allows("bridge"));
         assert!(!SPEC.allows("spark"));
         assert!(!SPEC.allows("auditor-siem"));
+        assert!(!SPEC.allows("urn:ozone:auditor:siem"));
+        // SPARK takes operators' requests; SCRIBE does not.
+        assert!(SPEC.allows("urn:ozone:operator:console"));
+        assert!(!SPEC.allows("urn:ozone:device:console"));
+        let scribe_op = OperationSpec {
+            component: Component::Scribe,
+            ..SPEC
+        };
+        assert!(!scribe_op.allows("urn:ozone:operator:console"));
+        assert!(scribe_op.allows("ozone-studio"));
         let only_core = OperationSpec {
             callers: Party::Only(Component::Core),
             ..SPEC

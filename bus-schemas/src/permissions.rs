@@ -178,6 +178,54 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_calls_only_the_components_that_take_operators() {
+        let console =
+            Identity::new(IdentityKind::Operator, "console").unwrap_or_else(|e| panic!("{e}"));
+        let p = Permissions::of(&console).unwrap_or_else(|| panic!("operator has permissions"));
+        // Its requests: SPARK only; its replies: its own inbox only.
+        assert!(p.may_publish("spark.generate"));
+        for other in [
+            "cognis.remember",
+            "ozone-studio.x",
+            "bridge.x",
+            "nexus.read",
+        ] {
+            assert!(!p.may_publish(other), "operator may publish {other}");
+        }
+        assert!(p.may_subscribe("_INBOX.operator.console.abc.1"));
+        for foreign in [
+            "_INBOX.operator.other.abc",
+            "_INBOX.bridge.abc",
+            "spark.generate",
+            "audit.spark.rejected",
+        ] {
+            assert!(
+                !p.may_subscribe(foreign),
+                "operator may subscribe {foreign}"
+            );
+        }
+        // Its own key slots and nobody else's; no session records (it seals full envelopes).
+        assert!(p.may_publish("$KV.ozone-keys.operator.console.0"));
+        assert!(!p.may_publish("$KV.ozone-keys.operator.other.0"));
+        assert!(!p.may_publish("$KV.ozone-keys.component.bridge.0"));
+        assert!(!p.may_publish("$KV.ozone-sessions.bridge.00"));
+        assert!(!p.may_publish("$JS.API.STREAM.PURGE.KV_ozone-keys"));
+        assert!(!p.may_publish("$JS.API.STREAM.UPDATE.KV_ozone-keys"));
+        assert!(p.may_publish("$JS.API.DIRECT.GET.KV_ozone-sessions"));
+        assert!(p.may_subscribe("ecosystem.keys.component.spark.1"));
+        // It announces nothing and writes no audit events under anyone's name.
+        assert!(!p.may_publish("ecosystem.phase.spark"));
+        assert!(!p.may_publish("audit.bridge.rejected"));
+        // SPARK answers operators; a component that takes none of their requests cannot.
+        assert!(component(Component::Spark).may_publish("_INBOX.operator.console.abc"));
+        assert!(!component(Component::Cognis).may_publish("_INBOX.operator.console.abc"));
+        assert_eq!(
+            crate::table::recipients("_INBOX.operator.console.abc.1"),
+            vec![console]
+        );
+    }
+
+    #[test]
     fn auditors_are_read_only_and_people_have_no_nats_user() {
         let auditor =
             Identity::new(IdentityKind::Auditor, "siem").unwrap_or_else(|e| panic!("{e}"));

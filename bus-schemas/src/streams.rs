@@ -45,6 +45,7 @@ pub fn parse_key_entry_key(key: &str) -> Option<(IdentityKind, String, u64)> {
     let kind = match parts.next()? {
         "component" => IdentityKind::Component,
         "auditor" => IdentityKind::Auditor,
+        "operator" => IdentityKind::Operator,
         _ => return None,
     };
     let name = parts.next()?.to_string();

@@ -3,7 +3,8 @@
 //! Subjects are built here and nowhere else, so renaming one is a one-line change that the
 //! generated permissions follow automatically.
 
-use crate::{Component, Identity};
+use crate::identity::OPERATOR_INBOX;
+use crate::{Component, Identity, IdentityKind};
 use std::fmt;
 
 /// A NATS subject or subscription pattern: dot-separated non-empty tokens without spaces;
@@ -115,13 +116,14 @@ impl Subject {
         Subject::join(&["audit", ">"])
     }
 
-    /// The private reply-inbox prefix of an identity: `_INBOX.<file stem>`. Per-identity
-    /// inboxes mean no identity can subscribe to another's replies.
+    /// The private reply-inbox prefix of an identity: `_INBOX.<inbox stem>` (its file stem;
+    /// `operator.<name>` for an operator). Per-identity inboxes mean no identity can
+    /// subscribe to another's replies.
     pub fn inbox_prefix(identity: &Identity) -> Subject {
-        Subject(format!("_INBOX.{}", identity.file_stem()))
+        Subject(format!("_INBOX.{}", identity.inbox_stem()))
     }
 
-    /// Whether `subject` lies in the reply inbox of the identity whose file stem is `stem`
+    /// Whether `subject` lies in the reply inbox of the identity whose inbox stem is `stem`
     /// (`_INBOX.<stem>.…`); compares in place, for the bus's per-message checks.
     pub fn in_inbox_of(subject: &str, stem: &str) -> bool {
         subject
@@ -131,16 +133,42 @@ impl Subject {
             .is_some_and(|rest| !rest.is_empty())
     }
 
-    /// All inboxes of an identity: `_INBOX.<file stem>.>`.
+    /// All inboxes of an identity: `_INBOX.<inbox stem>.>`.
     pub fn inbox_all(identity: &Identity) -> Subject {
-        Subject(format!("_INBOX.{}.>", identity.file_stem()))
+        Subject(format!("_INBOX.{}.>", identity.inbox_stem()))
+    }
+
+    /// Every operator's inboxes, `_INBOX.operator.>`: where the components that take
+    /// operators' requests answer them.
+    pub fn operator_inboxes() -> Subject {
+        Subject(format!("_INBOX.{OPERATOR_INBOX}.>"))
+    }
+
+    /// The operator whose reply inbox `subject` lies in (`_INBOX.operator.<name>.…`).
+    pub fn operator_of_inbox(subject: &str) -> Option<Identity> {
+        let rest = subject
+            .strip_prefix("_INBOX.")?
+            .strip_prefix(OPERATOR_INBOX)?
+            .strip_prefix('.')?;
+        let (name, tail) = rest.split_once('.')?;
+        if tail.is_empty() {
+            return None;
+        }
+        Identity::new(IdentityKind::Operator, name).ok()
     }
 
     /// The requester part of a reply inbox: `_INBOX.<requester>` of
-    /// `_INBOX.<requester>.<token>…`; `None` for a subject of any other shape.
+    /// `_INBOX.<requester>.<token>…` (`_INBOX.operator.<name>` for an operator's); `None` for
+    /// a subject of any other shape.
     pub fn requester_inbox(reply: &str) -> Option<&str> {
         const INBOX: &str = "_INBOX.";
-        let dot = reply.strip_prefix(INBOX)?.find('.')?;
+        let rest = reply.strip_prefix(INBOX)?;
+        // An operator's inbox stem is two tokens.
+        let skip = match rest.strip_prefix(OPERATOR_INBOX) {
+            Some(after) if after.starts_with('.') => OPERATOR_INBOX.len() + 1,
+            _ => 0,
+        };
+        let dot = skip + rest.get(skip..)?.find('.')?;
         reply.get(..INBOX.len() + dot)
     }
 
@@ -225,6 +253,25 @@ mod tests {
             Subject::requester_inbox("_INBOX.forge.abc.1"),
             Some("_INBOX.forge")
         );
+        assert_eq!(
+            Subject::requester_inbox("_INBOX.operator.console.abc.1"),
+            Some("_INBOX.operator.console")
+        );
+        assert_eq!(Subject::requester_inbox("_INBOX.operator.console"), None);
+        let console = Identity::new(IdentityKind::Operator, "console").ok();
+        assert_eq!(
+            Subject::operator_of_inbox("_INBOX.operator.console.abc.1"),
+            console
+        );
+        for other in [
+            "_INBOX.operator.console",
+            "_INBOX.operator.console.",
+            "_INBOX.operator.spark.x",
+            "_INBOX.forge.abc",
+            "_INBOX.operators.x.y",
+        ] {
+            assert_eq!(Subject::operator_of_inbox(other), None, "{other}");
+        }
         for other in [
             "_INBOX.forge",
             "_R_.x.y",

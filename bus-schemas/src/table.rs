@@ -41,10 +41,15 @@ impl Kind {
 pub enum Party {
     Owner,
     AllComponents,
-    /// Components whose `Component::calls` include the owner.
+    /// Everyone who joins the bus with a key ring: the components and the operators.
+    Members,
+    /// Components whose `Component::calls` include the owner, and operators when the owner
+    /// takes operators' requests (`Component::takes_operators`).
     Callers,
     /// Components the owner calls (`Component::calls` of the owner): who answers its requests.
     Callees,
+    /// Components that take operators' requests: who answers an operator.
+    OperatorsCallees,
     Auditors,
     Only(Component),
     Nobody,
@@ -55,8 +60,17 @@ impl Party {
         match self {
             Party::Owner => "owner".into(),
             Party::AllComponents => "every component".into(),
-            Party::Callers => "its callers".into(),
+            Party::Members => "every component and operator".into(),
+            Party::Callers => "its callers (operators too, where it takes them)".into(),
             Party::Callees => "the components it calls".into(),
+            Party::OperatorsCallees => {
+                let names: Vec<&str> = Component::ALL
+                    .into_iter()
+                    .filter(|c| c.takes_operators())
+                    .map(Component::name)
+                    .collect();
+                names.join(", ")
+            }
             Party::Auditors => "auditors (AUDIT account)".into(),
             Party::Only(c) => c.name().into(),
             Party::Nobody => "nobody".into(),
@@ -68,8 +82,10 @@ impl Party {
         match self {
             Party::Owner => who == owner,
             Party::AllComponents => who.kind == IdentityKind::Component,
+            Party::Members => who.is_member(),
             Party::Callers => match (who.as_component(), owner.as_component()) {
                 (Some(w), Some(o)) => w.calls().contains(&o),
+                (None, Some(o)) => who.kind == IdentityKind::Operator && o.takes_operators(),
                 _ => false,
             },
             Party::Callees => match (who.as_component(), owner.as_component()) {
@@ -77,6 +93,7 @@ impl Party {
                 _ => false,
             },
             Party::Auditors => who.kind == IdentityKind::Auditor,
+            Party::OperatorsCallees => who.as_component().is_some_and(|c| c.takes_operators()),
             Party::Only(c) => who.as_component() == Some(c),
             Party::Nobody => false,
         }
@@ -215,15 +232,22 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         name: "key directory",
-        template: "$KV.ozone-keys.component.{component}.{0,1,2,3}",
+        template: "$KV.ozone-keys.{component,operator}.{name}.{0,1,2,3}",
         kind: Kind::Store,
-        owner: Some(IdentityKind::Component),
+        owner: None,
         publishers: Party::Owner,
         subscribers: Party::Nobody,
-        doc: "the component's signed public key per epoch, in slot `epoch mod 4` (the epoch is \
-              in the signed entry): at most four entries per component; read by every \
-              component through the bucket's JetStream API, copied into the audit stream",
-        subjects: Subject::key_slots_of,
+        doc: "a member's (component's or operator's) signed public key per epoch, in slot \
+              `epoch mod 4` (the epoch is in the signed entry): at most four entries per \
+              member; read by every member through the bucket's JetStream API, copied into \
+              the audit stream",
+        subjects: |id| {
+            if id.is_member() {
+                Subject::key_slots_of(id)
+            } else {
+                Vec::new()
+            }
+        },
         all_owners: None,
         audited: false,
     },
@@ -261,10 +285,10 @@ pub const ROUTES: &[Route] = &[
         kind: Kind::Feed,
         owner: None,
         publishers: Party::Nobody,
-        subscribers: Party::AllComponents,
+        subscribers: Party::Members,
         doc: "every entry the key directory stores, republished by its stream with its \
-              sequence (`Nats-Sequence`, `Nats-Subject`): how components follow the directory \
-              without a consumer; only the server writes here",
+              sequence (`Nats-Sequence`, `Nats-Subject`): how components and operators follow \
+              the directory without a consumer; only the server writes here",
         subjects: |_| vec![Subject::key_feed_all()],
         all_owners: None,
         audited: false,
@@ -274,7 +298,7 @@ pub const ROUTES: &[Route] = &[
         template: "$JS.API.{INFO,STREAM.CREATE,STREAM.INFO,STREAM.MSG.GET,DIRECT.GET}.{KV_ozone-keys,KV_ozone-sessions,OZONE_PHASE}",
         kind: Kind::JetStream,
         owner: None,
-        publishers: Party::AllComponents,
+        publishers: Party::Members,
         subscribers: Party::Nobody,
         doc: "create the buckets and the phase stream if absent, read them by direct get; no \
               consumers (a consumer's configuration chooses where the server delivers), never \
@@ -354,6 +378,20 @@ pub const ROUTES: &[Route] = &[
         audited: false,
     },
     Route {
+        name: "operator replies",
+        template: "_INBOX.operator.{operator}.>",
+        kind: Kind::Reply,
+        owner: None,
+        publishers: Party::OperatorsCallees,
+        subscribers: Party::Nobody,
+        doc: "answers to operators' requests (the `ozone` command), by the components that \
+              take them; each operator subscribes to its own (\"reply inbox\" below), and \
+              operators seal full envelopes only (they keep no session records)",
+        subjects: |_| vec![Subject::operator_inboxes()],
+        all_owners: None,
+        audited: false,
+    },
+    Route {
         name: "service-discovery answers",
         template: "_R_.>",
         kind: Kind::Reply,
@@ -389,7 +427,8 @@ pub const PERSONAL: &[Route] = &[
         owner: None,
         publishers: Party::Nobody,
         subscribers: Party::Owner,
-        doc: "replies to the identity's requests (see \"replies\" for who may answer)",
+        doc: "replies to the identity's requests (see \"replies\" for who may answer); an \
+              operator's is `_INBOX.operator.{name}.>`",
         subjects: |id| vec![Subject::inbox_all(id)],
         all_owners: None,
         audited: false,
@@ -410,6 +449,10 @@ pub const PERSONAL: &[Route] = &[
 
 /// The identities that receive (and so must be able to open) what is published on `subject`.
 pub fn recipients(subject: &str) -> Vec<Identity> {
+    // An operator's inbox is named after it; no table row lists operators by name.
+    if let Some(operator) = Subject::operator_of_inbox(subject) {
+        return vec![operator];
+    }
     let mut out = Vec::new();
     for route in ROUTES
         .iter()
@@ -511,6 +554,10 @@ pub fn markdown() -> String {
             }
         ));
     }
+    out.push_str(&format!(
+        "- operators (the `ozone` command, identity kind `operator`) → {}\n",
+        Party::OperatorsCallees.describe()
+    ));
     out
 }
 

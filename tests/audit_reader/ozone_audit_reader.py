@@ -42,6 +42,7 @@ KEY_PREFIX = "$KV.ozone-keys."
 # Keys per identity in the key directory (bus-schemas/src/streams.rs KEY_SLOTS).
 KEY_SLOTS = 4
 AUDITOR_PREFIX = "urn:ozone:auditor:"
+OPERATOR_PREFIX = "urn:ozone:operator:"
 
 # --- HPKE, RFC 9180 --------------------------------------------------------------------------
 
@@ -273,8 +274,10 @@ class Directory:
         if entry["not_after_ms"] <= at.timestamp() * 1000:
             raise Refused(f"directory entry for {service} has expired")
         cert = x509.load_der_x509_certificate(entry["certificate"])
-        auditor = service.startswith(AUDITOR_PREFIX)
-        ca = self.user_ca if auditor else self.ai_app_ca
+        # Auditors and operators are certified by the User CA for their URN; components by
+        # the AI-App CA for <name>.local.
+        person = service.startswith(AUDITOR_PREFIX) or service.startswith(OPERATOR_PREFIX)
+        ca = self.user_ca if person else self.ai_app_ca
         try:
             cert.verify_directly_issued_by(ca)
             if not any(self._issued_by(ca, r) for r in self.roots):
@@ -291,7 +294,7 @@ class Directory:
         names = san.get_values_for_type(x509.DNSName) + san.get_values_for_type(
             x509.UniformResourceIdentifier
         )
-        expected = service if auditor else f"{service}.local"
+        expected = service if person else f"{service}.local"
         if expected not in names:
             raise Refused(f"directory entry claims {service} but is certified for {names}")
         s = service.encode()

@@ -31,8 +31,14 @@ fn init_twice_leaves_every_key_byte_identical() -> R {
     let keys = before.iter().filter(|(p, _)| p.ends_with(".key")).count();
     assert_eq!(
         keys,
-        3 + 1 + 8 + 1,
-        "3 CA keys, the server's, 8 components' and the audit console's"
+        3 + 1 + 8 + 2,
+        "3 CA keys, the server's, 8 components', the console auditor's and operator's"
+    );
+    assert!(
+        before
+            .iter()
+            .any(|(p, _)| p.ends_with("operator-console.key")),
+        "init issues the console operator"
     );
     let (ok, out, _) = ozone!(&home, &["init"], &[])?;
     assert!(ok && out.contains("nothing changed"), "{out}");

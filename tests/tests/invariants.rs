@@ -162,6 +162,36 @@ fn the_command_connects_in_one_place() {
     assert!(copies.is_empty(), "{copies:#?}");
 }
 
+/// The `ozone` command joins the bus (key ring, key entry, sealed messages) only as the
+/// console operator (`connect::cli_bus`), never under a component's name — except the
+/// supervisor's announcer, which speaks for its own child processes, and the SPARK benchmark,
+/// which plays BRIDGE in a scratch home of its own.
+#[test]
+fn the_command_joins_the_bus_as_the_operator() {
+    let src = workspace().join("bootstrap/src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let allowed = ["connect.rs", "supervisor/mod.rs", "cmd/bench_spark.rs"];
+    let joins: Vec<String> = files
+        .into_iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            text.contains("Bus::start(") || text.contains("Bus::start_announcer(")
+        })
+        .filter(|f| !allowed.iter().any(|a| f.ends_with(a)))
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(joins.is_empty(), "{joins:#?}");
+    let connect = std::fs::read_to_string(src.join("connect.rs")).unwrap();
+    let cli_bus = connect
+        .split("pub async fn cli_bus")
+        .nth(1)
+        .expect("connect.rs defines cli_bus");
+    let body = cli_bus.split("\n}\n").next().unwrap_or_default();
+    assert!(body.contains("console_operator()"), "{body}");
+    assert!(!body.contains("Identity::component"), "{body}");
+}
+
 /// The `ozone` command links no model code: SPARK's engine (candle) stays in `ozone-spark`,
 /// which the CLI runs for model files and the benchmark's baseline.
 #[test]

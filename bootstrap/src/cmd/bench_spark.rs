@@ -151,6 +151,8 @@ pub async fn run(models: &Path, tokens: u32, embeds: usize) -> anyhow::Result<Re
     eprintln!("  compute device: {device_label}");
     let bench = crate::cmd::bench_bus::BenchServer::start(None).await?;
     let (home, cfg, settings) = (&bench.home, &bench.cfg, &bench.settings);
+    // In its own scratch home the bench plays BRIDGE, the component that calls SPARK for
+    // people: the figures are a component caller's (compact envelopes), the platform's path.
     let id = Identity::component(Component::Bridge);
     let conn = crate::connect::connect_to(&settings.url(), home, cfg, &id).await?;
     let client = SparkClient::new(Bus::start(conn, home, cfg.rotation()).await?);

@@ -109,7 +109,7 @@ pub async fn revoke(
         0 => anyhow::bail!("no identity named {name:?}; `ozone pki list` shows them"),
         1 => {}
         _ => anyhow::bail!(
-            "{name:?} names several identities; add --kind (component, user, device, auditor)"
+            "{name:?} names several identities; add --kind (component, user, device, auditor, operator)"
         ),
     }
     let identity = &matches[0];

@@ -22,7 +22,7 @@ use ozone_bus_schemas::phase::{PhaseEvent, PhaseTransition};
 use ozone_bus_schemas::streams::{parse_key_entry_key, AUDIT_STREAM, KEY_SLOTS};
 use ozone_bus_schemas::{AuditEvent, Component, Identity, Subject, AUDIT_SCHEMA};
 use ozone_security::envelope::{Freshness, Opener, OpenerLimits, SecretKeyPair};
-use ozone_security::keydir::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
+use ozone_security::keydir::{Directory, DirectoryEntry, DirectoryTrust};
 use std::time::SystemTime;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,14 +55,18 @@ const STORED_MESSAGE_MAX_BYTES: u64 = (16 << 10) + 512;
 /// Auditors the stream's budget leaves room for (one key-directory subject each).
 pub const AUDITORS_BUDGETED: u64 = 16;
 
+/// Operators the stream's budget leaves room for ([`KEY_SLOTS`] key-directory subjects each).
+pub const OPERATORS_BUDGETED: u64 = 4;
+
 /// The subjects the stream can hold messages on, as the permissions bound them: each
-/// component's audit categories and key-directory slots, the auditors' keys, the phase
-/// announcements and the transitions.
+/// component's audit categories and key-directory slots, the auditors' keys, the operators'
+/// key-directory slots, the phase announcements and the transitions.
 pub fn subjects_budgeted() -> u64 {
     let components = Component::ALL.len() as u64;
     components * AUDIT_CATEGORIES.len() as u64
         + components * KEY_SLOTS
         + AUDITORS_BUDGETED
+        + OPERATORS_BUDGETED * KEY_SLOTS
         + components
         + 1
 }
@@ -279,12 +283,13 @@ mod tests {
             assert!(cap > 1, "{max_bytes}: {cap}");
             assert!(subjects_budgeted() * cap * STORED_MESSAGE_MAX_BYTES <= max_bytes);
         }
-        // The default: 8 components × 6 categories + 8 × 4 key slots + 16 auditors + 9 phase
-        // subjects; 605 events of the largest size per subject.
-        assert_eq!(subjects_budgeted(), 105);
+        // The default: 8 components × 6 categories + 8 × 4 key slots + 16 auditors + 4
+        // operators × 4 key slots + 9 phase subjects; 525 events of the largest size per
+        // subject.
+        assert_eq!(subjects_budgeted(), 121);
         assert_eq!(
             stream_config(&NatsSettings::default()).max_messages_per_subject,
-            605
+            525
         );
     }
 }

@@ -276,7 +276,7 @@ impl AuditReader {
             rmp_serde::from_slice(&msg.payload).map_err(|e| format!("malformed: {e}"))?;
         // The epoch is the signed one in the entry; the key is its slot (or, before slots,
         // the epoch).
-        if entry.service != directory_name(&identity)
+        if entry.service != identity.directory_name()
             || !crate::keydir::placed_under(key, &identity, entry.epoch)
         {
             return Err(format!("stored under {key} but claims {}", entry.service));

@@ -5,7 +5,7 @@
 
 use super::handle::lock_err;
 use super::{coarse_now_ms, Bus, BusError, Received, SCHEMA_VERSION};
-use ozone_bus_schemas::{table, Component, Identity, Subject};
+use ozone_bus_schemas::{table, Identity, Subject};
 use ozone_security::envelope::{
     CompactHeader, EnvelopeError, Freshness, Incoming, KeyId, SESSION_ID_LEN,
 };
@@ -142,7 +142,7 @@ impl Bus {
     ) -> Result<(), BusError> {
         let subject = msg.subject.as_str();
         if let (Freshness::Live, Some(reply)) = (freshness, &msg.reply) {
-            if !Subject::in_inbox_of(reply, sender) {
+            if !Subject::in_inbox_of(reply, &Identity::inbox_stem_of(sender)) {
                 return Err(BusError::ForeignReply {
                     subject: subject.to_string(),
                     reply: reply.to_string(),
@@ -150,7 +150,7 @@ impl Bus {
                 });
             }
         }
-        if Subject::in_inbox_of(subject, &self.conn.identity.name) {
+        if Subject::in_inbox_of(subject, &self.conn.identity.inbox_stem()) {
             return Ok(());
         }
         let allowed = {
@@ -164,16 +164,18 @@ impl Bus {
         let allowed = match allowed {
             Some(ok) => ok,
             None => {
-                let ok = Component::from_name(sender).is_some_and(|c| {
-                    table::publishes(&Identity::component(c), subject)
-                        && table::receives(&self.conn.identity, subject)
-                });
+                let ok = Identity::from_directory_name(sender)
+                    .filter(Identity::is_member)
+                    .is_some_and(|who| {
+                        table::publishes(&who, subject)
+                            && table::receives(&self.conn.identity, subject)
+                    });
                 let mut cache = self.senders.lock().map_err(lock_err)?;
                 if cache.len() > 4096 {
                     cache.clear(); // bounded, like the recipients cache
                 }
                 let seen = cache.entry(subject.to_string()).or_default();
-                if seen.len() < Component::ALL.len() {
+                if seen.len() < 16 {
                     seen.push((sender.clone(), ok));
                 }
                 ok

@@ -5,7 +5,7 @@ use super::subscriber::Settling;
 use super::{coarse_now_ms, Bus, BusError, Received, TypedSubscriber, SCHEMA_VERSION};
 use crate::client::{ConnEvent, Violation};
 use crate::Connection;
-use ozone_bus_schemas::{AuditKind, Subject};
+use ozone_bus_schemas::{AuditKind, Identity, Subject};
 use ozone_security::envelope::{Form, SealTo};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -173,7 +173,7 @@ impl Bus {
                 detail: "no reply subject".into(),
             });
         };
-        if !Subject::in_inbox_of(inbox, &to.sender) {
+        if !Subject::in_inbox_of(inbox, &Identity::inbox_stem_of(&to.sender)) {
             let refused = BusError::ForeignReply {
                 subject: to.subject.to_string(),
                 reply: inbox.to_string(),

@@ -137,7 +137,7 @@ fn usable(
     not_after_ms: u64,
     now: u64,
 ) -> Result<(), String> {
-    if entry.service != ozone_security::keydir::directory_name(&r.identity)
+    if entry.service != r.identity.directory_name()
         || entry.epoch != epoch
         || entry.public != *public.as_bytes()
         || entry.not_after_ms != not_after_ms

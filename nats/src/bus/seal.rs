@@ -4,7 +4,7 @@
 use super::handle::lock_err;
 use super::{coarse_now_ms, now_ms, Bus, BusError, SCHEMA_VERSION};
 use crate::SessionStore;
-use ozone_bus_schemas::{table, Identity, Subject};
+use ozone_bus_schemas::{table, Identity, IdentityKind, Subject};
 use ozone_security::envelope::{EnvelopeError, Form, PublicKey, SealTo, SessionRecord};
 use serde::Serialize;
 use std::sync::Arc;
@@ -53,16 +53,18 @@ impl Bus {
         // cannot be listening); a message for one service needs that service's key.
         let present: Vec<(&Identity, PublicKey)> = ids
             .iter()
-            .filter_map(|id| dir.current(&id.name, now).map(|k| (id, k)))
+            .filter_map(|id| dir.current(&id.directory_name(), now).map(|k| (id, k)))
             .collect();
         if present.is_empty() || (ids.len() == 1 && present.len() != 1) {
             return Err(BusError::NoKey(
-                ids.first().map(|i| i.name.clone()).unwrap_or_default(),
+                ids.first()
+                    .map(Identity::directory_name)
+                    .unwrap_or_default(),
             ));
         }
         let mut valid_until_ms = present
             .iter()
-            .filter_map(|(id, k)| dir.expiry_of(&id.name, k))
+            .filter_map(|(id, k)| dir.expiry_of(&id.directory_name(), k))
             .min()
             .unwrap_or(now);
         let mut keys: Vec<PublicKey> = present.into_iter().map(|(_, k)| k).collect();
@@ -101,6 +103,12 @@ impl Bus {
         message: &impl Serialize,
         now: u64,
     ) -> Result<bytes::Bytes, BusError> {
+        let mut to = to;
+        if self.conn.identity.kind != IdentityKind::Component {
+            // Only components keep session records (the bucket's keys are theirs): an
+            // operator's messages are full envelopes.
+            to.form = Form::Full;
+        }
         let (subject, form) = (to.subject, to.form);
         use bytes::BufMut;
         use std::sync::atomic::Ordering;

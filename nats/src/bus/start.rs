@@ -11,7 +11,8 @@ use ozone_security::Home;
 use std::sync::{Arc, RwLock};
 
 impl Bus {
-    /// Starts a component's bus over `conn`: its ring from `security/keys/<stem>.keyring`
+    /// Starts a component's (or an operator's) bus over `conn`: its ring from
+    /// `security/keys/<stem>.keyring`
     /// (created on first start), its current key signed into the key directory, the
     /// directory followed in the background, and rotation every `rotation.interval_ms`.
     pub async fn start(conn: Connection, home: &Home, rotation: Rotation) -> Result<Bus, BusError> {
@@ -38,9 +39,14 @@ impl Bus {
         audits_keys: bool,
     ) -> Result<Bus, BusError> {
         let identity = conn.identity.clone();
-        if identity.as_component().is_none() {
-            return Err(BusError::keys(format!("{identity} is not a component")));
+        if !identity.is_member() {
+            return Err(BusError::keys(format!(
+                "{identity} does not join the bus (only components and operators hold key rings)"
+            )));
         }
+        // An operator has no audit subjects: what its follower refuses, the components
+        // following the same directory report.
+        let audits_keys = audits_keys && identity.as_component().is_some();
         let now = now_ms();
         let ring =
             keyring_file::load_or_create(home, &identity, rotation, now).map_err(BusError::keys)?;

@@ -99,7 +99,7 @@ fn apply(
     let (kind, name, token) =
         parse_key_entry_key(key).ok_or_else(|| "not a key-directory key".to_string())?;
     let identity = Identity::new(kind, &name).map_err(|e| e.to_string())?;
-    let expected = directory_name(&identity);
+    let expected = identity.directory_name();
     let mut dir = directory
         .write()
         .map_err(|_| "directory lock poisoned".to_string())?;

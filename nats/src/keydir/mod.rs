@@ -21,7 +21,7 @@ use ozone_bus_schemas::streams::{
     key_entry_key, parse_key_entry_key, KEY_BUCKET, KEY_FEED, KEY_SLOTS, KEY_STREAM,
 };
 use ozone_bus_schemas::{AuditKind, Identity, IdentityKind};
-use ozone_security::keydir::{directory_name, Directory, DirectoryEntry, DirectoryTrust};
+use ozone_security::keydir::{Directory, DirectoryEntry, DirectoryTrust};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

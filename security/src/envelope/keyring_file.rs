@@ -128,6 +128,8 @@ pub fn load_or_create(
     now_ms: u64,
 ) -> Result<KeyRing, KeyRingFileError> {
     let file = path(home, identity);
+    // The ring's sender name is the one envelopes carry and the key directory lists.
+    let service = identity.directory_name();
     // Several processes of one service (SPARK workers started together) share the ring: the
     // first creates it, the others must load that one, not race to create their own.
     let lock_path = file.with_extension("keyring.lock");
@@ -155,11 +157,11 @@ pub fn load_or_create(
             };
             let stored: Stored =
                 serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
-            if stored.service != identity.name {
+            if stored.service != service {
                 return Err(KeyRingFileError::WrongService {
                     path: file,
                     found: stored.service.clone(),
-                    expected: identity.name.clone(),
+                    expected: service.clone(),
                 });
             }
             let chain =
@@ -175,13 +177,13 @@ pub fn load_or_create(
                 interval_ms: stored.interval_ms,
                 grace_ms: stored.grace_ms,
             };
-            KeyRing::import(&identity.name, rotation, *chain, stored.chain_epoch, held)?
+            KeyRing::import(&service, rotation, *chain, stored.chain_epoch, held)?
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut chain = Zeroizing::new([0u8; 32]);
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), chain.as_mut())
                 .map_err(|_| EnvelopeError::Random)?;
-            KeyRing::from_chain(&identity.name, rotation, *chain, rotation.epoch_at(now_ms))
+            KeyRing::from_chain(&service, rotation, *chain, rotation.epoch_at(now_ms))
         }
         Err(e) => {
             return Err(KeyFileError::Io {

@@ -6,7 +6,6 @@
 //! public:32`, ECDSA P-256 with SHA-256 (ASN.1 DER signature).
 
 use crate::envelope::EnvelopeError;
-use ozone_bus_schemas::Identity;
 use serde::{Deserialize, Serialize};
 
 /// One published key.
@@ -62,14 +61,8 @@ pub enum DirectoryError {
     Load(String),
 }
 
-/// The name an identity's entries carry: a component's name (`spark`, as in envelope headers)
-/// or, for anyone else, the URN its certificate names (`urn:ozone:auditor:siem`).
-pub fn directory_name(identity: &Identity) -> String {
-    match identity.as_component() {
-        Some(c) => c.name().to_string(),
-        None => identity.urn(),
-    }
-}
+/// Prefix of operators' directory names.
+pub(super) const OPERATOR_PREFIX: &str = "urn:ozone:operator:";
 
 /// Prefix of auditors' directory names.
 pub(super) const AUDITOR_PREFIX: &str = "urn:ozone:auditor:";

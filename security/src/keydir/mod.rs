@@ -8,7 +8,7 @@ mod signer;
 mod trust;
 mod verified;
 
-pub use entry::{directory_name, DirectoryEntry, DirectoryError};
+pub use entry::{DirectoryEntry, DirectoryError};
 pub use signer::ServiceSigner;
 pub use trust::DirectoryTrust;
 pub use verified::Directory;

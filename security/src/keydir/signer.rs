@@ -42,7 +42,7 @@ impl ServiceSigner {
         .map_err(|e| load(format!("{}: {e}", files.key.display())))?;
         let (_, _, certificate_not_after_ms) = certified_names_and_serial(&cert);
         Ok(ServiceSigner {
-            service: directory_name(identity),
+            service: identity.directory_name(),
             certificate: cert.to_vec(),
             certificate_not_after_ms,
             key,

@@ -158,8 +158,8 @@ impl DirectoryTrust {
     }
 
     /// Checks an entry; returns its key only if every check passes. A service's entry must be
-    /// certified by the AI-App CA for `<service>.local`; an auditor's (`urn:ozone:auditor:…`)
-    /// by the User CA for exactly that URN.
+    /// certified by the AI-App CA for `<service>.local`; an auditor's or an operator's
+    /// (`urn:ozone:auditor:…`, `urn:ozone:operator:…`) by the User CA for exactly that URN.
     pub fn verify(&self, entry: &DirectoryEntry, now_ms: u64) -> Result<PublicKey, DirectoryError> {
         self.verify_entry(entry, now_ms).map(|(key, _)| key)
     }
@@ -187,8 +187,12 @@ impl DirectoryTrust {
             .signature_verification_algorithms
             .all;
         let now = UnixTime::since_unix_epoch(std::time::Duration::from_millis(now_ms));
+        // A component's entry is certified by the AI-App CA for `<name>.local`; anyone else's
+        // (auditors, operators: a URN) by the User CA for exactly that URN. Devices hold
+        // User-CA certificates too but publish no keys: their URNs are nobody's entry.
         let auditor = entry.service.starts_with(AUDITOR_PREFIX);
-        let intermediate = if auditor {
+        let person = auditor || entry.service.starts_with(OPERATOR_PREFIX);
+        let intermediate = if person {
             &self.user_intermediate
         } else {
             &self.intermediate
@@ -207,7 +211,7 @@ impl DirectoryTrust {
         if self.is_revoked(&serial, now_ms) {
             return Err(DirectoryError::Revoked { service, serial });
         }
-        let expected = if auditor {
+        let expected = if person {
             entry.service.clone()
         } else {
             format!("{}.local", entry.service)

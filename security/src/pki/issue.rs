@@ -78,6 +78,7 @@ fn leaf_params(
             let unit = match identity.kind {
                 IdentityKind::User => "Users",
                 IdentityKind::Device => "Devices",
+                IdentityKind::Operator => "Operators",
                 _ => "External Tools",
             };
             params.distinguished_name = seed_dn(unit, &identity.name);

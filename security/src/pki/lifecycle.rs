@@ -20,8 +20,12 @@ pub struct EnsureReport {
 /// The auditor identity `ozone audit tail` and `ozone up` use on this host.
 pub const CONSOLE_AUDITOR: &str = "console";
 
+/// The operator identity the `ozone` command speaks as on this host (`ozone ask`, `ozone
+/// bench spark`): its own certificate, NATS user and key ring, never a component's.
+pub const CONSOLE_OPERATOR: &str = "console";
+
 /// Creates the CAs, the NATS server certificate, the eight component certificates and the
-/// local audit console's where missing. Never replaces an existing file, so running it twice
+/// local console's (auditor and operator) where missing. Never replaces an existing file, so running it twice
 /// changes nothing.
 pub fn ensure(home: &Home, cfg: &SecurityConfig) -> Result<EnsureReport, PkiError> {
     let pass = passphrase::resolve(home, true)?;
@@ -36,15 +40,20 @@ pub fn ensure(home: &Home, cfg: &SecurityConfig) -> Result<EnsureReport, PkiErro
         report.issued.push(SERVER_STEM.to_string());
     }
     let mut registry = Registry::load(home)?;
-    let console =
-        Identity::new(IdentityKind::Auditor, CONSOLE_AUDITOR).map_err(|e| PkiError::Invalid {
-            path: CONSOLE_AUDITOR.into(),
+    let console = |kind, name: &str| {
+        Identity::new(kind, name).map_err(|e| PkiError::Invalid {
+            path: name.into(),
             detail: e.to_string(),
-        })?;
+        })
+    };
+    let consoles = [
+        console(IdentityKind::Auditor, CONSOLE_AUDITOR)?,
+        console(IdentityKind::Operator, CONSOLE_OPERATOR)?,
+    ];
     for id in Component::ALL
         .map(Identity::component)
         .into_iter()
-        .chain([console])
+        .chain(consoles)
     {
         let revoked = registry.get(&id).is_some_and(|r| !r.is_active());
         if revoked || (IdentityFiles::of(home, &id).exist() && registry.get(&id).is_some()) {

@@ -13,7 +13,7 @@ mod verify;
 pub use ca::{CaKind, CertificateAuthorities, TRUST_BUNDLE};
 pub use files::IdentityFiles;
 pub use issue::{issue, IssueOptions, Issued};
-pub use lifecycle::{ensure, renew, revoke, EnsureReport, CONSOLE_AUDITOR};
+pub use lifecycle::{ensure, renew, revoke, EnsureReport, CONSOLE_AUDITOR, CONSOLE_OPERATOR};
 pub use registry::{IdentityRecord, Registry, RevokedSerial};
 pub use verify::{verify, Finding, Severity};
 

@@ -17,7 +17,7 @@ use ozone_bus_schemas::{Component, Identity, IdentityKind};
 use ozone_nats::bus::now_ms;
 use ozone_nats::keydir::placed_under;
 use ozone_nats::{KeyDirectory, NatsSettings};
-use ozone_security::keydir::{directory_name, DirectoryTrust};
+use ozone_security::keydir::DirectoryTrust;
 use ozone_security::pki::Registry;
 use ozone_security::{Home, SecurityConfig};
 
@@ -39,9 +39,10 @@ async fn problems(
     cfg: &SecurityConfig,
     running: &[Component],
 ) -> anyhow::Result<Vec<String>> {
-    let core = Identity::component(Component::Core);
+    // Read-only: the console operator may read the bucket like every member.
+    let operator = crate::connect::console_operator()?;
     let url = NatsSettings::load(home)?.url();
-    let conn = crate::connect::connect_to(&url, home, cfg, &core).await?;
+    let conn = crate::connect::connect_to(&url, home, cfg, &operator).await?;
     let keydir = KeyDirectory::open(&conn.client).await?;
     let trust = DirectoryTrust::load(home)?;
     let mut out = Vec::new();
@@ -94,7 +95,7 @@ async fn problems(
             match stored {
                 Err(junk) => seen.push(format!("{key}: {junk}")),
                 Ok(entry)
-                    if entry.service != directory_name(&identity)
+                    if entry.service != identity.directory_name()
                         || !placed_under(&key, &identity, entry.epoch) =>
                 {
                     seen.push(format!(
