@@ -66,6 +66,9 @@ pub enum Command {
     /// The SPARK worker pool
     #[command(subcommand)]
     Spark(SparkCommand),
+    /// Methodologies: the registry ZSEI keeps (docs/methodologies.md)
+    #[command(subcommand)]
+    Methodology(MethodologyCommand),
     /// Benchmarks, each against its baseline in the same run
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -243,6 +246,29 @@ pub enum SparkCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MethodologyCommand {
+    /// Every registered version; each name's default (its newest non-deprecated) marked
+    List {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// A registered methodology's document (its default version unless --version)
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Check a methodology file (.json or .toml) without registering it; non-zero exit and
+    /// each problem with its field when it is not valid
+    Validate { file: PathBuf },
+    /// Validate a methodology file and register it as a new version
+    Register { file: PathBuf },
+    /// Mark a version deprecated: still readable by version, no longer the default
+    Deprecate { name: String, version: String },
 }
 
 #[derive(Debug, Subcommand)]

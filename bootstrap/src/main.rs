@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use ozone::cli::{
-    AuditCommand, BenchCommand, Cli, Command, InitArgs, InstallCommand, ModelsCommand, PkiCommand,
-    SchemaCommand, SparkCommand,
+    AuditCommand, BenchCommand, Cli, Command, InitArgs, InstallCommand, MethodologyCommand,
+    ModelsCommand, PkiCommand, SchemaCommand, SparkCommand,
 };
 use ozone_nats::NatsSettings;
 use ozone_security::{Home, SecurityConfig};
@@ -166,6 +166,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Models(ModelsCommand::List { dir }) => {
             ozone::cmd::spark::list(&dir.unwrap_or_else(|| ozone::cmd::spark::models_dir(&home)))?;
+        }
+        Command::Methodology(m) => {
+            use ozone::cmd::methodology;
+            match m {
+                MethodologyCommand::List { json } => methodology::list(&home, json).await?,
+                MethodologyCommand::Show { name, version } => {
+                    methodology::show(&home, &name, version).await?
+                }
+                MethodologyCommand::Validate { file } => {
+                    if !methodology::validate_file(&file)? {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                MethodologyCommand::Register { file } => {
+                    methodology::register(&home, &file).await?
+                }
+                MethodologyCommand::Deprecate { name, version } => {
+                    methodology::deprecate(&home, &name, &version).await?
+                }
+            }
         }
         Command::Ask(a) => {
             let opts = ozone::cmd::spark::AskOptions {

@@ -108,10 +108,10 @@ impl Component {
     }
 
     /// Whether operators (the `ozone` command, [`crate::IdentityKind::Operator`]) may call
-    /// this component directly. SPARK does, for `ozone ask` and `ozone bench spark`; anything
+    /// this component directly: SPARK (`ozone ask`) and ZSEI (`ozone methodology`); anything
     /// else an operator wants goes through the components that own it.
     pub fn takes_operators(self) -> bool {
-        matches!(self, Component::Spark)
+        matches!(self, Component::Spark | Component::Zsei)
     }
 }
 

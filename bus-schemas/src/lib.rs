@@ -4,6 +4,7 @@
 //! [`permissions`] is the single source for the generated nats-server configuration.
 
 pub mod audit;
+pub mod catalogue;
 pub mod component;
 pub mod identity;
 pub mod operation;
@@ -14,6 +15,7 @@ pub mod spark;
 pub mod streams;
 pub mod subject;
 pub mod table;
+pub mod zsei;
 
 pub use audit::{AuditEvent, AuditKind, AUDIT_SCHEMA};
 pub use component::Component;

@@ -15,6 +15,11 @@ pub const SESSION_STREAM: &str = "KV_ozone-sessions";
 /// Where the key directory's stream republishes each entry it stores: `$KV.ozone-keys.<key>`
 /// becomes `ecosystem.keys.<key>`, with the stream sequence in `Nats-Sequence`.
 pub const KEY_FEED: &str = "ecosystem.keys.>";
+/// ZSEI's methodology registry (in the OZONE account): one entry per methodology version,
+/// under `<name>.<version>`; only ZSEI reads and writes it.
+pub const METHODOLOGY_BUCKET: &str = "ozone-methodologies";
+/// The stream behind [`METHODOLOGY_BUCKET`].
+pub const METHODOLOGY_STREAM: &str = "KV_ozone-methodologies";
 /// The audit stream (in the AUDIT account): `audit.>` plus a copy of every key-directory put.
 pub const AUDIT_STREAM: &str = "OZONE_AUDIT";
 

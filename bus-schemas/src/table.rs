@@ -3,7 +3,10 @@
 //! recipients ([`recipients`]) and of `docs/subjects.md` ([`markdown`]).
 
 use crate::phase::PHASE_STREAM;
-use crate::streams::{AUDIT_STREAM, KEY_STREAM, SESSION_STREAM};
+use crate::streams::{
+    bucket_subjects, AUDIT_STREAM, KEY_STREAM, METHODOLOGY_BUCKET, METHODOLOGY_STREAM,
+    SESSION_STREAM,
+};
 use crate::{Component, Identity, IdentityKind, Subject};
 
 /// How a subject is used on the bus.
@@ -327,6 +330,36 @@ pub const ROUTES: &[Route] = &[
             [KEY_STREAM, SESSION_STREAM, PHASE_STREAM]
                 .map(|s| Subject(format!("$JS.API.STREAM.UPDATE.{s}")))
                 .to_vec()
+        },
+        all_owners: None,
+        audited: false,
+    },
+    Route {
+        name: "methodology registry",
+        template: "$KV.ozone-methodologies.{name}.{version}",
+        kind: Kind::Store,
+        owner: None,
+        publishers: Party::Only(Component::Zsei),
+        subscribers: Party::Nobody,
+        doc: "ZSEI's methodology registry, one entry per version (docs/methodologies.md); \
+              only ZSEI writes it and reads it back through the bucket's JetStream API",
+        subjects: |_| vec![Subject(bucket_subjects(METHODOLOGY_BUCKET))],
+        all_owners: None,
+        audited: false,
+    },
+    Route {
+        name: "methodology registry API",
+        template: "$JS.API.{INFO,STREAM.CREATE,STREAM.INFO,STREAM.MSG.GET,DIRECT.GET}.KV_ozone-methodologies",
+        kind: Kind::JetStream,
+        owner: None,
+        publishers: Party::Only(Component::Zsei),
+        subscribers: Party::Nobody,
+        doc: "ZSEI creates its registry bucket if absent and reads it by direct get; never \
+              deletes, purges or reconfigures it",
+        subjects: |_| {
+            let mut s = vec![Subject("$JS.API.INFO".into())];
+            s.extend(Subject::jetstream_reader_api(METHODOLOGY_STREAM));
+            s
         },
         all_owners: None,
         audited: false,

@@ -17,6 +17,17 @@ use async_nats::jetstream::{self, kv, stream};
 use ozone_bus_schemas::streams::bucket_subjects;
 use std::time::Duration;
 
+/// ZSEI's methodology registry: documents of at most 256 KiB (plus the record around them),
+/// kept forever, 64 MiB in all (a few hundred versions of the largest documents).
+pub const METHODOLOGY_BUCKET_SPEC: BucketSpec = BucketSpec {
+    bucket: ozone_bus_schemas::streams::METHODOLOGY_BUCKET,
+    description: "OZONE STUDIO methodology registry: every version of every methodology",
+    max_age: Duration::ZERO,
+    max_bytes: 64 << 20,
+    max_value_bytes: 320 << 10,
+    feed: None,
+};
+
 /// What one bucket is made of.
 #[derive(Debug, Clone)]
 pub struct BucketSpec {

@@ -209,6 +209,65 @@ impl TestEcosystem {
     }
 }
 
+/// A component's capability served in this process, as its process serves it once its
+/// dependencies are ready: joined to the bus, its micro-service registered, its tasks
+/// running. Dropping it stops the tasks.
+pub struct Served {
+    pub bus: ozone_nats::bus::Bus,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _service: async_nats::service::Service,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Served({} tasks)", self.tasks.len())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl TestEcosystem {
+    /// Starts `capability` as component `c` (see [`Served`]).
+    pub async fn serve(
+        &self,
+        c: ozone_bus_schemas::Component,
+        capability: Box<dyn ozone_service::Capability>,
+    ) -> anyhow::Result<Served> {
+        use async_nats::service::ServiceExt;
+        let bus = self.join(c).await?;
+        let service = bus
+            .connection()
+            .client
+            .service_builder()
+            .start(c.name(), "0.1.0")
+            .await
+            .map_err(|e| anyhow::anyhow!("micro-service: {e}"))?;
+        let (view, follower) = ozone_service::PhaseView::follow(&bus).await?;
+        let serving = ozone_service::Serving {
+            component: c,
+            view,
+            bus: bus.clone(),
+            service: &service,
+            instance: format!("test-{}", std::process::id()),
+            home: self.t.home.clone(),
+            stats: ozone_service::StatsSlot::default(),
+        };
+        let mut tasks = capability.start(serving).await?;
+        tasks.push(follower);
+        Ok(Served {
+            bus,
+            tasks,
+            _service: service,
+        })
+    }
+}
+
 /// Every audit event in the stream so far, as (authenticated sender, event), read as
 /// `auditor`.
 pub async fn audit_events(
@@ -231,6 +290,41 @@ pub async fn audit_events(
         }
     }
     Ok(out)
+}
+
+/// Waits (up to 10 s) until the audit stream holds an event `wanted` accepts, given its
+/// authenticated sender; the error names `what` and lists what the stream holds.
+pub async fn audited(
+    eco: &TestEcosystem,
+    what: &str,
+    wanted: impl Fn(&str, &ozone_bus_schemas::AuditKind) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = audit_events(eco, "console").await?;
+        if events.iter().any(|(by, e)| wanted(by, e)) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "not audited: {what}; {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits (up to 5 s) for the server to report violation `v` on `conn` (`events` taken from
+/// `conn.events()` before acting).
+pub async fn expect_violation(
+    conn: &Connection,
+    events: &mut tokio::sync::broadcast::Receiver<ozone_nats::client::ConnEvent>,
+    v: ozone_nats::client::Violation,
+) -> anyhow::Result<()> {
+    use ozone_nats::client::ConnEvent;
+    let wait = Duration::from_secs(5);
+    let got = Connection::wait_for(events, wait, |e| *e == ConnEvent::Violation(v.clone())).await;
+    anyhow::ensure!(got.is_some(), "{}: no violation for {v:?}", conn.identity);
+    Ok(())
 }
 
 /// Runs one of the Python programs beside the tests (`audit_reader/ozone_audit_reader.py`,

@@ -422,6 +422,10 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
         out.contains("warn  settings") && out.contains("authentication.api_key_authentication"),
         "{out}"
     );
+    assert!(
+        out.contains("ok    bootstrap methodology  bootstrap 1.0.0 registered and valid"),
+        "{out}"
+    );
     let scribe = read_states(&t.home)["scribe"].pid.unwrap() as i32;
     let pid = nix::unistd::Pid::from_raw(scribe);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;
@@ -477,6 +481,49 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
     )?;
     assert!(ok && !out.trim().is_empty(), "{out}{err}");
     assert!(err.contains("4 completion tokens"), "{err}");
+
+    // The methodology registry, from the command line as the console operator: the shipped
+    // methodologies are registered, a file is validated locally and registered over the bus.
+    let (ok, out, err) = ozone!(&t.home, &["methodology", "list"], &env)?;
+    assert!(
+        ok && out.contains("summarize-text") && out.contains("bootstrap"),
+        "{out}{err}"
+    );
+    let file = t.tmp.path().join("shout.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({
+            "name": "shout", "version": "0.1.0", "description": "Say it louder.",
+            "inputs": { "text": { "type": "text" } },
+            "steps": [{ "id": "say", "call": "spark.generate",
+                        "with": { "prompt": { "raw": "{{ inputs.text | upper }}" } } }]
+        })
+        .to_string(),
+    )?;
+    let (ok, out, err) = ozone!(
+        &t.home,
+        &["methodology", "validate", file.to_str().unwrap()],
+        &env
+    )?;
+    assert!(
+        ok && out.contains("valid (shout 0.1.0, 1 steps)"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = ozone!(
+        &t.home,
+        &["methodology", "register", file.to_str().unwrap()],
+        &env
+    )?;
+    assert!(ok && out.contains("registered shout 0.1.0"), "{out}{err}");
+    let (ok, out, err) = ozone!(&t.home, &["methodology", "show", "shout"], &env)?;
+    assert!(ok && out.contains("inputs.text | upper"), "{out}{err}");
+    std::fs::write(&file, "{ \"name\": \"shout\", \"cal\": 1 }")?;
+    let (ok, out, err) = ozone!(
+        &t.home,
+        &["methodology", "validate", file.to_str().unwrap()],
+        &env
+    )?;
+    assert!(!ok && err.contains("unknown field `cal`"), "{out}{err}");
     let (ok, out, err) = ozone!(&t.home, &["spark", "scale", "1"], &env)?;
     assert!(ok && out.contains("stopped SPARK worker pid"), "{out}{err}");
     wait_for_instances(1).await?;

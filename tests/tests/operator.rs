@@ -7,14 +7,14 @@ use futures::StreamExt;
 use ozone_bus_schemas::spark::{self, ModelsRequest};
 use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind};
 use ozone_nats::bus::Bus;
-use ozone_nats::client::{ConnEvent, Violation};
-use ozone_nats::{Connection, KeyDirectory};
+use ozone_nats::client::Violation;
+use ozone_nats::KeyDirectory;
 use ozone_security::envelope::Rotation;
 use ozone_security::pki::CONSOLE_OPERATOR;
 use ozone_spark_client::{new_request_id, SparkClient};
-use ozone_tests::{audit_events, SparkProcess, TestEcosystem};
+use ozone_tests::{audited, expect_violation, SparkProcess, TestEcosystem};
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type R = anyhow::Result<()>;
 const CLI: &str = env!("CARGO_BIN_EXE_ozone-cli");
@@ -24,20 +24,6 @@ const QUIET: Duration = Duration::from_millis(400);
 
 fn console() -> Identity {
     Identity::new(IdentityKind::Operator, CONSOLE_OPERATOR).unwrap()
-}
-
-async fn expect_violation(
-    conn: &Connection,
-    events: &mut tokio::sync::broadcast::Receiver<ConnEvent>,
-    v: Violation,
-) -> R {
-    let got = Connection::wait_for(events, WAIT, |e| *e == ConnEvent::Violation(v.clone())).await;
-    anyhow::ensure!(
-        got.is_some(),
-        "{}: no violation reported for {v:?}",
-        conn.identity
-    );
-    Ok(())
 }
 
 #[tokio::test]
@@ -227,21 +213,11 @@ async fn an_operator_asks_spark_under_its_own_name() -> R {
             .is_err(),
         "SPARK answered into BRIDGE's inbox for the operator"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let refused = audit_events(&eco, "console").await?.into_iter().any(|(by, e)| {
-            by == "spark"
-                && matches!(&e, AuditKind::MessageRejected { claimed_sender: Some(s), reason, .. }
-                    if s == "urn:ozone:operator:console" && reason.contains("_INBOX.bridge.stolen"))
-        });
-        if refused {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "SPARK did not audit the foreign reply subject"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    audited(&eco, "SPARK refusing the foreign reply subject", |by, e| {
+        by == "spark"
+            && matches!(e, AuditKind::MessageRejected { claimed_sender: Some(s), reason, .. }
+                if s == "urn:ozone:operator:console" && reason.contains("_INBOX.bridge.stolen"))
+    })
+    .await?;
     Ok(())
 }

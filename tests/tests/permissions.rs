@@ -4,9 +4,9 @@
 
 use futures::StreamExt;
 use ozone_bus_schemas::{Component, Identity, Permissions, Subject};
-use ozone_nats::client::{ConnEvent, Violation};
+use ozone_nats::client::Violation;
 use ozone_nats::Connection;
-use ozone_tests::TestEcosystem;
+use ozone_tests::{expect_violation, TestEcosystem};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -33,20 +33,6 @@ fn caller_of(target: Component, not: Component) -> Option<Component> {
     Component::ALL
         .into_iter()
         .find(|o| *o != not && *o != target && o.calls().contains(&target))
-}
-
-async fn expect_violation(
-    conn: &Connection,
-    rx: &mut tokio::sync::broadcast::Receiver<ConnEvent>,
-    v: Violation,
-) -> R {
-    let got = Connection::wait_for(rx, WAIT, |e| *e == ConnEvent::Violation(v.clone())).await;
-    anyhow::ensure!(
-        got.is_some(),
-        "{}: no violation reported for {v:?}",
-        conn.identity
-    );
-    Ok(())
 }
 
 #[tokio::test]

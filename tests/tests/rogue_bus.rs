@@ -10,10 +10,10 @@ use ozone_bus_schemas::phase::{Ping, PingReply, PHASE_STREAM};
 use ozone_bus_schemas::streams::{KEY_STREAM, SESSION_STREAM};
 use ozone_bus_schemas::{AuditKind, Component, Identity, Subject};
 use ozone_nats::bus::Bus;
-use ozone_nats::client::{ConnEvent, Violation};
-use ozone_nats::{Connection, SessionStore};
+use ozone_nats::client::Violation;
+use ozone_nats::SessionStore;
 use ozone_security::envelope::Rotation;
-use ozone_tests::{audit_events, TestEcosystem};
+use ozone_tests::{audit_events, audited, expect_violation, TestEcosystem};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,33 +28,6 @@ const QUIET: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Ask {
     n: u32,
-}
-
-/// Waits until the audit stream holds an event `wanted` accepts.
-async fn audited(
-    eco: &TestEcosystem,
-    what: &str,
-    wanted: impl Fn(&str, &AuditKind) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let events = audit_events(eco, "console").await?;
-        if events.iter().any(|(by, e)| wanted(by, e)) {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "not audited: {what}; {events:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn expect_violation(
-    conn: &Connection,
-    events: &mut tokio::sync::broadcast::Receiver<ConnEvent>,
-    v: Violation,
-) -> R {
-    let got = Connection::wait_for(events, WAIT, |e| *e == ConnEvent::Violation(v.clone())).await;
-    anyhow::ensure!(got.is_some(), "{}: no violation for {v:?}", conn.identity);
-    Ok(())
 }
 
 async fn stream_messages(js: &jetstream::Context, name: &str) -> anyhow::Result<u64> {

@@ -5,6 +5,7 @@ pub mod bench_bus;
 pub mod bench_spark;
 pub mod down;
 pub mod init;
+pub mod methodology;
 pub mod pki;
 pub mod schema;
 pub mod spark;

@@ -1,11 +1,13 @@
 //! `ozone schema docs`: writes (or with `--check`, compares) the references generated from
-//! bus-schemas — the subject table and, in `messages/` beside it, the message reference.
+//! the code — the subject table and, in `messages/` beside it, the message reference; and,
+//! in `methodologies/` beside the docs folder, the methodology format's JSON Schema.
 
 use std::path::{Path, PathBuf};
 
 /// Writes or checks every generated file; returns how many were stale.
 pub fn docs(subjects: &Path, check: bool) -> anyhow::Result<usize> {
-    let messages_dir = subjects.parent().unwrap_or(Path::new(".")).join("messages");
+    let docs_dir = subjects.parent().unwrap_or(Path::new("."));
+    let messages_dir = docs_dir.join("messages");
     let mut files: Vec<(PathBuf, String)> =
         vec![(subjects.to_path_buf(), ozone_bus_schemas::table::markdown())];
     files.extend(
@@ -13,6 +15,11 @@ pub fn docs(subjects: &Path, check: bool) -> anyhow::Result<usize> {
             .into_iter()
             .map(|p| (messages_dir.join(p.file), p.text)),
     );
+    let root = docs_dir.parent().unwrap_or(Path::new("."));
+    files.push((
+        root.join(ozone_methodology::schema::COMMITTED),
+        ozone_methodology::schema::json(),
+    ));
     let mut stale = 0;
     for (path, text) in files {
         let current = std::fs::read_to_string(&path).unwrap_or_default();

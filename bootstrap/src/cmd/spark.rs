@@ -1,6 +1,6 @@
 //! SPARK from the command line: `ozone models install|list`, `ozone ask`, `ozone spark scale`.
-//! The CLI is BRIDGE's command-line face, so it joins the bus as BRIDGE (the component that
-//! calls SPARK on behalf of people).
+//! `ozone ask` joins the bus as the console operator (`connect::cli_bus`), which the subject
+//! table lets call SPARK.
 
 use crate::supervisor::ProcessState;
 use anyhow::Context;

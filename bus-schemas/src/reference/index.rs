@@ -62,6 +62,16 @@ fn who_calls_whom() -> String {
         };
         let _ = writeln!(out, "- `{}` → {callees}", c.name());
     }
+    let takes: Vec<&str> = Component::ALL
+        .into_iter()
+        .filter(|c| c.takes_operators())
+        .map(Component::name)
+        .collect();
+    let _ = writeln!(
+        out,
+        "- operators (`urn:ozone:operator:<name>`, the `ozone` command) → {}",
+        takes.join(", ")
+    );
     out
 }
 
@@ -69,7 +79,8 @@ pub(super) fn page() -> String {
     format!(
         "# Bus messages\n\n{GENERATED}\n\nOne page per subject family: \
          [lifecycle](lifecycle.md) (ping, phases, heartbeats), [SPARK](spark.md) (generation, \
-         embeddings, models, keepalive and cancel), [audit](audit.md). The subjects \
+         embeddings, models, keepalive and cancel), [ZSEI](zsei.md) (the methodology \
+         registry), [audit](audit.md). The subjects \
          themselves and who may publish or receive each: [../subjects.md](../subjects.md).\n\n\
          {STEPS}\n{}",
         who_calls_whom()

@@ -8,6 +8,7 @@ mod audit;
 mod index;
 mod lifecycle;
 mod spark;
+mod zsei;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -35,6 +36,10 @@ pub fn pages() -> Vec<Page> {
         Page {
             file: "spark.md",
             text: spark::page(),
+        },
+        Page {
+            file: "zsei.md",
+            text: zsei::page(),
         },
         Page {
             file: "audit.md",
@@ -125,6 +130,7 @@ mod tests {
             "README.md" => Some(include_str!("../../../docs/messages/README.md")),
             "lifecycle.md" => Some(include_str!("../../../docs/messages/lifecycle.md")),
             "spark.md" => Some(include_str!("../../../docs/messages/spark.md")),
+            "zsei.md" => Some(include_str!("../../../docs/messages/zsei.md")),
             "audit.md" => Some(include_str!("../../../docs/messages/audit.md")),
             _ => None,
         }

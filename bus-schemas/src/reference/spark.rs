@@ -14,7 +14,7 @@ use std::fmt::Write;
 
 const WORKER: &str = "3f9a0c12d4e5b6a7";
 
-fn spec_row(out: &mut String, spec: &OperationSpec) {
+pub(super) fn spec_row(out: &mut String, spec: &OperationSpec) {
     let reply = match spec.reply {
         ReplyKind::One => "one reply",
         ReplyKind::Events => "a stream of events",

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod directory;
+pub mod methodology;
 
 use ozone_bus_schemas::Component;
 use ozone_nats::{check_version, find_binary};
@@ -142,11 +143,13 @@ pub async fn run(home: &Home, cfg: &SecurityConfig) -> Vec<Check> {
         name: "audit stream",
         outcome: audit,
     });
+    let bootstrap = match &status {
+        Ok(_) => crate::cmd::validate::methodology::check(home).await,
+        Err(_) => Outcome::Skip("the bus is not reachable (see above)".into()),
+    };
     checks.push(Check {
         name: "bootstrap methodology",
-        outcome: Outcome::Skip(
-            "ZSEI has no methodology registry yet; checked once it has one".into(),
-        ),
+        outcome: bootstrap,
     });
     checks
 }
