@@ -69,6 +69,9 @@ pub enum Command {
     /// Methodologies: the registry ZSEI keeps (docs/methodologies.md)
     #[command(subcommand)]
     Methodology(MethodologyCommand),
+    /// Tasks: methodologies run by the core (docs/tasks.md)
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Benchmarks, each against its baseline in the same run
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -269,6 +272,44 @@ pub enum MethodologyCommand {
     Register { file: PathBuf },
     /// Mark a version deprecated: still readable by version, no longer the default
     Deprecate { name: String, version: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Run a registered methodology; prints the task id, or with --wait follows it and
+    /// prints its outputs (non-zero exit unless it succeeded)
+    Run {
+        methodology: String,
+        /// KEY=VALUE, or KEY=@FILE for a file's text; repeat for each input
+        #[arg(long = "input", value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// A registered version (default: the methodology's default version)
+        #[arg(long)]
+        version: Option<String>,
+        /// Follow the task, step by step, to its end
+        #[arg(long)]
+        wait: bool,
+        /// Print the final task as JSON (with --wait)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every task the core holds, newest first
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One task's state, steps and outputs, as JSON
+    Show { id: String },
+    /// Follow a task step by step to its end
+    Watch {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a task; running steps stop (a generation is cancelled at SPARK)
+    Cancel { id: String },
+    /// Let a step that requires approval run
+    Approve { id: String, step: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,7 @@
 use clap::Parser;
 use ozone::cli::{
     AuditCommand, BenchCommand, Cli, Command, InitArgs, InstallCommand, MethodologyCommand,
-    ModelsCommand, PkiCommand, SchemaCommand, SparkCommand,
+    ModelsCommand, PkiCommand, SchemaCommand, SparkCommand, TaskCommand,
 };
 use ozone_nats::NatsSettings;
 use ozone_security::{Home, SecurityConfig};
@@ -185,6 +185,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 MethodologyCommand::Deprecate { name, version } => {
                     methodology::deprecate(&home, &name, &version).await?
                 }
+            }
+        }
+        Command::Task(t) => {
+            use ozone::cmd::task;
+            let ok = match t {
+                TaskCommand::Run {
+                    methodology,
+                    inputs,
+                    version,
+                    wait,
+                    json,
+                } => {
+                    let o = task::RunOptions {
+                        version,
+                        inputs,
+                        wait,
+                        json,
+                    };
+                    task::run(&home, &methodology, &o).await?
+                }
+                TaskCommand::List { json } => task::list(&home, json).await.map(|()| true)?,
+                TaskCommand::Show { id } => task::show(&home, &id).await.map(|()| true)?,
+                TaskCommand::Watch { id, json } => task::watch(&home, &id, json).await?,
+                TaskCommand::Cancel { id } => task::cancel(&home, &id).await.map(|()| true)?,
+                TaskCommand::Approve { id, step } => {
+                    task::approve(&home, &id, &step).await.map(|()| true)?
+                }
+            };
+            if !ok {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Ask(a) => {

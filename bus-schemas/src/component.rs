@@ -108,10 +108,11 @@ impl Component {
     }
 
     /// Whether operators (the `ozone` command, [`crate::IdentityKind::Operator`]) may call
-    /// this component directly: SPARK (`ozone ask`) and ZSEI (`ozone methodology`); anything
-    /// else an operator wants goes through the components that own it.
+    /// this component directly: SPARK (`ozone ask`), ZSEI (`ozone methodology`) and the core
+    /// (`ozone task`); anything else an operator wants goes through the components that own
+    /// it.
     pub fn takes_operators(self) -> bool {
-        matches!(self, Component::Spark | Component::Zsei)
+        matches!(self, Component::Spark | Component::Zsei | Component::Core)
     }
 }
 

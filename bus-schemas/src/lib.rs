@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod catalogue;
 pub mod component;
+pub mod core;
 pub mod identity;
 pub mod operation;
 pub mod permissions;

@@ -182,14 +182,16 @@ mod tests {
         let console =
             Identity::new(IdentityKind::Operator, "console").unwrap_or_else(|e| panic!("{e}"));
         let p = Permissions::of(&console).unwrap_or_else(|| panic!("operator has permissions"));
-        // Its requests: SPARK only; its replies: its own inbox only.
-        assert!(p.may_publish("spark.generate"));
-        for other in [
-            "cognis.remember",
-            "ozone-studio.x",
-            "bridge.x",
-            "nexus.read",
+        // Its requests: the components that take operators' requests; its replies: its own
+        // inbox only.
+        for callee in [
+            "spark.generate",
+            "zsei.methodology.list",
+            "ozone-studio.task.submit",
         ] {
+            assert!(p.may_publish(callee), "operator may not publish {callee}");
+        }
+        for other in ["cognis.remember", "bridge.x", "nexus.read", "forge.x"] {
             assert!(!p.may_publish(other), "operator may publish {other}");
         }
         assert!(p.may_subscribe("_INBOX.operator.console.abc.1"));
@@ -216,8 +218,10 @@ mod tests {
         // It announces nothing and writes no audit events under anyone's name.
         assert!(!p.may_publish("ecosystem.phase.spark"));
         assert!(!p.may_publish("audit.bridge.rejected"));
-        // SPARK answers operators; a component that takes none of their requests cannot.
+        // SPARK, ZSEI and the core answer operators; a component that takes none of their
+        // requests cannot.
         assert!(component(Component::Spark).may_publish("_INBOX.operator.console.abc"));
+        assert!(component(Component::Core).may_publish("_INBOX.operator.console.abc"));
         assert!(!component(Component::Cognis).may_publish("_INBOX.operator.console.abc"));
         assert_eq!(
             crate::table::recipients("_INBOX.operator.console.abc.1"),

@@ -20,6 +20,11 @@ pub const KEY_FEED: &str = "ecosystem.keys.>";
 pub const METHODOLOGY_BUCKET: &str = "ozone-methodologies";
 /// The stream behind [`METHODOLOGY_BUCKET`].
 pub const METHODOLOGY_STREAM: &str = "KV_ozone-methodologies";
+/// The core's task store (in the OZONE account): one entry per task, rewritten at every step
+/// transition; only the core reads and writes it.
+pub const TASK_BUCKET: &str = "ozone-tasks";
+/// The stream behind [`TASK_BUCKET`].
+pub const TASK_STREAM: &str = "KV_ozone-tasks";
 /// The audit stream (in the AUDIT account): `audit.>` plus a copy of every key-directory put.
 pub const AUDIT_STREAM: &str = "OZONE_AUDIT";
 

@@ -5,7 +5,7 @@
 use crate::phase::PHASE_STREAM;
 use crate::streams::{
     bucket_subjects, AUDIT_STREAM, KEY_STREAM, METHODOLOGY_BUCKET, METHODOLOGY_STREAM,
-    SESSION_STREAM,
+    SESSION_STREAM, TASK_BUCKET, TASK_STREAM,
 };
 use crate::{Component, Identity, IdentityKind, Subject};
 
@@ -361,6 +361,31 @@ pub const ROUTES: &[Route] = &[
             s.extend(Subject::jetstream_reader_api(METHODOLOGY_STREAM));
             s
         },
+        all_owners: None,
+        audited: false,
+    },
+    Route {
+        name: "task store",
+        template: "$KV.ozone-tasks.{task}",
+        kind: Kind::Store,
+        owner: None,
+        publishers: Party::Only(Component::Core),
+        subscribers: Party::Nobody,
+        doc: "the core's durable task state, rewritten at every step transition (docs/tasks.md); \
+              only the core writes it and reads it back through the bucket's JetStream API",
+        subjects: |_| vec![Subject(bucket_subjects(TASK_BUCKET))],
+        all_owners: None,
+        audited: false,
+    },
+    Route {
+        name: "task store API",
+        template: "$JS.API.{INFO,STREAM.CREATE,STREAM.INFO,STREAM.MSG.GET,DIRECT.GET}.KV_ozone-tasks",
+        kind: Kind::JetStream,
+        owner: None,
+        publishers: Party::Only(Component::Core),
+        subscribers: Party::Nobody,
+        doc: "the core creates its task bucket if absent and reads it by direct get",
+        subjects: |_| Subject::jetstream_reader_api(TASK_STREAM),
         all_owners: None,
         audited: false,
     },

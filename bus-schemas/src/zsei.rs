@@ -135,15 +135,52 @@ pub enum ZseiError {
     #[error("{name} {version} is registered with another document; register a new version")]
     VersionTaken { name: String, version: String },
     /// The request itself (not the document) was refused: too large, malformed, not allowed.
-    #[error("{0}")]
-    Invalid(String),
-    #[error("the registry cannot be read or written: {0}")]
-    Store(String),
+    #[error("{detail}")]
+    Invalid { detail: String },
+    #[error("the registry cannot be read or written: {detail}")]
+    Store { detail: String },
 }
 
 impl From<Refusal> for ZseiError {
     fn from(r: Refusal) -> ZseiError {
-        ZseiError::Invalid(r.to_string())
+        ZseiError::Invalid {
+            detail: r.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Errors are maps tagged by `kind` (no newtype variants, which a tagged encoding cannot
+    /// carry): each one encodes.
+    #[test]
+    fn every_error_encodes() {
+        let s = || "x".to_string();
+        for e in [
+            ZseiError::InvalidMethodology {
+                problems: vec![FieldProblem {
+                    field: s(),
+                    problem: s(),
+                }],
+            },
+            ZseiError::NotFound {
+                name: s(),
+                version: None,
+            },
+            ZseiError::VersionTaken {
+                name: s(),
+                version: s(),
+            },
+            ZseiError::Invalid { detail: s() },
+            ZseiError::Store { detail: s() },
+        ] {
+            let reply = GetReply::Failed(e.clone());
+            let bytes = rmp_serde::to_vec_named(&reply).unwrap_or_default();
+            let back: Result<GetReply, _> = rmp_serde::from_slice(&bytes);
+            assert_eq!(back.ok(), Some(reply), "{e:?}");
+        }
     }
 }
 

@@ -28,6 +28,18 @@ pub const METHODOLOGY_BUCKET_SPEC: BucketSpec = BucketSpec {
     feed: None,
 };
 
+/// The core's task store: one record per task (its steps' states and outputs), at most
+/// 1 MiB each, kept 30 days after its last change, 256 MiB in all (new tasks are refused
+/// past it, never old ones evicted).
+pub const TASK_BUCKET_SPEC: BucketSpec = BucketSpec {
+    bucket: ozone_bus_schemas::streams::TASK_BUCKET,
+    description: "OZONE STUDIO tasks: the durable state of every task",
+    max_age: Duration::from_secs(30 * 24 * 3600),
+    max_bytes: 256 << 20,
+    max_value_bytes: 1 << 20,
+    feed: None,
+};
+
 /// What one bucket is made of.
 #[derive(Debug, Clone)]
 pub struct BucketSpec {

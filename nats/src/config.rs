@@ -69,6 +69,7 @@ pub fn ecosystem_max_file() -> i64 {
     crate::keydir::KEY_BUCKET_SPEC.max_bytes
         + crate::sessions::SESSION_BUCKET_SPEC.max_bytes
         + crate::buckets::METHODOLOGY_BUCKET_SPEC.max_bytes
+        + crate::buckets::TASK_BUCKET_SPEC.max_bytes
         + (64 << 20)
 }
 

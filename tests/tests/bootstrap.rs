@@ -524,6 +524,39 @@ async fn ozone_up_bootstraps_by_phase_recovers_a_killed_component_and_down_leave
         &env
     )?;
     assert!(!ok && err.contains("unknown field `cal`"), "{out}{err}");
+
+    // A task: the shipped summarize-text over this repository's README, run by the core
+    // through SPARK; the command follows it step by step and prints the summary.
+    let readme = format!("text=@{}/../README.md", env!("CARGO_MANIFEST_DIR"));
+    let (ok, out, err) = ozone!(
+        &t.home,
+        &[
+            "task",
+            "run",
+            "summarize-text",
+            "--input",
+            &readme,
+            "--input",
+            "max_words=40",
+            "--wait"
+        ],
+        &env
+    )?;
+    assert!(ok, "{out}{err}");
+    let summary = out.split("summary:\n").nth(1).unwrap_or_default();
+    assert!(summary.trim().len() > 20, "{out}");
+    for step in ["outline", "summary"] {
+        assert!(
+            err.lines()
+                .any(|l| l.trim_start().starts_with(step) && l.contains("succeeded")),
+            "{err}"
+        );
+    }
+    let (ok, out, err) = ozone!(&t.home, &["task", "list"], &env)?;
+    assert!(
+        ok && out.contains("summarize-text") && out.contains("succeeded"),
+        "{out}{err}"
+    );
     let (ok, out, err) = ozone!(&t.home, &["spark", "scale", "1"], &env)?;
     assert!(ok && out.contains("stopped SPARK worker pid"), "{out}{err}");
     wait_for_instances(1).await?;

@@ -12,5 +12,6 @@ pub mod spark;
 pub mod status;
 pub mod supervise;
 pub mod systemd;
+pub mod task;
 pub mod up;
 pub mod validate;

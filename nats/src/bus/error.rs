@@ -40,6 +40,15 @@ pub enum BusError {
         subject: String,
         source: rmp_serde::encode::Error,
     },
+    /// A sealed message larger than the server takes; nothing was sent.
+    #[error(
+        "{subject}: the message is {size} bytes sealed, more than the server's limit of {max}"
+    )]
+    TooLarge {
+        subject: String,
+        size: usize,
+        max: usize,
+    },
     #[error("no published key for {0}; is it running?")]
     NoKey(String),
     #[error("nobody subscribes to {0} in the subject table")]

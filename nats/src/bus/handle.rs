@@ -41,6 +41,10 @@ pub struct Bus {
     /// Reply-inbox prefix (`_INBOX.<requester>`) → the route replies to it are sealed in
     /// (`_INBOX.<requester>.>`): one session per requester, not per request, built once.
     pub(super) reply_routes: Arc<Mutex<ReplyRoutes>>,
+    /// The largest message the server takes (its `max_payload`, read when the bus starts; 0:
+    /// unknown). A sealed message above it is refused here, by name, instead of costing the
+    /// connection.
+    pub(super) max_payload: usize,
 }
 
 /// Subject → (authenticated sender, whether the table lets it send there to us).
@@ -111,7 +115,9 @@ impl Bus {
             sessions: Arc::default(),
             senders: Arc::default(),
             reply_routes: Arc::default(),
+            max_payload: 0,
         };
+        bus.max_payload = bus.conn.client.server_info().max_payload;
         if let Some(c) = bus.conn.identity.as_component() {
             bus.audit = Some(audit_sink::start(bus.clone(), c));
         }

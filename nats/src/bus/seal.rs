@@ -139,7 +139,7 @@ impl Bus {
             }
             sealed
         };
-        sealed.map_err(|source| match encode_error.take() {
+        let sealed = sealed.map_err(|source| match encode_error.take() {
             Some(e) => BusError::Encode {
                 subject: subject.into(),
                 source: e,
@@ -148,7 +148,15 @@ impl Bus {
                 subject: subject.into(),
                 source,
             },
-        })
+        })?;
+        if self.max_payload > 0 && sealed.len() > self.max_payload {
+            return Err(BusError::TooLarge {
+                subject: subject.into(),
+                size: sealed.len(),
+                max: self.max_payload,
+            });
+        }
+        Ok(sealed)
     }
 
     /// The sealed bytes a publish of `message` on `subject` sends, for a caller that

@@ -1,38 +1,27 @@
 //! The core's phase transitions: it announces on `ecosystem.phase.transitions` each phase
 //! becoming ready or losing readiness, as its phase view sees the phase's members.
 
-use futures::future::BoxFuture;
 use ozone_bus_schemas::phase::PhaseTransition;
 use ozone_bus_schemas::{Component, Subject};
 use ozone_nats::bus::{now_ms, Bus};
-use ozone_service::{Capability, PhaseView, Serving};
+use ozone_service::{PhaseView, Serving};
 
 /// Phases 0 to 3 of the seed.
 const PHASES: usize = 4;
 
-/// The capability `ozone-studio` runs.
-#[derive(Debug, Default)]
-pub struct PhaseTransitions;
-
-impl Capability for PhaseTransitions {
-    fn start<'a>(
-        self: Box<Self>,
-        serving: Serving<'a>,
-    ) -> BoxFuture<'a, anyhow::Result<Vec<tokio::task::JoinHandle<()>>>> {
-        let (bus, mut view) = (serving.bus.clone(), serving.view.clone());
-        Box::pin(async move {
-            let task = tokio::spawn(async move {
-                let mut tracker = Tracker::default();
-                loop {
-                    tracker.update(&bus, &view).await;
-                    if !view.changed().await {
-                        break;
-                    }
-                }
-            });
-            Ok(vec![task])
-        })
-    }
+/// Starts announcing transitions as `serving`'s phase view sees them.
+pub fn start(serving: &Serving<'_>) -> Vec<tokio::task::JoinHandle<()>> {
+    let (bus, mut view) = (serving.bus.clone(), serving.view.clone());
+    let task = tokio::spawn(async move {
+        let mut tracker = Tracker::default();
+        loop {
+            tracker.update(&bus, &view).await;
+            if !view.changed().await {
+                break;
+            }
+        }
+    });
+    vec![task]
 }
 
 /// Which phases were last announced ready.

@@ -212,13 +212,13 @@ fn check(field: &str, c: &Check, s: &Step, out: &mut Vec<Problem>) {
             ));
         }
     }
-    if let Some(schema) = &c.json_schema {
-        if !(schema.is_object() || schema.is_boolean()) {
-            out.push(Problem::new(
-                format!("{field}.json_schema"),
-                "a JSON Schema is an object (or true/false)",
-            ));
-        }
+    if c.json_schema.is_some() {
+        // Refused rather than accepted and ignored: the core applies no JSON Schema yet.
+        out.push(Problem::new(
+            format!("{field}.json_schema"),
+            "JSON Schema checks are not supported yet; use contains, regex, min_length or \
+             max_length",
+        ));
     }
     if c.on_fail == crate::format::OnFail::Retry && s.retry.as_ref().is_none_or(|r| r.attempts < 2)
     {

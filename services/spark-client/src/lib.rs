@@ -180,7 +180,7 @@ impl SparkClient {
         &self,
         req: GenerateRequest,
         cancel: Option<watch::Receiver<bool>>,
-        mut on_token: impl FnMut(&str),
+        mut on_token: impl FnMut(&str) + Send,
     ) -> Result<Generated, ClientError> {
         let mut delivered = 0u32;
         let mut sink = |index: u32, text: &str| {
@@ -268,7 +268,7 @@ impl SparkClient {
         req: &Req,
         request_id: &str,
         mut cancel: Option<watch::Receiver<bool>>,
-        sink: &mut dyn FnMut(u32, &str),
+        sink: &mut (dyn FnMut(u32, &str) + Send),
     ) -> Result<E::Done, ClientError> {
         let mut lost = 0;
         let mut overloaded = 0;
@@ -327,7 +327,7 @@ impl SparkClient {
         mut stream: TypedSubscriber<E>,
         request_id: &str,
         cancel: &mut Option<watch::Receiver<bool>>,
-        sink: &mut dyn FnMut(u32, &str),
+        sink: &mut (dyn FnMut(u32, &str) + Send),
     ) -> Result<Attempt<E::Done>, ClientError> {
         let mut worker: Option<String> = None;
         let mut keepalive = tokio::time::interval(Duration::from_millis(spark::KEEPALIVE_MS));

@@ -28,7 +28,9 @@ impl std::fmt::Debug for Registry {
 }
 
 fn store_err(e: impl std::fmt::Display) -> ZseiError {
-    ZseiError::Store(e.to_string())
+    ZseiError::Store {
+        detail: e.to_string(),
+    }
 }
 
 fn key(name: &str, version: &str) -> String {
