@@ -56,6 +56,25 @@ pub enum AuditKind {
     /// component's, of that category) are being dropped. A flood, or a component in trouble.
     /// Reported by the core, which the supervisor tells (components cannot read the stream).
     AuditQuotaReached { subject: String, cap: u64 },
+    /// The core started a task for an authenticated submitter.
+    TaskSubmitted {
+        task_id: String,
+        methodology: String,
+        version: String,
+        by: String,
+    },
+    /// A step that requires approval was approved.
+    StepApproved {
+        task_id: String,
+        step: String,
+        by: String,
+    },
+    /// A task ended: `succeeded`, `failed` (with why) or `cancelled` (with by whom).
+    TaskFinished {
+        task_id: String,
+        state: String,
+        detail: Option<String>,
+    },
 }
 
 impl AuditKind {
@@ -73,6 +92,9 @@ impl AuditKind {
             }
             AuditKind::PermissionDenied { .. } => "denied",
             AuditKind::AuthenticationFailed { .. } => "auth",
+            AuditKind::TaskSubmitted { .. }
+            | AuditKind::StepApproved { .. }
+            | AuditKind::TaskFinished { .. } => "tasks",
         }
     }
 }
@@ -81,8 +103,15 @@ impl AuditKind {
 /// exactly `audit.<component>.<category>` for these: a fixed set of subjects, so the audit
 /// stream can bound each one (`max_msgs_per_subject`) and a flood evicts only the flooder's
 /// own oldest events of that category, never another component's.
-pub const AUDIT_CATEGORIES: [&str; 6] =
-    ["keys", "rejected", "directory", "denied", "auth", "quota"];
+pub const AUDIT_CATEGORIES: [&str; 7] = [
+    "keys",
+    "rejected",
+    "directory",
+    "denied",
+    "auth",
+    "quota",
+    "tasks",
+];
 
 impl Subject {
     /// The audit subjects `c` may publish on: one per category.
@@ -146,6 +175,22 @@ mod tests {
             AuditKind::AuditQuotaReached {
                 subject: String::new(),
                 cap: 1,
+            },
+            AuditKind::TaskSubmitted {
+                task_id: String::new(),
+                methodology: String::new(),
+                version: String::new(),
+                by: String::new(),
+            },
+            AuditKind::StepApproved {
+                task_id: String::new(),
+                step: String::new(),
+                by: String::new(),
+            },
+            AuditKind::TaskFinished {
+                task_id: String::new(),
+                state: String::new(),
+                detail: None,
             },
         ];
         for ev in every {

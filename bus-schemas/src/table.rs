@@ -218,7 +218,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         name: "audit events",
-        template: "audit.{component}.{keys,rejected,directory,denied,auth,quota}",
+        template: "audit.{component}.{keys,rejected,directory,denied,auth,quota,tasks}",
         kind: Kind::Event,
         owner: Some(IdentityKind::Component),
         publishers: Party::Owner,

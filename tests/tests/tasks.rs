@@ -9,13 +9,13 @@ use ozone_bus_schemas::core::{
 };
 use ozone_bus_schemas::operation::Operation;
 use ozone_bus_schemas::zsei::{DocumentFormat, Register, RegisterReply, RegisterRequest};
-use ozone_bus_schemas::{Component, Identity, IdentityKind};
+use ozone_bus_schemas::{AuditKind, Component, Identity, IdentityKind};
 use ozone_nats::bus::Bus;
 use ozone_security::envelope::Rotation;
 use ozone_security::pki::CONSOLE_OPERATOR;
 use ozone_spark_client::SparkClient;
 use ozone_studio_core::tasks::TaskCapability;
-use ozone_tests::{SparkProcess, TestEcosystem};
+use ozone_tests::{audited, SparkProcess, TestEcosystem};
 use ozone_zsei::ZseiCapability;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -331,5 +331,73 @@ async fn a_task_waits_for_approval_across_a_core_restart_and_runs_no_step_twice(
         Some("urn:ozone:operator:console")
     );
     assert!(view.outputs.unwrap()["count"].as_u64().unwrap() >= 1);
+
+    // The lifecycle is in the audit stream, under the core, naming who did what.
+    let by = "urn:ozone:operator:console";
+    audited(&eco, "the task's submission", |who, e| {
+        who == "ozone-studio"
+            && matches!(e, AuditKind::TaskSubmitted { task_id, by: b, .. } if *task_id == id && b == by)
+    })
+    .await?;
+    audited(&eco, "the approval", |who, e| {
+        who == "ozone-studio"
+            && matches!(e, AuditKind::StepApproved { task_id, step, by: b } if *task_id == id && step == "right" && b == by)
+    })
+    .await?;
+    audited(&eco, "the task's end", |who, e| {
+        who == "ozone-studio"
+            && matches!(e, AuditKind::TaskFinished { task_id, state, .. } if *task_id == id && state == "succeeded")
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_fails_twice_then_succeeds_completes_with_three_attempts() -> R {
+    let eco = TestEcosystem::audited().await?;
+    let _zsei = eco.serve(Component::Zsei, Box::new(ZseiCapability)).await?;
+    let _core = eco.serve(Component::Core, Box::new(TaskCapability)).await?;
+    let op = operator(&eco).await?;
+    // Its one step reads a methodology that does not exist yet: ZSEI answers `not_found`
+    // (a failed attempt) until the test registers it.
+    register(
+        &op,
+        json!({
+            "name": "patient", "version": "1.0.0", "description": "Wait for `later` to exist.",
+            "steps": [{ "id": "fetch", "call": "zsei.methodology.get",
+                        "with": { "name": "later" },
+                        "retry": { "attempts": 3, "backoff": "1s" } }],
+            "outputs": { "found": "{{ steps.fetch.output.found.version }}" }
+        }),
+    )
+    .await?;
+    let id = submit(&op, "patient", json!({})).await?.unwrap();
+    // After the second failure the next attempt waits 2 s: register `later` meanwhile.
+    let view = until(&op, &id, Duration::from_secs(20), |v| {
+        let s = step(v, "fetch");
+        s.attempts == 3 && s.state == StepState::Retrying || v.state.is_finished()
+    })
+    .await?;
+    assert!(!view.state.is_finished(), "{view:#?}");
+    assert!(
+        step(&view, "fetch")
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not_found"),
+        "{view:#?}"
+    );
+    register(
+        &op,
+        json!({
+            "name": "later", "version": "2.0.0", "description": "Here now.",
+            "steps": [{ "id": "x", "call": "zsei.methodology.list" }]
+        }),
+    )
+    .await?;
+    let view = until(&op, &id, Duration::from_secs(20), |v| v.state.is_finished()).await?;
+    assert_eq!(view.state, TaskState::Succeeded, "{view:#?}");
+    assert_eq!(step(&view, "fetch").attempts, 3);
+    assert_eq!(view.outputs.unwrap()["found"], json!("2.0.0"));
     Ok(())
 }

@@ -42,6 +42,23 @@ fn describe(event: &AuditKind) -> String {
                 "{subject} is at the audit stream's cap of {cap}: its oldest events are dropped"
             )
         }
+        AuditKind::TaskSubmitted {
+            task_id,
+            methodology,
+            version,
+            by,
+        } => format!("task {task_id} submitted by {by}: {methodology} {version}"),
+        AuditKind::StepApproved { task_id, step, by } => {
+            format!("step {step} of task {task_id} approved by {by}")
+        }
+        AuditKind::TaskFinished {
+            task_id,
+            state,
+            detail,
+        } => match detail {
+            Some(d) => format!("task {task_id} {state}: {d}"),
+            None => format!("task {task_id} {state}"),
+        },
     }
 }
 

@@ -283,13 +283,13 @@ mod tests {
             assert!(cap > 1, "{max_bytes}: {cap}");
             assert!(subjects_budgeted() * cap * STORED_MESSAGE_MAX_BYTES <= max_bytes);
         }
-        // The default: 8 components × 6 categories + 8 × 4 key slots + 16 auditors + 4
-        // operators × 4 key slots + 9 phase subjects; 525 events of the largest size per
+        // The default: 8 components × 7 categories + 8 × 4 key slots + 16 auditors + 4
+        // operators × 4 key slots + 9 phase subjects; 492 events of the largest size per
         // subject.
-        assert_eq!(subjects_budgeted(), 121);
+        assert_eq!(subjects_budgeted(), 129);
         assert_eq!(
             stream_config(&NatsSettings::default()).max_messages_per_subject,
-            525
+            492
         );
     }
 }

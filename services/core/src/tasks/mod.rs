@@ -133,6 +133,12 @@ async fn serve(kit: &mut Kit<'_>, tasks: &Tasks) -> anyhow::Result<()> {
             t.rt.store.put(&record).await?;
             let task_id = record.view.id.clone();
             tracing::info!(task = %task_id, methodology = %record.view.methodology, by = %caller, "task submitted");
+            t.rt.caller.bus.audit(ozone_bus_schemas::AuditKind::TaskSubmitted {
+                task_id: task_id.clone(),
+                methodology: record.view.methodology.clone(),
+                version: record.view.version.clone(),
+                by: caller.to_string(),
+            });
             t.spawn(record);
             Ok(SubmitReply::Submitted { task_id })
         }
@@ -213,6 +219,11 @@ async fn serve(kit: &mut Kit<'_>, tasks: &Tasks) -> anyhow::Result<()> {
                 .await;
             if answer.await.unwrap_or(false) {
                 tracing::info!(task = %req.task_id, step = %req.step, by = %caller, "step approved");
+                t.rt.caller.bus.audit(ozone_bus_schemas::AuditKind::StepApproved {
+                    task_id: req.task_id.clone(),
+                    step: req.step.clone(),
+                    by: caller.to_string(),
+                });
                 Ok(ApproveReply::Approved)
             } else {
                 Err(nothing())

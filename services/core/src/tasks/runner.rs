@@ -102,6 +102,15 @@ pub async fn run(rt: Runtime, mut record: TaskRecord, mut control: mpsc::Receive
     }
     // Whatever still runs (a failed task's parallel branches) stops now.
     let _ = cancel_tx.send(true);
+    let state = format!("{:?}", record.view.state).to_lowercase();
+    tracing::info!(task = %record.view.id, %state, "task finished");
+    rt.caller
+        .bus
+        .audit(ozone_bus_schemas::AuditKind::TaskFinished {
+            task_id: record.view.id.clone(),
+            state,
+            detail: record.view.error.clone(),
+        });
 }
 
 async fn save(rt: &Runtime, record: &TaskRecord) {
